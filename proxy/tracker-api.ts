@@ -1,0 +1,31 @@
+// The tracker's contract, used by the runner and the CLI. Implemented in
+// proxy/tracker.ts.
+import type { Changes, NodeState } from './model.ts';
+import type { SourceEvent } from './source/source.ts';
+
+export interface TrackerOptions {
+  /** This node's name (--hostname-override or the host name). */
+  readonly nodeName: string;
+  /** IP families to produce ServicePortStates for. */
+  readonly families: readonly (4 | 6)[];
+}
+
+export interface ServiceTracker {
+  /** Records one event; malformed objects are logged with their name and skipped. */
+  apply(event: SourceEvent): void;
+  /** Number of service ports with unsynced changes (for the pending-changes metric). */
+  pending(): number;
+  /** True once a 'Synced' event was seen. */
+  synced(): boolean;
+  /**
+   * The current state and everything that changed since the last call.
+   * Changes that net to nothing are cancelled. Cheap when little changed:
+   * only changed services are recomputed (a Node label change recomputes all).
+   * triggerTimes: epoch ms of the EndpointSlices' and Services'
+   * `endpoints.kubernetes.io/last-change-trigger-time` annotations (or the
+   * time the event arrived) for the network-programming-duration metric.
+   */
+  snapshot(): { state: NodeState; changes: Changes; triggerTimes: readonly number[] };
+  /** Forces the next snapshot's changes to be full (after a failed sync, or periodic resync). */
+  requestFull(): void;
+}

@@ -1,0 +1,34 @@
+// Compact builders of NodeState for mode tests: every field defaulted, so a
+// test names only what it is about.
+import { serviceKey, type Endpoint, type NodeState, type ServicePortState } from '../../proxy/model.ts';
+
+export function ep(ip: string, port: number, extra: Partial<Endpoint> = {}): Endpoint {
+  return { ip, port, isLocal: false, ready: true, serving: true, terminating: false, ...extra };
+}
+
+type SvcInput = Partial<ServicePortState> & { name: string; clusterIP: string; port: number };
+
+export function svc(input: SvcInput): ServicePortState {
+  const protocol = input.protocol ?? 'TCP';
+  const family = input.family ?? (input.clusterIP.includes(':') ? 6 : 4);
+  const [nsName, portName = ''] = input.name.split(':');
+  const [namespace, serviceName] = nsName.split('/');
+  const clusterEndpoints = input.clusterEndpoints ?? [];
+  const localEndpoints = input.localEndpoints ?? [];
+  const all = input.allReachableEndpoints ??
+    [...clusterEndpoints, ...localEndpoints.filter((l) => !clusterEndpoints.some((c) => c.ip === l.ip && c.port === l.port))];
+  return {
+    namespace, serviceName, portName, protocol, family,
+    nodePort: 0, externalIPs: [], loadBalancerIPs: [], loadBalancerSourceRanges: [],
+    healthCheckNodePort: 0, affinityTimeoutSeconds: 0,
+    externalPolicyLocal: false, internalPolicyLocal: false,
+    hasEndpoints: all.length > 0,
+    ...input,
+    key: serviceKey(family, input.name, protocol),
+    clusterEndpoints, localEndpoints, allReachableEndpoints: all,
+  };
+}
+
+export function nodeState(services: ServicePortState[], nodeName = 'node-a', nodeIPs: string[] = ['192.168.0.2']): NodeState {
+  return { nodeName, nodeIPs, services: new Map(services.map((s) => [s.key, s])) };
+}
