@@ -51,6 +51,12 @@ export interface Backend {
   render(state: NodeState): string;
   /** What the kernel holds of kproxy's own objects, as the kernel tool prints it. */
   readKernel(): Promise<string>;
+  /**
+   * A cheap check, run every syncPeriod, that nobody removed kproxy's rules
+   * behind its back (a canary chain or table gone). True forces a full sync.
+   * Must not read the whole table.
+   */
+  drifted(): Promise<boolean>;
   /** Remove everything this mode owns, and nothing else. */
   cleanup(): Promise<void>;
 }
