@@ -1,0 +1,248 @@
+// Keeps the Services, EndpointSlices and this Node as the source reports
+// them, and turns them into this node's NodeState. Work is incremental: an
+// event only marks its Service dirty, and a snapshot recomputes the dirty
+// Services alone, comparing each service port with the previous snapshot so
+// that changes which net to nothing disappear.
+import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
+import type { Logger } from './log.ts';
+import type { Changes, Family, NodeState, ServicePortState, StaleUdpEndpoint } from './model.ts';
+import type { SourceEvent } from './source/source.ts';
+import type { ServiceTracker, TrackerOptions } from './tracker-api.ts';
+import { addStaleUdp } from './conntrack-changes.ts';
+import { categorizeEndpoints, collectEndpoints, portKey, serviceNameLabel, type SliceEndpoint } from './endpoints.ts';
+import { samePortState, servicePortInfos, skipReason } from './service-ports.ts';
+import { servicePreference, zoneLabel } from './topology.ts';
+import { validateEndpointSlice, validateService } from './validate.ts';
+
+export const triggerTimeAnnotation = 'endpoints.kubernetes.io/last-change-trigger-time';
+
+type Meta = { metadata?: { name?: string; namespace?: string } };
+
+function nsName(obj: Meta): string | undefined {
+  const m = obj.metadata;
+  return m?.name && m.namespace ? `${m.namespace}/${m.name}` : undefined;
+}
+
+/** The Service an EndpointSlice belongs to, as "namespace/name". */
+function owner(slice: V1EndpointSlice): string | undefined {
+  const svc = slice.metadata?.labels?.[serviceNameLabel];
+  return svc ? `${slice.metadata!.namespace}/${svc}` : undefined;
+}
+
+function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
+}
+
+function nodeAddresses(node: V1Node): string[] {
+  const ips: string[] = [];
+  for (const a of node.status?.addresses ?? []) {
+    if ((a.type === 'InternalIP' || a.type === 'ExternalIP') && a.address && !ips.includes(a.address)) ips.push(a.address);
+  }
+  return ips;
+}
+
+export class Tracker implements ServiceTracker {
+  readonly #opts: TrackerOptions;
+  readonly #log: Logger;
+  /** Last good version of each Service, by "namespace/name". */
+  readonly #services = new Map<string, V1Service>();
+  /** Last good version of each EndpointSlice, by "namespace/name" of the slice. */
+  readonly #slices = new Map<string, V1EndpointSlice>();
+  /** Slices of each Service (by the Service's "namespace/name"). */
+  readonly #slicesOf = new Map<string, Map<string, V1EndpointSlice>>();
+  /** Services whose ports must be recomputed at the next snapshot. */
+  readonly #dirty = new Set<string>();
+  #allDirty = false;
+  #fullRequested = true;
+  #synced = false;
+  #nodeLabels: Record<string, string> = {};
+  #nodeIPs: readonly string[] = [];
+  #nodeIPsChanged = false;
+  /** Service ports of each Service as of the last snapshot. */
+  readonly #portsOf = new Map<string, readonly ServicePortState[]>();
+  readonly #state = new Map<string, ServicePortState>();
+  #triggerTimes: number[] = [];
+
+  constructor(opts: TrackerOptions, log: Logger) {
+    this.#opts = opts;
+    this.#log = log;
+  }
+
+  apply(event: SourceEvent): void {
+    switch (event.kind) {
+      case 'Synced': this.#synced = true; return;
+      case 'Service': this.#applyService(event.type, event.object); return;
+      case 'EndpointSlice': this.#applySlice(event.type, event.object); return;
+      case 'Node': this.#applyNode(event.type, event.object); return;
+    }
+  }
+
+  #recordTrigger(obj: { metadata?: { annotations?: Record<string, string> } }): void {
+    const at = Date.parse(obj.metadata?.annotations?.[triggerTimeAnnotation] ?? '');
+    this.#triggerTimes.push(Number.isNaN(at) ? Date.now() : at);
+  }
+
+  #applyService(type: 'upsert' | 'delete', svc: V1Service): void {
+    const key = nsName(svc);
+    if (type === 'delete') {
+      if (!key) {
+        this.#log.warn({ kind: 'Service' }, 'Service deletion without namespace/name ignored');
+        return;
+      }
+      if (this.#services.delete(key)) {
+        this.#dirty.add(key);
+        this.#recordTrigger(svc);
+      }
+      return;
+    }
+    const problems = validateService(svc);
+    if (problems.length > 0) {
+      this.#log.warn({ kind: 'Service', object: key ?? svc.metadata?.name ?? '(unnamed)', problems, keptPrevious: key !== undefined && this.#services.has(key) },
+        'invalid Service skipped');
+      return;
+    }
+    const reason = skipReason(svc);
+    if (reason) this.#log.debug({ service: key, reason }, 'Service not proxied');
+    this.#services.set(key!, svc);
+    this.#dirty.add(key!);
+    this.#recordTrigger(svc);
+  }
+
+  #applySlice(type: 'upsert' | 'delete', slice: V1EndpointSlice): void {
+    const key = nsName(slice);
+    if (type === 'upsert') {
+      const problems = validateEndpointSlice(slice);
+      if (problems.length > 0) {
+        this.#log.warn({ kind: 'EndpointSlice', object: key ?? slice.metadata?.name ?? '(unnamed)', problems, keptPrevious: key !== undefined && this.#slices.has(key) },
+          'invalid EndpointSlice skipped');
+        return;
+      }
+    } else if (!key) {
+      this.#log.warn({ kind: 'EndpointSlice' }, 'EndpointSlice deletion without namespace/name ignored');
+      return;
+    }
+    const previous = this.#slices.get(key!);
+    if (previous) {
+      const was = owner(previous);
+      if (was) {
+        this.#slicesOf.get(was)?.delete(key!);
+        this.#dirty.add(was);
+      }
+      this.#slices.delete(key!);
+    }
+    if (type === 'upsert') {
+      this.#slices.set(key!, slice);
+      const svc = owner(slice);
+      if (svc) {
+        let set = this.#slicesOf.get(svc);
+        if (!set) this.#slicesOf.set(svc, set = new Map());
+        set.set(key!, slice);
+        this.#dirty.add(svc);
+      } else {
+        this.#log.debug({ slice: key }, `EndpointSlice without ${serviceNameLabel} label ignored`);
+      }
+    }
+    if (type === 'upsert' || previous) this.#recordTrigger(slice);
+  }
+
+  #applyNode(type: 'upsert' | 'delete', node: V1Node): void {
+    if (node.metadata?.name !== this.#opts.nodeName) return;
+    if (type === 'delete') this.#log.warn({ node: this.#opts.nodeName }, 'this Node was deleted');
+    const labels = type === 'delete' ? {} : { ...node.metadata?.labels };
+    const ips = type === 'delete' ? [] : nodeAddresses(node);
+    if (!sameLabels(labels, this.#nodeLabels)) {
+      this.#nodeLabels = labels;
+      this.#allDirty = true;
+    }
+    if (ips.join(',') !== this.#nodeIPs.join(',')) {
+      this.#nodeIPs = ips;
+      this.#nodeIPsChanged = true;
+    }
+  }
+
+  pending(): number {
+    if (this.#allDirty) return Math.max(this.#state.size, 1);
+    let n = 0;
+    for (const key of this.#dirty) {
+      n += this.#portsOf.get(key)?.length || this.#services.get(key)?.spec?.ports?.length || 1;
+    }
+    return n;
+  }
+
+  synced(): boolean {
+    return this.#synced;
+  }
+
+  requestFull(): void {
+    this.#fullRequested = true;
+  }
+
+  /** The service ports of one Service as of now, from its Service and slices. */
+  #compute(key: string): ServicePortState[] {
+    const svc = this.#services.get(key);
+    if (!svc || skipReason(svc)) return [];
+    const out: ServicePortState[] = [];
+    const slices = this.#slicesOf.get(key)?.values() ?? [];
+    const sliceList = [...slices];
+    const preference = servicePreference(svc);
+    const { nodeName } = this.#opts;
+    const zone = this.#nodeLabels[zoneLabel] || undefined;
+    for (const family of this.#opts.families as readonly Family[]) {
+      const infos = servicePortInfos(svc, family);
+      if (infos.length === 0) continue;
+      const endpoints = collectEndpoints(sliceList, family, nodeName);
+      for (const info of infos) {
+        const eps: readonly SliceEndpoint[] = endpoints.get(portKey(info.portName, info.protocol)) ?? [];
+        out.push({ ...info, ...categorizeEndpoints(eps, info, preference, nodeName, zone) });
+      }
+    }
+    return out;
+  }
+
+  snapshot(): { state: NodeState; changes: Changes; triggerTimes: readonly number[] } {
+    const changed = new Set<string>();
+    const staleUdpEndpoints: StaleUdpEndpoint[] = [];
+    const staleUdpServiceIPs: Changes['staleUdpServiceIPs'][number][] = [];
+    const work = this.#allDirty ? new Set([...this.#services.keys(), ...this.#portsOf.keys()]) : this.#dirty;
+
+    for (const key of work) {
+      const before = this.#portsOf.get(key) ?? [];
+      const computed = this.#compute(key);
+      const kept: ServicePortState[] = [];
+      const newKeys = new Set<string>();
+      for (const next of computed) {
+        newKeys.add(next.key);
+        const prev = this.#state.get(next.key);
+        if (prev && samePortState(prev, next)) {
+          kept.push(prev); // unchanged: keep the old object so identity says so too
+          continue;
+        }
+        addStaleUdp(prev, next, staleUdpEndpoints, staleUdpServiceIPs);
+        this.#state.set(next.key, next);
+        changed.add(next.key);
+        kept.push(next);
+      }
+      for (const prev of before) {
+        if (newKeys.has(prev.key)) continue;
+        addStaleUdp(prev, undefined, staleUdpEndpoints, staleUdpServiceIPs);
+        this.#state.delete(prev.key);
+        changed.add(prev.key);
+      }
+      if (kept.length > 0) this.#portsOf.set(key, kept);
+      else this.#portsOf.delete(key);
+    }
+    this.#dirty.clear();
+    this.#allDirty = false;
+
+    const full = this.#fullRequested || this.#nodeIPsChanged;
+    if (full) for (const key of this.#state.keys()) changed.add(key);
+    this.#fullRequested = false;
+    this.#nodeIPsChanged = false;
+    const triggerTimes = this.#triggerTimes;
+    this.#triggerTimes = [];
+
+    const state: NodeState = { nodeName: this.#opts.nodeName, nodeIPs: this.#nodeIPs, services: new Map(this.#state) };
+    return { state, changes: { full, services: changed, staleUdpEndpoints, staleUdpServiceIPs }, triggerTimes };
+  }
+}
