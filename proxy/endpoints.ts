@@ -14,7 +14,7 @@ export interface SliceEndpoint {
   readonly zoneHints?: readonly string[];
   readonly nodeHints?: readonly string[];
   /** Orders endpoints canonically, so moving one between slices changes nothing. */
-  readonly sortKey: string;
+  readonly sortKey: number | string;
 }
 
 /** Key of a port within a Service's endpoints: slice ports match service ports by name and protocol. */
@@ -22,16 +22,27 @@ export function portKey(portName: string, protocol: string): string {
   return `${portName}/${protocol}`;
 }
 
-function ipSortKey(ip: string, port: number): string {
-  if (!ip.includes(':')) {
-    const [a, b, c, d] = ip.split('.');
-    return `${a.padStart(3, '0')}.${b.padStart(3, '0')}.${c.padStart(3, '0')}.${d.padStart(3, '0')}:${String(port).padStart(5, '0')}`;
+/** IPv4 address and port as one number (address * 65536 + port), so endpoints sort numerically. */
+function v4SortKey(ip: string, port: number): number {
+  let value = 0, octet = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      value = value * 256 + octet;
+      octet = 0;
+    } else {
+      octet = octet * 10 + c - 48;
+    }
   }
-  // Expand "::" so that string order follows address order.
+  return (value * 256 + octet) * 65536 + port;
+}
+
+/** IPv6 address expanded to fixed-width groups, so string order follows address order. */
+function v6SortKey(ip: string, port: number): string {
   const [head, tail = ''] = ip.split('::');
   const h = head ? head.split(':') : [];
-  const t = ip.includes('::') ? (tail ? tail.split(':') : []) : [];
-  const groups = [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
+  const t = ip.includes('::') && tail ? tail.split(':') : [];
+  const groups = [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
   return `${groups.map((g) => g.padStart(4, '0')).join(':')}:${String(port).padStart(5, '0')}`;
 }
 
@@ -59,16 +70,16 @@ export function collectEndpoints(
         const existing = set.get(id);
         if (existing && !(ready && !existing.ready)) continue;
         const serving = e.conditions?.serving ?? ready;
-        const ep: Endpoint = {
+        const ep: { -readonly [K in keyof Endpoint]: Endpoint[K] } = {
           ip, port: port.port!, isLocal: e.nodeName === nodeName, ready, serving,
           terminating: e.conditions?.terminating ?? false,
-          ...(e.zone ? { zone: e.zone } : {}),
         };
+        if (e.zone) ep.zone = e.zone;
         set.set(id, {
           ep, ready,
           zoneHints: e.hints?.forZones?.map((z) => z.name),
           nodeHints: e.hints?.forNodes?.map((n) => n.name),
-          sortKey: ipSortKey(ip, port.port!),
+          sortKey: family === 4 ? v4SortKey(ip, port.port!) : v6SortKey(ip, port.port!),
         });
       }
     }

@@ -11,6 +11,7 @@ import type { ServiceTracker, TrackerOptions } from './tracker-api.ts';
 import { addStaleUdp } from './conntrack-changes.ts';
 import { categorizeEndpoints, collectEndpoints, portKey, serviceNameLabel, type SliceEndpoint } from './endpoints.ts';
 import { samePortState, servicePortInfos, skipReason } from './service-ports.ts';
+import { SnapshotMapBuilder } from './snapshot-map.ts';
 import { servicePreference, zoneLabel } from './topology.ts';
 import { validateEndpointSlice, validateService } from './validate.ts';
 
@@ -61,7 +62,7 @@ export class Tracker implements ServiceTracker {
   #nodeIPsChanged = false;
   /** Service ports of each Service as of the last snapshot. */
   readonly #portsOf = new Map<string, readonly ServicePortState[]>();
-  readonly #state = new Map<string, ServicePortState>();
+  readonly #state = new SnapshotMapBuilder<ServicePortState>();
   #triggerTimes: number[] = [];
 
   constructor(opts: TrackerOptions, log: Logger) {
@@ -242,7 +243,7 @@ export class Tracker implements ServiceTracker {
     const triggerTimes = this.#triggerTimes;
     this.#triggerTimes = [];
 
-    const state: NodeState = { nodeName: this.#opts.nodeName, nodeIPs: this.#nodeIPs, services: new Map(this.#state) };
+    const state: NodeState = { nodeName: this.#opts.nodeName, nodeIPs: this.#nodeIPs, services: this.#state.publish() };
     return { state, changes: { full, services: changed, staleUdpEndpoints, staleUdpServiceIPs }, triggerTimes };
   }
 }
