@@ -1,0 +1,292 @@
+// Decides when to sync, in the manner of kube-proxy's BoundedFrequencyRunner:
+//  - requests coalesce: any number of request() calls while a sync is due or
+//    running lead to one more sync;
+//  - syncs are rate-limited by a token bucket refilled once per
+//    minSyncPeriod, holding `burstSyncs` tokens (kube-proxy uses 2), so a
+//    lone change is applied at once and a storm at most once per minSyncPeriod;
+//  - syncs never overlap;
+//  - a failed sync is retried with exponential backoff (from retryInitialMs
+//    up to syncPeriod) and the retry is a full sync (tracker.requestFull());
+//  - every syncPeriod, backend.drifted() is checked (a cheap canary); drift
+//    forces a full sync;
+//  - a full sync runs at least every fullSyncPeriod (one hour) regardless.
+// The clock is injected so tests drive time by hand.
+import type { Backend, SyncResult } from '../modes/backend.ts';
+import type { Logger } from './log.ts';
+import type { Changes, NodeState } from './model.ts';
+import type { ServiceTracker } from './tracker-api.ts';
+
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+};
+
+export interface RunnerOptions {
+  readonly minSyncPeriodMs: number;
+  readonly syncPeriodMs: number;
+  /** Longest time between full syncs (kube-proxy: one hour). */
+  readonly fullSyncPeriodMs?: number;
+  /** Syncs allowed back to back before minSyncPeriod applies (kube-proxy: 2). */
+  readonly burstSyncs?: number;
+  /** First retry delay after a failure; doubles up to syncPeriod. */
+  readonly retryInitialMs?: number;
+}
+
+/** What one sync did, for health, metrics and the healthCheckNodePort servers. */
+export interface SyncReport {
+  readonly startedAt: number;
+  readonly finishedAt: number;
+  readonly ok: boolean;
+  readonly full: boolean;
+  readonly result: SyncResult;
+  readonly state: NodeState;
+  readonly changes: Changes;
+  readonly triggerTimes: readonly number[];
+  /** Earliest time of a change that is still not applied (arrived during the sync, or the sync failed). */
+  readonly pendingSince?: number;
+}
+
+export interface SyncListener {
+  /** A change was queued while none was pending (health: start the staleness clock). */
+  onQueued?(at: number): void;
+  onSynced?(report: SyncReport): void;
+  onSyncFailed?(report: SyncReport): void;
+}
+
+export interface RunnerDeps {
+  readonly tracker: ServiceTracker;
+  readonly backend: Backend;
+  readonly log: Logger;
+  readonly clock?: Clock;
+  /** Run after each successful sync: conntrack cleanup of UDP flows to removed endpoints. */
+  readonly afterSync?: (changes: Changes) => Promise<void>;
+  readonly listeners?: readonly SyncListener[];
+}
+
+const hour = 3_600_000;
+
+export class Runner {
+  private readonly deps: RunnerDeps;
+  private readonly clock: Clock;
+  private readonly minMs: number;
+  private readonly periodMs: number;
+  private readonly fullPeriodMs: number;
+  private readonly burst: number;
+  private readonly retryInitialMs: number;
+
+  private started = false;
+  private stopped = false;
+  private requested = false;
+  private queuedAt: number | undefined;
+  private busy: Promise<void> | undefined;
+  private tokens: number;
+  private lastRefill = 0;
+  private retryAt: number | undefined;
+  private backoffMs: number;
+  private nextDriftCheck = 0;
+  private lastFull = 0;
+  private timer: unknown;
+  private timerAt: number | undefined;
+  private syncCount = 0;
+
+  constructor(opts: RunnerOptions, deps: RunnerDeps) {
+    this.deps = deps;
+    this.clock = deps.clock ?? systemClock;
+    this.minMs = opts.minSyncPeriodMs;
+    this.periodMs = opts.syncPeriodMs;
+    this.fullPeriodMs = opts.fullSyncPeriodMs ?? hour;
+    this.burst = Math.max(1, opts.burstSyncs ?? 2);
+    this.retryInitialMs = Math.min(opts.retryInitialMs ?? Math.max(1000, opts.minSyncPeriodMs), opts.syncPeriodMs);
+    this.backoffMs = this.retryInitialMs;
+    this.tokens = this.burst;
+  }
+
+  /** Number of syncs attempted so far. */
+  get syncs(): number {
+    return this.syncCount;
+  }
+
+  /**
+   * Runs the first (full) sync at once, then keeps the schedule. Resolves
+   * with the first sync's report; a failed first sync is retried like any other.
+   */
+  async start(): Promise<SyncReport> {
+    if (this.started) throw new Error('runner already started');
+    this.started = true;
+    const now = this.clock.now();
+    this.lastRefill = now;
+    this.nextDriftCheck = now + this.periodMs;
+    this.lastFull = now;
+    this.deps.tracker.requestFull();
+    let report!: SyncReport;
+    this.tokens -= 1;
+    this.busy = this.sync().then((r) => { report = r; });
+    await this.busy;
+    this.busy = undefined;
+    this.schedule();
+    return report;
+  }
+
+  /** A Service, EndpointSlice or Node changed: sync soon. */
+  request(): void {
+    if (this.stopped) return;
+    if (this.queuedAt === undefined) {
+      this.queuedAt = this.clock.now();
+      for (const l of this.deps.listeners ?? []) l.onQueued?.(this.queuedAt);
+    }
+    this.requested = true;
+    if (this.started) this.schedule();
+  }
+
+  /** Stops scheduling; waits for a sync in progress. Rules stay as they are. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.clearTimer();
+    await this.busy;
+  }
+
+  private refill(now: number): void {
+    if (this.minMs <= 0) {
+      this.tokens = this.burst;
+    } else {
+      this.tokens = Math.min(this.burst, this.tokens + (now - this.lastRefill) / this.minMs);
+    }
+    this.lastRefill = now;
+  }
+
+  /** When the next token is available. */
+  private tokenAt(now: number): number {
+    this.refill(now);
+    if (this.tokens >= 1) return now;
+    return now + Math.ceil((1 - this.tokens) * this.minMs);
+  }
+
+  private schedule(): void {
+    if (this.stopped || this.busy) return;
+    const now = this.clock.now();
+    let runAt = Infinity;
+    if (this.requested) runAt = this.tokenAt(now);
+    else if (this.retryAt !== undefined) runAt = Math.max(this.retryAt, this.tokenAt(now));
+    const at = Math.min(runAt, this.nextDriftCheck, this.lastFull + this.fullPeriodMs);
+    if (this.timerAt === at) return;
+    this.clearTimer();
+    this.timerAt = at;
+    this.timer = this.clock.setTimeout(() => this.wake(), Math.max(0, at - now));
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = undefined;
+  }
+
+  private wake(): void {
+    this.timer = undefined;
+    this.timerAt = undefined;
+    if (this.stopped || this.busy) return;
+    const now = this.clock.now();
+    if (now >= this.lastFull + this.fullPeriodMs) {
+      this.deps.log.info('periodic full resync');
+      this.deps.tracker.requestFull();
+      this.requested = true;
+      this.lastFull = now; // counted from here even if this sync fails; failures force full anyway
+    }
+    if (this.retryAt !== undefined && now >= this.retryAt) {
+      this.retryAt = undefined;
+      this.requested = true;
+    }
+    if (this.requested && this.tokenAt(now) <= now) {
+      this.requested = false;
+      this.tokens -= 1;
+      this.busy = this.sync().then(() => undefined, (err: unknown) => {
+        // Only a bug gets here (backend errors are results); try again in full.
+        this.deps.log.error({ err }, 'sync crashed');
+        this.deps.tracker.requestFull();
+        this.retryAt = this.clock.now() + this.backoffMs;
+      });
+    } else if (now >= this.nextDriftCheck) {
+      this.nextDriftCheck = now + this.periodMs;
+      this.busy = this.checkDrift();
+    }
+    if (this.busy) {
+      void this.busy.finally(() => {
+        this.busy = undefined;
+        this.schedule();
+      });
+    } else {
+      this.schedule();
+    }
+  }
+
+  private async checkDrift(): Promise<void> {
+    let drifted: boolean;
+    try {
+      drifted = await this.deps.backend.drifted();
+    } catch (err) {
+      this.deps.log.warn({ err }, 'drift check failed; forcing a full sync');
+      drifted = true;
+    }
+    if (drifted) {
+      if (!(this.stopped)) this.deps.log.warn('kernel rules changed behind kproxy\'s back; forcing a full sync');
+      this.deps.tracker.requestFull();
+      this.requested = true;
+    }
+  }
+
+  private async sync(): Promise<SyncReport> {
+    this.syncCount++;
+    const { tracker, backend, log } = this.deps;
+    const startedAt = this.clock.now();
+    const queuedBefore = this.queuedAt;
+    this.queuedAt = undefined;
+    const { state, changes, triggerTimes } = tracker.snapshot();
+    let result: SyncResult;
+    try {
+      result = await backend.sync(state, changes);
+    } catch (err) {
+      result = { ok: false, full: changes.full, renderMs: 0, applyMs: 0, batchLines: 0, ruleCounts: {}, error: err as Error };
+    }
+    const finishedAt = this.clock.now();
+    const ok = result.ok;
+    if (ok) {
+      if (changes.full) this.lastFull = startedAt;
+      this.retryAt = undefined;
+      this.backoffMs = this.retryInitialMs;
+      if (this.deps.afterSync) {
+        try {
+          await this.deps.afterSync(changes);
+        } catch (err) {
+          log.warn({ err }, 'clearing stale conntrack entries failed');
+        }
+      }
+    } else {
+      // The snapshot consumed the changes; a full sync brings them back.
+      tracker.requestFull();
+      this.retryAt = finishedAt + this.backoffMs;
+      log.error({ err: result.error, retryInMs: this.backoffMs }, 'sync failed; retrying with a full sync');
+      this.backoffMs = Math.min(this.backoffMs * 2, this.periodMs);
+      if (queuedBefore !== undefined) this.queuedAt = Math.min(queuedBefore, this.queuedAt ?? Infinity);
+    }
+    const report: SyncReport = {
+      startedAt, finishedAt, ok, full: changes.full, result, state, changes, triggerTimes,
+      pendingSince: this.queuedAt,
+    };
+    log.debug({ full: changes.full, changed: changes.services.size, ms: finishedAt - startedAt, lines: result.batchLines }, 'synced');
+    for (const l of this.deps.listeners ?? []) {
+      try {
+        if (ok) l.onSynced?.(report);
+        else l.onSyncFailed?.(report);
+      } catch (err) {
+        log.warn({ err }, 'sync listener failed');
+      }
+    }
+    return report;
+  }
+}

@@ -1,0 +1,289 @@
+// Runner scheduling with a hand-driven clock: min interval, coalescing,
+// burst, retry → full, drift → full, hourly full resync, no overlap.
+import test from 'ava';
+import type { Backend, SyncResult } from '../modes/backend.ts';
+import { silentLogger } from '../proxy/log.ts';
+import type { Changes, NodeState } from '../proxy/model.ts';
+import { Runner, type Clock, type RunnerOptions, type SyncListener } from '../proxy/runner.ts';
+import type { ServiceTracker } from '../proxy/tracker-api.ts';
+import { nodeState, svc } from './helpers/state.ts';
+
+class FakeClock implements Clock {
+  t = 1_000_000;
+  private timers: { at: number; fn: () => void; id: number }[] = [];
+  private seq = 0;
+  now(): number {
+    return this.t;
+  }
+  setTimeout(fn: () => void, ms: number): unknown {
+    const id = ++this.seq;
+    this.timers.push({ at: this.t + ms, fn, id });
+    return id;
+  }
+  clearTimeout(h: unknown): void {
+    this.timers = this.timers.filter((x) => x.id !== h);
+  }
+  /** Moves time forward, firing due timers in order and letting promises settle after each. */
+  async advance(ms: number): Promise<void> {
+    const end = this.t + ms;
+    await settle();
+    for (;;) {
+      this.timers.sort((a, b) => a.at - b.at || a.id - b.id);
+      const next = this.timers[0];
+      if (!next || next.at > end) break;
+      this.timers.shift();
+      this.t = Math.max(this.t, next.at);
+      next.fn();
+      await settle();
+    }
+    this.t = end;
+    await settle();
+  }
+}
+
+async function settle(): Promise<void> {
+  for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
+}
+
+class FakeTracker implements ServiceTracker {
+  full = false;
+  state: NodeState = nodeState([svc({ name: 'ns/a:http', clusterIP: '10.96.0.1', port: 80 })]);
+  apply(): void {}
+  pending(): number {
+    return 0;
+  }
+  synced(): boolean {
+    return true;
+  }
+  snapshot(): { state: NodeState; changes: Changes; triggerTimes: readonly number[] } {
+    const full = this.full;
+    this.full = false;
+    return { state: this.state, changes: { full, services: new Set(), staleUdpEndpoints: [], staleUdpServiceIPs: [] }, triggerTimes: [] };
+  }
+  requestFull(): void {
+    this.full = true;
+  }
+}
+
+class FakeBackend implements Backend {
+  readonly mode = 'iptables' as const;
+  readonly syncs: { at: number; full: boolean }[] = [];
+  failNext = 0;
+  drift = false;
+  driftChecks = 0;
+  /** When set, sync waits for this promise (to test overlap). */
+  gate: Promise<void> | undefined;
+  active = 0;
+  maxActive = 0;
+  private readonly clock: FakeClock;
+  constructor(clock: FakeClock) {
+    this.clock = clock;
+  }
+  async sync(_state: NodeState, changes: Changes): Promise<SyncResult> {
+    this.active++;
+    this.maxActive = Math.max(this.maxActive, this.active);
+    this.syncs.push({ at: this.clock.now(), full: changes.full });
+    if (this.gate) await this.gate;
+    this.active--;
+    const ok = this.failNext <= 0;
+    if (!ok) this.failNext--;
+    return { ok, full: changes.full, renderMs: 0, applyMs: 0, batchLines: 1, ruleCounts: {}, error: ok ? undefined : new Error('boom') };
+  }
+  render(): string {
+    return '';
+  }
+  async readKernel(): Promise<string> {
+    return '';
+  }
+  async drifted(): Promise<boolean> {
+    this.driftChecks++;
+    return this.drift;
+  }
+  async cleanup(): Promise<void> {}
+}
+
+function setup(opts: Partial<RunnerOptions> = {}, listeners: SyncListener[] = []) {
+  const clock = new FakeClock();
+  const tracker = new FakeTracker();
+  const backend = new FakeBackend(clock);
+  const afterSync: Changes[] = [];
+  const runner = new Runner(
+    { minSyncPeriodMs: 1000, syncPeriodMs: 30_000, ...opts },
+    { tracker, backend, clock, log: silentLogger(), listeners, afterSync: async (c) => { afterSync.push(c); } },
+  );
+  const rel = () => backend.syncs.map((s) => ({ at: s.at - 1_000_000, full: s.full }));
+  return { clock, tracker, backend, runner, afterSync, rel };
+}
+
+test('first sync is full and runs at start', async (t) => {
+  const { runner, rel } = setup();
+  const report = await runner.start();
+  t.true(report.ok);
+  t.true(report.full);
+  t.deepEqual(rel(), [{ at: 0, full: true }]);
+  await runner.stop();
+});
+
+test('min sync period: with one token a change waits for minSyncPeriod after the last sync', async (t) => {
+  const { runner, clock, rel } = setup({ burstSyncs: 1 });
+  await runner.start();
+  runner.request();
+  await clock.advance(999);
+  t.is(rel().length, 1, 'no sync before minSyncPeriod has passed');
+  await clock.advance(1);
+  t.deepEqual(rel(), [{ at: 0, full: true }, { at: 1000, full: false }]);
+  await runner.stop();
+});
+
+test('a burst of requests coalesces into one sync', async (t) => {
+  const { runner, clock, rel } = setup({ burstSyncs: 1 });
+  await runner.start();
+  for (let i = 0; i < 50; i++) {
+    runner.request();
+    await clock.advance(10);
+  }
+  // 50 requests over 500 ms: all wait for t=1000 and go in one sync.
+  await clock.advance(2000);
+  t.deepEqual(rel().map((s) => s.at), [0, 1000]);
+  await runner.stop();
+});
+
+test('burst of 2 (kube-proxy default) lets a lone change through at once, then rate-limits', async (t) => {
+  const { runner, clock, rel } = setup();
+  await runner.start();
+  runner.request();
+  await clock.advance(0);
+  t.deepEqual(rel().map((s) => s.at), [0, 0], 'second token used at once');
+  runner.request();
+  await clock.advance(10);
+  runner.request();
+  await clock.advance(5000);
+  // The bucket refills one token per 1000 ms after the first two were spent at t=0.
+  t.deepEqual(rel().map((s) => s.at), [0, 0, 1000]);
+  await runner.stop();
+});
+
+test('minSyncPeriod 0 syncs every request at once', async (t) => {
+  const { runner, clock, rel } = setup({ minSyncPeriodMs: 0 });
+  await runner.start();
+  for (let i = 1; i <= 3; i++) {
+    runner.request();
+    await clock.advance(1);
+  }
+  t.deepEqual(rel().map((s) => s.at), [0, 0, 1, 2]);
+  await runner.stop();
+});
+
+test('a failed sync is retried with backoff and the retry is full', async (t) => {
+  const failures: number[] = [];
+  const { runner, clock, backend, rel, afterSync } = setup({ retryInitialMs: 1000, syncPeriodMs: 30_000 }, [
+    { onSyncFailed: (r) => failures.push(r.finishedAt - 1_000_000) },
+  ]);
+  await runner.start();
+  afterSync.length = 0;
+  backend.failNext = 3;
+  runner.request();
+  await clock.advance(0);
+  t.deepEqual(rel()[1], { at: 0, full: false }, 'the change itself is partial');
+  await clock.advance(10_000);
+  // fail at 0 → retry 1000 (fails) → +2000 = 3000 (fails) → +4000 = 7000 (ok)
+  t.deepEqual(rel().slice(1), [
+    { at: 0, full: false },
+    { at: 1000, full: true },
+    { at: 3000, full: true },
+    { at: 7000, full: true },
+  ]);
+  t.deepEqual(failures, [0, 1000, 3000]);
+  t.is(afterSync.length, 1, 'conntrack cleanup only after the successful sync');
+  // Backoff was reset: the next failure retries after 1000 again.
+  backend.failNext = 1;
+  runner.request();
+  await clock.advance(5000);
+  t.deepEqual(rel().slice(5).map((s) => ({ ...s, at: s.at - 10_000 })), [{ at: 0, full: false }, { at: 1000, full: true }]);
+  await runner.stop();
+});
+
+test('backoff is capped at syncPeriod', async (t) => {
+  const { runner, clock, backend, rel } = setup({ retryInitialMs: 1000, syncPeriodMs: 3000 });
+  await runner.start();
+  backend.failNext = 4;
+  runner.request();
+  await clock.advance(20_000);
+  // 0 fail, +1000 fail, +2000 fail, +3000 (cap) fail, +3000 ok
+  t.deepEqual(rel().slice(1).map((s) => s.at), [0, 1000, 3000, 6000, 9000]);
+  await runner.stop();
+});
+
+test('drift is checked every syncPeriod and forces a full sync only when found', async (t) => {
+  const { runner, clock, backend, rel } = setup({ syncPeriodMs: 30_000 });
+  await runner.start();
+  await clock.advance(60_000);
+  t.is(backend.driftChecks, 2);
+  t.is(rel().length, 1, 'no drift, no sync');
+  backend.drift = true;
+  await clock.advance(30_000);
+  t.is(backend.driftChecks, 3);
+  t.deepEqual(rel()[1], { at: 90_000, full: true });
+  await runner.stop();
+});
+
+test('a full sync runs at least every hour', async (t) => {
+  const { runner, clock, rel } = setup({ syncPeriodMs: 600_000 });
+  await runner.start();
+  await clock.advance(3_600_000);
+  t.deepEqual(rel(), [{ at: 0, full: true }, { at: 3_600_000, full: true }]);
+  // The hour is counted from the last full sync.
+  await clock.advance(3_599_000);
+  t.is(rel().length, 2);
+  await runner.stop();
+});
+
+test('syncs never overlap; a request during a sync leads to one more sync after it', async (t) => {
+  const { runner, clock, backend, rel } = setup({ minSyncPeriodMs: 0 });
+  await runner.start();
+  let open!: () => void;
+  backend.gate = new Promise((r) => { open = r; });
+  runner.request();
+  await clock.advance(1);
+  runner.request();
+  runner.request();
+  await clock.advance(100);
+  t.is(rel().length, 2, 'second sync is still running');
+  backend.gate = undefined;
+  open();
+  await clock.advance(1);
+  t.is(rel().length, 3);
+  t.is(backend.maxActive, 1);
+  await runner.stop();
+});
+
+test('onQueued fires once per pending period; pendingSince reports changes that arrived during a sync', async (t) => {
+  const queued: number[] = [];
+  const pending: (number | undefined)[] = [];
+  const { runner, clock, backend } = setup({ minSyncPeriodMs: 0 }, [
+    { onQueued: (at) => queued.push(at - 1_000_000), onSynced: (r) => pending.push(r.pendingSince === undefined ? undefined : r.pendingSince - 1_000_000) },
+  ]);
+  await runner.start();
+  let open!: () => void;
+  backend.gate = new Promise((r) => { open = r; });
+  runner.request();
+  runner.request();
+  await clock.advance(5);
+  runner.request(); // arrives while the sync runs
+  backend.gate = undefined;
+  open();
+  await clock.advance(1);
+  t.deepEqual(queued, [0, 5]);
+  t.deepEqual(pending, [undefined, 5, undefined]);
+  await runner.stop();
+});
+
+test('stop cancels the schedule', async (t) => {
+  const { runner, clock, backend, rel } = setup();
+  await runner.start();
+  await runner.stop();
+  runner.request();
+  await clock.advance(3_600_000);
+  t.is(rel().length, 1);
+  t.is(backend.driftChecks, 0);
+});
