@@ -1,0 +1,141 @@
+// Prometheus metrics with kube-proxy's names and buckets, so existing
+// dashboards and alerts keep working, served on --metrics-bind-address
+// together with /healthz and /proxyMode as kube-proxy does.
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ProxyMode } from '../modes/backend.ts';
+import { listenHttp, sendJson, type HttpHandle } from './http-server.ts';
+import type { ProxierHealth } from './health.ts';
+import { healthBody } from './health.ts';
+import type { Logger } from './log.ts';
+import type { NodeState } from './model.ts';
+import type { SyncListener, SyncReport } from './runner.ts';
+
+function exponential(start: number, factor: number, count: number): number[] {
+  return Array.from({ length: count }, (_, i) => start * factor ** i);
+}
+function linear(start: number, width: number, count: number): number[] {
+  return Array.from({ length: count }, (_, i) => start + width * i);
+}
+
+// kube-proxy: ExponentialBuckets(0.001, 2, 15) for sync durations.
+const syncBuckets = exponential(0.001, 2, 15);
+// kube-proxy's network programming buckets: 0.25s steps to 1s, 1s to 60s, 5s to 2m, 10s to 5m+.
+const programmingBuckets = [...linear(0.25, 0.25, 2), ...linear(1, 1, 59), ...linear(60, 5, 12), ...linear(120, 30, 7)];
+
+export class ProxyMetrics implements SyncListener {
+  readonly registry = new Registry();
+  private readonly mode: ProxyMode;
+  private readonly now: () => number;
+  private readonly syncDuration: Histogram;
+  private readonly fullDuration: Histogram;
+  private readonly partialDuration: Histogram;
+  private readonly lastTimestamp: Gauge;
+  private readonly lastQueued: Gauge;
+  private readonly programming: Histogram;
+  private readonly rulesTotal: Gauge<'table'> | undefined;
+  private readonly restoreFailures: Counter;
+  private readonly endpointPending: Gauge;
+  private readonly servicePending: Gauge;
+  private readonly endpointChanges: Counter;
+  private readonly serviceChanges: Counter;
+  private readonly noLocal: Gauge<'traffic_policy'>;
+
+  constructor(mode: ProxyMode, opts: { now?: () => number; processMetrics?: boolean } = {}) {
+    this.mode = mode;
+    this.now = opts.now ?? Date.now;
+    const r = [this.registry];
+    this.syncDuration = new Histogram({ name: 'kubeproxy_sync_proxy_rules_duration_seconds', help: 'SyncProxyRules latency in seconds', buckets: syncBuckets, registers: r });
+    this.fullDuration = new Histogram({ name: 'kubeproxy_sync_full_proxy_rules_duration_seconds', help: 'SyncProxyRules latency in seconds for full resyncs', buckets: syncBuckets, registers: r });
+    this.partialDuration = new Histogram({ name: 'kubeproxy_sync_partial_proxy_rules_duration_seconds', help: 'SyncProxyRules latency in seconds for partial resyncs', buckets: syncBuckets, registers: r });
+    this.lastTimestamp = new Gauge({ name: 'kubeproxy_sync_proxy_rules_last_timestamp_seconds', help: 'The last time proxy rules were successfully synced', registers: r });
+    this.lastQueued = new Gauge({ name: 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds', help: 'The last time a sync of proxy rules was queued', registers: r });
+    this.programming = new Histogram({ name: 'kubeproxy_network_programming_duration_seconds', help: 'In Cluster Network Programming Latency in seconds', buckets: programmingBuckets, registers: r });
+    if (mode === 'iptables') {
+      this.rulesTotal = new Gauge({ name: 'kubeproxy_sync_proxy_rules_iptables_total', help: 'Total number of iptables rules owned by kube-proxy', labelNames: ['table'], registers: r });
+      this.restoreFailures = new Counter({ name: 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total', help: 'Cumulative proxy iptables restore failures', registers: r });
+    } else {
+      this.restoreFailures = new Counter({ name: 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total', help: 'Cumulative proxy nftables sync failures', registers: r });
+    }
+    this.endpointPending = new Gauge({ name: 'kubeproxy_sync_proxy_rules_endpoint_changes_pending', help: 'Pending proxy rules Endpoint changes', registers: r });
+    this.servicePending = new Gauge({ name: 'kubeproxy_sync_proxy_rules_service_changes_pending', help: 'Pending proxy rules Service changes', registers: r });
+    this.endpointChanges = new Counter({ name: 'kubeproxy_sync_proxy_rules_endpoint_changes_total', help: 'Cumulative proxy rules Endpoint changes', registers: r });
+    this.serviceChanges = new Counter({ name: 'kubeproxy_sync_proxy_rules_service_changes_total', help: 'Cumulative proxy rules Service changes', registers: r });
+    this.noLocal = new Gauge({ name: 'kubeproxy_sync_proxy_rules_no_local_endpoints_total', help: 'Number of services with a Local traffic policy and no endpoints', labelNames: ['traffic_policy'], registers: r });
+    if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** An EndpointSlice or Service event arrived (counted per object, as kube-proxy does). */
+  changeSeen(kind: 'Service' | 'EndpointSlice'): void {
+    (kind === 'Service' ? this.serviceChanges : this.endpointChanges).inc();
+  }
+
+  /** Objects with changes not yet synced, per kind. */
+  setPending(services: number, endpointSlices: number): void {
+    this.servicePending.set(services);
+    this.endpointPending.set(endpointSlices);
+  }
+
+  // SyncListener
+  onQueued(at: number): void {
+    this.lastQueued.set(at / 1000);
+  }
+
+  onSynced(report: SyncReport): void {
+    const seconds = (report.finishedAt - report.startedAt) / 1000;
+    this.syncDuration.observe(seconds);
+    (report.full ? this.fullDuration : this.partialDuration).observe(seconds);
+    this.lastTimestamp.set(report.finishedAt / 1000);
+    const now = this.now();
+    for (const t of report.triggerTimes) if (t > 0 && t <= now) this.programming.observe((now - t) / 1000);
+    if (this.rulesTotal) for (const [table, n] of Object.entries(report.result.ruleCounts)) this.rulesTotal.set({ table }, n);
+    const { internal, external } = noLocalEndpoints(report.state);
+    this.noLocal.set({ traffic_policy: 'internal' }, internal);
+    this.noLocal.set({ traffic_policy: 'external' }, external);
+  }
+
+  onSyncFailed(report: SyncReport): void {
+    this.syncDuration.observe((report.finishedAt - report.startedAt) / 1000);
+    this.restoreFailures.inc();
+  }
+
+  metricsText(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get proxyMode(): ProxyMode {
+    return this.mode;
+  }
+}
+
+/** Services (per port and family) with a Local traffic policy whose traffic has no local endpoint to go to. */
+export function noLocalEndpoints(state: NodeState): { internal: number; external: number } {
+  let internal = 0;
+  let external = 0;
+  for (const sp of state.services.values()) {
+    if (!sp.hasEndpoints || sp.localEndpoints.length > 0) continue;
+    if (sp.internalPolicyLocal) internal++;
+    if (sp.externalPolicyLocal) external++;
+  }
+  return { internal, external };
+}
+
+/** Serves /metrics, /healthz and /proxyMode, as kube-proxy's metrics address does. */
+export function startMetricsServer(metrics: ProxyMetrics, health: ProxierHealth | undefined, port: number, host: string | undefined, _log: Logger): Promise<HttpHandle> {
+  return listenHttp('metrics server', async (req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/metrics') {
+      const text = await metrics.metricsText();
+      res.writeHead(200, { 'Content-Type': metrics.registry.contentType });
+      res.end(text);
+    } else if (path === '/proxyMode') {
+      res.writeHead(200, { 'Content-Type': 'text/plain' });
+      res.end(metrics.proxyMode);
+    } else if (path === '/healthz' && health) {
+      const s = health.status();
+      sendJson(res, s.healthy ? 200 : 503, healthBody(s, false));
+    } else {
+      res.writeHead(404, { 'Content-Type': 'text/plain' });
+      res.end('404 page not found\n');
+    }
+  }, port, host);
+}
