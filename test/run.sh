@@ -1,0 +1,49 @@
+#!/bin/sh
+# The whole suite: the type check (counted as one test), then every ava test
+# with the TAP reporter. Prints ava's output as it runs and ends with exactly
+# one line "N passed, N failed, N skipped"; exits non-zero if anything failed.
+# Arguments go to ava (e.g. `npm test -- test/e2e/harness.test.ts`).
+set -u
+cd "$(dirname "$0")/.." || exit 2
+# Node 24 and the tools come from node_modules/.bin (npm scripts add it too).
+PATH="$PWD/node_modules/.bin:$PATH"
+export PATH
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+passed=0
+failed=0
+skipped=0
+
+echo "# tsc --noEmit -p ."
+if tsc --noEmit -p .; then
+  passed=$((passed + 1))
+  echo "ok - type check"
+else
+  failed=$((failed + 1))
+  echo "not ok - type check"
+fi
+
+echo "# ava --tap $*"
+{ ava --tap "$@" 2>&1; echo $? >"$work/status"; } | tee "$work/tap"
+status=$(cat "$work/status")
+
+# TAP: "ok N - title", "not ok N - title", "... # SKIP", "... # TODO".
+counts=$(awk '
+  /^ok [0-9]+/     { if ($0 ~ /# (SKIP|TODO)/) s++; else p++; next }
+  /^not ok [0-9]+/ { if ($0 ~ /# (SKIP|TODO)/) s++; else f++; next }
+  END { printf "%d %d %d\n", p, f, s }
+' "$work/tap")
+set -- $counts
+passed=$((passed + $1))
+failed=$((failed + $2))
+skipped=$((skipped + $3))
+# ava failing without a failed test (a crash, a timeout, no test files) still fails the run.
+if [ "$status" -ne 0 ] && [ "$2" -eq 0 ]; then
+  echo "not ok - ava exited with status $status"
+  failed=$((failed + 1))
+fi
+
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
