@@ -1,0 +1,28 @@
+// Where the API server is and how to authenticate: the --kubeconfig file,
+// else the in-cluster service account (a DaemonSet's normal case), else the
+// client library's defaults ($KUBECONFIG, ~/.kube/config).
+import { KubeConfig } from '@kubernetes/client-node';
+import { KproxyError } from '../errors.ts';
+
+export function loadKubeConfig(path?: string): KubeConfig {
+  const kc = new KubeConfig();
+  try {
+    if (path) kc.loadFromFile(path);
+    else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
+    else kc.loadFromDefault();
+  } catch (err) {
+    const from = path ? `kubeconfig ${path}` : 'the in-cluster or default kubeconfig';
+    throw new KproxyError('KPROXY_BAD_CONFIG', `cannot load ${from}: ${(err as Error).message}`, { cause: err });
+  }
+  const cluster = kc.getCurrentCluster();
+  if (!cluster?.server) {
+    const from = path ? `kubeconfig ${path}` : 'the default kubeconfig';
+    throw new KproxyError('KPROXY_BAD_CONFIG', `${from} names no current cluster with a server address`);
+  }
+  // The client library refuses plain http otherwise, on every request; say so once, up front.
+  if (cluster.server.startsWith('http:') && !cluster.skipTLSVerify) {
+    throw new KproxyError('KPROXY_BAD_CONFIG',
+      `cluster ${cluster.name} uses plain http (${cluster.server}); the Kubernetes client allows that only with insecure-skip-tls-verify: true`);
+  }
+  return kc;
+}
