@@ -1,0 +1,221 @@
+// What one service port adds to kproxy's table: elements in the shared maps
+// and, only when it needs per-Service behaviour (affinity, a Local traffic
+// policy, LB source ranges), a few chains of its own. A "plain" Service
+// (the common case) owns no chain: its frontends point at the shared
+// spread chains (cluster-N, external-N, nodeport-N) and its endpoints are
+// elements of the endpoints maps.
+import { createHash } from 'node:crypto';
+import type { Endpoint, ServicePortState } from '../../proxy/model.ts';
+import type { ModeOptions } from '../backend.ts';
+import {
+  chains, cidrsOf, clusterMasqueradeRule, literalSet, maps, spreadChainName,
+  type ChainDef, type FamilySyntax, type SetDef,
+} from './layout.ts';
+
+export interface ElementRef {
+  readonly set: string;
+  readonly key: string;
+  readonly value?: string;
+}
+
+export interface Contribution {
+  /** Chains only this service port uses. */
+  readonly chains: readonly ChainDef[];
+  /** Sets only this service port uses (affinity). */
+  readonly sets: readonly SetDef[];
+  readonly elements: readonly ElementRef[];
+  /** Shared spread chains it points at (kept while anyone uses them). */
+  readonly shared: readonly string[];
+}
+
+/** Canonical text of an address, as nft prints it (IPv6 compressed, lowercase). */
+export function canonicalIP(ip: string): string {
+  if (!ip.includes(':')) return ip;
+  return new URL(`http://[${ip}]/`).hostname.slice(1, -1);
+}
+
+const base32Alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+
+/** First 8 base32 characters of sha256(text): a stable, short, name-safe tag. */
+export function hashTag(text: string): string {
+  const bytes = createHash('sha256').update(text).digest();
+  let bits = 0n;
+  for (let i = 0; i < 5; i++) bits = (bits << 8n) | BigInt(bytes[i]);
+  let out = '';
+  for (let i = 7; i >= 0; i--) out += base32Alphabet[Number((bits >> BigInt(i * 5)) & 31n)];
+  return out;
+}
+
+/** "HASH-ns/name/proto/port": unique per service port, readable in dumps. */
+export function serviceTag(s: ServicePortState): string {
+  const proto = s.protocol.toLowerCase();
+  return `${hashTag(`${s.name}/${proto}`)}-${s.namespace}/${s.serviceName}/${proto}/${s.portName || s.port}`;
+}
+
+export function endpointValue(e: Endpoint): string {
+  return `${canonicalIP(e.ip)} . ${e.port}`;
+}
+
+function addrPort(e: Endpoint): string {
+  const ip = canonicalIP(e.ip);
+  return ip.includes(':') ? `[${ip}]:${e.port}` : `${ip}:${e.port}`;
+}
+
+function sortEndpoints(list: readonly Endpoint[]): Endpoint[] {
+  return [...list].sort((a, b) => (a.ip === b.ip ? a.port - b.port : canonicalIP(a.ip) < canonicalIP(b.ip) ? -1 : 1));
+}
+
+export function affinitySetName(tag: string, e: Endpoint): string {
+  return `aff-${tag.slice(0, 8)}-${canonicalIP(e.ip).replaceAll(':', '-')}/${e.port}`;
+}
+
+/** Whether the port needs chains of its own. */
+export function isPlain(s: ServicePortState): boolean {
+  const external = s.nodePort > 0 || s.externalIPs.length > 0 || s.loadBalancerIPs.length > 0;
+  return s.affinityTimeoutSeconds === 0 && !s.internalPolicyLocal && !(s.externalPolicyLocal && external) &&
+    !(s.loadBalancerSourceRanges.length > 0 && s.loadBalancerIPs.length > 0) && s.clusterEndpoints.length > 0;
+}
+
+/** Everything `s` puts into the table of family `f`. */
+export function contribution(s: ServicePortState, f: FamilySyntax, opts: ModeOptions): Contribution {
+  const p = s.protocol.toLowerCase();
+  const clusterIP = s.clusterIP ? [canonicalIP(s.clusterIP)] : [];
+  const externals = [...s.externalIPs, ...s.loadBalancerIPs.filter((ip) => !s.externalIPs.includes(ip))].map(canonicalIP);
+  const elements: ElementRef[] = [];
+  const svcKey = (ip: string): string => `${ip} . ${p} . ${s.port}`;
+  const npKey = `${p} . ${s.nodePort}`;
+
+  // No endpoints anywhere: every frontend rejects at once (filter chain).
+  if (!s.hasEndpoints) {
+    const reject = `goto ${chains.reject}`;
+    for (const ip of [...clusterIP, ...externals]) elements.push({ set: maps.noEndpointServices, key: svcKey(ip), value: reject });
+    if (s.nodePort) elements.push({ set: maps.noEndpointNodePorts, key: npKey, value: reject });
+    return { chains: [], sets: [], elements, shared: [] };
+  }
+
+  const hairpin = sortEndpoints(s.allReachableEndpoints).map((e) => ({ set: maps.hairpin, key: `${canonicalIP(e.ip)} . ${canonicalIP(e.ip)}` }));
+
+  if (isPlain(s)) {
+    const eps = sortEndpoints(s.clusterEndpoints);
+    const n = eps.length;
+    const shared = new Set<string>();
+    const frontend = (ip: string, kind: 'cluster' | 'external'): void => {
+      const chain = spreadChainName(kind, n);
+      shared.add(chain);
+      elements.push({ set: maps.serviceIPs, key: svcKey(ip), value: `goto ${chain}` });
+      eps.forEach((e, i) => elements.push({ set: maps.endpoints, key: `${svcKey(ip)} . ${i}`, value: endpointValue(e) }));
+    };
+    for (const ip of clusterIP) frontend(ip, 'cluster');
+    for (const ip of externals) frontend(ip, 'external');
+    if (s.nodePort) {
+      const chain = spreadChainName('nodeport', n);
+      shared.add(chain);
+      elements.push({ set: maps.serviceNodePorts, key: npKey, value: `goto ${chain}` });
+      eps.forEach((e, i) => elements.push({ set: maps.nodePortEndpoints, key: `${npKey} . ${i}`, value: endpointValue(e) }));
+    }
+    elements.push(...hairpin);
+    return { chains: [], sets: [], elements, shared: [...shared] };
+  }
+
+  return specialContribution(s, f, opts, { clusterIP, externals, elements: [...elements, ...hairpin], svcKey, npKey, p });
+}
+
+interface Frontends {
+  clusterIP: string[];
+  externals: string[];
+  elements: ElementRef[];
+  svcKey: (ip: string) => string;
+  npKey: string;
+  p: string;
+}
+
+function specialContribution(s: ServicePortState, f: FamilySyntax, opts: ModeOptions, fe: Frontends): Contribution {
+  const tag = serviceTag(s);
+  const a = f.addr;
+  const name = {
+    internal: `svc-${tag}`,
+    external: `ext-${tag}`,
+    firewall: `fw-${tag}`,
+    cluster: `eps-${tag}`,
+    local: `leps-${tag}`,
+    record: `rec-${tag}`,
+  };
+  const out: ChainDef[] = [];
+  const sets: SetDef[] = [];
+  const { elements, p } = fe;
+  const affinity = s.affinityTimeoutSeconds > 0;
+  const internalList = sortEndpoints(s.internalPolicyLocal ? s.localEndpoints : s.clusterEndpoints);
+  const internalKind = s.internalPolicyLocal ? 'local' : 'cluster';
+  const isExternal = s.nodePort > 0 || fe.externals.length > 0;
+  const targets = new Map<'cluster' | 'local', Endpoint[]>();
+
+  // A policy's endpoints, or DROP when the Service has endpoints but none for this policy.
+  const go = (kind: 'cluster' | 'local', list: Endpoint[]): string => {
+    if (list.length === 0) return 'drop';
+    targets.set(kind, list);
+    return `goto ${name[kind]}`;
+  };
+
+  if (fe.clusterIP.length) {
+    const masq = clusterMasqueradeRule(f, opts);
+    out.push({ name: name.internal, rules: [...(masq ? [masq] : []), go(internalKind, internalList)] });
+    for (const ip of fe.clusterIP) elements.push({ set: maps.serviceIPs, key: fe.svcKey(ip), value: `goto ${name.internal}` });
+  }
+
+  if (isExternal) {
+    const rules: string[] = [];
+    if (s.externalPolicyLocal) {
+      // Traffic from pods and from the node itself short-circuits to the
+      // internal policy's endpoints; only outside traffic is Local-only.
+      const podCIDRs = cidrsOf(f, opts.clusterCIDRs);
+      if (podCIDRs.length) rules.push(`${a} saddr ${literalSet(podCIDRs)} ${go(internalKind, internalList)}`);
+      rules.push(`fib saddr type local jump ${chains.markForMasquerade}`);
+      rules.push(`fib saddr type local ${go(internalKind, internalList)}`);
+      rules.push(go('local', sortEndpoints(s.localEndpoints)));
+    } else {
+      rules.push(`jump ${chains.markForMasquerade}`);
+      rules.push(go('cluster', sortEndpoints(s.clusterEndpoints)));
+    }
+    out.push({ name: name.external, rules });
+    const ranges = s.loadBalancerSourceRanges.filter((r) => r.includes(':') === (f.family === 6));
+    const firewalled = s.loadBalancerSourceRanges.length > 0;
+    if (firewalled && s.loadBalancerIPs.length) {
+      const allow = ranges.length ? [`${a} saddr ${literalSet(ranges)} goto ${name.external}`] : [];
+      out.push({ name: name.firewall, rules: [...allow, 'drop'] });
+    }
+    const lbIPs = new Set(s.loadBalancerIPs.map(canonicalIP));
+    for (const ip of fe.externals) {
+      const via = firewalled && lbIPs.has(ip) && !s.externalIPs.map(canonicalIP).includes(ip) ? name.firewall : name.external;
+      elements.push({ set: maps.serviceIPs, key: fe.svcKey(ip), value: `goto ${via}` });
+    }
+    if (s.nodePort) elements.push({ set: maps.serviceNodePorts, key: fe.npKey, value: `goto ${name.external}` });
+  }
+
+  // Affinity: one dynamic set of clients per endpoint; a client found in
+  // an endpoint's set goes back to it, and the set is refreshed once the
+  // connection's endpoint is known (postrouting, via affinity-record).
+  const affSets = new Map<string, Endpoint>();
+  for (const [kind, list] of targets) {
+    const rules: string[] = [];
+    for (const e of affinity ? list : []) {
+      const set = affinitySetName(tag, e);
+      affSets.set(set, e);
+      rules.push(`${a} saddr @${set} meta l4proto ${p} dnat to ${addrPort(e)}`);
+    }
+    rules.push(list.length === 1
+      ? `meta l4proto ${p} dnat to ${addrPort(list[0])}`
+      : `meta l4proto ${p} dnat ${a} to numgen random mod ${list.length} map { ${list.map((e, i) => `${i} : ${endpointValue(e)}`).join(', ')} }`);
+    out.push({ name: name[kind], rules });
+  }
+  if (affinity && affSets.size) {
+    const record: string[] = [];
+    for (const [set, e] of [...affSets].sort(([x], [y]) => (x < y ? -1 : 1))) {
+      sets.push({ name: set, kind: 'set', spec: { keyword: 'type', key: f.addrType, size: 65535, flags: ['dynamic', 'timeout'], timeout: s.affinityTimeoutSeconds } });
+      record.push(`${a} daddr ${canonicalIP(e.ip)} th dport ${e.port} update @${set} { ${a} saddr }`);
+    }
+    out.push({ name: name.record, rules: record });
+    for (const ip of [...fe.clusterIP, ...fe.externals]) elements.push({ set: maps.affinityRecord, key: fe.svcKey(ip), value: `jump ${name.record}` });
+    if (s.nodePort) elements.push({ set: maps.affinityRecordNodePorts, key: fe.npKey, value: `jump ${name.record}` });
+  }
+  return { chains: out, sets, elements, shared: [] };
+}
