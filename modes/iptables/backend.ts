@@ -1,0 +1,262 @@
+// The iptables dataplane: one `iptables-restore --noflush -w` batch per
+// sync per IP family, plus at most one `ipset restore` batch, in
+// kube-proxy's chain layout.
+import type { Logger } from '../../proxy/log.ts';
+import type { Changes, Family, NodeState } from '../../proxy/model.ts';
+import type { Backend, ModeOptions, SyncResult } from '../backend.ts';
+import { hostExec, ToolError, type Exec } from '../exec.ts';
+import { builtinJumps, type FamilyOptions } from './layout.ts';
+import { loopbackSet, serviceChainPrefixes } from './names.ts';
+import { isOwnedChain, isOwnedJump, ownedView, parseSave } from './owned.ts';
+import { FamilyRecord, planFull, planPartial, type FamilyPlan, type IpsetNames } from './plan.ts';
+import { detectVariant, tool, type Variant } from './variant.ts';
+
+const tables = ['nat', 'filter', 'mangle'] as const;
+
+function familyOptions(opts: ModeOptions, family: Family): FamilyOptions {
+  const ofFamily = (c: string): boolean => (family === 6) === c.includes(':');
+  return {
+    family,
+    clusterCIDR: opts.clusterCIDRs.find(ofFamily) ?? '',
+    masqueradeAll: opts.masqueradeAll,
+    nodePortCIDRs: opts.nodePortAddresses.filter(ofFamily),
+    mark: `0x${(1 << opts.masqueradeBit).toString(16)}`,
+  };
+}
+
+function ipsetNames(family: Family): IpsetNames {
+  return { set: loopbackSet(family), family: family === 4 ? 'inet' : 'inet6' };
+}
+
+export class IptablesBackend implements Backend {
+  readonly mode = 'iptables' as const;
+  private readonly opts: ModeOptions;
+  private readonly log: Logger;
+  private readonly exec: Exec;
+  private readonly families: readonly Family[];
+  private readonly famOpts = new Map<Family, FamilyOptions>();
+  private readonly records = new Map<Family, FamilyRecord>();
+  private variant: Variant | undefined;
+  private needFull = true;
+  private jumpsEnsured = false;
+  private setsReady = false;
+  /** Service chains found in the kernel at start-up (adopted, then deleted if stale). */
+  private existing: Map<Family, Set<string>> | undefined;
+
+  constructor(opts: ModeOptions, log: Logger) {
+    this.opts = opts;
+    this.log = log.child({ component: 'iptables' });
+    this.exec = opts.exec ?? hostExec;
+    this.families = [...opts.families].sort();
+    for (const f of this.families) {
+      this.famOpts.set(f, familyOptions(opts, f));
+      this.records.set(f, new FamilyRecord());
+    }
+    const multi = (f: Family) => opts.clusterCIDRs.filter((c) => (f === 6) === c.includes(':')).length > 1;
+    for (const f of this.families) {
+      if (multi(f)) this.log.warn({ family: f }, 'several cluster CIDRs of one family: only the first is used for masquerade decisions');
+    }
+  }
+
+  private async getVariant(): Promise<Variant> {
+    this.variant ??= await detectVariant(this.exec);
+    return this.variant;
+  }
+
+  /** Names of kproxy's per-Service chains the kernel holds now (read once, at start-up). */
+  private async listServiceChains(family: Family, variant: Variant): Promise<Set<string>> {
+    const found = new Set<string>();
+    const keep = (name: string): void => {
+      if (serviceChainPrefixes.some((p) => name.startsWith(p))) found.add(`nat ${name}`);
+    };
+    if (variant === 'nft') {
+      // `nft list chains` reads only chain names: milliseconds even for a huge table.
+      try {
+        const { stdout } = await this.exec('nft', ['list', 'chains', family === 4 ? 'ip' : 'ip6']);
+        let inNat = false;
+        for (const line of stdout.split('\n')) {
+          const t = line.match(/^\s*table \S+ (\S+) \{/);
+          if (t) inNat = t[1] === 'nat';
+          const c = line.match(/^\s*chain (\S+) \{/);
+          if (c && inNat) keep(c[1]);
+        }
+        return found;
+      } catch {
+        // nft not installed: fall back to the save tool
+      }
+    }
+    const { stdout } = await this.exec(tool(family, variant, '-save'), ['-t', 'nat']);
+    for (const t of parseSave(stdout)) for (const c of t.chains) keep(c);
+    return found;
+  }
+
+  render(state: NodeState): string {
+    const parts: string[] = [];
+    const ipset: string[] = [];
+    for (const f of this.families) {
+      const plan = planFull(state, this.famOpts.get(f)!, new FamilyRecord(), new Set(), ipsetNames(f));
+      parts.push(`# ${f === 4 ? 'iptables' : 'ip6tables'}-restore --noflush -w\n${plan.batch.toString()}`);
+      ipset.push(...plan.ipset);
+    }
+    return `# ipset restore -exist\n${ipset.join('\n')}\n${parts.join('')}`;
+  }
+
+  async sync(state: NodeState, changes: Changes): Promise<SyncResult> {
+    const full = changes.full || this.needFull;
+    const t0 = performance.now();
+    let renderMs = 0;
+    let applyMs = 0;
+    let batchLines = 0;
+    try {
+      const variant = await this.getVariant();
+      if (full && !this.existing) {
+        const existing = new Map<Family, Set<string>>();
+        for (const f of this.families) existing.set(f, await this.listServiceChains(f, variant));
+        this.existing = existing;
+      }
+      const r0 = performance.now();
+      const plans: FamilyPlan[] = this.families.map((f) => {
+        const o = this.famOpts.get(f)!;
+        const rec = this.records.get(f)!;
+        return full
+          ? planFull(state, o, rec, this.existing?.get(f) ?? new Set(), ipsetNames(f))
+          : planPartial(state, changes.services, o, rec, ipsetNames(f));
+      });
+      const ipsetBatch = plans.flatMap((p) => p.ipset);
+      const texts = plans.map((p) => p.batch.toString());
+      renderMs = performance.now() - r0;
+      batchLines = ipsetBatch.length + plans.reduce((n, p) => n + p.batch.lines, 0);
+
+      const a0 = performance.now();
+      const runIpset = async (): Promise<void> => {
+        if (ipsetBatch.length) await this.exec('ipset', ['restore', '-exist'], `${ipsetBatch.join('\n')}\n`);
+      };
+      const runRestores = async (): Promise<void> => {
+        // Families are independent tables: restore them side by side.
+        await Promise.all(plans.map(async (p, i) => {
+          if (texts[i]) await this.exec(tool(p.family, variant, '-restore'), ['--noflush', '-w'], texts[i]);
+          p.commit();
+        }));
+      };
+      if (this.setsReady) {
+        await Promise.all([runIpset(), runRestores()]);
+      } else {
+        // The POSTROUTING hairpin rule names the set: it must exist first.
+        await runIpset();
+        this.setsReady = true;
+        await runRestores();
+      }
+      if (!this.jumpsEnsured) {
+        await this.ensureJumps(variant);
+        this.jumpsEnsured = true;
+      }
+      applyMs = performance.now() - a0;
+      this.needFull = false;
+      if (full) this.existing = new Map(); // adopted: the record now knows every chain
+      return { ok: true, full, renderMs, applyMs, batchLines, ruleCounts: this.ruleCounts() };
+    } catch (e) {
+      const error = e instanceof Error ? e : new Error(String(e));
+      this.needFull = true;
+      this.jumpsEnsured = false;
+      this.setsReady = false;
+      this.log.error({ err: error, full }, 'iptables sync failed; the next sync will be full');
+      applyMs = performance.now() - t0 - renderMs;
+      return { ok: false, full, renderMs, applyMs, batchLines, ruleCounts: this.ruleCounts(), error };
+    }
+  }
+
+  private ruleCounts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [f, rec] of this.records) {
+      for (const [t, n] of Object.entries(rec.ruleCounts)) out[f === 4 ? t : `${t}6`] = n;
+    }
+    return out;
+  }
+
+  /** Jumps from built-in chains: checked with -C, prepended with -I only when missing. */
+  private async ensureJumps(variant: Variant): Promise<void> {
+    for (const f of this.families) {
+      const cmd = tool(f, variant, '');
+      for (const j of builtinJumps()) {
+        const spec = splitSpec(j.rule);
+        try {
+          await this.exec(cmd, ['-w', '-t', j.table, '-C', j.from, ...spec]);
+        } catch (e) {
+          if (!(e instanceof ToolError) || e.exitCode !== 1) throw e;
+          await this.exec(cmd, ['-w', '-t', j.table, '-I', j.from, '1', ...spec]);
+        }
+      }
+    }
+  }
+
+  async readKernel(): Promise<string> {
+    const variant = await this.getVariant();
+    const out: string[] = [];
+    for (const f of this.families) {
+      const dumps: string[] = [];
+      for (const t of tables) dumps.push((await this.exec(tool(f, variant, '-save'), ['-t', t])).stdout);
+      out.push(`# ${f === 4 ? 'iptables' : 'ip6tables'}-save (kproxy's chains)\n${ownedView(dumps.join('\n'))}`);
+    }
+    return out.join('');
+  }
+
+  async drifted(): Promise<boolean> {
+    const variant = await this.getVariant();
+    for (const f of this.families) {
+      try {
+        await this.exec(tool(f, variant, ''), ['-w', '-t', 'mangle', '-S', 'KUBE-PROXY-CANARY']);
+      } catch (e) {
+        if (e instanceof ToolError) {
+          this.log.warn({ family: f }, 'canary chain KUBE-PROXY-CANARY is gone: rules were flushed behind kproxy');
+          this.needFull = true;
+          this.jumpsEnsured = false;
+          this.setsReady = false;
+          return true;
+        }
+        throw e;
+      }
+    }
+    return false;
+  }
+
+  async cleanup(): Promise<void> {
+    const variant = await this.getVariant();
+    for (const f of this.families) {
+      const lines: string[] = [];
+      for (const t of tables) {
+        let text: string;
+        try {
+          text = (await this.exec(tool(f, variant, '-save'), ['-t', t])).stdout;
+        } catch {
+          continue; // table not present in this variant
+        }
+        for (const st of parseSave(text)) {
+          const owned = st.chains.filter((c) => isOwnedChain(st.name, c));
+          const jumps = st.rules.filter((r) => isOwnedJump(st.name, r));
+          if (!owned.length && !jumps.length) continue;
+          lines.push(`*${st.name}`, ...owned.map((c) => `:${c} - [0:0]`), ...jumps.map((r) => r.replace(/^-A /, '-D ')),
+            ...owned.map((c) => `-X ${c}`), 'COMMIT');
+        }
+      }
+      if (lines.length) await this.exec(tool(f, variant, '-restore'), ['--noflush', '-w'], `${lines.join('\n')}\n`);
+      try {
+        await this.exec('ipset', ['destroy', loopbackSet(f)]);
+      } catch (e) {
+        if (!(e instanceof ToolError) || !/does not exist/.test(e.stderr)) throw e;
+      }
+      this.records.set(f, new FamilyRecord());
+    }
+    this.needFull = true;
+    this.jumpsEnsured = false;
+    this.setsReady = false;
+    this.existing = undefined;
+  }
+}
+
+/** Splits a rendered rule spec into argv words (comments lose their quotes). */
+function splitSpec(spec: string): string[] {
+  const words: string[] = [];
+  const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
+  for (const m of spec.matchAll(re)) words.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2]);
+  return words;
+}

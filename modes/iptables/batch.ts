@@ -1,0 +1,72 @@
+// One iptables-restore batch (--noflush), built table by table. Within a
+// table the lines go in the order the kernel tool needs them: chain
+// declarations (which create or flush), rule deletions, appends, inserts,
+// then chain deletions (a chain can only go once nothing jumps to it).
+import type { Table } from './layout.ts';
+
+class TableSection {
+  readonly declare: string[] = [];
+  readonly deletes: string[] = [];
+  readonly appends: string[] = [];
+  readonly inserts: string[] = [];
+  readonly removes: string[] = [];
+  get empty(): boolean {
+    return this.declare.length + this.deletes.length + this.appends.length + this.inserts.length + this.removes.length === 0;
+  }
+}
+
+const tableOrder: readonly Table[] = ['mangle', 'filter', 'nat'];
+
+export class RestoreBatch {
+  private readonly tables = new Map<Table, TableSection>();
+  private rules = 0;
+
+  private t(table: Table): TableSection {
+    let s = this.tables.get(table);
+    if (!s) this.tables.set(table, (s = new TableSection()));
+    return s;
+  }
+
+  /** Creates the chain, or flushes it if it exists. */
+  declareChain(table: Table, chain: string): void {
+    this.t(table).declare.push(`:${chain} - [0:0]`);
+  }
+  append(table: Table, chain: string, spec: string): void {
+    this.t(table).appends.push(`-A ${chain} ${spec}`);
+    this.rules++;
+  }
+  insert(table: Table, chain: string, position: number, spec: string): void {
+    this.t(table).inserts.push(`-I ${chain} ${position} ${spec}`);
+    this.rules++;
+  }
+  delete(table: Table, chain: string, spec: string): void {
+    this.t(table).deletes.push(`-D ${chain} ${spec}`);
+  }
+  deleteChain(table: Table, chain: string): void {
+    this.t(table).removes.push(`-X ${chain}`);
+  }
+
+  get empty(): boolean {
+    for (const s of this.tables.values()) if (!s.empty) return false;
+    return true;
+  }
+
+  toString(): string {
+    const out: string[] = [];
+    for (const name of tableOrder) {
+      const s = this.tables.get(name);
+      if (!s || s.empty) continue;
+      out.push(`*${name}`, ...s.declare, ...s.deletes, ...s.appends, ...s.inserts, ...s.removes, 'COMMIT');
+    }
+    return out.length ? `${out.join('\n')}\n` : '';
+  }
+
+  get lines(): number {
+    let n = 0;
+    for (const s of this.tables.values()) {
+      if (s.empty) continue;
+      n += 2 + s.declare.length + s.deletes.length + s.appends.length + s.inserts.length + s.removes.length;
+    }
+    return n;
+  }
+}

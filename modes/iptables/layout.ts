@@ -1,0 +1,304 @@
+// What each Service port contributes to the tables, in kube-proxy's chain
+// layout: its own chains (KUBE-SVC/SVL/EXT/FW, and KUBE-SEP only where
+// ClientIP affinity needs `-m recent` per endpoint) and its dispatch rules
+// in the shared chains (KUBE-SERVICES, KUBE-NODEPORTS, filter chains).
+// Endpoints are DNATed straight from the Service chain: no per-endpoint
+// chain, hairpin masquerade comes from the loopback ipset instead.
+import type { Endpoint, Family, ServicePortState } from '../../proxy/model.ts';
+import { chains, extChain, fwChain, hostPort, loopbackSet, sepChain, svcChain, svlChain } from './names.ts';
+import { probability, renderRule, type L4, type Match, type Rule } from './rule.ts';
+
+export type Table = 'nat' | 'filter' | 'mangle';
+
+/** Per-family settings the layout needs (derived once from ModeOptions). */
+export interface FamilyOptions {
+  readonly family: Family;
+  /** Cluster CIDR of this family ('' when unknown). */
+  readonly clusterCIDR: string;
+  readonly masqueradeAll: boolean;
+  /** --nodeport-addresses of this family; empty = addrtype LOCAL. */
+  readonly nodePortCIDRs: readonly string[];
+  /** e.g. "0x4000". */
+  readonly mark: string;
+}
+
+export interface ChainContent {
+  readonly table: Table;
+  readonly name: string;
+  /** Rendered rule specs (after `-A NAME`). */
+  readonly rules: readonly string[];
+}
+
+/** The shared chains a Service adds rules to, identified as "table chain". */
+export const dispatchChains = [
+  'nat KUBE-SERVICES',
+  'nat KUBE-NODEPORTS',
+  'filter KUBE-SERVICES',
+  'filter KUBE-EXTERNAL-SERVICES',
+  'filter KUBE-PROXY-FIREWALL',
+  'filter KUBE-NODEPORTS',
+] as const;
+export type DispatchChain = (typeof dispatchChains)[number];
+
+export interface ServiceOutput {
+  readonly key: string;
+  readonly chains: readonly ChainContent[];
+  /** Rule specs per shared chain (only the chains with rules). */
+  readonly dispatch: ReadonlyMap<DispatchChain, readonly string[]>;
+  /** Entries of the loopback ipset ("ip,proto:port,ip"). */
+  readonly loopback: readonly string[];
+}
+
+const hostCIDR = (ip: string): string => (ip.includes(':') ? `${ip}/128` : `${ip}/32`);
+
+function l4(s: ServicePortState): L4 {
+  return s.protocol.toLowerCase() as L4;
+}
+
+function comment(text: string): Match {
+  return { kind: 'comment', text };
+}
+
+export function serviceOutput(s: ServicePortState, o: FamilyOptions): ServiceOutput {
+  const proto = l4(s);
+  const name = s.name;
+  const svc = svcChain(name, s.protocol);
+  const svl = svlChain(name, s.protocol);
+  const ext = extChain(name, s.protocol);
+  const fw = fwChain(name, s.protocol);
+  const recentMask = o.family === 4 ? '255.255.255.255' : 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff';
+  const rejectWith = o.family === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable';
+
+  const usesCluster = s.clusterEndpoints.length > 0;
+  const usesLocal = s.localEndpoints.length > 0 && (s.internalPolicyLocal || s.externalPolicyLocal);
+  const internalChain = s.internalPolicyLocal ? svl : svc;
+  const hasInternal = (s.internalPolicyLocal ? s.localEndpoints : s.clusterEndpoints).length > 0;
+  const hasExternal = (s.externalPolicyLocal ? s.localEndpoints : s.clusterEndpoints).length > 0;
+  const externallyReachable = s.nodePort > 0 || s.externalIPs.length > 0 || s.loadBalancerIPs.length > 0;
+  const usesExt = hasExternal && externallyReachable;
+  const usesFw = usesExt && s.loadBalancerIPs.length > 0 && s.loadBalancerSourceRanges.length > 0;
+
+  const out: ChainContent[] = [];
+  const sepDone = new Set<string>();
+  const loopback = new Set<string>();
+
+  const masqClusterIP = (): Rule | undefined => {
+    if (!o.masqueradeAll && !o.clusterCIDR) return undefined;
+    return {
+      ...(o.masqueradeAll ? {} : { src: { cidr: o.clusterCIDR, negate: true } }),
+      dst: { cidr: hostCIDR(s.clusterIP) },
+      proto,
+      matches: [comment(`${name} cluster IP`), { kind: 'port', proto, dport: s.port }],
+      target: { kind: 'jump', chain: chains.markMasq },
+    };
+  };
+
+  // A chain that picks one endpoint with `statistic` probabilities 1/(n-i).
+  const endpointChain = (chainName: string, eps: readonly Endpoint[], first: Rule | undefined): void => {
+    const rules: Rule[] = [];
+    if (first) rules.push(first);
+    const seps = eps.map((e) => sepChain(name, s.protocol, e.ip, e.port));
+    if (s.affinityTimeoutSeconds > 0) {
+      eps.forEach((e, i) => {
+        rules.push({
+          matches: [
+            comment(`${name} -> ${hostPort(e.ip, e.port)}`),
+            { kind: 'recent', mode: 'rcheck', seconds: s.affinityTimeoutSeconds, reap: true, name: seps[i], mask: recentMask },
+          ],
+          target: { kind: 'jump', chain: seps[i] },
+        });
+      });
+    }
+    eps.forEach((e, i) => {
+      const n = eps.length;
+      const stat: Match[] = i < n - 1 ? [{ kind: 'statistic', probability: probability(1 / (n - i)) }] : [];
+      const to = hostPort(e.ip, e.port);
+      rules.push(
+        s.affinityTimeoutSeconds > 0
+          ? { matches: [comment(`${name} -> ${to}`), ...stat], target: { kind: 'jump', chain: seps[i] } }
+          : { proto, matches: [comment(`${name} -> ${to}`), ...stat], target: { kind: 'DNAT', to } },
+      );
+      loopback.add(`${e.ip},${proto}:${e.port},${e.ip}`);
+      if (s.affinityTimeoutSeconds > 0 && !sepDone.has(seps[i])) {
+        sepDone.add(seps[i]);
+        out.push({
+          table: 'nat',
+          name: seps[i],
+          rules: [renderRule({
+            proto,
+            matches: [comment(name), { kind: 'recent', mode: 'set', name: seps[i], mask: recentMask }],
+            target: { kind: 'DNAT', to },
+          })],
+        });
+      }
+    });
+    out.push({ table: 'nat', name: chainName, rules: rules.map(renderRule) });
+  };
+
+  if (usesCluster) endpointChain(svc, s.clusterEndpoints, s.internalPolicyLocal ? undefined : masqClusterIP());
+  if (usesLocal) endpointChain(svl, s.localEndpoints, s.internalPolicyLocal ? masqClusterIP() : undefined);
+
+  if (usesExt) {
+    const rules: Rule[] = [];
+    if (!s.externalPolicyLocal) {
+      rules.push({ matches: [comment(`masquerade traffic for ${name} external destinations`)], target: { kind: 'jump', chain: chains.markMasq } });
+      rules.push({ matches: [], target: { kind: 'jump', chain: svc } });
+    } else {
+      // Traffic from inside the cluster short-circuits to all endpoints:
+      // only traffic from outside must stay on this node.
+      if (usesCluster) {
+        if (o.clusterCIDR) {
+          rules.push({ src: { cidr: o.clusterCIDR }, matches: [comment(`pod traffic for ${name} external destinations`)], target: { kind: 'jump', chain: svc } });
+        }
+        rules.push({ matches: [comment(`masquerade LOCAL traffic for ${name} external destinations`), { kind: 'addrtype', src: 'LOCAL' }], target: { kind: 'jump', chain: chains.markMasq } });
+        rules.push({ matches: [comment(`route LOCAL traffic for ${name} external destinations`), { kind: 'addrtype', src: 'LOCAL' }], target: { kind: 'jump', chain: svc } });
+      }
+      rules.push({ matches: [], target: { kind: 'jump', chain: svl } });
+    }
+    out.push({ table: 'nat', name: ext, rules: rules.map(renderRule) });
+  }
+  if (usesFw) {
+    const rules: Rule[] = [];
+    for (const range of s.loadBalancerSourceRanges) {
+      rules.push({ src: { cidr: range }, matches: [comment(`${name} loadbalancer IP`)], target: { kind: 'jump', chain: ext } });
+    }
+    // The load balancer's own addresses may always reach it (hairpin through the LB).
+    for (const ip of s.loadBalancerIPs) {
+      rules.push({ src: { cidr: hostCIDR(ip) }, matches: [comment(`${name} loadbalancer IP`)], target: { kind: 'jump', chain: ext } });
+    }
+    out.push({ table: 'nat', name: fw, rules: rules.map(renderRule) });
+  }
+
+  // Dispatch rules in the shared chains.
+  const d = new Map<DispatchChain, string[]>();
+  const add = (c: DispatchChain, r: Rule): void => {
+    let list = d.get(c);
+    if (!list) d.set(c, (list = []));
+    list.push(renderRule(r));
+  };
+  const portMatch = (port: number): Match => ({ kind: 'port', proto, dport: port });
+  const toIP = (ip: string, what: string, target: Rule['target'], table: DispatchChain): void =>
+    add(table, { dst: { cidr: hostCIDR(ip) }, proto, matches: [comment(`${name} ${what}`), portMatch(s.port)], target });
+
+  const internalVerdict = !s.hasEndpoints ? 'REJECT' : 'DROP';
+  const why = !s.hasEndpoints ? 'has no endpoints' : 'has no local endpoints';
+  const filterTarget: Rule['target'] = internalVerdict === 'REJECT' ? { kind: 'REJECT', with: rejectWith } : { kind: 'DROP' };
+
+  if (hasInternal) toIP(s.clusterIP, 'cluster IP', { kind: 'jump', chain: internalChain }, 'nat KUBE-SERVICES');
+  else toIP(s.clusterIP, why, filterTarget, 'filter KUBE-SERVICES');
+
+  const externalTarget: Rule['target'] = { kind: 'jump', chain: ext };
+  for (const ip of s.externalIPs) {
+    if (hasExternal) toIP(ip, 'external IP', externalTarget, 'nat KUBE-SERVICES');
+    else toIP(ip, why, filterTarget, 'filter KUBE-EXTERNAL-SERVICES');
+  }
+  for (const ip of s.loadBalancerIPs) {
+    if (hasExternal) toIP(ip, 'loadbalancer IP', usesFw ? { kind: 'jump', chain: fw } : externalTarget, 'nat KUBE-SERVICES');
+    else toIP(ip, why, filterTarget, 'filter KUBE-EXTERNAL-SERVICES');
+  }
+  if (s.nodePort > 0) {
+    if (hasExternal) {
+      add('nat KUBE-NODEPORTS', { proto, matches: [comment(name), portMatch(s.nodePort)], target: externalTarget });
+    } else if (o.nodePortCIDRs.length === 0) {
+      add('filter KUBE-EXTERNAL-SERVICES', { proto, matches: [comment(`${name} ${why}`), { kind: 'addrtype', dst: 'LOCAL' }, portMatch(s.nodePort)], target: filterTarget });
+    } else {
+      for (const cidr of o.nodePortCIDRs) {
+        add('filter KUBE-EXTERNAL-SERVICES', { dst: { cidr }, proto, matches: [comment(`${name} ${why}`), portMatch(s.nodePort)], target: filterTarget });
+      }
+    }
+  }
+  if (usesFw) {
+    for (const ip of s.loadBalancerIPs) {
+      add('filter KUBE-PROXY-FIREWALL', {
+        dst: { cidr: hostCIDR(ip) }, proto,
+        matches: [comment(`${name} traffic not accepted by ${fw}`), portMatch(s.port)],
+        target: { kind: 'DROP' },
+      });
+    }
+  }
+  if (s.healthCheckNodePort > 0) {
+    add('filter KUBE-NODEPORTS', {
+      proto: 'tcp',
+      matches: [comment(`${name} health check node port`), { kind: 'port', proto: 'tcp', dport: s.healthCheckNodePort }],
+      target: { kind: 'ACCEPT' },
+    });
+  }
+  return { key: s.key, chains: out, dispatch: d, loopback: [...loopback] };
+}
+
+/** Chains kproxy owns whatever the Services are (table, name). */
+export const fixedChains: readonly { table: Table; name: string }[] = [
+  { table: 'nat', name: chains.services },
+  { table: 'nat', name: chains.nodePorts },
+  { table: 'nat', name: chains.postrouting },
+  { table: 'nat', name: chains.markMasq },
+  { table: 'filter', name: chains.services },
+  { table: 'filter', name: chains.externalServices },
+  { table: 'filter', name: chains.nodePorts },
+  { table: 'filter', name: chains.firewall },
+  { table: 'filter', name: chains.forward },
+  { table: 'mangle', name: chains.canary },
+];
+
+/** Contents of the fixed chains that do not depend on Services. */
+export function fixedContents(o: FamilyOptions): ChainContent[] {
+  const markAll = `${o.mark}/${o.mark}`;
+  return [
+    { table: 'nat', name: chains.markMasq, rules: [renderRule({ matches: [], target: { kind: 'MARK', xmark: markAll } })] },
+    {
+      table: 'nat', name: chains.postrouting, rules: [
+        renderRule({
+          matches: [comment('kubernetes service hairpin traffic requiring SNAT'), { kind: 'conntrack', states: 'DNAT' }, { kind: 'set', name: loopbackSet(o.family), flags: 'dst,dst,src' }],
+          target: { kind: 'MASQUERADE', randomFully: false },
+        }),
+        renderRule({ matches: [{ kind: 'mark', negate: true, mark: markAll }], target: { kind: 'RETURN' } }),
+        renderRule({ matches: [], target: { kind: 'MARK', xmark: `${o.mark}/0x0` } }),
+        renderRule({ matches: [comment('kubernetes service traffic requiring SNAT')], target: { kind: 'MASQUERADE', randomFully: true } }),
+      ],
+    },
+    {
+      table: 'filter', name: chains.forward, rules: [
+        renderRule({ matches: [{ kind: 'conntrack', states: 'INVALID' }], target: { kind: 'DROP' } }),
+        renderRule({ matches: [comment('kubernetes forwarding rules'), { kind: 'mark', negate: false, mark: markAll }], target: { kind: 'ACCEPT' } }),
+        renderRule({ matches: [comment('kubernetes forwarding conntrack rule'), { kind: 'conntrack', states: 'RELATED,ESTABLISHED' }], target: { kind: 'ACCEPT' } }),
+      ],
+    },
+  ];
+}
+
+/** Rules that always end nat KUBE-SERVICES: the jump to KUBE-NODEPORTS. */
+export function servicesTail(o: FamilyOptions): string[] {
+  const c = comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain');
+  if (o.nodePortCIDRs.length === 0) {
+    return [renderRule({ matches: [c, { kind: 'addrtype', dst: 'LOCAL' }], target: { kind: 'jump', chain: chains.nodePorts } })];
+  }
+  return o.nodePortCIDRs.map((cidr) => renderRule({ dst: { cidr }, matches: [c], target: { kind: 'jump', chain: chains.nodePorts } }));
+}
+
+/** Jumps from built-in chains into kproxy's chains (kube-proxy's set), prepended idempotently. */
+export interface BuiltinJump {
+  readonly table: Table;
+  readonly from: string;
+  readonly rule: string;
+}
+
+export function builtinJumps(): BuiltinJump[] {
+  const newConn: Match = { kind: 'conntrack', states: 'NEW' };
+  const j = (table: Table, from: string, to: string, text: string, ctNew: boolean): BuiltinJump => ({
+    table, from, rule: renderRule({ matches: ctNew ? [newConn, comment(text)] : [comment(text)], target: { kind: 'jump', chain: to } }),
+  });
+  return [
+    j('filter', 'INPUT', chains.externalServices, 'kubernetes externally-visible service portals', true),
+    j('filter', 'FORWARD', chains.externalServices, 'kubernetes externally-visible service portals', true),
+    j('filter', 'INPUT', chains.nodePorts, 'kubernetes health check service ports', false),
+    j('filter', 'FORWARD', chains.services, 'kubernetes service portals', true),
+    j('filter', 'OUTPUT', chains.services, 'kubernetes service portals', true),
+    j('filter', 'FORWARD', chains.forward, 'kubernetes forwarding rules', false),
+    j('filter', 'INPUT', chains.firewall, 'kubernetes load balancer firewall', true),
+    j('filter', 'OUTPUT', chains.firewall, 'kubernetes load balancer firewall', true),
+    j('filter', 'FORWARD', chains.firewall, 'kubernetes load balancer firewall', true),
+    j('nat', 'OUTPUT', chains.services, 'kubernetes service portals', false),
+    j('nat', 'PREROUTING', chains.services, 'kubernetes service portals', false),
+    j('nat', 'POSTROUTING', chains.postrouting, 'kubernetes postrouting rules', false),
+  ];
+}

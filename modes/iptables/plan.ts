@@ -1,0 +1,247 @@
+// Turns a NodeState (plus what kproxy last applied) into the restore batch
+// of one IP family. A full plan rewrites every owned chain and deletes stale
+// ones; a partial plan touches only the chains and dispatch rules of the
+// Services that changed, so the batch grows with the change, not the table.
+// The record of what was applied lives here and is updated only after the
+// kernel accepted the batch (commit()).
+import type { Family, NodeState } from '../../proxy/model.ts';
+import { RestoreBatch } from './batch.ts';
+import {
+  dispatchChains, fixedChains, fixedContents, serviceOutput, servicesTail,
+  type DispatchChain, type FamilyOptions, type ServiceOutput, type Table,
+} from './layout.ts';
+
+/** What kproxy believes the kernel holds for one family. */
+export class FamilyRecord {
+  services = new Map<string, ServiceOutput>();
+  /** Per shared chain: sorted keys of the Services with rules in it. */
+  order = new Map<DispatchChain, string[]>();
+  /** Service-owned chains present, as "table chain". */
+  chains = new Set<string>();
+  /** Loopback ipset entries with the number of Service ports using each. */
+  loopRefs = new Map<string, number>();
+  ruleCounts: Record<string, number> = {};
+}
+
+export interface FamilyPlan {
+  readonly family: Family;
+  readonly batch: RestoreBatch;
+  /** ipset restore lines for this family (may be empty). */
+  readonly ipset: readonly string[];
+  /** Applies the plan to the record; call only after the kernel accepted it. */
+  commit(): void;
+}
+
+const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+function lowerBound(arr: readonly string[], key: string): number {
+  let lo = 0;
+  let hi = arr.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (arr[mid] < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+function splitKey(k: string): [Table, string] {
+  const i = k.indexOf(' ');
+  return [k.slice(0, i) as Table, k.slice(i + 1)];
+}
+
+function countRules(outputs: Iterable<ServiceOutput>, o: FamilyOptions): Record<string, number> {
+  const counts: Record<string, number> = { nat: servicesTail(o).length, filter: 0, mangle: 0 };
+  for (const c of fixedContents(o)) counts[c.table] += c.rules.length;
+  for (const s of outputs) addCounts(counts, s, 1);
+  return counts;
+}
+
+function addCounts(counts: Record<string, number>, s: ServiceOutput, sign: number): void {
+  for (const c of s.chains) counts[c.table] += sign * c.rules.length;
+  for (const [dc, lines] of s.dispatch) counts[splitKey(dc)[0]] += sign * lines.length;
+}
+
+export function familyServices(state: NodeState, family: Family): ServiceOutputInput[] {
+  const out: ServiceOutputInput[] = [];
+  for (const s of state.services.values()) if (s.family === family) out.push(s);
+  return out.sort((a, b) => cmp(a.key, b.key));
+}
+type ServiceOutputInput = Parameters<typeof serviceOutput>[0];
+
+export interface IpsetNames {
+  readonly set: string;
+  readonly family: 'inet' | 'inet6';
+}
+
+function ipsetCreate(name: string, fam: string): string {
+  return `create ${name} hash:ip,port,ip family ${fam} hashsize 1024 maxelem 1048576`;
+}
+
+/**
+ * Full plan: every owned chain rewritten in one batch (a `:CHAIN` line
+ * flushes and refills atomically, so traffic never sees an empty table),
+ * stale chains (from the record or found in the kernel at start-up) deleted.
+ */
+export function planFull(
+  state: NodeState, o: FamilyOptions, rec: FamilyRecord, existing: ReadonlySet<string>, set: IpsetNames,
+): FamilyPlan {
+  const b = new RestoreBatch();
+  const outputs = familyServices(state, o.family).map((s) => serviceOutput(s, o));
+
+  const wanted = new Set<string>();
+  for (const s of outputs) for (const c of s.chains) wanted.add(`${c.table} ${c.name}`);
+
+  for (const f of fixedChains) b.declareChain(f.table, f.name);
+  for (const s of outputs) for (const c of s.chains) b.declareChain(c.table, c.name);
+  const stale = new Set<string>();
+  for (const k of [...rec.chains, ...existing]) if (!wanted.has(k)) stale.add(k);
+  for (const k of [...stale].sort()) {
+    const [t, n] = splitKey(k);
+    b.declareChain(t, n);
+    b.deleteChain(t, n);
+  }
+
+  for (const c of fixedContents(o)) for (const r of c.rules) b.append(c.table, c.name, r);
+  for (const s of outputs) for (const c of s.chains) for (const r of c.rules) b.append(c.table, c.name, r);
+  const order = new Map<DispatchChain, string[]>();
+  for (const dc of dispatchChains) {
+    const [t, n] = splitKey(dc);
+    const keys: string[] = [];
+    for (const s of outputs) {
+      const lines = s.dispatch.get(dc);
+      if (!lines) continue;
+      keys.push(s.key);
+      for (const r of lines) b.append(t, n, r);
+    }
+    order.set(dc, keys);
+  }
+  for (const r of servicesTail(o)) b.append('nat', 'KUBE-SERVICES', r);
+
+  const refs = new Map<string, number>();
+  for (const s of outputs) for (const e of s.loopback) refs.set(e, (refs.get(e) ?? 0) + 1);
+  // Fill a scratch set and swap it in: the live set is never half-filled.
+  const tmp = `${set.set}-T`.slice(0, 31);
+  const ipset = [
+    `${ipsetCreate(set.set, set.family)}`,
+    `${ipsetCreate(tmp, set.family)}`,
+    `flush ${tmp}`,
+    ...[...refs.keys()].map((e) => `add ${tmp} ${e}`),
+    `swap ${tmp} ${set.set}`,
+    `destroy ${tmp}`,
+  ];
+
+  return {
+    family: o.family, batch: b, ipset,
+    commit() {
+      rec.services = new Map(outputs.map((s) => [s.key, s]));
+      rec.order = order;
+      rec.chains = wanted;
+      rec.loopRefs = refs;
+      rec.ruleCounts = countRules(outputs, o);
+    },
+  };
+}
+
+/** Partial plan for the changed keys of this family. */
+export function planPartial(
+  state: NodeState, keys: ReadonlySet<string>, o: FamilyOptions, rec: FamilyRecord, set: IpsetNames,
+): FamilyPlan {
+  const b = new RestoreBatch();
+  const prefix = `${o.family}/`;
+  const changed: { key: string; old?: ServiceOutput; neu?: ServiceOutput }[] = [];
+  for (const key of [...keys].filter((k) => k.startsWith(prefix)).sort()) {
+    const s = state.services.get(key);
+    const neu = s ? serviceOutput(s, o) : undefined;
+    const old = rec.services.get(key);
+    if (old || neu) changed.push({ key, old, neu });
+  }
+
+  const chainsAdded: string[] = [];
+  const chainsRemoved: string[] = [];
+  const loopDelta = new Map<string, number>();
+  for (const { old, neu } of changed) {
+    const oldChains = new Map((old?.chains ?? []).map((c) => [`${c.table} ${c.name}`, c.rules.join('\n')]));
+    const newKeys = new Set<string>();
+    for (const c of neu?.chains ?? []) {
+      const k = `${c.table} ${c.name}`;
+      newKeys.add(k);
+      if (oldChains.get(k) === c.rules.join('\n')) continue; // unchanged: leave it alone
+      b.declareChain(c.table, c.name);
+      for (const r of c.rules) b.append(c.table, c.name, r);
+      if (!oldChains.has(k)) chainsAdded.push(k);
+    }
+    for (const k of oldChains.keys()) {
+      if (newKeys.has(k)) continue;
+      const [t, n] = splitKey(k);
+      b.declareChain(t, n);
+      b.deleteChain(t, n);
+      chainsRemoved.push(k);
+    }
+    for (const e of old?.loopback ?? []) loopDelta.set(e, (loopDelta.get(e) ?? 0) - 1);
+    for (const e of neu?.loopback ?? []) loopDelta.set(e, (loopDelta.get(e) ?? 0) + 1);
+  }
+
+  // Shared chains: delete the changed Services' old rules by spec, insert
+  // the new ones at the position the sorted order gives them, so the chain
+  // ends up exactly as a full sync would write it.
+  const newOrders = new Map<DispatchChain, string[]>();
+  for (const dc of dispatchChains) {
+    const [t, n] = splitKey(dc);
+    const touched = changed.filter(({ old, neu }) =>
+      (old?.dispatch.get(dc) ?? []).join('\n') !== (neu?.dispatch.get(dc) ?? []).join('\n'));
+    if (touched.length === 0) continue;
+    const order = [...(rec.order.get(dc) ?? [])];
+    const newLines = new Map<string, readonly string[]>();
+    for (const { key, old, neu } of touched) {
+      for (const r of old?.dispatch.get(dc) ?? []) b.delete(t, n, r);
+      const lines = neu?.dispatch.get(dc) ?? [];
+      newLines.set(key, lines);
+      const at = lowerBound(order, key);
+      const present = order[at] === key;
+      if (lines.length && !present) order.splice(at, 0, key);
+      else if (!lines.length && present) order.splice(at, 1);
+    }
+    let pos = 1;
+    for (const key of order) {
+      const lines = newLines.get(key);
+      if (lines) {
+        for (const r of lines) b.insert(t, n, pos++, r);
+      } else {
+        pos += rec.services.get(key)?.dispatch.get(dc)?.length ?? 0;
+      }
+    }
+    newOrders.set(dc, order);
+  }
+
+  const ipset: string[] = [];
+  const newRefs: [string, number][] = [];
+  for (const [e, d] of loopDelta) {
+    if (d === 0) continue;
+    const before = rec.loopRefs.get(e) ?? 0;
+    const after = before + d;
+    newRefs.push([e, after]);
+    if (before === 0 && after > 0) ipset.push(`add ${set.set} ${e}`);
+    else if (before > 0 && after <= 0) ipset.push(`del ${set.set} ${e}`);
+  }
+
+  return {
+    family: o.family, batch: b, ipset,
+    commit() {
+      for (const { key, old, neu } of changed) {
+        if (old) addCounts(rec.ruleCounts, old, -1);
+        if (neu) {
+          addCounts(rec.ruleCounts, neu, 1);
+          rec.services.set(key, neu);
+        } else rec.services.delete(key);
+      }
+      for (const [dc, order] of newOrders) rec.order.set(dc, order);
+      for (const k of chainsRemoved) rec.chains.delete(k);
+      for (const k of chainsAdded) rec.chains.add(k);
+      for (const [e, n] of newRefs) {
+        if (n > 0) rec.loopRefs.set(e, n);
+        else rec.loopRefs.delete(e);
+      }
+    },
+  };
+}
