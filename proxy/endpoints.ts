@@ -60,6 +60,7 @@ export function collectEndpoints(
   const byPort = new Map<string, Map<string, SliceEndpoint>>();
   for (const slice of ordered) {
     for (const port of slice.ports ?? []) {
+      if (!port.port) continue;
       const key = portKey(port.name ?? '', port.protocol ?? 'TCP');
       let set = byPort.get(key);
       if (!set) byPort.set(key, set = new Map());

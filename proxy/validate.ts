@@ -141,7 +141,11 @@ export function validateEndpointSlice(slice: V1EndpointSlice): string[] {
       problems.push(`${where} is not an object`);
       return;
     }
-    if (!isPort(p.port)) problems.push(`${where}.port ${JSON.stringify(p.port)} is not in 1-65535`);
+    // A slice port without a number is legal (it means "all ports") and is
+    // simply not proxied, as in kube-proxy.
+    if (p.port !== undefined && p.port !== null && !isPort(p.port)) {
+      problems.push(`${where}.port ${JSON.stringify(p.port)} is not in 1-65535`);
+    }
     const protocol = p.protocol ?? 'TCP';
     if (!protocols.has(protocol)) problems.push(`${where}.protocol ${JSON.stringify(protocol)} is not TCP, UDP or SCTP`);
   });

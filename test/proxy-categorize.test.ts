@@ -182,3 +182,12 @@ test('families: only those asked for are produced', (t) => {
   const ipv6only = trackerWith([service('v6', { clusterIP: 'fd00::2', ports: [{ port: 80 }] })], { families: [4, 6] });
   t.deepEqual([...ipv6only.snapshot().state.services.keys()], ['6/default/v6/TCP']);
 });
+
+test('a slice port without a number contributes no endpoints', (t) => {
+  const s = slice('svc', 'svc-1', [{ port: 80 }], [ep('10.0.0.1')]);
+  delete s.ports![0].port;
+  const tracker = trackerWith([service('svc', { clusterIP: '172.30.0.1', ports: [{ port: 80 }] }), s]);
+  const st = tracker.snapshot().state.services.get('4/default/svc/TCP')!;
+  t.false(st.hasEndpoints);
+  t.deepEqual(st.clusterEndpoints, []);
+});

@@ -74,7 +74,7 @@ const sliceCases: [string, V1EndpointSlice, RegExp[]][] = [
   ['missing name', badSlice((s) => delete s.metadata!.name), [/metadata\.name is missing/]],
   ['bad addressType', badSlice((s) => { s.addressType = 'IPv5'; }), [/addressType "IPv5"/]],
   ['port out of range', badSlice((s) => { s.ports![0].port = 65536; }), [/ports\[0\] \(http\)\.port 65536/]],
-  ['port missing', badSlice((s) => { delete s.ports![0].port; }), [/\.port undefined/]],
+  ['port as text', badSlice((s) => { (s.ports![0] as { port: unknown }).port = '8080'; }), [/\.port "8080"/]],
   ['bad protocol', badSlice((s) => { s.ports![0].protocol = 'tcp'; }), [/protocol "tcp"/]],
   ['bad address', badSlice((s) => { s.endpoints![0].addresses = ['10.0.0.256']; }), [/addresses\[0\] "10\.0\.0\.256" is not an IPv4 address/]],
   ['address of the wrong family', badSlice((s) => { s.endpoints![0].addresses = ['fd00::1']; }), [/"fd00::1" is not an IPv4/]],
@@ -86,6 +86,9 @@ test('a well-formed slice, an FQDN slice and a slice without ports have no probl
   t.deepEqual(validateEndpointSlice(goodSlice()), []);
   t.deepEqual(validateEndpointSlice({ ...goodSlice(), addressType: 'FQDN', endpoints: [{ addresses: ['example.com'] }] }), []);
   t.deepEqual(validateEndpointSlice({ ...goodSlice(), ports: undefined }), []);
+  const noNumber = goodSlice();
+  delete noNumber.ports![0].port;
+  t.deepEqual(validateEndpointSlice(noNumber), [], 'a port without a number means all ports: legal, not proxied');
 });
 
 for (const [name, s, expected] of sliceCases) {
