@@ -155,3 +155,15 @@ test('synced follows the Synced event; pending counts dirty service ports', (t) 
   tr.snapshot();
   t.is(tr.pending(), 0);
 });
+
+test('deleting this Node drops its zone and addresses (full sync) and is logged', (t) => {
+  const zonal = service('z', { clusterIP: '172.30.0.4', ports: [{ port: 80 }] }, { annotations: { 'service.kubernetes.io/topology-mode': 'Auto' } });
+  const zs = slice('z', 'z-1', [{ port: 80 }], [ep('10.0.0.1', { forZones: ['zone-a'] }), ep('10.0.0.2', { forZones: ['zone-b'] })]);
+  const tr = trackerWith([node('node-a', 'zone-a'), zonal, zs]);
+  t.is(tr.snapshot().state.services.get('4/default/z/TCP')!.clusterEndpoints.length, 1);
+  tr.apply({ kind: 'Node', type: 'delete', object: node('node-a', 'zone-a') });
+  const { state, changes } = tr.snapshot();
+  t.true(changes.full);
+  t.deepEqual(state.nodeIPs, []);
+  t.is(state.services.get('4/default/z/TCP')!.clusterEndpoints.length, 2, 'without a zone every endpoint is used');
+});
