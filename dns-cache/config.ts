@@ -1,0 +1,303 @@
+// dns-cache configuration: the YAML file's shape, its defaults (those of
+// NodeLocal DNSCache where it has one), and validation that lists every
+// problem at once. A config that fails validation is never applied.
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { parse as parseYaml } from 'yaml';
+import type { Policy } from './forward.ts';
+import type { UpstreamAddress } from './upstream.ts';
+import { wireName } from './zones.ts';
+
+export interface CacheSettings {
+  /** Entries this zone may hold. */
+  readonly capacity: number;
+  readonly successTtl: number;
+  readonly denialTtl: number;
+  readonly minTtl: number;
+  readonly prefetchAmount: number;
+  readonly prefetchPercentage: number;
+  /** Seconds past expiry an answer may be served while upstreams fail (0: never). */
+  readonly serveStale: number;
+  /** TTL given to a stale answer. */
+  readonly staleTtl: number;
+}
+
+export interface ZoneSettings {
+  readonly suffix: string;
+  readonly upstreams: readonly UpstreamAddress[];
+  readonly forceTcp: boolean;
+  readonly policy: Policy;
+  readonly maxFails: number;
+  readonly healthCheckMs: number;
+  readonly timeoutMs: number;
+  readonly cache: CacheSettings;
+}
+
+export interface ListenAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface DnsCacheConfig {
+  readonly listen: readonly ListenAddress[];
+  /** Serves /health; empty to disable. */
+  readonly healthAddr: string;
+  /** Serves /metrics; may equal healthAddr (one server); empty to disable. */
+  readonly metricsAddr: string;
+  readonly setupInterface: boolean;
+  readonly setupIptables: boolean;
+  readonly interfaceName: string;
+  readonly skipTeardown: boolean;
+  /** UDP sockets per listen address (SO_REUSEPORT). */
+  readonly udpSockets: number;
+  readonly zones: readonly ZoneSettings[];
+}
+
+export const DEFAULT_LISTEN = '169.254.20.10:53';
+
+export const DEFAULT_CACHE: CacheSettings = {
+  capacity: 9984, successTtl: 30, denialTtl: 5, minTtl: 0,
+  prefetchAmount: 2, prefetchPercentage: 10, serveStale: 3600, staleTtl: 10,
+};
+
+const ZONE_DEFAULTS = {
+  forceTcp: false, policy: 'sequential' as Policy, maxFails: 2, healthCheckMs: 500, timeoutMs: 2000,
+};
+
+export class ConfigError extends Error {
+  readonly code = 'KPROXY_DNS_CONFIG_INVALID';
+  readonly problems: readonly string[];
+  constructor(source: string, problems: readonly string[]) {
+    super(`invalid dns-cache configuration (${source}):\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+/** "IP:PORT", "[IPv6]:PORT", or a bare IP with `defaultPort`. */
+export function parseHostPort(s: string, defaultPort: number | undefined): { host: string; port: number } | string {
+  let host = s;
+  let port: number | undefined = defaultPort;
+  const bracket = /^\[([^\]]+)\](?::(\d+))?$/.exec(s);
+  if (bracket) {
+    host = bracket[1];
+    if (bracket[2] !== undefined) port = Number(bracket[2]);
+  } else if (net.isIPv4(s.split(':')[0]) && s.includes(':')) {
+    const i = s.lastIndexOf(':');
+    host = s.slice(0, i);
+    port = /^\d+$/.test(s.slice(i + 1)) ? Number(s.slice(i + 1)) : NaN;
+  }
+  if (!net.isIP(host)) return `"${s}" is not an IP address or IP:PORT`;
+  if (port === undefined) return `"${s}" needs a port (IP:PORT)`;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) return `"${s}" has a bad port`;
+  return { host, port };
+}
+
+/** Nameservers of a resolv.conf-style file, port 53. */
+export function readResolvConf(path: string): UpstreamAddress[] {
+  const out: UpstreamAddress[] = [];
+  for (const line of readFileSync(path, 'utf8').split('\n')) {
+    const m = /^\s*nameserver\s+(\S+)/.exec(line);
+    if (m && net.isIP(m[1].replace(/%.*$/, ''))) out.push({ host: m[1].replace(/%.*$/, ''), port: 53 });
+  }
+  return out;
+}
+
+type Obj = Record<string, unknown>;
+
+class Checker {
+  readonly problems: string[] = [];
+  add(path: string, msg: string): void {
+    this.problems.push(`${path}: ${msg}`);
+  }
+  keys(o: Obj, path: string, allowed: readonly string[]): void {
+    for (const k of Object.keys(o)) if (!allowed.includes(k)) this.add(path === '' ? k : `${path}.${k}`, `unknown key (allowed: ${allowed.join(', ')})`);
+  }
+  int(o: Obj, key: string, path: string, dflt: number, min: number, max: number): number {
+    const v = o[key];
+    if (v === undefined) return dflt;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+      this.add(`${path}${key}`, `want an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+      return dflt;
+    }
+    return v;
+  }
+  bool(o: Obj, key: string, path: string, dflt: boolean): boolean {
+    const v = o[key];
+    if (v === undefined) return dflt;
+    if (typeof v !== 'boolean') {
+      this.add(`${path}${key}`, `want true or false, got ${JSON.stringify(v)}`);
+      return dflt;
+    }
+    return v;
+  }
+  str(o: Obj, key: string, path: string, dflt: string): string {
+    const v = o[key];
+    if (v === undefined) return dflt;
+    if (typeof v !== 'string') {
+      this.add(`${path}${key}`, `want a string, got ${JSON.stringify(v)}`);
+      return dflt;
+    }
+    return v;
+  }
+  obj(v: unknown, path: string): Obj | undefined {
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'object' || Array.isArray(v)) {
+      this.add(path, `want a mapping, got ${JSON.stringify(v)}`);
+      return undefined;
+    }
+    return v as Obj;
+  }
+}
+
+const CACHE_KEYS = ['capacity', 'success_ttl', 'denial_ttl', 'min_ttl', 'prefetch', 'prefetch_percentage', 'serve_stale', 'stale_ttl'] as const;
+const ZONE_KEYS = ['suffix', 'upstreams', 'transport', 'policy', 'max_fails', 'health_check_ms', 'timeout_ms', 'cache'] as const;
+const TOP_KEYS = ['listen', 'health', 'metrics', 'setup_interface', 'setup_iptables', 'interface_name', 'skip_teardown', 'udp_sockets', 'defaults', 'zones'] as const;
+const DAY = 86400;
+
+function cacheSettings(c: Checker, raw: Obj | undefined, path: string, base: CacheSettings): CacheSettings {
+  if (!raw) return base;
+  c.keys(raw, path, CACHE_KEYS);
+  const p = path + '.';
+  return {
+    capacity: c.int(raw, 'capacity', p, base.capacity, 0, 10_000_000),
+    successTtl: c.int(raw, 'success_ttl', p, base.successTtl, 0, 7 * DAY),
+    denialTtl: c.int(raw, 'denial_ttl', p, base.denialTtl, 0, 7 * DAY),
+    minTtl: c.int(raw, 'min_ttl', p, base.minTtl, 0, DAY),
+    prefetchAmount: c.int(raw, 'prefetch', p, base.prefetchAmount, 0, 1_000_000),
+    prefetchPercentage: c.int(raw, 'prefetch_percentage', p, base.prefetchPercentage, 1, 100),
+    serveStale: c.int(raw, 'serve_stale', p, base.serveStale, 0, 7 * DAY),
+    staleTtl: c.int(raw, 'stale_ttl', p, base.staleTtl, 0, DAY),
+  };
+}
+
+interface ZoneBase {
+  forceTcp: boolean; policy: Policy; maxFails: number; healthCheckMs: number; timeoutMs: number; cache: CacheSettings;
+}
+
+function zoneBase(c: Checker, raw: Obj, path: string, base: ZoneBase): ZoneBase {
+  const p = path === '' ? '' : path + '.';
+  const transport = c.str(raw, 'transport', p, base.forceTcp ? 'force_tcp' : 'prefer_udp');
+  if (transport !== 'force_tcp' && transport !== 'prefer_udp') c.add(`${p}transport`, `want force_tcp or prefer_udp, got "${transport}"`);
+  const policy = c.str(raw, 'policy', p, base.policy);
+  if (!['sequential', 'round_robin', 'random'].includes(policy)) c.add(`${p}policy`, `want sequential, round_robin or random, got "${policy}"`);
+  return {
+    forceTcp: transport === 'force_tcp',
+    policy: policy as Policy,
+    maxFails: c.int(raw, 'max_fails', p, base.maxFails, 0, 1000),
+    healthCheckMs: c.int(raw, 'health_check_ms', p, base.healthCheckMs, 0, 3_600_000),
+    timeoutMs: c.int(raw, 'timeout_ms', p, base.timeoutMs, 10, 60_000),
+    cache: cacheSettings(c, c.obj(raw.cache, `${p}cache`), `${p}cache`, base.cache),
+  };
+}
+
+/** Upstream list entries: IP, IP:PORT, [IPv6]:PORT, or a resolv.conf path. */
+export function parseUpstreams(c: Checker | undefined, list: unknown, path: string): UpstreamAddress[] {
+  const problems = c ?? new Checker();
+  const out: UpstreamAddress[] = [];
+  if (!Array.isArray(list) || list.length === 0) {
+    problems.add(path, 'want a non-empty list of IP, IP:PORT or a resolv.conf path');
+    return out;
+  }
+  list.forEach((u, i) => {
+    if (typeof u !== 'string') return problems.add(`${path}[${i}]`, `want a string, got ${JSON.stringify(u)}`);
+    if (u.startsWith('/')) {
+      try {
+        const found = readResolvConf(u);
+        if (found.length === 0) problems.add(`${path}[${i}]`, `${u} lists no nameserver`);
+        out.push(...found);
+      } catch (e) {
+        problems.add(`${path}[${i}]`, `cannot read ${u}: ${(e as Error).message}`);
+      }
+      return;
+    }
+    const hp = parseHostPort(u, 53);
+    if (typeof hp === 'string') problems.add(`${path}[${i}]`, hp);
+    else out.push(hp);
+  });
+  return out;
+}
+
+/** Validates a parsed YAML document; throws ConfigError listing every problem. */
+export function configFromObject(doc: unknown, source: string): DnsCacheConfig {
+  const c = new Checker();
+  const top = c.obj(doc, '(top level)') ?? {};
+  c.keys(top, '', TOP_KEYS);
+  const listenRaw = top.listen ?? [DEFAULT_LISTEN];
+  const listen: ListenAddress[] = [];
+  if (!Array.isArray(listenRaw) || listenRaw.length === 0) c.add('listen', 'want a non-empty list of IP:PORT');
+  else {
+    listenRaw.forEach((l, i) => {
+      const hp = typeof l === 'string' ? parseHostPort(l, 53) : `want a string, got ${JSON.stringify(l)}`;
+      if (typeof hp === 'string') c.add(`listen[${i}]`, hp);
+      else if (hp.host === '0.0.0.0' || hp.host === '::') c.add(`listen[${i}]`, `${l} is a wildcard; bind only node-local addresses so this is never an open resolver`);
+      else listen.push(hp);
+    });
+  }
+  const addr = (key: string, dflt: string): string => {
+    const v = c.str(top, key, '', dflt);
+    if (v !== '' && typeof parseHostPort(v, undefined) === 'string') c.add(key, `want IP:PORT or "", got "${v}"`);
+    return v;
+  };
+  const defaultsRaw = c.obj(top.defaults, 'defaults') ?? {};
+  c.keys(defaultsRaw, 'defaults', ZONE_KEYS.filter((k) => k !== 'suffix' && k !== 'upstreams'));
+  const base = zoneBase(c, defaultsRaw, 'defaults', { ...ZONE_DEFAULTS, cache: DEFAULT_CACHE });
+
+  const zones: ZoneSettings[] = [];
+  const seen = new Map<string, number>();
+  if (!Array.isArray(top.zones) || top.zones.length === 0) c.add('zones', 'want a non-empty list of zones (suffix + upstreams)');
+  else {
+    top.zones.forEach((z, i) => {
+      const path = `zones[${i}]`;
+      const raw = c.obj(z, path);
+      if (!raw) return;
+      c.keys(raw, path, ZONE_KEYS);
+      const suffix = typeof raw.suffix === 'string' ? raw.suffix.trim() : '';
+      if (suffix === '') c.add(`${path}.suffix`, 'want a domain suffix such as cluster.local or "."');
+      else if (!validSuffix(suffix)) c.add(`${path}.suffix`, `"${suffix}" is not a valid domain name`);
+      else {
+        const w = wireName(suffix);
+        const prev = seen.get(w);
+        if (prev !== undefined) c.add(`${path}.suffix`, `"${suffix}" repeats zones[${prev}]`);
+        seen.set(w, i);
+      }
+      const upstreams = parseUpstreams(c, raw.upstreams, `${path}.upstreams`);
+      zones.push({ suffix: suffix === '' ? '.' : suffix, upstreams, ...zoneBase(c, raw, path, base) });
+    });
+  }
+  const config: DnsCacheConfig = {
+    listen,
+    healthAddr: addr('health', '127.0.0.1:8080'),
+    metricsAddr: addr('metrics', '127.0.0.1:9253'),
+    setupInterface: c.bool(top, 'setup_interface', '', false),
+    setupIptables: c.bool(top, 'setup_iptables', '', false),
+    interfaceName: c.str(top, 'interface_name', '', 'nodelocaldns'),
+    skipTeardown: c.bool(top, 'skip_teardown', '', false),
+    udpSockets: c.int(top, 'udp_sockets', '', 1, 1, 64),
+    zones,
+  };
+  if (!/^[a-zA-Z0-9_.-]{1,15}$/.test(config.interfaceName)) c.add('interface_name', `"${config.interfaceName}" is not a valid interface name`);
+  if (c.problems.length) throw new ConfigError(source, c.problems);
+  return config;
+}
+
+function validSuffix(s: string): boolean {
+  if (s === '.') return true;
+  const name = s.replace(/\.$/, '');
+  if (name.length > 253) return false;
+  return name.split('.').every((l) => l.length > 0 && l.length <= 63 && /^[A-Za-z0-9_-]+$/.test(l));
+}
+
+export function loadConfigFile(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(path, [`cannot read the file: ${(e as Error).message}`]);
+  }
+  try {
+    return parseYaml(text);
+  } catch (e) {
+    throw new ConfigError(path, [`not valid YAML: ${(e as Error).message}`]);
+  }
+}

@@ -1,0 +1,94 @@
+// Command-line flags of `kproxy dns-cache`. Flags override the YAML file's
+// top-level settings; `--zone` flags, when given, replace the file's zones.
+import { configFromObject, ConfigError, loadConfigFile, type DnsCacheConfig } from './config.ts';
+
+export const USAGE = `usage: kproxy dns-cache [flags]
+  --config FILE              YAML configuration (re-read on change and on SIGHUP)
+  --listen IP:PORT           address to serve on, UDP and TCP (repeatable; default 169.254.20.10:53)
+  --zone SUFFIX=UP[,UP...]   forward SUFFIX to upstreams (IP, IP:PORT or a resolv.conf path);
+                             repeatable, longest suffix wins, "." for everything else
+  --health-addr IP:PORT      serve /health here (default 127.0.0.1:8080; "" disables)
+  --metrics-addr IP:PORT     serve /metrics here (default 127.0.0.1:9253; "" disables)
+  --setup-interface          put the listen addresses on a dummy interface (lo if the kernel has no dummy driver)
+  --setup-iptables           add raw-table NOTRACK and filter ACCEPT rules for the listen addresses
+  --interface-name NAME      dummy interface name (default nodelocaldns)
+  --skip-teardown            leave the interface and rules in place on exit
+  --udp-sockets N            SO_REUSEPORT UDP sockets per listen address (default 1)
+  --log-level LEVEL          pino level (default info)`;
+
+export interface DnsCacheArgs {
+  readonly configPath: string | undefined;
+  readonly logLevel: string | undefined;
+  /** Settings from flags, in the YAML file's shape. */
+  readonly overrides: Record<string, unknown>;
+}
+
+/** Parses argv (after "dns-cache"); throws ConfigError listing every bad flag. */
+export function parseArgs(argv: readonly string[]): DnsCacheArgs {
+  const problems: string[] = [];
+  const overrides: Record<string, unknown> = {};
+  const listen: string[] = [];
+  const zones: Array<{ suffix: string; upstreams: string[] }> = [];
+  let configPath: string | undefined;
+  let logLevel: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    let flag = argv[i];
+    let value: string | undefined;
+    const eq = flag.indexOf('=');
+    if (flag.startsWith('--') && eq > 0) {
+      value = flag.slice(eq + 1);
+      flag = flag.slice(0, eq);
+    }
+    const need = (): string => {
+      if (value !== undefined) return value;
+      if (i + 1 >= argv.length) {
+        problems.push(`${flag} needs a value`);
+        return '';
+      }
+      return argv[++i];
+    };
+    switch (flag) {
+      case '--config': configPath = need(); break;
+      case '--listen': listen.push(need()); break;
+      case '--zone': {
+        const v = need();
+        const at = v.indexOf('=');
+        if (at <= 0 || at === v.length - 1) problems.push(`--zone "${v}": want SUFFIX=UPSTREAM[,UPSTREAM...]`);
+        else zones.push({ suffix: v.slice(0, at), upstreams: v.slice(at + 1).split(',') });
+        break;
+      }
+      case '--health-addr': overrides.health = need(); break;
+      case '--metrics-addr': overrides.metrics = need(); break;
+      case '--interface-name': overrides.interface_name = need(); break;
+      case '--udp-sockets': {
+        const v = need();
+        overrides.udp_sockets = /^\d+$/.test(v) ? Number(v) : v;
+        break;
+      }
+      case '--log-level': logLevel = need(); break;
+      case '--setup-interface': overrides.setup_interface = boolValue(value, flag, problems); break;
+      case '--setup-iptables': overrides.setup_iptables = boolValue(value, flag, problems); break;
+      case '--skip-teardown': overrides.skip_teardown = boolValue(value, flag, problems); break;
+      default: problems.push(`unknown flag ${argv[i]}`);
+    }
+  }
+  if (listen.length) overrides.listen = listen;
+  if (zones.length) overrides.zones = zones;
+  if (problems.length) throw new ConfigError('flags', problems);
+  return { configPath, logLevel, overrides };
+}
+
+function boolValue(v: string | undefined, flag: string, problems: string[]): boolean {
+  if (v === undefined || v === 'true') return true;
+  if (v === 'false') return false;
+  problems.push(`${flag}=${v}: want true or false`);
+  return false;
+}
+
+/** Reads the file (if any), applies the flags, validates. Throws ConfigError. */
+export function resolveConfig(args: DnsCacheArgs): DnsCacheConfig {
+  const doc = args.configPath ? loadConfigFile(args.configPath) : {};
+  const base = doc && typeof doc === 'object' && !Array.isArray(doc) ? (doc as Record<string, unknown>) : doc;
+  const merged = base && typeof base === 'object' ? { ...(base as object), ...args.overrides } : base;
+  return configFromObject(merged, args.configPath ?? 'flags');
+}

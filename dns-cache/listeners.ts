@@ -1,0 +1,111 @@
+// UDP and TCP listeners on the configured addresses only: binding to the
+// node-local addresses (never a wildcard) is what keeps this cache from
+// being an open resolver for clients off the node.
+import dgram from 'node:dgram';
+import net from 'node:net';
+import type { Logger } from '../proxy/log.ts';
+import type { ListenAddress } from './config.ts';
+import type { Origin, Resolver } from './resolver.ts';
+
+const TCP_IDLE_MS = 10_000;
+const connsOf = new WeakMap<net.Server, Set<net.Socket>>();
+/** Bytes a TCP client may have buffered with us before it is cut off. */
+const TCP_MAX_BUFFERED = 256 * 1024;
+
+export interface Listeners {
+  readonly udp: readonly dgram.Socket[];
+  readonly tcp: readonly net.Server[];
+  close(): Promise<void>;
+}
+
+export function serverLabel(a: ListenAddress): string {
+  return a.host.includes(':') ? `dns://[${a.host}]:${a.port}` : `dns://${a.host}:${a.port}`;
+}
+
+function bindUdp(a: ListenAddress, reusePort: boolean, resolver: Resolver, log: Logger): Promise<dgram.Socket> {
+  const v6 = a.host.includes(':');
+  const sock = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', reuseAddr: false, reusePort });
+  const origin: Origin = { server: serverLabel(a), proto: 'udp', family: v6 ? '2' : '1' };
+  sock.on('message', (msg, rinfo) => {
+    resolver.handle(msg, origin, (out) => sock.send(out, rinfo.port, rinfo.address));
+  });
+  return new Promise((resolve, reject) => {
+    sock.once('error', (e) => reject(new Error(`cannot listen on udp ${a.host}:${a.port}: ${e.message}`)));
+    sock.bind({ address: a.host, port: a.port, exclusive: true }, () => {
+      sock.removeAllListeners('error');
+      sock.on('error', (e) => log.warn({ err: e.message }, 'UDP socket error'));
+      resolve(sock);
+    });
+  });
+}
+
+function bindTcp(a: ListenAddress, port: number, resolver: Resolver, log: Logger): Promise<net.Server> {
+  const origin: Origin = { server: serverLabel(a), proto: 'tcp', family: a.host.includes(':') ? '2' : '1' };
+  const openConns = new Set<net.Socket>();
+  const server = net.createServer({ noDelay: true }, (conn) => {
+    openConns.add(conn);
+    conn.on('close', () => openConns.delete(conn));
+    let buf: Buffer = Buffer.alloc(0);
+    conn.setTimeout(TCP_IDLE_MS, () => conn.destroy());
+    conn.on('error', () => conn.destroy());
+    const reply = (out: Buffer): void => {
+      if (conn.destroyed) return;
+      const head = Buffer.allocUnsafe(2);
+      head.writeUInt16BE(out.length, 0);
+      conn.write(Buffer.concat([head, out]));
+    };
+    conn.on('data', (chunk: Buffer) => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      if (buf.length > TCP_MAX_BUFFERED || conn.writableLength > TCP_MAX_BUFFERED) {
+        conn.destroy();
+        return;
+      }
+      while (buf.length >= 2) {
+        const len = buf.readUInt16BE(0);
+        if (buf.length < len + 2) break;
+        const msg = Buffer.from(buf.subarray(2, len + 2));
+        buf = buf.subarray(len + 2);
+        resolver.handle(msg, origin, reply);
+      }
+    });
+  });
+  connsOf.set(server, openConns);
+  return new Promise((resolve, reject) => {
+    server.once('error', (e) => reject(new Error(`cannot listen on tcp ${a.host}:${port}: ${e.message}`)));
+    server.listen({ host: a.host, port, exclusive: true }, () => {
+      server.removeAllListeners('error');
+      server.on('error', (e) => log.warn({ err: e.message }, 'TCP server error'));
+      resolve(server);
+    });
+  });
+}
+
+/**
+ * Binds UDP and TCP on every address (port 0: one ephemeral port shared by
+ * both protocols, for tests). Returns the bound addresses.
+ */
+export async function listen(addrs: readonly ListenAddress[], udpSockets: number, resolver: Resolver, log: Logger): Promise<Listeners & { bound: ListenAddress[] }> {
+  const udp: dgram.Socket[] = [];
+  const tcp: net.Server[] = [];
+  const bound: ListenAddress[] = [];
+  const close = async (): Promise<void> => {
+    for (const s of udp) s.close();
+    const closing = tcp.map((s) => new Promise<void>((r) => s.close(() => r())));
+    for (const s of tcp) for (const c of connsOf.get(s) ?? []) c.destroy();
+    await Promise.all(closing);
+  };
+  try {
+    for (const a of addrs) {
+      const first = await bindUdp(a, udpSockets > 1, resolver, log);
+      udp.push(first);
+      const port = first.address().port;
+      for (let i = 1; i < udpSockets; i++) udp.push(await bindUdp({ host: a.host, port }, true, resolver, log));
+      tcp.push(await bindTcp(a, port, resolver, log));
+      bound.push({ host: a.host, port });
+    }
+  } catch (e) {
+    await close();
+    throw e;
+  }
+  return { udp, tcp, bound, close };
+}

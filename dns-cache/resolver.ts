@@ -1,0 +1,222 @@
+// The query pipeline: parse → cache → (coalesced) forward → store → render.
+// Transport-free: listeners hand it a message and a reply function.
+import type { Logger } from '../proxy/log.ts';
+import { renderAnswer, storeAnswer, type StoredAnswer, type TtlLimits } from './answer.ts';
+import { AnswerCache, type CacheEntry, type ZoneCache } from './cache.ts';
+import type { DnsCacheConfig, ZoneSettings } from './config.ts';
+import { Forwarder, type Forwarded } from './forward.ts';
+import type { DnsMetrics } from './metrics.ts';
+import {
+  emptyAnswer, isRejection, parseQuery, RCODE_REFUSED, RCODE_SERVFAIL, rejectionAnswer, type Query,
+} from './wire.ts';
+import { ZoneTable } from './zones.ts';
+
+export interface Zone {
+  /** "cluster.local." — the metrics' zone label. */
+  readonly name: string;
+  readonly settings: ZoneSettings;
+  readonly forwarder: Forwarder;
+  readonly cache: ZoneCache;
+  readonly limits: TtlLimits;
+}
+
+/** Where a query came from: for the reply size limit and the metrics' labels. */
+export interface Origin {
+  readonly server: string;
+  readonly proto: 'udp' | 'tcp';
+  readonly family: '1' | '2';
+}
+
+export type Reply = (msg: Buffer) => void;
+
+interface Waiter {
+  readonly msg: Buffer;
+  readonly q: Query;
+  readonly reply: Reply;
+  readonly origin: Origin;
+  readonly started: number;
+}
+
+interface Flight {
+  readonly waiters: Waiter[];
+}
+
+const TCP_LIMIT = 65535;
+
+export function zoneLabel(suffix: string): string {
+  return suffix === '.' ? '.' : suffix.toLowerCase().replace(/\.?$/, '.');
+}
+
+export class Resolver {
+  readonly cache = new AnswerCache();
+  private table = new ZoneTable<Zone>([]);
+  private zoneList: Zone[] = [];
+  private readonly inflight = new Map<string, Flight>();
+  private readonly log: Logger;
+  private readonly metrics: DnsMetrics;
+
+  constructor(log: Logger, metrics: DnsMetrics) {
+    this.log = log;
+    this.metrics = metrics;
+  }
+
+  get zones(): readonly Zone[] {
+    return this.zoneList;
+  }
+
+  get inflightCount(): number {
+    return this.inflight.size;
+  }
+
+  /** Installs a validated config's zones; the cache is kept. */
+  apply(config: DnsCacheConfig): void {
+    const old = this.zoneList;
+    const hooks = {
+      onRequest: (to: string) => this.metrics.forwardRequest(to),
+      onResponse: (to: string, rcode: number, s: number) => this.metrics.forwardResponse(to, rcode, s),
+      onHealthcheckFailure: (to: string) => this.metrics.healthcheckFailure(to),
+      onStateChange: (to: string, healthy: boolean) => {
+        this.metrics.upstreamState(to, healthy);
+        if (!healthy && this.zoneList.some((z) => z.forwarder.upstreams.some((u) => u.label === to) && z.forwarder.allDown)) {
+          this.metrics.healthcheckBroken();
+        }
+      },
+    };
+    const zones: Zone[] = config.zones.map((s) => {
+      const name = zoneLabel(s.suffix);
+      const c = s.cache;
+      const cache = this.cache.zone(name, {
+        capacity: c.capacity, serveStale: c.serveStale, prefetchAmount: c.prefetchAmount, prefetchPercentage: c.prefetchPercentage,
+      });
+      const forwarder = new Forwarder({
+        upstreams: s.upstreams, policy: s.policy, forceTcp: s.forceTcp, maxFails: s.maxFails,
+        healthCheckMs: s.healthCheckMs, timeoutMs: s.timeoutMs,
+      }, this.log.child({ zone: name }), hooks);
+      for (const u of forwarder.upstreams) this.metrics.upstreamState(u.label, true);
+      return { name, settings: s, forwarder, cache, limits: { successTtl: c.successTtl, denialTtl: c.denialTtl, minTtl: c.minTtl } };
+    });
+    this.cache.retainZones(new Set(zones.map((z) => z.name)));
+    this.zoneList = zones;
+    this.table = new ZoneTable(zones.map((z) => ({ suffix: z.settings.suffix, zone: z })));
+    // Queries already sent to the old upstreams may still finish.
+    const grace = Math.max(0, ...old.map((z) => z.settings.timeoutMs)) + 1000;
+    if (old.length) setTimeout(() => { for (const z of old) z.forwarder.close(); }, grace).unref();
+  }
+
+  handle(msg: Buffer, origin: Origin, reply: Reply): void {
+    const started = performance.now();
+    const q = parseQuery(msg);
+    if (isRejection(q)) {
+      if (q.drop) {
+        this.metrics.malformedQuery('drop');
+        return;
+      }
+      this.metrics.malformedQuery('formerr');
+      reply(rejectionAnswer(msg, q));
+      return;
+    }
+    const now = Date.now();
+    const limit = origin.proto === 'tcp' ? TCP_LIMIT : q.udpSize;
+    const found = this.cache.get(q.key, now);
+    if (found.state === 'fresh') {
+      const e = found.entry;
+      reply(renderAnswer(e.answer, msg, q, limit, now));
+      this.metrics.hit(e.zone.name, e.answer.kind);
+      this.metrics.served(origin.server, e.zone.name, origin.proto, origin.family, q.qtype, e.answer.rcode, (performance.now() - started) / 1000);
+      if (found.prefetch) this.prefetch(e);
+      return;
+    }
+    const zone = this.table.route(q.key, q.nameLen);
+    if (zone === undefined) {
+      reply(emptyAnswer(msg, q.id, q.flags, q.questionEnd, RCODE_REFUSED, q.hasEdns, false, q.dnssecOk));
+      this.metrics.served(origin.server, 'none', origin.proto, origin.family, q.qtype, RCODE_REFUSED, (performance.now() - started) / 1000);
+      return;
+    }
+    this.metrics.miss(zone.name);
+    if (found.state === 'stale' && zone.forwarder.allDown) {
+      // Every upstream is known down: answer from the stale entry now and
+      // let one background query find out whether they are back.
+      this.replyStale(found.entry, { msg, q, reply, origin, started });
+      this.fly(zone, q.key, found.entry.question, q.dnssecOk, q.checkingDisabled);
+      return;
+    }
+    const w: Waiter = { msg, q, reply, origin, started };
+    const flight = this.inflight.get(q.key);
+    if (flight) {
+      flight.waiters.push(w);
+      return;
+    }
+    this.fly(zone, q.key, Buffer.from(msg.subarray(12, q.questionEnd)), q.dnssecOk, q.checkingDisabled).waiters.push(w);
+  }
+
+  private prefetch(e: CacheEntry): void {
+    const zone = this.table.route(e.key, e.key.length - 3);
+    if (!zone || this.inflight.has(e.key)) return;
+    e.prefetching = true;
+    this.metrics.prefetch(zone.name);
+    this.fly(zone, e.key, e.question, (e.key.charCodeAt(e.key.length - 1) & 1) !== 0, (e.key.charCodeAt(e.key.length - 1) & 2) !== 0);
+  }
+
+  /** Starts (or joins) the one upstream query for `key`. */
+  private fly(zone: Zone, key: string, question: Buffer, dnssecOk: boolean, cd: boolean): Flight {
+    const existing = this.inflight.get(key);
+    if (existing) return existing;
+    const flight: Flight = { waiters: [] };
+    this.inflight.set(key, flight);
+    zone.forwarder.resolve(question, dnssecOk, cd).then(
+      (res) => this.land(zone, key, question, flight, res),
+      (e: unknown) => {
+        this.log.error({ err: (e as Error).message }, 'forwarding failed unexpectedly');
+        this.land(zone, key, question, flight, undefined);
+      },
+    );
+    return flight;
+  }
+
+  private land(zone: Zone, key: string, question: Buffer, flight: Flight, res: Forwarded | undefined): void {
+    this.inflight.delete(key);
+    const now = Date.now();
+    let answer: StoredAnswer | undefined;
+    if (res) {
+      answer = storeAnswer(res.msg, res.info, zone.limits, now);
+      if (answer.ttl > 0 && answer.kind !== 'other' && !res.info.truncated) {
+        this.cache.set(key, zone.cache, question, answer);
+      }
+    }
+    const failed = !answer || answer.rcode === RCODE_SERVFAIL;
+    const stale = failed ? this.cache.usable(key, now) : undefined;
+    if (failed && !stale) {
+      const e = this.cache.usable(key, now);
+      if (e) e.prefetching = false;
+    }
+    for (const w of flight.waiters) {
+      if (stale) {
+        this.replyStale(stale, w);
+        continue;
+      }
+      const out = answer
+        ? renderAnswer(answer, w.msg, w.q, w.origin.proto === 'tcp' ? TCP_LIMIT : w.q.udpSize, now)
+        : emptyAnswer(w.msg, w.q.id, w.q.flags, w.q.questionEnd, RCODE_SERVFAIL, w.q.hasEdns, false, w.q.dnssecOk);
+      w.reply(out);
+      this.metrics.served(w.origin.server, zone.name, w.origin.proto, w.origin.family, w.q.qtype, answer ? answer.rcode : RCODE_SERVFAIL, (performance.now() - w.started) / 1000);
+    }
+  }
+
+  private replyStale(e: CacheEntry, w: Waiter): void {
+    const now = Date.now();
+    const fresh = now - e.answer.storedAt < e.answer.ttl * 1000;
+    const ttl = fresh ? -1 : e.zone.policy.serveStale > 0 ? this.staleTtl(e) : -1;
+    w.reply(renderAnswer(e.answer, w.msg, w.q, w.origin.proto === 'tcp' ? TCP_LIMIT : w.q.udpSize, now, ttl));
+    if (!fresh) this.metrics.servedStale(e.zone.name);
+    this.metrics.served(w.origin.server, e.zone.name, w.origin.proto, w.origin.family, w.q.qtype, e.answer.rcode, (performance.now() - w.started) / 1000);
+  }
+
+  private staleTtl(e: CacheEntry): number {
+    const zone = this.zoneList.find((z) => z.cache === e.zone);
+    return zone ? zone.settings.cache.staleTtl : 0;
+  }
+
+  close(): void {
+    for (const z of this.zoneList) z.forwarder.close();
+  }
+}

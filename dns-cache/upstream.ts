@@ -1,0 +1,206 @@
+// One upstream DNS server: queries over a shared UDP socket (random IDs,
+// answers checked against the question), TCP when asked or when the UDP
+// answer is truncated, and the failure count that health checks reset.
+import dgram from 'node:dgram';
+import net from 'node:net';
+import type { Logger } from '../proxy/log.ts';
+import { sameQuestion, upstreamQuery } from './wire.ts';
+
+export interface UpstreamAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+export function formatAddress(a: UpstreamAddress): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+export class UpstreamError extends Error {
+  readonly upstream: string;
+  constructor(upstream: string, message: string) {
+    super(`${upstream}: ${message}`);
+    this.name = 'UpstreamError';
+    this.upstream = upstream;
+  }
+}
+
+interface Pending {
+  readonly question: Buffer;
+  readonly resolve: (msg: Buffer) => void;
+  readonly reject: (e: Error) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+export interface UpstreamHooks {
+  /** A health check failed (coredns_forward_healthcheck_failures_total). */
+  onHealthcheckFailure(to: string): void;
+  onStateChange(to: string, healthy: boolean): void;
+}
+
+export class Upstream {
+  readonly address: UpstreamAddress;
+  readonly label: string;
+  fails = 0;
+  private readonly maxFails: number;
+  private readonly healthCheckMs: number;
+  private readonly forceTcp: boolean;
+  private readonly log: Logger;
+  private readonly hooks: UpstreamHooks;
+  private sock: dgram.Socket | undefined;
+  private readonly pending = new Map<number, Pending>();
+  private healthTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(address: UpstreamAddress, opts: { maxFails: number; healthCheckMs: number; forceTcp: boolean }, log: Logger, hooks: UpstreamHooks) {
+    this.address = address;
+    this.label = formatAddress(address);
+    this.maxFails = opts.maxFails;
+    this.healthCheckMs = opts.healthCheckMs;
+    this.forceTcp = opts.forceTcp;
+    this.log = log;
+    this.hooks = hooks;
+  }
+
+  /** Down after max_fails failures in a row (max_fails 0: never down). */
+  get healthy(): boolean {
+    return this.maxFails === 0 || this.fails < this.maxFails;
+  }
+
+  /**
+   * Sends `query` (ID is overwritten) and resolves with the raw answer, over
+   * TCP if forced or if the UDP answer came back truncated.
+   */
+  async exchange(query: Buffer, question: Buffer, timeoutMs: number): Promise<Buffer> {
+    const deadline = Date.now() + timeoutMs;
+    if (this.forceTcp) return this.exchangeTcp(query, question, timeoutMs);
+    const answer = await this.exchangeUdp(query, question, timeoutMs);
+    if (answer.length >= 4 && answer[2] & 0x02) {
+      return this.exchangeTcp(query, question, Math.max(1, deadline - Date.now()));
+    }
+    return answer;
+  }
+
+  exchangeUdp(query: Buffer, question: Buffer, timeoutMs: number): Promise<Buffer> {
+    const sock = this.socket();
+    let id = (Math.random() * 0x10000) | 0;
+    while (this.pending.has(id)) id = (id + 1) & 0xffff;
+    const msg = Buffer.from(query);
+    msg.writeUInt16BE(id, 0);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new UpstreamError(this.label, `no UDP answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { question, resolve, reject, timer });
+      sock.send(msg, this.address.port, this.address.host, (err) => {
+        if (!err) return;
+        const p = this.pending.get(id);
+        if (!p) return;
+        clearTimeout(p.timer);
+        this.pending.delete(id);
+        reject(new UpstreamError(this.label, `UDP send failed: ${err.message}`));
+      });
+    });
+  }
+
+  exchangeTcp(query: Buffer, question: Buffer, timeoutMs: number): Promise<Buffer> {
+    const id = (Math.random() * 0x10000) | 0;
+    const framed = Buffer.allocUnsafe(query.length + 2);
+    framed.writeUInt16BE(query.length, 0);
+    query.copy(framed, 2);
+    framed.writeUInt16BE(id, 2);
+    return new Promise((resolve, reject) => {
+      const conn = net.connect({ host: this.address.host, port: this.address.port });
+      const chunks: Buffer[] = [];
+      let got = 0;
+      const fail = (why: string): void => {
+        conn.destroy();
+        reject(new UpstreamError(this.label, why));
+      };
+      const timer = setTimeout(() => fail(`no TCP answer within ${timeoutMs} ms`), timeoutMs);
+      conn.on('connect', () => conn.write(framed));
+      conn.on('data', (b: Buffer) => {
+        chunks.push(b);
+        got += b.length;
+        if (got < 2) return;
+        const all = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+        const len = all.readUInt16BE(0);
+        if (got < len + 2) return;
+        clearTimeout(timer);
+        conn.destroy();
+        const answer = all.subarray(2, len + 2);
+        if (len < 12 || answer.readUInt16BE(0) !== id || !sameQuestion(answer, 12, question, 0, question.length)) {
+          reject(new UpstreamError(this.label, 'TCP answer does not match the query'));
+        } else resolve(answer);
+      });
+      conn.on('error', (e) => { clearTimeout(timer); fail(`TCP: ${e.message}`); });
+      conn.on('end', () => { clearTimeout(timer); fail('TCP connection closed before an answer'); });
+    });
+  }
+
+  succeeded(): void {
+    if (!this.healthy) this.hooks.onStateChange(this.label, true);
+    this.fails = 0;
+  }
+
+  /** Counts a failed exchange; at max_fails the upstream goes down and is health-checked. */
+  failed(): void {
+    this.fails++;
+    if (this.maxFails > 0 && this.fails === this.maxFails) {
+      this.log.warn({ upstream: this.label, fails: this.fails }, 'upstream down after max_fails failures; health-checking it');
+      this.hooks.onStateChange(this.label, false);
+    }
+    this.startHealthChecks();
+  }
+
+  private startHealthChecks(): void {
+    if (this.healthTimer || this.closed || this.healthCheckMs <= 0) return;
+    const check = async (): Promise<void> => {
+      // ". IN NS": any well-formed answer (even REFUSED) shows the server is alive.
+      const q = upstreamQuery(Buffer.from([0, 0, 2, 0, 1]), false, false);
+      try {
+        await this.exchange(q, q.subarray(12, 17), Math.max(100, this.healthCheckMs));
+        this.succeeded();
+      } catch {
+        this.hooks.onHealthcheckFailure(this.label);
+        this.fails++;
+      }
+      if (this.fails === 0 || this.closed) {
+        this.healthTimer = undefined;
+        return;
+      }
+      this.healthTimer = setTimeout(() => void check(), this.healthCheckMs);
+    };
+    this.healthTimer = setTimeout(() => void check(), this.healthCheckMs);
+  }
+
+  private socket(): dgram.Socket {
+    if (this.sock) return this.sock;
+    const sock = dgram.createSocket(this.address.host.includes(':') ? 'udp6' : 'udp4');
+    sock.on('message', (msg) => {
+      if (msg.length < 12) return;
+      const p = this.pending.get(msg.readUInt16BE(0));
+      // Answers that do not echo our question are ignored (spoofing, late strays).
+      if (!p || !(msg[2] & 0x80) || !sameQuestion(msg, 12, p.question, 0, p.question.length)) return;
+      clearTimeout(p.timer);
+      this.pending.delete(msg.readUInt16BE(0));
+      p.resolve(msg);
+    });
+    sock.on('error', (e) => this.log.warn({ upstream: this.label, err: e.message }, 'upstream UDP socket error'));
+    sock.unref();
+    this.sock = sock;
+    return sock;
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.healthTimer) clearTimeout(this.healthTimer);
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new UpstreamError(this.label, 'upstream closed'));
+    }
+    this.pending.clear();
+    this.sock?.close();
+    this.sock = undefined;
+  }
+}
