@@ -61,7 +61,7 @@ test('one endpoint change writes only that Service chain', async (t) => {
   const ipset = fake.log.filter((l) => l.tool === 'ipset');
   t.is(ipset.length, 1);
   t.is(ipset[0].input, 'add KUBE-LOOP-BACK 10.180.7.4,tcp:8080,10.180.7.4\n');
-  t.is(r.batchLines, 8);
+  t.is(r.batchLines, 9, '8 restore lines and 1 ipset line');
 });
 
 test('an unchanged key in Changes sends nothing to the kernel', async (t) => {
