@@ -30,7 +30,8 @@ export interface ProxyConfig {
   readonly metricsBindAddress: BindAddress | null;
   /** null = disabled. */
   readonly healthzBindAddress: BindAddress | null;
-  readonly logLevel: string;
+  /** pino level from --log-level or --v; undefined keeps $KPROXY_LOG_LEVEL or info. */
+  readonly logLevel?: string;
   readonly sourceFile?: string;
   /** dump --live */
   readonly live: boolean;
@@ -189,7 +190,7 @@ export function loadConfig(argv: readonly string[], opts: LoadOptions = {}): Pro
   const healthzBindAddress = bindAddress(s.healthzBindAddress ?? defaults.healthzBindAddress, defaults.healthzPort, w('healthzBindAddress', 'healthz bind address'), problems);
 
   // log level: --log-level wins over --v / logging.verbosity
-  let logLevel = 'info';
+  let logLevel: string | undefined;
   if (s.verbosity !== undefined) {
     if (s.verbosity < 0) problems.push(`${w('verbosity', 'verbosity')}: ${s.verbosity} must not be negative`);
     logLevel = s.verbosity >= 5 ? 'trace' : s.verbosity >= 2 ? 'debug' : 'info';

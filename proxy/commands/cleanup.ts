@@ -1,0 +1,24 @@
+// `kproxy --cleanup`: removes everything every mode owns, and nothing else,
+// in both IP families. Every mode is tried even when one fails.
+import { hostExec, type Exec } from '../../modes/exec.ts';
+import { createBackend, proxyModes } from '../../modes/registry.ts';
+import type { ProxyConfig } from '../config.ts';
+import { KproxyError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { kernelFamilies, modeOptions } from '../mode-options.ts';
+
+export async function cleanupCommand(config: ProxyConfig, log: Logger, exec: Exec = hostExec): Promise<number> {
+  const failed: string[] = [];
+  for (const mode of proxyModes) {
+    const backend = createBackend(mode, modeOptions(config, kernelFamilies(config, mode), [], exec, log), log);
+    try {
+      await backend.cleanup();
+      log.info({ mode }, 'removed this mode\'s rules');
+    } catch (err) {
+      log.error({ err, mode }, 'cleanup failed');
+      failed.push(`${mode}: ${(err as Error).message}`);
+    }
+  }
+  if (failed.length > 0) throw new KproxyError('KPROXY_CLEANUP_FAILED', failed.join('; '));
+  return 0;
+}

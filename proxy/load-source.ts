@@ -1,0 +1,89 @@
+// Starts the configured source (API server or YAML file), holds its events
+// until the initial list is complete, then builds the tracker: the IP
+// families the tracker needs depend on this node's addresses, which only
+// the listed Node object knows.
+import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
+import type { ProxyConfig } from './config.ts';
+import { KproxyError } from './errors.ts';
+import type { Logger } from './log.ts';
+import type { Family } from './model.ts';
+import { ipFamilies } from './mode-options.ts';
+import { FileSource } from './source/file.ts';
+import { KubeSource } from './source/kube.ts';
+import type { Source, SourceEvent } from './source/source.ts';
+import { Tracker } from './tracker.ts';
+
+export interface LoadedSource {
+  readonly source: Source;
+  readonly tracker: Tracker;
+  readonly families: readonly Family[];
+  readonly nodeIPs: readonly string[];
+  readonly node: V1Node | undefined;
+  /** Raw objects as last seen, when `keepObjects` was asked for (explain). */
+  readonly services: ReadonlyMap<string, V1Service>;
+  readonly slices: ReadonlyMap<string, V1EndpointSlice>;
+  /** Called for every event after the initial list (set by the caller). */
+  onEvent: ((event: SourceEvent) => void) | undefined;
+}
+
+export interface LoadOptions {
+  readonly watch: boolean;
+  /** Whether families may depend on installed tools (false for dump/explain). */
+  readonly checkTools: boolean;
+  readonly keepObjects?: boolean;
+  /** Rejects the wait for the initial list (SIGTERM during start-up). */
+  readonly abort?: Promise<never>;
+}
+
+export function nodeAddresses(node: V1Node | undefined): string[] {
+  const ips: string[] = [];
+  for (const a of node?.status?.addresses ?? []) {
+    if ((a.type === 'InternalIP' || a.type === 'ExternalIP') && a.address && !ips.includes(a.address)) ips.push(a.address);
+  }
+  return ips;
+}
+
+function key(o: { metadata?: { namespace?: string; name?: string } }): string {
+  return `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
+}
+
+export async function loadSource(config: ProxyConfig, log: Logger, opts: LoadOptions): Promise<LoadedSource> {
+  const source: Source = config.sourceFile !== undefined
+    ? new FileSource(config.sourceFile, log, { watch: opts.watch })
+    : new KubeSource({ kubeconfig: config.kubeconfig, nodeName: config.nodeName }, log);
+  const held: SourceEvent[] = [];
+  const services = new Map<string, V1Service>();
+  const slices = new Map<string, V1EndpointSlice>();
+  let node: V1Node | undefined;
+  let tracker: Tracker | undefined;
+  const loaded = { onEvent: undefined as ((event: SourceEvent) => void) | undefined };
+
+  const emit = (e: SourceEvent): void => {
+    if (e.kind === 'Node' && e.object.metadata?.name === config.nodeName) node = e.type === 'delete' ? undefined : e.object;
+    if (opts.keepObjects) {
+      if (e.kind === 'Service') e.type === 'delete' ? services.delete(key(e.object)) : services.set(key(e.object), e.object);
+      if (e.kind === 'EndpointSlice') e.type === 'delete' ? slices.delete(key(e.object)) : slices.set(key(e.object), e.object);
+    }
+    if (!tracker) {
+      held.push(e);
+      return;
+    }
+    tracker.apply(e);
+    loaded.onEvent?.(e);
+  };
+
+  try {
+    const started = source.start(emit);
+    await (opts.abort ? Promise.race([started, opts.abort]) : started);
+  } catch (err) {
+    await source.stop().catch(() => undefined);
+    if (err instanceof KproxyError) throw err;
+    throw new KproxyError('KPROXY_SOURCE_FAILED', (err as Error).message, { cause: err });
+  }
+  const nodeIPs = nodeAddresses(node);
+  if (!node) log.warn({ node: config.nodeName }, 'no Node object for this node: no node addresses, topology hints need its zone label');
+  const families = ipFamilies({ clusterCIDRs: config.clusterCIDRs, nodeIPs, mode: config.mode, checkTools: opts.checkTools }, log);
+  tracker = new Tracker({ nodeName: config.nodeName, families }, log.child({ component: 'tracker' }));
+  for (const e of held) tracker.apply(e);
+  return Object.assign(loaded, { source, tracker, families, nodeIPs, node, services, slices });
+}

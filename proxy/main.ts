@@ -1,0 +1,156 @@
+// `kproxy` (run): wires source → tracker → runner → backend.
+//
+// Start-up order: health and metrics servers (probes get 503 until the
+// first sync) → source, waiting for the initial list → tracker → remove
+// other modes' rules (so switching iptables ↔ nftables leaves nothing
+// stale) → first full sync, which adopts what a previous kproxy left
+// (never flush first: traffic must not see an empty table) → runner.
+//
+// SIGTERM/SIGINT stop everything and LEAVE the rules in place, so traffic
+// keeps flowing while kproxy restarts or is upgraded. An unreachable API
+// server never removes rules either: they stay as last programmed.
+import { hostExec, type Exec } from '../modes/exec.ts';
+import { clearStaleUdp } from '../modes/conntrack.ts';
+import { createBackend, otherBackends } from '../modes/registry.ts';
+import type { ProxyConfig } from './config.ts';
+import { HealthCheckNodePorts } from './health-check-nodeports.ts';
+import { ProxierHealth, startHealthServer } from './health.ts';
+import type { HttpHandle } from './http-server.ts';
+import { loadSource, type LoadedSource } from './load-source.ts';
+import type { Logger } from './log.ts';
+import { ProxyMetrics, startMetricsServer } from './metrics.ts';
+import { modeOptions } from './mode-options.ts';
+import { Runner } from './runner.ts';
+import type { ServiceTracker } from './tracker-api.ts';
+
+export interface RunHooks {
+  /** Resolves when kproxy should stop (default: SIGTERM or SIGINT). */
+  readonly stopSignal?: Promise<string>;
+  /** Where kernel tools run (default: this host). */
+  readonly exec?: Exec;
+}
+
+function signals(): { promise: Promise<string>; dispose(): void } {
+  let resolve!: (s: string) => void;
+  const promise = new Promise<string>((r) => { resolve = r; });
+  const on = (s: string) => () => resolve(s);
+  const term = on('SIGTERM');
+  const int = on('SIGINT');
+  process.once('SIGTERM', term);
+  process.once('SIGINT', int);
+  return { promise, dispose: () => { process.off('SIGTERM', term); process.off('SIGINT', int); } };
+}
+
+/** Runs until stopped; returns the exit code. */
+export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks = {}): Promise<number> {
+  const sig = hooks.stopSignal ? undefined : signals();
+  const stopSignal = hooks.stopSignal ?? sig!.promise;
+  const exec = hooks.exec ?? hostExec;
+  const closers: (() => Promise<void>)[] = [];
+  const closeAll = async (): Promise<void> => {
+    for (const c of closers.reverse()) await c().catch((err: unknown) => log.warn({ err }, 'shutdown step failed'));
+    sig?.dispose();
+  };
+  try {
+    log.info({ mode: config.mode, node: config.nodeName, source: config.sourceFile ?? 'kube', syncPeriodMs: config.syncPeriodMs, minSyncPeriodMs: config.minSyncPeriodMs }, 'kproxy starting');
+
+    const health = new ProxierHealth({ healthTimeoutMs: 2 * config.syncPeriodMs });
+    const metrics = new ProxyMetrics(config.mode);
+    const servers: HttpHandle[] = [];
+    if (config.healthzBindAddress) {
+      const a = config.healthzBindAddress;
+      servers.push(await startHealthServer(health, a.port, a.host, log.child({ component: 'healthz' })));
+    }
+    if (config.metricsBindAddress) {
+      const a = config.metricsBindAddress;
+      servers.push(await startMetricsServer(metrics, health, a.port, a.host, log));
+    }
+    closers.push(async () => { await Promise.all(servers.map((s) => s.close())); });
+    for (const s of servers) log.info({ address: `${s.host}:${s.port}` }, 'listening');
+
+    // Wait for the initial list; a stop request meanwhile ends start-up cleanly.
+    let stopping = false;
+    const abort = stopSignal.then((s) => {
+      stopping = true;
+      throw new Error(`stopped by ${s} during start-up`);
+    });
+    abort.catch(() => undefined);
+    let loaded: LoadedSource;
+    try {
+      loaded = await loadSource(config, log, { watch: true, checkTools: true, abort });
+    } catch (err) {
+      if (stopping) {
+        log.info('stopped before the first sync; rules left as they were');
+        await closeAll();
+        return 0;
+      }
+      throw err;
+    }
+    closers.push(() => loaded.source.stop());
+    health.syncNode(loaded.node);
+
+    const opts = modeOptions(config, loaded.families, loaded.nodeIPs, exec, log);
+    log.info({ families: opts.families, nodeIPs: loaded.nodeIPs, nodePortAddresses: opts.nodePortAddresses }, 'initial list complete');
+    const backend = createBackend(config.mode, opts, log.child({ component: config.mode }));
+    for (const other of otherBackends(config.mode, opts, log)) {
+      try {
+        await other.cleanup();
+      } catch (err) {
+        log.warn({ err, mode: other.mode }, 'could not remove another mode\'s rules');
+      }
+    }
+
+    // Pending-change gauges count distinct objects changed since the last snapshot.
+    const pendingServices = new Set<string>();
+    const pendingSlices = new Set<string>();
+    const tracker = loaded.tracker;
+    const counted: ServiceTracker = {
+      apply: (e) => tracker.apply(e),
+      pending: () => tracker.pending(),
+      synced: () => tracker.synced(),
+      requestFull: () => tracker.requestFull(),
+      snapshot: () => {
+        pendingServices.clear();
+        pendingSlices.clear();
+        metrics.setPending(0, 0);
+        return tracker.snapshot();
+      },
+    };
+
+    const hc = new HealthCheckNodePorts({ proxyHealthy: () => health.status().healthy }, log.child({ component: 'healthcheck' }));
+    closers.push(() => hc.close());
+    const runner = new Runner(
+      { minSyncPeriodMs: config.minSyncPeriodMs, syncPeriodMs: config.syncPeriodMs },
+      {
+        tracker: counted, backend, log: log.child({ component: 'runner' }),
+        afterSync: (changes) => clearStaleUdp(changes, exec, log.child({ component: 'conntrack' })),
+        listeners: [health, metrics, hc],
+      },
+    );
+    closers.push(() => runner.stop());
+
+    loaded.onEvent = (e) => {
+      if (e.kind === 'Service' || e.kind === 'EndpointSlice') {
+        metrics.changeSeen(e.kind);
+        const id = `${e.object.metadata?.namespace}/${e.object.metadata?.name}`;
+        (e.kind === 'Service' ? pendingServices : pendingSlices).add(id);
+        metrics.setPending(pendingServices.size, pendingSlices.size);
+      } else if (e.kind === 'Node' && e.object.metadata?.name === config.nodeName) {
+        health.syncNode(e.type === 'delete' ? undefined : e.object);
+      }
+      runner.request();
+    };
+
+    const first = await runner.start();
+    if (first.ok) log.info({ ms: first.finishedAt - first.startedAt, services: first.state.services.size }, 'first sync done');
+    else log.error({ err: first.result.error }, 'first sync failed; retrying');
+
+    const s = await stopSignal;
+    log.info({ signal: s }, 'stopping; rules stay in place');
+    await closeAll();
+    return 0;
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}

@@ -1,0 +1,65 @@
+// Node-wide settings for a backend, from the validated config and this
+// node's addresses.
+//
+// IP families: IPv4 always; IPv6 as well when a cluster CIDR or one of the
+// Node object's addresses is IPv6 — and, when the kernel is to be touched
+// in iptables mode, ip6tables is installed (without it IPv6 is skipped with
+// a warning). A single-stack IPv6 cluster therefore programs an (empty)
+// IPv4 side too, which is harmless.
+import { accessSync, constants } from 'node:fs';
+import type { ModeOptions, ProxyMode } from '../modes/backend.ts';
+import { toolPath, type Exec } from '../modes/exec.ts';
+import type { ProxyConfig } from './config.ts';
+import { cidrFamily } from './flags.ts';
+import type { Logger } from './log.ts';
+import type { Family } from './model.ts';
+import { isIP } from 'node:net';
+
+export function hasTool(tool: string): boolean {
+  try {
+    accessSync(toolPath(tool), constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface FamilyInput {
+  readonly clusterCIDRs: readonly string[];
+  readonly nodeIPs: readonly string[];
+  readonly mode: ProxyMode;
+  /** Check that the kernel tools for IPv6 exist (false for dump, which touches no kernel). */
+  readonly checkTools: boolean;
+}
+
+export function ipFamilies(input: FamilyInput, log?: Logger): Family[] {
+  const wantsV6 = input.clusterCIDRs.some((c) => cidrFamily(c) === 6) || input.nodeIPs.some((ip) => isIP(ip) === 6);
+  if (!wantsV6) return [4];
+  if (input.checkTools && input.mode === 'iptables' && !hasTool('ip6tables-restore')) {
+    log?.warn('IPv6 cluster CIDR or node address, but ip6tables-restore is not installed: programming IPv4 only');
+    return [4];
+  }
+  return [4, 6];
+}
+
+/** Families for commands that read or remove kernel state without a source (dump --live, --cleanup). */
+export function kernelFamilies(config: ProxyConfig, mode: ProxyMode): Family[] {
+  if (config.clusterCIDRs.length > 0) return ipFamilies({ clusterCIDRs: config.clusterCIDRs, nodeIPs: [], mode, checkTools: true });
+  return mode === 'iptables' && !hasTool('ip6tables-restore') ? [4] : [4, 6];
+}
+
+export function modeOptions(config: ProxyConfig, families: readonly Family[], nodeIPs: readonly string[], exec: Exec | undefined, log?: Logger): ModeOptions {
+  let nodePortAddresses: readonly string[] = config.nodePortAddresses;
+  if (config.nodePortPrimary) {
+    nodePortAddresses = nodeIPs.filter((ip) => families.includes(isIP(ip) as Family)).map((ip) => (isIP(ip) === 6 ? `${ip}/128` : `${ip}/32`));
+    if (nodePortAddresses.length === 0) log?.warn('--nodeport-addresses primary, but the Node object has no addresses: NodePorts answer on every local address');
+  }
+  return Object.freeze({
+    families: Object.freeze([...families]),
+    clusterCIDRs: config.clusterCIDRs,
+    masqueradeAll: config.masqueradeAll,
+    nodePortAddresses: Object.freeze([...nodePortAddresses]),
+    masqueradeBit: config.masqueradeBit,
+    exec,
+  });
+}
