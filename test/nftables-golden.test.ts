@@ -526,7 +526,7 @@ const goldens: Record<string, string> = {
     }
 
     chain cluster-2 {
-      ip6 saddr != fd00:244::/48 jump mark-for-masquerade
+      ip6 saddr != fd00:244::/32 jump mark-for-masquerade
       dnat ip6 to ip6 daddr . meta l4proto . th dport . numgen random mod 2 map @endpoints
     }
 
