@@ -73,6 +73,8 @@ interface RawSettings {
   metricsBindAddress?: string;
   healthzBindAddress?: string;
   verbosity?: number;
+  /** The file's nftables block, used instead of its iptables block in nftables mode. */
+  nftables?: RawSettings;
 }
 
 export interface LoadOptions {
@@ -132,6 +134,13 @@ export function loadConfig(argv: readonly string[], opts: LoadOptions = {}): Pro
   };
   const s: RawSettings = { ...file };
   const where: Record<string, string | undefined> = { ...file.where };
+  if ((flags.mode ?? file.mode) === 'nftables' && file.nftables) {
+    const nft = file.nftables;
+    for (const k of ['masqueradeAll', 'masqueradeBit', 'syncPeriod', 'minSyncPeriod'] as const) {
+      (s as Record<string, unknown>)[k] = nft[k];
+      where[k] = nft.where?.[k];
+    }
+  }
   for (const [k, val] of Object.entries(flags)) {
     if (val === undefined) continue;
     (s as Record<string, unknown>)[k] = val;
@@ -325,7 +334,7 @@ export function parseConfigText(text: string, path: string, out: RawSettings): s
     return off === undefined ? path : `${path}:${lc.linePos(off).line}`;
   };
   for (const e of doc.errors) {
-    problems.push(`${path}:${e.linePos?.[0].line ?? '?'}: invalid YAML: ${e.message.split('\n')[0]}`);
+    problems.push(`${path}:${lc.linePos(e.pos[0]).line}: invalid YAML: ${e.message.split('\n')[0]}`);
   }
   if (doc.errors.length > 0) return problems;
   const root = doc.contents;
@@ -386,12 +395,26 @@ export function parseConfigText(text: string, path: string, out: RawSettings): s
   out.healthzBindAddress = get('healthzBindAddress', 'healthzBindAddress');
   out.metricsBindAddress = get('metricsBindAddress', 'metricsBindAddress');
   out.nodePortAddresses = get('nodePortAddresses', 'nodePortAddresses');
-  // nftables mode reads the nftables block when given, else the iptables one (kube-proxy shares them).
-  const block = out.mode === 'nftables' && [...values.keys()].some((k) => k.startsWith('nftables.')) ? 'nftables' : 'iptables';
-  out.masqueradeAll = get(`${block}.masqueradeAll`, 'masqueradeAll');
-  out.masqueradeBit = get(`${block}.masqueradeBit`, 'masqueradeBit');
-  out.syncPeriod = get(`${block}.syncPeriod`, 'syncPeriod');
-  out.minSyncPeriod = get(`${block}.minSyncPeriod`, 'minSyncPeriod');
+  out.masqueradeAll = get('iptables.masqueradeAll', 'masqueradeAll');
+  out.masqueradeBit = get('iptables.masqueradeBit', 'masqueradeBit');
+  out.syncPeriod = get('iptables.syncPeriod', 'syncPeriod');
+  out.minSyncPeriod = get('iptables.minSyncPeriod', 'minSyncPeriod');
+  // nftables mode reads the nftables block when it has one (chosen in loadConfig, once the mode is known).
+  if ([...values.keys()].some((k) => k.startsWith('nftables.'))) {
+    const whereIpt = { ...where };
+    const nft: RawSettings = {
+      masqueradeAll: get('nftables.masqueradeAll', 'masqueradeAll'),
+      masqueradeBit: get('nftables.masqueradeBit', 'masqueradeBit'),
+      syncPeriod: get('nftables.syncPeriod', 'syncPeriod'),
+      minSyncPeriod: get('nftables.minSyncPeriod', 'minSyncPeriod'),
+    };
+    nft.where = { ...where };
+    for (const k of ['masqueradeAll', 'masqueradeBit', 'syncPeriod', 'minSyncPeriod']) {
+      if (k in whereIpt) where[k] = whereIpt[k];
+      else delete where[k];
+    }
+    out.nftables = nft;
+  }
   out.ipvsScheduler = get('ipvs.scheduler', 'ipvsScheduler');
   out.verbosity = get('logging.verbosity', 'verbosity');
   for (const k of Object.keys(out) as (keyof RawSettings)[]) if (out[k] === undefined) delete out[k];
