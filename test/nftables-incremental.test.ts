@@ -1,0 +1,257 @@
+// The nftables backend's control plane against the fake kernel: a sequence
+// of incremental syncs must leave exactly the table one full sync of the
+// final state builds, each incremental batch only touches what changed, and
+// full syncs adopt, repair and clean up without touching anything else.
+import test from 'ava';
+import { NftablesBackend } from '../modes/nftables/backend.ts';
+import { FakeNftKernel } from '../modes/nftables/fake-kernel.ts';
+import { describe, remember, trace } from '../modes/nftables/tracer.ts';
+import { fullChanges, type Changes, type NodeState, type ServicePortState } from '../proxy/model.ts';
+import { silentLogger } from '../proxy/log.ts';
+import { ep, nodeState, svc } from './helpers/state.ts';
+import { allServices, options } from './fixtures/nftables/scenarios.ts';
+import { dedent } from './fixtures/nftables/golden.ts';
+
+function changesBetween(prev: NodeState, next: NodeState): Changes {
+  const keys = new Set<string>();
+  for (const [k, s] of next.services) if (JSON.stringify(prev.services.get(k)) !== JSON.stringify(s)) keys.add(k);
+  for (const k of prev.services.keys()) if (!next.services.has(k)) keys.add(k);
+  return { full: false, services: keys, staleUdpEndpoints: [], staleUdpServiceIPs: [] };
+}
+
+function setup() {
+  const kernel = new FakeNftKernel();
+  const backend = new NftablesBackend({ ...options, exec: kernel.exec }, silentLogger());
+  return { kernel, backend };
+}
+
+/** Both tables, objects by name, elements sorted: equal when the states are. */
+function view(k: FakeNftKernel): string {
+  return k.dump('ip', 'kproxy', { sorted: true }) + k.dump('ip6', 'kproxy', { sorted: true });
+}
+
+function expected(state: NodeState): string {
+  const k = new FakeNftKernel();
+  k.apply(new NftablesBackend(options, silentLogger()).render(state));
+  return view(k);
+}
+
+function replace(state: NodeState, ...svcs: ServicePortState[]): NodeState {
+  const m = new Map(state.services);
+  for (const s of svcs) m.set(s.key, s);
+  return { ...state, services: m };
+}
+
+function without(state: NodeState, key: string): NodeState {
+  const m = new Map(state.services);
+  m.delete(key);
+  return { ...state, services: m };
+}
+
+const byName = (name: string): ServicePortState => allServices.find((s) => s.name === name)!;
+
+test('a sequence of incremental syncs ends in the table of one full sync', async (t) => {
+  const { kernel, backend } = setup();
+  let state = nodeState(allServices);
+  const first = await backend.sync(state, fullChanges(state));
+  t.true(first.ok, first.error?.message);
+  t.is(view(kernel), expected(state));
+
+  const web = byName('shop/web:http');
+  const sticky = byName('shop/sticky');
+  const steps: [string, (s: NodeState) => NodeState][] = [
+    ['an endpoint added (3 → 4)', (s) => replace(s, { ...web, clusterEndpoints: [...web.clusterEndpoints, ep('10.244.4.14', 8080)], allReachableEndpoints: [...web.clusterEndpoints, ep('10.244.4.14', 8080)] })],
+    ['an endpoint removed (4 → 2)', (s) => replace(s, { ...web, clusterEndpoints: web.clusterEndpoints.slice(0, 2), allReachableEndpoints: web.clusterEndpoints.slice(0, 2) })],
+    ['a Service loses every endpoint', (s) => replace(s, svc({ name: 'shop/np', clusterIP: '10.96.0.11', port: 80, nodePort: 30080 }))],
+    ['a Service gets endpoints back', (s) => replace(s, svc({ name: 'shop/none', clusterIP: '10.96.0.19', port: 80, nodePort: 30083, externalIPs: ['203.0.113.19'], clusterEndpoints: [ep('10.244.2.12', 80)] }))],
+    ['affinity switched off', (s) => replace(s, { ...sticky, affinityTimeoutSeconds: 0 })],
+    ['affinity on again with another timeout', (s) => replace(s, { ...sticky, affinityTimeoutSeconds: 60 })],
+    ['affinity timeout changed, endpoints kept', (s) => replace(s, { ...sticky, affinityTimeoutSeconds: 120 })],
+    ['affinity endpoint removed', (s) => replace(s, { ...sticky, affinityTimeoutSeconds: 120, clusterEndpoints: sticky.clusterEndpoints.slice(1), allReachableEndpoints: sticky.clusterEndpoints.slice(1) })],
+    ['externalTrafficPolicy Local switched off', (s) => replace(s, { ...byName('shop/etp'), externalPolicyLocal: false, localEndpoints: [] })],
+    ['LB source ranges removed', (s) => replace(s, { ...byName('shop/lb:https'), loadBalancerSourceRanges: [] })],
+    ['a Service deleted', (s) => without(s, byName('shop/multi:https').key)],
+    ['a Service added sharing an endpoint IP (hairpin kept)', (s) => replace(s, svc({ name: 'shop/new', clusterIP: '10.96.0.99', port: 8080, clusterEndpoints: [ep('10.244.2.21', 9090)] }))],
+    ['the ClusterIP of a Service changed', (s) => replace(s, { ...byName('shop/ext'), clusterIP: '10.96.0.112' })],
+    ['an IPv6 Service changed and an IPv4 one deleted at once', (s) => without(replace(s, { ...byName('shop/v6'), clusterEndpoints: [ep('fd00:244:9::1', 80)], allReachableEndpoints: [ep('fd00:244:9::1', 80)] }), byName('shop/sctp').key)],
+    ['every Service deleted', () => nodeState([])],
+    ['every Service back', () => nodeState(allServices)],
+  ];
+  for (const [what, change] of steps) {
+    const next = change(state);
+    const r = await backend.sync(next, changesBetween(state, next));
+    t.true(r.ok, `${what}: ${r.error?.message}`);
+    t.false(r.full, what);
+    t.is(view(kernel), expected(next), what);
+    state = next;
+  }
+});
+
+test('random change sequences always match a full sync', async (t) => {
+  let seed = 12345;
+  const rand = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed % n;
+  };
+  const { kernel, backend } = setup();
+  let state = nodeState(allServices);
+  await backend.sync(state, fullChanges(state));
+  const pool = allServices;
+  for (let step = 0; step < 150; step++) {
+    const base = pool[rand(pool.length)];
+    let next: NodeState;
+    const eps = Array.from({ length: rand(5) }, (_, i) => ep(`10.244.${2 + rand(3)}.${10 + rand(40)}`, 80 + i));
+    switch (rand(5)) {
+      case 0:
+        next = without(state, base.key);
+        break;
+      case 1:
+        next = replace(state, { ...base, clusterEndpoints: eps, allReachableEndpoints: eps, localEndpoints: [], hasEndpoints: eps.length > 0 || rand(2) === 0 });
+        break;
+      case 2:
+        next = replace(state, { ...base, affinityTimeoutSeconds: rand(2) ? 0 : 30 + rand(3) * 30 });
+        break;
+      case 3: {
+        const local = eps.slice(0, rand(3)).map((e) => ({ ...e, isLocal: true }));
+        next = replace(state, { ...base, externalPolicyLocal: rand(2) === 0, internalPolicyLocal: rand(3) === 0, localEndpoints: local, allReachableEndpoints: [...base.clusterEndpoints, ...local] });
+        break;
+      }
+      default:
+        next = replace(state, base);
+    }
+    const r = await backend.sync(next, changesBetween(state, next));
+    t.true(r.ok, `step ${step}: ${r.error?.message}`);
+    if (!r.ok) return;
+    t.is(view(kernel), expected(next), `step ${step}`);
+    state = next;
+  }
+});
+
+test('one endpoint change is a batch of a few element lines', async (t) => {
+  const { backend, kernel } = setup();
+  const web = byName('shop/web:http');
+  const state = nodeState(allServices);
+  await backend.sync(state, fullChanges(state));
+  const moved = [web.clusterEndpoints[0], web.clusterEndpoints[1], ep('10.244.3.99', 8080)];
+  const next = replace(state, { ...web, clusterEndpoints: moved, allReachableEndpoints: moved });
+  const r = await backend.sync(next, changesBetween(state, next));
+  t.true(r.ok);
+  t.is(kernel.applied.at(-1), dedent(`
+    delete element ip kproxy endpoints { 10.96.0.10 . tcp . 80 . 2 }
+    delete element ip kproxy hairpin { 10.244.3.13 . 10.244.3.13 }
+    add element ip kproxy endpoints { 10.96.0.10 . tcp . 80 . 2 : 10.244.3.99 . 8080 }
+    add element ip kproxy hairpin { 10.244.3.99 . 10.244.3.99 }
+  `));
+  t.is(r.batchLines, 4);
+  const held = (fam: string): number => {
+    const tbl = kernel.table(fam, 'kproxy')!;
+    let n = 0;
+    for (const c of tbl.chains.values()) n += c.rules.length;
+    for (const s of tbl.sets.values()) n += s.elements.size;
+    return n;
+  };
+  t.deepEqual(r.ruleCounts, { 'ip kproxy': held('ip'), 'ip6 kproxy': held('ip6') }, 'the record counts what the kernel holds');
+});
+
+test('nothing changed: no nft call at all', async (t) => {
+  const { backend, kernel } = setup();
+  const state = nodeState(allServices);
+  await backend.sync(state, fullChanges(state));
+  const r = await backend.sync(state, { full: false, services: new Set([allServices[0].key]), staleUdpEndpoints: [], staleUdpServiceIPs: [] });
+  t.true(r.ok);
+  t.is(r.batchLines, 0);
+  t.is(kernel.applied.length, 1);
+});
+
+test('the first sync adopts a table left by an earlier kproxy in one atomic batch', async (t) => {
+  const { backend, kernel } = setup();
+  kernel.apply('add table ip kproxy\nadd chain ip kproxy svc-OLD\nadd chain ip kproxy nat-prerouting { type nat hook prerouting priority dstnat ; policy accept ; }\nadd rule ip kproxy nat-prerouting jump svc-OLD\n');
+  const state = nodeState(allServices);
+  const r = await backend.sync(state, fullChanges(state));
+  t.true(r.ok);
+  t.is(kernel.applied.length, 2, 'one batch');
+  t.regex(kernel.applied[1], /^add table ip kproxy\ndelete table ip kproxy\nadd table ip kproxy\n/);
+  t.false(kernel.table('ip', 'kproxy')!.chains.has('svc-OLD'));
+  t.is(view(kernel), expected(state));
+});
+
+test('drift: a flushed canary is noticed, and a periodic full sync repairs it and keeps affinity', async (t) => {
+  const { backend, kernel } = setup();
+  const state = nodeState(allServices);
+  await backend.sync(state, fullChanges(state));
+  t.false(await backend.drifted());
+
+  const pkt = { family: 4 as const, saddr: '10.244.1.5', daddr: '10.96.0.14', dport: 80, protocol: 'TCP' as const };
+  const env = { localAddresses: ['192.168.0.2'] };
+  remember(kernel, pkt, trace(kernel, pkt, env).find((o) => o.dnat === '10.244.2.51:80')!);
+
+  kernel.apply('flush chain ip kproxy nat-prerouting\ndelete element ip kproxy endpoints { 10.96.0.10 . tcp . 80 . 1 }\n');
+  t.true(await backend.drifted());
+  const r = await backend.sync(state, fullChanges(state));
+  t.true(r.ok, r.error?.message);
+  t.regex(kernel.applied.at(-1)!, /^add table ip kproxy\nflush table ip kproxy\n/, 'with a record, a full sync flushes instead of deleting');
+  t.false(await backend.drifted());
+  t.deepEqual(describe(trace(kernel, pkt, env)), ['10.244.2.51:80'], 'affinity survived the full sync');
+  t.deepEqual(describe(trace(kernel, { ...pkt, daddr: '10.96.0.10' }, env)), ['10.244.1.11:8080', '10.244.2.12:8080', '10.244.3.13:8080']);
+});
+
+test('a periodic full sync removes objects of Services gone since the last one', async (t) => {
+  const { backend, kernel } = setup();
+  const state = nodeState(allServices);
+  await backend.sync(state, fullChanges(state));
+  const next = nodeState(allServices.filter((s) => s.name !== 'shop/sticky' && s.name !== 'shop/web:http'));
+  const r = await backend.sync(next, fullChanges(next));
+  t.true(r.ok, r.error?.message);
+  t.is(view(kernel), expected(next));
+});
+
+test('a failed batch is reported and the next sync is a full one', async (t) => {
+  const { backend, kernel } = setup();
+  const state = nodeState(allServices);
+  await backend.sync(state, fullChanges(state));
+  kernel.apply('delete table ip kproxy\n'); // someone removed it behind kproxy's back
+  const next = without(state, allServices[0].key);
+  const bad = await backend.sync(next, changesBetween(state, next));
+  t.false(bad.ok);
+  t.regex(String(bad.error?.message), /No such file or directory/);
+  const good = await backend.sync(next, changesBetween(next, next));
+  t.true(good.ok);
+  t.true(good.full, 'after a failure kproxy does not trust its record');
+  t.is(view(kernel), expected(next));
+});
+
+test('cleanup removes only kproxy tables, and is fine when there are none', async (t) => {
+  const { backend, kernel } = setup();
+  kernel.apply('add table ip other\nadd chain ip other keep\n');
+  const state = nodeState(allServices);
+  await backend.sync(state, fullChanges(state));
+  t.deepEqual(kernel.tableNames().sort(), ['ip kproxy', 'ip other', 'ip6 kproxy']);
+  await backend.cleanup();
+  t.deepEqual(kernel.tableNames(), ['ip other']);
+  await backend.cleanup();
+  t.deepEqual(kernel.tableNames(), ['ip other']);
+  t.true(await backend.drifted(), 'after cleanup there is nothing to trust');
+});
+
+test('readKernel lists both kproxy tables', async (t) => {
+  const { backend, kernel } = setup();
+  t.is(await backend.readKernel(), '');
+  const state = nodeState(allServices);
+  await backend.sync(state, fullChanges(state));
+  t.is(await backend.readKernel(), kernel.dump('ip', 'kproxy') + kernel.dump('ip6', 'kproxy'));
+});
+
+test('the fake kernel refuses what nft would refuse, and applies nothing of a bad batch', (t) => {
+  const k = new FakeNftKernel();
+  k.apply('add table ip kproxy\nadd map ip kproxy m { type ipv4_addr : verdict ; }\nadd chain ip kproxy c\n');
+  const before = k.dump('ip', 'kproxy');
+  t.throws(() => k.apply('add chain ip kproxy d\nadd rule ip kproxy c jump missing\n'), { message: /line 2: No such file or directory: chain missing/ });
+  t.throws(() => k.apply('add rule ip kproxy c ip daddr vmap @nope\n'), { message: /set nope/ });
+  t.throws(() => k.apply('add element ip kproxy m { 10.0.0.1 : goto nowhere }\n'), { message: /chain nowhere/ });
+  t.throws(() => k.apply('delete element ip kproxy m { 10.0.0.1 }\n'), { message: /No such file or directory: element/ });
+  k.apply('add element ip kproxy m { 10.0.0.1 : goto c }\nadd element ip kproxy m { 10.0.0.1 : goto c }\n');
+  t.throws(() => k.apply('add chain ip kproxy e\nadd element ip kproxy m { 10.0.0.1 : goto e }\n'), { message: /File exists/ });
+  t.throws(() => k.apply('delete chain ip kproxy c\n'), { message: /busy/ });
+  t.throws(() => k.apply('add rule ip kproxy c jump c2 oops {\n'), { message: /line 1/ });
+  t.is(k.dump('ip', 'kproxy'), before.replace('type ipv4_addr : verdict\n', 'type ipv4_addr : verdict\n\t\telements = { 10.0.0.1 : goto c }\n'));
+});
