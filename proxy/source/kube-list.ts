@@ -58,7 +58,10 @@ export async function listAll<T extends KubernetesObject>(
     // Raw JSON: the list metadata field is `continue` (the typed model calls it `_continue`).
     const page = JSON.parse(text) as { kind?: string; apiVersion?: string; items?: T[]; metadata?: { resourceVersion?: string; continue?: string } };
     if (!Array.isArray(page.items)) throw new Error(`list ${path}: answer has no items array`);
-    items.push(...page.items);
+    // The server leaves kind/apiVersion out of list items; watch events have
+    // them. Fill them in so both paths yield the same shape.
+    const itemKind = page.kind?.replace(/List$/, '');
+    for (const item of page.items) items.push({ kind: itemKind, apiVersion: page.apiVersion, ...item });
     // Every page of one list is the same snapshot; its version is the first page's.
     resourceVersion ||= page.metadata?.resourceVersion ?? '';
     kind ??= page.kind;

@@ -14,7 +14,8 @@
 // - GET <prefix>[/namespaces/<ns>]/<plural>: a <Kind>List with
 //   metadata.resourceVersion; `limit` + `continue` paging over a consistent
 //   snapshot (an expired continue token gets 410); fieldSelector on
-//   metadata.name / metadata.namespace; equality-based labelSelector.
+//   metadata.name / metadata.namespace; equality-based labelSelector. Items
+//   carry no kind/apiVersion, as from the real server.
 // - GET <prefix>[/namespaces/<ns>]/<plural>/<name>: one object.
 // - ?watch=true: newline-delimited JSON events {type, object}. Without a
 //   resourceVersion (or "0") the current objects come first as ADDED; with
@@ -339,7 +340,11 @@ export class TestApiServer {
     }
     return {
       code: 200,
-      body: { kind: `${info.kind}List`, apiVersion: info.apiVersion, metadata, items: page.map((k) => k.o) },
+      // Like the real server, list items carry no kind/apiVersion (the list says it once).
+      body: {
+        kind: `${info.kind}List`, apiVersion: info.apiVersion, metadata,
+        items: page.map(({ o: { kind: _k, apiVersion: _v, ...rest } }) => rest),
+      },
     };
   }
 
