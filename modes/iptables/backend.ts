@@ -5,7 +5,7 @@ import type { Logger } from '../../proxy/log.ts';
 import type { Changes, Family, NodeState } from '../../proxy/model.ts';
 import type { Backend, ModeOptions, SyncResult } from '../backend.ts';
 import { hostExec, ToolError, type Exec } from '../exec.ts';
-import { builtinJumps, type FamilyOptions } from './layout.ts';
+import { builtinJumps, type BuiltinJump, type FamilyOptions } from './layout.ts';
 import { loopbackSet, serviceChainPrefixes } from './names.ts';
 import { isOwnedChain, isOwnedJump, ownedView, parseSave } from './owned.ts';
 import { FamilyRecord, planFull, planPartial, type FamilyPlan, type IpsetNames } from './plan.ts';
@@ -38,7 +38,6 @@ export class IptablesBackend implements Backend {
   private readonly records = new Map<Family, FamilyRecord>();
   private variant: Variant | undefined;
   private needFull = true;
-  private jumpsEnsured = false;
   private setsReady = false;
   /** Service chains found in the kernel at start-up (adopted, then deleted if stale). */
   private existing: Map<Family, Set<string>> | undefined;
@@ -90,11 +89,28 @@ export class IptablesBackend implements Backend {
     return found;
   }
 
+  /**
+   * The jumps from built-in chains that are missing, so the full batch can
+   * insert them (no separate process per jump). Only the small built-in
+   * chains are listed, never the whole table.
+   */
+  private async missingJumps(family: Family, variant: Variant): Promise<BuiltinJump[]> {
+    const present = new Set<string>();
+    const jumps = builtinJumps();
+    const pairs = [...new Set(jumps.map((j) => `${j.table} ${j.from}`))];
+    await Promise.all(pairs.map(async (pair) => {
+      const [table, chain] = pair.split(' ');
+      const { stdout } = await this.exec(tool(family, variant, ''), ['-w', '-t', table, '-S', chain]);
+      for (const line of stdout.split('\n')) if (line.startsWith(`-A ${chain} `)) present.add(`${table} ${line}`);
+    }));
+    return jumps.filter((j) => !present.has(`${j.table} -A ${j.from} ${j.rule}`));
+  }
+
   render(state: NodeState): string {
     const parts: string[] = [];
     const ipset: string[] = [];
     for (const f of this.families) {
-      const plan = planFull(state, this.famOpts.get(f)!, new FamilyRecord(), new Set(), ipsetNames(f));
+      const plan = planFull(state, this.famOpts.get(f)!, new FamilyRecord(), new Set(), ipsetNames(f), builtinJumps());
       parts.push(`# ${f === 4 ? 'iptables' : 'ip6tables'}-restore --noflush -w\n${plan.batch.toString()}`);
       ipset.push(...plan.ipset);
     }
@@ -114,12 +130,14 @@ export class IptablesBackend implements Backend {
         for (const f of this.families) existing.set(f, await this.listServiceChains(f, variant));
         this.existing = existing;
       }
+      const missing = new Map<Family, BuiltinJump[]>();
+      if (full) for (const f of this.families) missing.set(f, await this.missingJumps(f, variant));
       const r0 = performance.now();
       const plans: FamilyPlan[] = this.families.map((f) => {
         const o = this.famOpts.get(f)!;
         const rec = this.records.get(f)!;
         return full
-          ? planFull(state, o, rec, this.existing?.get(f) ?? new Set(), ipsetNames(f))
+          ? planFull(state, o, rec, this.existing?.get(f) ?? new Set(), ipsetNames(f), missing.get(f) ?? [])
           : planPartial(state, changes.services, o, rec, ipsetNames(f));
       });
       const ipsetBatch = plans.flatMap((p) => p.ipset);
@@ -146,10 +164,6 @@ export class IptablesBackend implements Backend {
         this.setsReady = true;
         await runRestores();
       }
-      if (!this.jumpsEnsured) {
-        await this.ensureJumps(variant);
-        this.jumpsEnsured = true;
-      }
       applyMs = performance.now() - a0;
       this.needFull = false;
       if (full) this.existing = new Map(); // adopted: the record now knows every chain
@@ -157,8 +171,8 @@ export class IptablesBackend implements Backend {
     } catch (e) {
       const error = e instanceof Error ? e : new Error(String(e));
       this.needFull = true;
-      this.jumpsEnsured = false;
       this.setsReady = false;
+      this.existing = undefined; // re-read what the kernel holds before the next (full) sync
       this.log.error({ err: error, full }, 'iptables sync failed; the next sync will be full');
       applyMs = performance.now() - t0 - renderMs;
       return { ok: false, full, renderMs, applyMs, batchLines, ruleCounts: this.ruleCounts(), error };
@@ -171,22 +185,6 @@ export class IptablesBackend implements Backend {
       for (const [t, n] of Object.entries(rec.ruleCounts)) out[f === 4 ? t : `${t}6`] = n;
     }
     return out;
-  }
-
-  /** Jumps from built-in chains: checked with -C, prepended with -I only when missing. */
-  private async ensureJumps(variant: Variant): Promise<void> {
-    for (const f of this.families) {
-      const cmd = tool(f, variant, '');
-      for (const j of builtinJumps()) {
-        const spec = splitSpec(j.rule);
-        try {
-          await this.exec(cmd, ['-w', '-t', j.table, '-C', j.from, ...spec]);
-        } catch (e) {
-          if (!(e instanceof ToolError) || e.exitCode !== 1) throw e;
-          await this.exec(cmd, ['-w', '-t', j.table, '-I', j.from, '1', ...spec]);
-        }
-      }
-    }
   }
 
   async readKernel(): Promise<string> {
@@ -209,8 +207,8 @@ export class IptablesBackend implements Backend {
         if (e instanceof ToolError) {
           this.log.warn({ family: f }, 'canary chain KUBE-PROXY-CANARY is gone: rules were flushed behind kproxy');
           this.needFull = true;
-          this.jumpsEnsured = false;
           this.setsReady = false;
+          this.existing = undefined;
           return true;
         }
         throw e;
@@ -247,16 +245,7 @@ export class IptablesBackend implements Backend {
       this.records.set(f, new FamilyRecord());
     }
     this.needFull = true;
-    this.jumpsEnsured = false;
     this.setsReady = false;
     this.existing = undefined;
   }
-}
-
-/** Splits a rendered rule spec into argv words (comments lose their quotes). */
-function splitSpec(spec: string): string[] {
-  const words: string[] = [];
-  const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
-  for (const m of spec.matchAll(re)) words.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2]);
-  return words;
 }

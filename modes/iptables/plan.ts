@@ -8,7 +8,7 @@ import type { Family, NodeState } from '../../proxy/model.ts';
 import { RestoreBatch } from './batch.ts';
 import {
   dispatchChains, fixedChains, fixedContents, serviceOutput, servicesTail,
-  type DispatchChain, type FamilyOptions, type ServiceOutput, type Table,
+  type BuiltinJump, type DispatchChain, type FamilyOptions, type ServiceOutput, type Table,
 } from './layout.ts';
 
 /** What kproxy believes the kernel holds for one family. */
@@ -85,6 +85,7 @@ function ipsetCreate(name: string, fam: string): string {
  */
 export function planFull(
   state: NodeState, o: FamilyOptions, rec: FamilyRecord, existing: ReadonlySet<string>, set: IpsetNames,
+  missingJumps: readonly BuiltinJump[] = [],
 ): FamilyPlan {
   const b = new RestoreBatch();
   const outputs = familyServices(state, o.family).map((s) => serviceOutput(s, o));
@@ -117,6 +118,9 @@ export function planFull(
     order.set(dc, keys);
   }
   for (const r of servicesTail(o)) b.append('nat', 'KUBE-SERVICES', r);
+  // Jumps from built-in chains are only ever inserted when missing, never
+  // by flushing a built-in chain (other software owns rules there too).
+  for (const j of missingJumps) b.insert(j.table, j.from, 1, j.rule);
 
   const refs = new Map<string, number>();
   for (const s of outputs) for (const e of s.loopback) refs.set(e, (refs.get(e) ?? 0) + 1);

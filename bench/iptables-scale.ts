@@ -1,0 +1,224 @@
+// Scale benchmark of the iptables mode against a kube-proxy-shaped peer.
+//
+//   node bench/iptables-scale.ts --services 1000,5000,10000 --endpoints 10 --variant nft|legacy|both [--quick] [--peer-timeout 600]
+//
+// For each variant and size, in a fresh network namespace: the first full
+// sync (TypeScript render time vs kernel tool time, batch lines, RSS), then
+// 20 single-endpoint changes (partial sync: render + restore, p50/p95) and
+// 5 Service add/remove changes. The peer is the batch kube-proxy v1.28
+// writes (a KUBE-SVC chain plus one KUBE-SEP chain per endpoint), loaded by
+// the same iptables-restore in its own fresh namespace, plus a 1-rule
+// --noflush change on that table. Needs root, iptables, ipset, iproute2.
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { IptablesBackend } from '../modes/iptables/backend.ts';
+import { netnsExec, toolPath } from '../modes/exec.ts';
+import { sepChain, svcChain } from '../modes/iptables/names.ts';
+import { silentLogger } from '../proxy/log.ts';
+import { fullChanges, serviceKey, type Endpoint, type NodeState, type ServicePortState } from '../proxy/model.ts';
+
+interface Args { sizes: number[]; endpoints: number; variants: ('nft' | 'legacy')[]; peerTimeoutS: number; changes: number }
+
+function parseArgs(argv: string[]): Args {
+  const get = (flag: string): string | undefined => {
+    const i = argv.indexOf(flag);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const quick = argv.includes('--quick');
+  const sizes = (get('--services') ?? (quick ? '200,1000' : '1000,5000')).split(',').map(Number);
+  const endpoints = Number(get('--endpoints') ?? 10);
+  const v = get('--variant') ?? 'both';
+  if (!['nft', 'legacy', 'both'].includes(v)) throw new Error(`--variant must be nft, legacy or both (got ${v})`);
+  if (sizes.some((n) => !Number.isInteger(n) || n <= 0) || !(endpoints > 0)) throw new Error('--services and --endpoints take positive integers');
+  return {
+    sizes, endpoints,
+    variants: v === 'both' ? ['nft', 'legacy'] : [v as 'nft' | 'legacy'],
+    peerTimeoutS: Number(get('--peer-timeout') ?? 900),
+    changes: 20,
+  };
+}
+
+const ipv4 = (n: number): string => `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+const clusterIP = (i: number): string => ipv4(((172 << 24) | (16 << 16)) + i + 1);
+const endpointIP = (i: number, j: number, e: number): string => ipv4((10 << 24) + i * (e + 1) + j + 1);
+
+function endpoint(ip: string): Endpoint {
+  return { ip, port: 8080, isLocal: false, ready: true, serving: true, terminating: false };
+}
+
+function service(i: number, eps: Endpoint[]): ServicePortState {
+  const name = `bench/svc${i}:http`;
+  return {
+    name, key: serviceKey(4, name, 'TCP'), namespace: 'bench', serviceName: `svc${i}`, portName: 'http', protocol: 'TCP', family: 4,
+    clusterIP: clusterIP(i), port: 80, nodePort: 0, externalIPs: [], loadBalancerIPs: [], loadBalancerSourceRanges: [],
+    healthCheckNodePort: 0, affinityTimeoutSeconds: 0, externalPolicyLocal: false, internalPolicyLocal: false,
+    clusterEndpoints: eps, localEndpoints: [], allReachableEndpoints: eps, hasEndpoints: eps.length > 0,
+  };
+}
+
+function state(services: Map<string, ServicePortState>): NodeState {
+  return { nodeName: 'bench', nodeIPs: ['192.168.0.2'], services };
+}
+
+function withNetns<T>(fn: (ns: string) => Promise<T>): Promise<T> {
+  const ns = `kpx-bench-${randomBytes(3).toString('hex')}`;
+  execFileSync(toolPath('ip'), ['netns', 'add', ns]);
+  return fn(ns).finally(() => execFileSync(toolPath('ip'), ['netns', 'del', ns]));
+}
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+}
+
+/** Runs a tool in a namespace with stdin, returning wall-clock ms, or undefined after the timeout. */
+function timed(ns: string, tool: string, args: string[], input: string, timeoutS: number): Promise<number | undefined> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn(toolPath('ip'), ['netns', 'exec', ns, toolPath(tool), ...args], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutS * 1000);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      if (signal === 'SIGKILL') resolve(undefined);
+      else if (code === 0) resolve(performance.now() - t0);
+      else reject(new Error(`${tool} exit ${code}: ${err.slice(0, 500)}`));
+    });
+    child.stdin.end(input);
+  });
+}
+
+/** The nat batch kube-proxy v1.28 writes for these Services (per-endpoint chains). */
+function kubeProxyBatch(n: number, e: number): { text: string; lines: number; firstSvc: string } {
+  const L: string[] = ['*filter', ':KUBE-SERVICES - [0:0]', ':KUBE-EXTERNAL-SERVICES - [0:0]', ':KUBE-FORWARD - [0:0]', ':KUBE-NODEPORTS - [0:0]', ':KUBE-PROXY-FIREWALL - [0:0]',
+    '-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP',
+    '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT',
+    'COMMIT', '*nat', ':KUBE-SERVICES - [0:0]', ':KUBE-NODEPORTS - [0:0]', ':KUBE-POSTROUTING - [0:0]', ':KUBE-MARK-MASQ - [0:0]'];
+  const rules: string[] = [
+    '-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN',
+    '-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000',
+    '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully',
+    '-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000',
+  ];
+  for (let i = 0; i < n; i++) {
+    const name = `bench/svc${i}:http`;
+    const svc = svcChain(name, 'TCP');
+    L.push(`:${svc} - [0:0]`);
+    rules.push(`-A KUBE-SERVICES -m comment --comment "${name} cluster IP" -m tcp -p tcp -d ${clusterIP(i)} --dport 80 -j ${svc}`);
+    rules.push(`-A ${svc} -m comment --comment "${name} cluster IP" -m tcp -p tcp -d ${clusterIP(i)} --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ`);
+    for (let j = 0; j < e; j++) {
+      const ip = endpointIP(i, j, e);
+      const sep = sepChain(name, 'TCP', ip, 8080);
+      L.push(`:${sep} - [0:0]`);
+      const stat = j < e - 1 ? ` -m statistic --mode random --probability ${(1 / (e - j)).toFixed(10)}` : '';
+      rules.push(`-A ${svc} -m comment --comment "${name} -> ${ip}:8080"${stat} -j ${sep}`);
+      rules.push(`-A ${sep} -m comment --comment ${name} -s ${ip} -j KUBE-MARK-MASQ`);
+      rules.push(`-A ${sep} -m comment --comment ${name} -m tcp -p tcp -j DNAT --to-destination ${ip}:8080`);
+    }
+  }
+  rules.push('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS');
+  const text = `${[...L, ...rules, 'COMMIT'].join('\n')}\n`;
+  return { text, lines: L.length + rules.length + 1, firstSvc: svcChain('bench/svc0:http', 'TCP') };
+}
+
+interface Row {
+  variant: string; services: number; lines: number; renderMs: number; restoreMs: number; fullWallMs: number; rssMB: number;
+  changeP50: number; changeP95: number; svcChangeP50: number; peerLines: number; peerMs?: number; peerChangeMs?: number;
+}
+
+async function runOurs(variant: 'nft' | 'legacy', n: number, e: number, changes: number): Promise<Omit<Row, 'peerLines'>> {
+  process.env.KPROXY_IPTABLES_VARIANT = variant;
+  return withNetns(async (ns) => {
+    const b = new IptablesBackend({ families: [4], clusterCIDRs: ['10.0.0.0/8'], masqueradeAll: false, nodePortAddresses: [], masqueradeBit: 14, exec: netnsExec(ns) }, silentLogger());
+    const services = new Map<string, ServicePortState>();
+    for (let i = 0; i < n; i++) {
+      const s = service(i, Array.from({ length: e }, (_, j) => endpoint(endpointIP(i, j, e))));
+      services.set(s.key, s);
+    }
+    const st = state(services);
+    const t0 = performance.now();
+    const r = await b.sync(st, fullChanges(st));
+    const fullWallMs = performance.now() - t0;
+    if (!r.ok) throw r.error;
+    const rssMB = process.memoryUsage().rss / 2 ** 20;
+    const lat: number[] = [];
+    for (let c = 0; c < changes; c++) {
+      const i = Math.floor((c + 0.5) * (n / changes));
+      const old = services.get(service(i, []).key)!;
+      const eps = [...old.clusterEndpoints];
+      eps[c % e] = endpoint(ipv4((11 << 24) + c * 7 + i));
+      const s = service(i, eps);
+      services.set(s.key, s);
+      const c0 = performance.now();
+      const rr = await b.sync(state(services), { full: false, services: new Set([s.key]), staleUdpEndpoints: [], staleUdpServiceIPs: [] });
+      lat.push(performance.now() - c0);
+      if (!rr.ok || rr.full) throw rr.error ?? new Error('change became a full sync');
+    }
+    // Service removals and additions (they touch KUBE-SERVICES by -D / -I).
+    const svcLat: number[] = [];
+    for (let c = 0; c < 5; c++) {
+      const i = Math.floor((c + 0.3) * (n / 5));
+      const key = service(i, []).key;
+      const old = services.get(key)!;
+      services.delete(key);
+      let c0 = performance.now();
+      let rr = await b.sync(state(services), { full: false, services: new Set([key]), staleUdpEndpoints: [], staleUdpServiceIPs: [] });
+      svcLat.push(performance.now() - c0);
+      services.set(key, old);
+      c0 = performance.now();
+      rr = await b.sync(state(services), { full: false, services: new Set([key]), staleUdpEndpoints: [], staleUdpServiceIPs: [] });
+      svcLat.push(performance.now() - c0);
+      if (!rr.ok) throw rr.error;
+    }
+    return {
+      variant, services: n, lines: r.batchLines, renderMs: r.renderMs, restoreMs: r.applyMs, fullWallMs, rssMB,
+      changeP50: pct(lat, 50), changeP95: pct(lat, 95), svcChangeP50: pct(svcLat, 50),
+    };
+  });
+}
+
+async function runPeer(variant: 'nft' | 'legacy', n: number, e: number, timeoutS: number): Promise<{ lines: number; ms?: number; changeMs?: number }> {
+  const batch = kubeProxyBatch(n, e);
+  return withNetns(async (ns) => {
+    const ms = await timed(ns, `iptables-${variant}-restore`, ['--noflush', '-w'], batch.text, timeoutS);
+    if (ms === undefined) return { lines: batch.lines };
+    const one: number[] = [];
+    for (let k = 0; k < 5; k++) {
+      const change = `*nat\n-A ${batch.firstSvc} -m comment --comment "bench change ${k}" -p tcp -m tcp -j DNAT --to-destination 11.0.0.${k + 1}:8080\nCOMMIT\n`;
+      one.push((await timed(ns, `iptables-${variant}-restore`, ['--noflush', '-w'], change, 120))!);
+    }
+    return { lines: batch.lines, ms, changeMs: pct(one, 50) };
+  });
+}
+
+const f = (x: number | undefined, d = 0): string => (x === undefined ? '–' : x.toFixed(d));
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  if (process.getuid?.() !== 0) throw new Error('the benchmark creates network namespaces: run it as root');
+  const rows: Row[] = [];
+  for (const variant of args.variants) {
+    for (const n of args.sizes) {
+      const ours = await runOurs(variant, n, args.endpoints, args.changes);
+      const peer = await runPeer(variant, n, args.endpoints, args.peerTimeoutS);
+      const row: Row = { ...ours, peerLines: peer.lines, peerMs: peer.ms, peerChangeMs: peer.changeMs };
+      rows.push(row);
+      console.error(JSON.stringify(row));
+    }
+  }
+  console.log(`\niptables mode, ${args.endpoints} endpoints per Service (times in ms; peer = kube-proxy v1.28-shaped batch, same tool)\n`);
+  const head = ['variant', 'Services', 'batch lines', 'render', 'kernel tools', 'full sync wall', 'RSS MB', 'change p50', 'change p95', 'svc add/del p50', 'peer lines', 'peer restore', 'peer 1-rule', 'full speed-up'];
+  console.log(`| ${head.join(' | ')} |`);
+  console.log(`|${head.map(() => '---').join('|')}|`);
+  for (const r of rows) {
+    const ratio = r.peerMs === undefined ? `> ${f(args.peerTimeoutS * 1000 / r.fullWallMs, 1)}×` : `${f(r.peerMs / r.fullWallMs, 1)}×`;
+    console.log(`| ${[r.variant, r.services, r.lines, f(r.renderMs), f(r.restoreMs), f(r.fullWallMs), f(r.rssMB), f(r.changeP50, 1), f(r.changeP95, 1), f(r.svcChangeP50, 1),
+      r.peerLines, r.peerMs === undefined ? `> ${args.peerTimeoutS} s (stopped)` : f(r.peerMs), f(r.peerChangeMs, 1), ratio].join(' | ')} |`);
+  }
+}
+
+main().catch((e) => {
+  console.error(e instanceof Error ? e.message : e);
+  process.exit(1);
+});
