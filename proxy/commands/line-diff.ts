@@ -66,7 +66,8 @@ export function unifiedDiff(a: readonly string[], b: readonly string[], nameA: s
     const slice = ops.slice(start, stop);
     const ca = slice.filter((o) => o.op !== '+').length;
     const cb = slice.filter((o) => o.op !== '-').length;
-    out.push(`@@ -${la},${ca} +${lb},${cb} @@`);
+    // As GNU diff: an empty side is numbered from the line before it.
+    out.push(`@@ -${ca === 0 ? la - 1 : la},${ca} +${cb === 0 ? lb - 1 : lb},${cb} @@`);
     for (const o of slice) out.push(`${o.op}${o.line}`);
     i = stop;
     start = stop;
