@@ -19,12 +19,28 @@ test('the table of a node without Services', (t) => {
         type inet_proto . inet_service : verdict
       }
 
-      map endpoints {
-        typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport
+      map endpoints-tcp {
+        typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport
       }
 
-      map nodeport-endpoints {
-        typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport
+      map endpoints-udp {
+        typeof ip daddr . udp dport . numgen random mod 1 : ip daddr . udp dport
+      }
+
+      map endpoints-sctp {
+        typeof ip daddr . sctp dport . numgen random mod 1 : ip daddr . sctp dport
+      }
+
+      map nodeport-endpoints-tcp {
+        typeof tcp dport . numgen random mod 1 : ip daddr . tcp dport
+      }
+
+      map nodeport-endpoints-udp {
+        typeof udp dport . numgen random mod 1 : ip daddr . udp dport
+      }
+
+      map nodeport-endpoints-sctp {
+        typeof sctp dport . numgen random mod 1 : ip daddr . sctp dport
       }
 
       map no-endpoint-services {
@@ -115,8 +131,12 @@ test('a full sync is one batch that rebuilds the table atomically', (t) => {
     add table ip kproxy
     add map ip kproxy service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }
     add map ip kproxy service-nodeports { type inet_proto . inet_service : verdict ; }
-    add map ip kproxy endpoints { typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport ; }
-    add map ip kproxy nodeport-endpoints { typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport ; }
+    add map ip kproxy endpoints-tcp { typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport ; }
+    add map ip kproxy endpoints-udp { typeof ip daddr . udp dport . numgen random mod 1 : ip daddr . udp dport ; }
+    add map ip kproxy endpoints-sctp { typeof ip daddr . sctp dport . numgen random mod 1 : ip daddr . sctp dport ; }
+    add map ip kproxy nodeport-endpoints-tcp { typeof tcp dport . numgen random mod 1 : ip daddr . tcp dport ; }
+    add map ip kproxy nodeport-endpoints-udp { typeof udp dport . numgen random mod 1 : ip daddr . udp dport ; }
+    add map ip kproxy nodeport-endpoints-sctp { typeof sctp dport . numgen random mod 1 : ip daddr . sctp dport ; }
     add map ip kproxy no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict ; }
     add map ip kproxy no-endpoint-nodeports { type inet_proto . inet_service : verdict ; }
     add map ip kproxy affinity-record { type ipv4_addr . inet_proto . inet_service : verdict ; }
@@ -134,7 +154,9 @@ test('a full sync is one batch that rebuilds the table atomically', (t) => {
     add chain ip kproxy nat-output { type nat hook output priority -100 ; policy accept ; }
     add chain ip kproxy nat-postrouting { type nat hook postrouting priority srcnat ; policy accept ; }
     add rule ip kproxy cluster-3 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-    add rule ip kproxy cluster-3 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @endpoints
+    add rule ip kproxy cluster-3 dnat ip to ip daddr . tcp dport . numgen random mod 3 map @endpoints-tcp
+    add rule ip kproxy cluster-3 dnat ip to ip daddr . udp dport . numgen random mod 3 map @endpoints-udp
+    add rule ip kproxy cluster-3 dnat ip to ip daddr . sctp dport . numgen random mod 3 map @endpoints-sctp
     add rule ip kproxy mark-for-masquerade meta mark set meta mark | 0x00004000
     add rule ip kproxy masquerading ct status dnat meta l4proto tcp ct original ip daddr . meta l4proto . ct original proto-dst vmap @affinity-record
     add rule ip kproxy masquerading ct status dnat meta l4proto udp ct original ip daddr . meta l4proto . ct original proto-dst vmap @affinity-record
@@ -158,9 +180,9 @@ test('a full sync is one batch that rebuilds the table atomically', (t) => {
     add rule ip kproxy nat-output jump services
     add rule ip kproxy nat-postrouting jump masquerading
     add element ip kproxy service-ips { 10.96.0.10 . tcp . 80 : goto cluster-3 }
-    add element ip kproxy endpoints { 10.96.0.10 . tcp . 80 . 0 : 10.244.1.11 . 8080 }
-    add element ip kproxy endpoints { 10.96.0.10 . tcp . 80 . 1 : 10.244.2.12 . 8080 }
-    add element ip kproxy endpoints { 10.96.0.10 . tcp . 80 . 2 : 10.244.3.13 . 8080 }
+    add element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 0 : 10.244.1.11 . 8080 }
+    add element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 1 : 10.244.2.12 . 8080 }
+    add element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 2 : 10.244.3.13 . 8080 }
     add element ip kproxy hairpin { 10.244.1.11 . 10.244.1.11 }
     add element ip kproxy hairpin { 10.244.2.12 . 10.244.2.12 }
     add element ip kproxy hairpin { 10.244.3.13 . 10.244.3.13 }
@@ -174,11 +196,11 @@ const goldens: Record<string, string> = {
       elements = { 10.96.0.10 . tcp . 80 : goto cluster-3 }
     }
 
-    map endpoints {
-      typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport
-      elements = { 10.96.0.10 . tcp . 80 . 0 : 10.244.1.11 . 8080,
-             10.96.0.10 . tcp . 80 . 1 : 10.244.2.12 . 8080,
-             10.96.0.10 . tcp . 80 . 2 : 10.244.3.13 . 8080 }
+    map endpoints-tcp {
+      typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport
+      elements = { 10.96.0.10 . 80 . 0 : 10.244.1.11 . 8080,
+             10.96.0.10 . 80 . 1 : 10.244.2.12 . 8080,
+             10.96.0.10 . 80 . 2 : 10.244.3.13 . 8080 }
     }
 
     set hairpin {
@@ -190,7 +212,9 @@ const goldens: Record<string, string> = {
 
     chain cluster-3 {
       ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-      dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @endpoints
+      dnat ip to ip daddr . tcp dport . numgen random mod 3 map @endpoints-tcp
+      dnat ip to ip daddr . udp dport . numgen random mod 3 map @endpoints-udp
+      dnat ip to ip daddr . sctp dport . numgen random mod 3 map @endpoints-sctp
     }
 `,
   "NodePort": `
@@ -204,16 +228,16 @@ const goldens: Record<string, string> = {
       elements = { tcp . 30080 : goto nodeport-2 }
     }
 
-    map endpoints {
-      typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport
-      elements = { 10.96.0.11 . tcp . 80 . 0 : 10.244.2.21 . 80,
-             10.96.0.11 . tcp . 80 . 1 : 10.244.3.22 . 80 }
+    map endpoints-tcp {
+      typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport
+      elements = { 10.96.0.11 . 80 . 0 : 10.244.2.21 . 80,
+             10.96.0.11 . 80 . 1 : 10.244.3.22 . 80 }
     }
 
-    map nodeport-endpoints {
-      typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport
-      elements = { tcp . 30080 . 0 : 10.244.2.21 . 80,
-             tcp . 30080 . 1 : 10.244.3.22 . 80 }
+    map nodeport-endpoints-tcp {
+      typeof tcp dport . numgen random mod 1 : ip daddr . tcp dport
+      elements = { 30080 . 0 : 10.244.2.21 . 80,
+             30080 . 1 : 10.244.3.22 . 80 }
     }
 
     set hairpin {
@@ -224,12 +248,16 @@ const goldens: Record<string, string> = {
 
     chain cluster-2 {
       ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-      dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @endpoints
+      dnat ip to ip daddr . tcp dport . numgen random mod 2 map @endpoints-tcp
+      dnat ip to ip daddr . udp dport . numgen random mod 2 map @endpoints-udp
+      dnat ip to ip daddr . sctp dport . numgen random mod 2 map @endpoints-sctp
     }
 
     chain nodeport-2 {
       jump mark-for-masquerade
-      dnat ip to meta l4proto . th dport . numgen random mod 2 map @nodeport-endpoints
+      dnat ip to tcp dport . numgen random mod 2 map @nodeport-endpoints-tcp
+      dnat ip to udp dport . numgen random mod 2 map @nodeport-endpoints-udp
+      dnat ip to sctp dport . numgen random mod 2 map @nodeport-endpoints-sctp
     }
 `,
   "externalIP": `
@@ -239,10 +267,10 @@ const goldens: Record<string, string> = {
              203.0.113.10 . tcp . 80 : goto external-1 }
     }
 
-    map endpoints {
-      typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport
-      elements = { 10.96.0.12 . tcp . 80 . 0 : 10.244.2.31 . 80,
-             203.0.113.10 . tcp . 80 . 0 : 10.244.2.31 . 80 }
+    map endpoints-tcp {
+      typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport
+      elements = { 10.96.0.12 . 80 . 0 : 10.244.2.31 . 80,
+             203.0.113.10 . 80 . 0 : 10.244.2.31 . 80 }
     }
 
     set hairpin {
@@ -252,12 +280,16 @@ const goldens: Record<string, string> = {
 
     chain cluster-1 {
       ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-      dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @endpoints
+      dnat ip to ip daddr . tcp dport . numgen random mod 1 map @endpoints-tcp
+      dnat ip to ip daddr . udp dport . numgen random mod 1 map @endpoints-udp
+      dnat ip to ip daddr . sctp dport . numgen random mod 1 map @endpoints-sctp
     }
 
     chain external-1 {
       jump mark-for-masquerade
-      dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @endpoints
+      dnat ip to ip daddr . tcp dport . numgen random mod 1 map @endpoints-tcp
+      dnat ip to ip daddr . udp dport . numgen random mod 1 map @endpoints-udp
+      dnat ip to ip daddr . sctp dport . numgen random mod 1 map @endpoints-sctp
     }
 `,
   "LoadBalancer with source ranges": `
@@ -458,10 +490,10 @@ const goldens: Record<string, string> = {
       elements = { 10.96.0.20 . udp . 53 : goto cluster-2 }
     }
 
-    map endpoints {
-      typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport
-      elements = { 10.96.0.20 . udp . 53 . 0 : 10.244.2.91 . 53,
-             10.96.0.20 . udp . 53 . 1 : 10.244.3.92 . 53 }
+    map endpoints-udp {
+      typeof ip daddr . udp dport . numgen random mod 1 : ip daddr . udp dport
+      elements = { 10.96.0.20 . 53 . 0 : 10.244.2.91 . 53,
+             10.96.0.20 . 53 . 1 : 10.244.3.92 . 53 }
     }
 
     set hairpin {
@@ -472,7 +504,9 @@ const goldens: Record<string, string> = {
 
     chain cluster-2 {
       ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-      dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @endpoints
+      dnat ip to ip daddr . tcp dport . numgen random mod 2 map @endpoints-tcp
+      dnat ip to ip daddr . udp dport . numgen random mod 2 map @endpoints-udp
+      dnat ip to ip daddr . sctp dport . numgen random mod 2 map @endpoints-sctp
     }
 `,
   "SCTP": `
@@ -481,9 +515,9 @@ const goldens: Record<string, string> = {
       elements = { 10.96.0.21 . sctp . 9999 : goto cluster-1 }
     }
 
-    map endpoints {
-      typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport
-      elements = { 10.96.0.21 . sctp . 9999 . 0 : 10.244.2.101 . 9999 }
+    map endpoints-sctp {
+      typeof ip daddr . sctp dport . numgen random mod 1 : ip daddr . sctp dport
+      elements = { 10.96.0.21 . 9999 . 0 : 10.244.2.101 . 9999 }
     }
 
     set hairpin {
@@ -493,7 +527,9 @@ const goldens: Record<string, string> = {
 
     chain cluster-1 {
       ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-      dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @endpoints
+      dnat ip to ip daddr . tcp dport . numgen random mod 1 map @endpoints-tcp
+      dnat ip to ip daddr . udp dport . numgen random mod 1 map @endpoints-udp
+      dnat ip to ip daddr . sctp dport . numgen random mod 1 map @endpoints-sctp
     }
 `,
   "IPv6": `
@@ -507,16 +543,16 @@ const goldens: Record<string, string> = {
       elements = { tcp . 30084 : goto nodeport-2 }
     }
 
-    map endpoints {
-      typeof ip6 daddr . meta l4proto . th dport . numgen random mod 1 : ip6 daddr . tcp dport
-      elements = { fd00:96::22 . tcp . 80 . 0 : fd00:244:2::11 . 80,
-             fd00:96::22 . tcp . 80 . 1 : fd00:244:3::12 . 80 }
+    map endpoints-tcp {
+      typeof ip6 daddr . tcp dport . numgen random mod 1 : ip6 daddr . tcp dport
+      elements = { fd00:96::22 . 80 . 0 : fd00:244:2::11 . 80,
+             fd00:96::22 . 80 . 1 : fd00:244:3::12 . 80 }
     }
 
-    map nodeport-endpoints {
-      typeof meta l4proto . th dport . numgen random mod 1 : ip6 daddr . tcp dport
-      elements = { tcp . 30084 . 0 : fd00:244:2::11 . 80,
-             tcp . 30084 . 1 : fd00:244:3::12 . 80 }
+    map nodeport-endpoints-tcp {
+      typeof tcp dport . numgen random mod 1 : ip6 daddr . tcp dport
+      elements = { 30084 . 0 : fd00:244:2::11 . 80,
+             30084 . 1 : fd00:244:3::12 . 80 }
     }
 
     set hairpin {
@@ -527,12 +563,16 @@ const goldens: Record<string, string> = {
 
     chain cluster-2 {
       ip6 saddr != fd00:244::/32 jump mark-for-masquerade
-      dnat ip6 to ip6 daddr . meta l4proto . th dport . numgen random mod 2 map @endpoints
+      dnat ip6 to ip6 daddr . tcp dport . numgen random mod 2 map @endpoints-tcp
+      dnat ip6 to ip6 daddr . udp dport . numgen random mod 2 map @endpoints-udp
+      dnat ip6 to ip6 daddr . sctp dport . numgen random mod 2 map @endpoints-sctp
     }
 
     chain nodeport-2 {
       jump mark-for-masquerade
-      dnat ip6 to meta l4proto . th dport . numgen random mod 2 map @nodeport-endpoints
+      dnat ip6 to tcp dport . numgen random mod 2 map @nodeport-endpoints-tcp
+      dnat ip6 to udp dport . numgen random mod 2 map @nodeport-endpoints-udp
+      dnat ip6 to sctp dport . numgen random mod 2 map @nodeport-endpoints-sctp
     }
 `,
   "multiple ports": `
@@ -542,12 +582,12 @@ const goldens: Record<string, string> = {
              10.96.0.23 . tcp . 443 : goto cluster-2 }
     }
 
-    map endpoints {
-      typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport
-      elements = { 10.96.0.23 . tcp . 80 . 0 : 10.244.2.111 . 8080,
-             10.96.0.23 . tcp . 80 . 1 : 10.244.3.112 . 8080,
-             10.96.0.23 . tcp . 443 . 0 : 10.244.2.111 . 8443,
-             10.96.0.23 . tcp . 443 . 1 : 10.244.3.112 . 8443 }
+    map endpoints-tcp {
+      typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport
+      elements = { 10.96.0.23 . 80 . 0 : 10.244.2.111 . 8080,
+             10.96.0.23 . 80 . 1 : 10.244.3.112 . 8080,
+             10.96.0.23 . 443 . 0 : 10.244.2.111 . 8443,
+             10.96.0.23 . 443 . 1 : 10.244.3.112 . 8443 }
     }
 
     set hairpin {
@@ -558,7 +598,9 @@ const goldens: Record<string, string> = {
 
     chain cluster-2 {
       ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-      dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @endpoints
+      dnat ip to ip daddr . tcp dport . numgen random mod 2 map @endpoints-tcp
+      dnat ip to ip daddr . udp dport . numgen random mod 2 map @endpoints-udp
+      dnat ip to ip daddr . sctp dport . numgen random mod 2 map @endpoints-sctp
     }
 `,
 };

@@ -137,9 +137,9 @@ test('one endpoint change is a batch of a few element lines', async (t) => {
   const r = await backend.sync(next, changesBetween(state, next));
   t.true(r.ok);
   t.is(kernel.applied.at(-1), dedent(`
-    delete element ip kproxy endpoints { 10.96.0.10 . tcp . 80 . 2 }
+    delete element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 2 }
     delete element ip kproxy hairpin { 10.244.3.13 . 10.244.3.13 }
-    add element ip kproxy endpoints { 10.96.0.10 . tcp . 80 . 2 : 10.244.3.99 . 8080 }
+    add element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 2 : 10.244.3.99 . 8080 }
     add element ip kproxy hairpin { 10.244.3.99 . 10.244.3.99 }
   `));
   t.is(r.batchLines, 4);
@@ -185,7 +185,7 @@ test('drift: a flushed canary is noticed, and a periodic full sync repairs it an
   const env = { localAddresses: ['192.168.0.2'] };
   remember(kernel, pkt, trace(kernel, pkt, env).find((o) => o.dnat === '10.244.2.51:80')!);
 
-  kernel.apply('flush chain ip kproxy nat-prerouting\ndelete element ip kproxy endpoints { 10.96.0.10 . tcp . 80 . 1 }\n');
+  kernel.apply('flush chain ip kproxy nat-prerouting\ndelete element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 1 }\n');
   t.true(await backend.drifted());
   const r = await backend.sync(state, fullChanges(state));
   t.true(r.ok, r.error?.message);

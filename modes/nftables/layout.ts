@@ -17,14 +17,12 @@ export interface FamilySyntax {
   readonly addr: 'ip' | 'ip6';
   readonly addrType: 'ipv4_addr' | 'ipv6_addr';
   readonly loopback: string;
-  /** typeof text of the endpoint data (ip6 needs "tcp dport": nft 1.0.6 rejects "th dport" there). */
-  readonly endpointData: string;
 }
 
 export function familySyntax(family: Family): FamilySyntax {
   return family === 4
-    ? { family, nft: 'ip', addr: 'ip', addrType: 'ipv4_addr', loopback: '127.0.0.0/8', endpointData: 'ip daddr . th dport' }
-    : { family, nft: 'ip6', addr: 'ip6', addrType: 'ipv6_addr', loopback: '::1', endpointData: 'ip6 daddr . tcp dport' };
+    ? { family, nft: 'ip', addr: 'ip', addrType: 'ipv4_addr', loopback: '127.0.0.0/8' }
+    : { family, nft: 'ip6', addr: 'ip6', addrType: 'ipv6_addr', loopback: '::1' };
 }
 
 export const chains = {
@@ -45,10 +43,6 @@ export const maps = {
   serviceIPs: 'service-ips',
   /** protocol . port → verdict (NodePorts on local addresses). */
   serviceNodePorts: 'service-nodeports',
-  /** address . protocol . port . index → endpoint address . port. */
-  endpoints: 'endpoints',
-  /** protocol . nodePort . index → endpoint address . port. */
-  nodePortEndpoints: 'nodeport-endpoints',
   /** Service addresses with no endpoints at all → goto reject-chain. */
   noEndpointServices: 'no-endpoint-services',
   noEndpointNodePorts: 'no-endpoint-nodeports',
@@ -58,6 +52,17 @@ export const maps = {
   /** endpoint . endpoint: a pod reaching itself through its Service. */
   hairpin: 'hairpin',
 } as const;
+
+export const l4protos = ['tcp', 'udp', 'sctp'] as const;
+export type L4 = (typeof l4protos)[number];
+
+// The endpoint data maps are per protocol: their typeof names the
+// protocol's dport (nft 1.0.6 refuses "th dport" in map data once the map
+// exists, and a "tcp dport" data map would tie every rule using it to TCP).
+/** address . port . index → endpoint address . port, for protocol `p`. */
+export const endpointsMap = (p: L4): string => `endpoints-${p}`;
+/** nodePort . index → endpoint address . port, for protocol `p`. */
+export const nodePortEndpointsMap = (p: L4): string => `nodeport-endpoints-${p}`;
 
 /** The canary drifted() reads: a base chain that must hold "jump services". */
 export const canaryChain = chains.natPrerouting;
@@ -100,8 +105,6 @@ export function clusterMasqueradeRule(f: FamilySyntax, opts: ModeOptions): strin
   return cidrs.length ? `${f.addr} saddr != ${literalSet(cidrs)} jump ${chains.markForMasquerade}` : undefined;
 }
 
-const l4protos = ['tcp', 'udp', 'sctp'] as const;
-
 /** Sets and maps present whatever the Services. */
 export function staticSets(f: FamilySyntax): SetDef[] {
   const svcKey = `${f.addrType} . inet_proto . inet_service`;
@@ -109,8 +112,8 @@ export function staticSets(f: FamilySyntax): SetDef[] {
   return [
     verdictMap(maps.serviceIPs, svcKey),
     verdictMap(maps.serviceNodePorts, 'inet_proto . inet_service'),
-    { name: maps.endpoints, kind: 'map', spec: { keyword: 'typeof', key: `${f.addr} daddr . meta l4proto . th dport . numgen random mod 1`, data: f.endpointData } },
-    { name: maps.nodePortEndpoints, kind: 'map', spec: { keyword: 'typeof', key: 'meta l4proto . th dport . numgen random mod 1', data: f.endpointData } },
+    ...l4protos.map((p): SetDef => ({ name: endpointsMap(p), kind: 'map', spec: { keyword: 'typeof', key: `${f.addr} daddr . ${p} dport . numgen random mod 1`, data: `${f.addr} daddr . ${p} dport` } })),
+    ...l4protos.map((p): SetDef => ({ name: nodePortEndpointsMap(p), kind: 'map', spec: { keyword: 'typeof', key: `${p} dport . numgen random mod 1`, data: `${f.addr} daddr . ${p} dport` } })),
     verdictMap(maps.noEndpointServices, svcKey),
     verdictMap(maps.noEndpointNodePorts, 'inet_proto . inet_service'),
     verdictMap(maps.affinityRecord, svcKey),
@@ -187,8 +190,10 @@ export function spreadChain(f: FamilySyntax, opts: ModeOptions, name: string): C
   } else {
     rules.push(`jump ${chains.markForMasquerade}`);
   }
-  rules.push(kind === 'nodeport'
-    ? `dnat ${f.addr} to meta l4proto . th dport . numgen random mod ${n} map @${maps.nodePortEndpoints}`
-    : `dnat ${f.addr} to ${f.addr} daddr . meta l4proto . th dport . numgen random mod ${n} map @${maps.endpoints}`);
+  for (const p of l4protos) {
+    rules.push(kind === 'nodeport'
+      ? `dnat ${f.addr} to ${p} dport . numgen random mod ${n} map @${nodePortEndpointsMap(p)}`
+      : `dnat ${f.addr} to ${f.addr} daddr . ${p} dport . numgen random mod ${n} map @${endpointsMap(p)}`);
+  }
   return { name, rules };
 }

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import type { Endpoint, ServicePortState } from '../../proxy/model.ts';
 import type { ModeOptions } from '../backend.ts';
 import {
-  chains, cidrsOf, clusterMasqueradeRule, literalSet, maps, spreadChainName,
+  chains, cidrsOf, clusterMasqueradeRule, endpointsMap, literalSet, maps, nodePortEndpointsMap, spreadChainName, type L4,
   type ChainDef, type FamilySyntax, type SetDef,
 } from './layout.ts';
 
@@ -78,7 +78,7 @@ export function isPlain(s: ServicePortState): boolean {
 
 /** Everything `s` puts into the table of family `f`. */
 export function contribution(s: ServicePortState, f: FamilySyntax, opts: ModeOptions): Contribution {
-  const p = s.protocol.toLowerCase();
+  const p = s.protocol.toLowerCase() as L4;
   const clusterIP = s.clusterIP ? [canonicalIP(s.clusterIP)] : [];
   const externals = [...s.externalIPs, ...s.loadBalancerIPs.filter((ip) => !s.externalIPs.includes(ip))].map(canonicalIP);
   const elements: ElementRef[] = [];
@@ -103,7 +103,7 @@ export function contribution(s: ServicePortState, f: FamilySyntax, opts: ModeOpt
       const chain = spreadChainName(kind, n);
       shared.add(chain);
       elements.push({ set: maps.serviceIPs, key: svcKey(ip), value: `goto ${chain}` });
-      eps.forEach((e, i) => elements.push({ set: maps.endpoints, key: `${svcKey(ip)} . ${i}`, value: endpointValue(e) }));
+      eps.forEach((e, i) => elements.push({ set: endpointsMap(p), key: `${ip} . ${s.port} . ${i}`, value: endpointValue(e) }));
     };
     for (const ip of clusterIP) frontend(ip, 'cluster');
     for (const ip of externals) frontend(ip, 'external');
@@ -111,7 +111,7 @@ export function contribution(s: ServicePortState, f: FamilySyntax, opts: ModeOpt
       const chain = spreadChainName('nodeport', n);
       shared.add(chain);
       elements.push({ set: maps.serviceNodePorts, key: npKey, value: `goto ${chain}` });
-      eps.forEach((e, i) => elements.push({ set: maps.nodePortEndpoints, key: `${npKey} . ${i}`, value: endpointValue(e) }));
+      eps.forEach((e, i) => elements.push({ set: nodePortEndpointsMap(p), key: `${s.nodePort} . ${i}`, value: endpointValue(e) }));
     }
     elements.push(...hairpin);
     return { chains: [], sets: [], elements, shared: [...shared] };

@@ -134,12 +134,14 @@ class Tracer {
     this.env = { localAddresses: env.localAddresses.map(canonicalIP) };
   }
 
-  private field(tokens: string[], i: number, ng: number | undefined): { get: (st: St) => string; next: number } | undefined {
+  private field(tokens: string[], i: number, ng: number | undefined): { get: (st: St) => string | undefined; next: number } | undefined {
     const [a, b, c, d] = tokens.slice(i, i + 4);
     if ((a === 'ip' || a === 'ip6') && (b === 'saddr' || b === 'daddr')) return { get: (st) => (b === 'saddr' ? st.saddr : st.daddr), next: i + 2 };
     if (a === 'meta' && b === 'l4proto') return { get: (st) => st.proto, next: i + 2 };
     if (a === 'meta' && b === 'mark') return { get: (st) => String(st.mark), next: i + 2 };
-    if ((a === 'th' || a === 'tcp') && b === 'dport') return { get: (st) => st.dport, next: i + 2 };
+    if (a === 'th' && b === 'dport') return { get: (st) => st.dport, next: i + 2 };
+    // "udp dport" carries an implicit "meta l4proto udp": no value for other protocols.
+    if ((a === 'tcp' || a === 'udp' || a === 'sctp') && b === 'dport') return { get: (st) => (st.proto === a ? st.dport : undefined), next: i + 2 };
     if (a === 'numgen' && b === 'random' && c === 'mod') {
       if (ng === undefined) throw new TraceError('numgen outside a forked rule');
       return { get: () => String(ng), next: i + 4 };
@@ -154,7 +156,8 @@ class Tracer {
     return undefined;
   }
 
-  private expr(tokens: string[], i: number, ng: number | undefined): { get: (st: St) => string; next: number } | undefined {
+  /** A field or a concatenation; its value is undefined when a protocol dependency fails. */
+  private expr(tokens: string[], i: number, ng: number | undefined): { get: (st: St) => string | undefined; next: number } | undefined {
     const first = this.field(tokens, i, ng);
     if (!first) return undefined;
     const parts = [first.get];
@@ -165,7 +168,13 @@ class Tracer {
       parts.push(f.get);
       next = f.next;
     }
-    return { get: (st) => parts.map((p) => p(st)).join(' . '), next };
+    return {
+      get: (st) => {
+        const values = parts.map((p) => p(st));
+        return values.includes(undefined) ? undefined : values.join(' . ');
+      },
+      next,
+    };
   }
 
   private lookup(ref: string): Map<string, string | undefined> {
@@ -200,7 +209,9 @@ class Tracer {
           st.dnat = tokens[j];
         } else {
           if (tokens[e.next] !== 'map') throw new TraceError(`dnat without map in "${tokens.join(' ')}"`);
-          const v = this.lookup(tokens[e.next + 1]).get(e.get(st));
+          const key = e.get(st);
+          if (key === undefined) return noMatch;
+          const v = this.lookup(tokens[e.next + 1]).get(key);
           if (v === undefined) return noMatch;
           st.dnat = toAddrPort(v);
         }
@@ -221,6 +232,7 @@ class Tracer {
       const e = this.expr(tokens, i, ng);
       if (!e) throw new TraceError(`cannot read "${tokens.slice(i).join(' ')}"`);
       const value = e.get(st);
+      if (value === undefined) return noMatch;
       let j = e.next;
       if (tokens[j] === 'vmap') {
         const v = this.lookup(tokens[j + 1]).get(value);
