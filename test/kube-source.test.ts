@@ -106,6 +106,14 @@ test('initial list emits every object, then Synced once, then start() resolves',
   t.is(a.kind, 'Service');
   t.is((a.spec as { clusterIP: string }).clusterIP, '10.96.0.10');
   t.deepEqual(lists(r.api).sort(), ['/api/v1/nodes', '/api/v1/services', '/apis/discovery.k8s.io/v1/endpointslices']);
+  // Watches ask for bookmarks and a server-side end after a randomised 5-10 minutes.
+  const watches = r.api.requests.filter((q) => q.watch);
+  t.is(watches.length, 3);
+  for (const w of watches) {
+    t.is(w.query.allowWatchBookmarks, 'true');
+    const seconds = Number(w.query.timeoutSeconds);
+    t.true(seconds >= 300 && seconds < 600, `timeoutSeconds=${seconds}`);
+  }
 });
 
 test('ADDED, MODIFIED and DELETED reach the consumer in order, without relisting', async (t) => {
@@ -241,6 +249,7 @@ test('stop() before the first list rejects start() and opens no more requests', 
   await eventually('a list attempt per resource', () => new Set(r.api.requests.map((q) => q.path)).size === 3);
   await r.source.stop();
   await t.throwsAsync(started, { message: /stopped before the initial list/ });
+  await sleep(100); // a request already on the wire may still land
   const count = r.api.requests.length;
   t.true(count >= 3, `it tried (${count} requests)`);
   await sleep(1000);
@@ -289,4 +298,14 @@ test('a clean server-side end of a watch is not a failure: it reconnects and kee
   await converged(t, r);
   t.deepEqual(lists(r.api, requests), []);
   t.false(r.logs.some((l) => l.level >= 40), 'no warnings');
+});
+
+test('a watch silent beyond the idle limit is reopened from its resourceVersion, quietly', async (t) => {
+  const r = await seeded(t, { watchIdleTimeoutMs: 300 });
+  const requests = r.api.requests.length;
+  await eventually('idle watches to be reopened', () => r.api.requests.slice(requests).filter((q) => q.watch).length >= 6);
+  r.api.upsert(service('ns3', 'c', '10.96.0.12'));
+  await converged(t, r);
+  t.deepEqual(lists(r.api, requests), []);
+  t.false(r.logs.some((l) => l.level >= 40), 'an idle reopen is not a failure');
 });

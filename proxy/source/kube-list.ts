@@ -13,6 +13,8 @@ export interface ListOptions {
   /** Time allowed for one page, from request to last byte. */
   readonly timeoutMs: number;
   readonly fieldSelector?: string;
+  /** Aborts the list (the source is stopping). */
+  readonly signal?: AbortSignal;
 }
 
 /** A non-200 answer from the API server. */
@@ -51,7 +53,8 @@ export async function listAll<T extends KubernetesObject>(
     const ctx = new RequestContext(url.toString(), HttpMethod.GET);
     ctx.setHeaderParam('Accept', 'application/json');
     await kc.applySecurityAuthentication(ctx);
-    ctx.setSignal(AbortSignal.timeout(opts.timeoutMs));
+    const timeout = AbortSignal.timeout(opts.timeoutMs);
+    ctx.setSignal(opts.signal ? AbortSignal.any([timeout, opts.signal]) : timeout);
     const resp = await http.send(ctx).toPromise();
     const text = await resp.body.text();
     if (resp.httpStatusCode !== 200) throw apiError(path, resp.httpStatusCode, text);

@@ -45,6 +45,7 @@ export class Reflector<T extends KubernetesObject> {
   readonly #watch: AgentWatch;
   readonly #backoff: Backoff;
   #stopped = false;
+  readonly #stopping = new AbortController();
   #retryTimer: NodeJS.Timeout | undefined;
   #failures = 0;
   /** A list or a watch event succeeded since the last failure. */
@@ -72,6 +73,7 @@ export class Reflector<T extends KubernetesObject> {
     const list = async () => {
       const result = await listAll<T>(kc, spec.path, {
         pageSize: tuning.pageSize, timeoutMs: tuning.listTimeoutMs, fieldSelector: spec.fieldSelector,
+        signal: this.#stopping.signal,
       });
       this.#log.info({ items: result.items.length, resourceVersion: result.metadata?.resourceVersion }, `listed ${spec.kind}s`);
       this.#healthy = true;
@@ -97,6 +99,7 @@ export class Reflector<T extends KubernetesObject> {
     this.#stopped = true;
     this.#watch.stopped = true;
     clearTimeout(this.#retryTimer);
+    this.#stopping.abort();
     await this.#lw.stop();
   }
 
