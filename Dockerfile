@@ -1,0 +1,20 @@
+# kproxy node image: Node.js 24 runs the TypeScript sources directly.
+FROM node:24-bookworm-slim
+
+# The kernel tools kproxy drives (always called by absolute path).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iptables nftables ipset conntrack iproute2 \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /opt/kproxy
+COPY package.json package-lock.json ./
+# The base image already has Node.js 24: skip install scripts (the `node`
+# package would download a second copy); no runtime dependency needs one.
+RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
+COPY bin ./bin
+COPY proxy ./proxy
+COPY modes ./modes
+COPY dns-cache ./dns-cache
+RUN ln -s /opt/kproxy/bin/kproxy.js /usr/local/bin/kproxy
+
+ENTRYPOINT ["kproxy"]
