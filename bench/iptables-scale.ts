@@ -141,7 +141,7 @@ async function runOurs(variant: 'nft' | 'legacy', n: number, e: number, changes:
     const r = await b.sync(st, fullChanges(st));
     const fullWallMs = performance.now() - t0;
     if (!r.ok) throw r.error;
-    const rssMB = process.memoryUsage().rss / 2 ** 20;
+    const rssMB = process.memoryUsage().rss / 2 ** 20; // state + record + the batch just sent
     const lat: number[] = [];
     for (let c = 0; c < changes; c++) {
       const i = Math.floor((c + 0.5) * (n / changes));
@@ -194,15 +194,33 @@ async function runPeer(variant: 'nft' | 'legacy', n: number, e: number, timeoutS
 
 const f = (x: number | undefined, d = 0): string => (x === undefined ? '–' : x.toFixed(d));
 
+/** One (variant, size) measurement, in its own process so RSS is this size's alone. */
+async function one(argv: string[]): Promise<void> {
+  const [variant, n, e, changes, timeoutS] = argv;
+  const v = variant as 'nft' | 'legacy';
+  const ours = await runOurs(v, Number(n), Number(e), Number(changes));
+  const peer = await runPeer(v, Number(n), Number(e), Number(timeoutS));
+  const row: Row = { ...ours, peerLines: peer.lines, peerMs: peer.ms, peerChangeMs: peer.changeMs };
+  process.stdout.write(`${JSON.stringify(row)}\n`);
+}
+
+function child(args: string[]): Promise<Row> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, [process.argv[1], '--one', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    c.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    c.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as Row) : reject(new Error(`measurement ${args.join(' ')} failed (exit ${code})`))));
+  });
+}
+
 async function main(): Promise<void> {
+  if (process.argv[2] === '--one') return one(process.argv.slice(3));
   const args = parseArgs(process.argv.slice(2));
   if (process.getuid?.() !== 0) throw new Error('the benchmark creates network namespaces: run it as root');
   const rows: Row[] = [];
   for (const variant of args.variants) {
     for (const n of args.sizes) {
-      const ours = await runOurs(variant, n, args.endpoints, args.changes);
-      const peer = await runPeer(variant, n, args.endpoints, args.peerTimeoutS);
-      const row: Row = { ...ours, peerLines: peer.lines, peerMs: peer.ms, peerChangeMs: peer.changeMs };
+      const row = await child([variant, String(n), String(args.endpoints), String(args.changes), String(args.peerTimeoutS)]);
       rows.push(row);
       console.error(JSON.stringify(row));
     }

@@ -112,7 +112,7 @@ export class IptablesBackend implements Backend {
     for (const f of this.families) {
       const plan = planFull(state, this.famOpts.get(f)!, new FamilyRecord(), new Set(), ipsetNames(f), builtinJumps());
       parts.push(`# ${f === 4 ? 'iptables' : 'ip6tables'}-restore --noflush -w\n${plan.batch.toString()}`);
-      ipset.push(...plan.ipset);
+      for (const l of plan.ipset) ipset.push(l);
     }
     return `# ipset restore -exist\n${ipset.join('\n')}\n${parts.join('')}`;
   }
@@ -156,14 +156,14 @@ export class IptablesBackend implements Backend {
           p.commit();
         }));
       };
-      if (this.setsReady) {
-        await Promise.all([runIpset(), runRestores()]);
-      } else {
-        // The POSTROUTING hairpin rule names the set: it must exist first.
-        await runIpset();
-        this.setsReady = true;
-        await runRestores();
+      if (!this.setsReady) {
+        // The POSTROUTING hairpin rule names the set: create it (a tiny
+        // batch) before the restore; filling it can then run alongside.
+        const creates = plans.flatMap((p) => p.ipsetCreate);
+        if (creates.length) await this.exec('ipset', ['restore', '-exist'], `${creates.join('\n')}\n`);
       }
+      this.setsReady = true;
+      await Promise.all([runIpset(), runRestores()]);
       applyMs = performance.now() - a0;
       this.needFull = false;
       if (full) this.existing = new Map(); // adopted: the record now knows every chain
@@ -232,8 +232,12 @@ export class IptablesBackend implements Backend {
           const owned = st.chains.filter((c) => isOwnedChain(st.name, c));
           const jumps = st.rules.filter((r) => isOwnedJump(st.name, r));
           if (!owned.length && !jumps.length) continue;
-          lines.push(`*${st.name}`, ...owned.map((c) => `:${c} - [0:0]`), ...jumps.map((r) => r.replace(/^-A /, '-D ')),
-            ...owned.map((c) => `-X ${c}`), 'COMMIT');
+          // Tables of a previous kube-proxy can hold 100k chains: no argument spreading.
+          lines.push(`*${st.name}`);
+          for (const c of owned) lines.push(`:${c} - [0:0]`);
+          for (const r of jumps) lines.push(r.replace(/^-A /, '-D '));
+          for (const c of owned) lines.push(`-X ${c}`);
+          lines.push('COMMIT');
         }
       }
       if (lines.length) await this.exec(tool(f, variant, '-restore'), ['--noflush', '-w'], `${lines.join('\n')}\n`);

@@ -56,7 +56,10 @@ export class RestoreBatch {
     for (const name of tableOrder) {
       const s = this.tables.get(name);
       if (!s || s.empty) continue;
-      out.push(`*${name}`, ...s.declare, ...s.deletes, ...s.appends, ...s.inserts, ...s.removes, 'COMMIT');
+      // Sections hold 100k+ lines: concat, not argument spreading (stack limit).
+      out.push(`*${name}`);
+      for (const part of [s.declare, s.deletes, s.appends, s.inserts, s.removes]) for (const l of part) out.push(l);
+      out.push('COMMIT');
     }
     return out.length ? `${out.join('\n')}\n` : '';
   }

@@ -244,7 +244,9 @@ export class FakeKernel {
       const t = tables.get(name)!;
       const builtins = builtinChains[name];
       const users = [...t.keys()].filter((c) => !builtins.includes(c)).sort();
-      out.push(`*${name}`, ...builtins.map((c) => `:${c} ACCEPT [0:0]`), ...users.map((c) => `:${c} - [0:0]`));
+      out.push(`*${name}`);
+      for (const c of builtins) out.push(`:${c} ACCEPT [0:0]`);
+      for (const c of users) out.push(`:${c} - [0:0]`);
       for (const c of [...builtins, ...users]) for (const r of t.get(c)!) out.push(`-A ${c} ${r}`);
       out.push('COMMIT');
     }

@@ -5,7 +5,7 @@
 // Endpoints are DNATed straight from the Service chain: no per-endpoint
 // chain, hairpin masquerade comes from the loopback ipset instead.
 import type { Endpoint, Family, ServicePortState } from '../../proxy/model.ts';
-import { chains, extChain, fwChain, hostPort, loopbackSet, sepChain, svcChain, svlChain } from './names.ts';
+import { chains, hostPort, loopbackSet, portProtoHash, sepChain } from './names.ts';
 import { probability, renderRule, type L4, type Match, type Rule } from './rule.ts';
 
 export type Table = 'nat' | 'filter' | 'mangle';
@@ -62,10 +62,11 @@ function comment(text: string): Match {
 export function serviceOutput(s: ServicePortState, o: FamilyOptions): ServiceOutput {
   const proto = l4(s);
   const name = s.name;
-  const svc = svcChain(name, s.protocol);
-  const svl = svlChain(name, s.protocol);
-  const ext = extChain(name, s.protocol);
-  const fw = fwChain(name, s.protocol);
+  const hash = portProtoHash(name, s.protocol); // one sha256 per Service port
+  const svc = `KUBE-SVC-${hash}`;
+  const svl = `KUBE-SVL-${hash}`;
+  const ext = `KUBE-EXT-${hash}`;
+  const fw = `KUBE-FW-${hash}`;
   const recentMask = o.family === 4 ? '255.255.255.255' : 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff';
   const rejectWith = o.family === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable';
 
@@ -97,7 +98,8 @@ export function serviceOutput(s: ServicePortState, o: FamilyOptions): ServiceOut
   const endpointChain = (chainName: string, eps: readonly Endpoint[], first: Rule | undefined): void => {
     const rules: Rule[] = [];
     if (first) rules.push(first);
-    const seps = eps.map((e) => sepChain(name, s.protocol, e.ip, e.port));
+    // Per-endpoint chains only where affinity needs them (`-m recent` per endpoint).
+    const seps = s.affinityTimeoutSeconds > 0 ? eps.map((e) => sepChain(name, s.protocol, e.ip, e.port)) : [];
     if (s.affinityTimeoutSeconds > 0) {
       eps.forEach((e, i) => {
         rules.push({

@@ -59,7 +59,8 @@ export function ownedView(saveText: string): string {
     const keep = new Set(chains);
     const rules = t.rules.filter((r) => keep.has(ruleChain(r)) || isOwnedJump(t.name, r));
     if (chains.length === 0 && rules.length === 0) continue;
-    out.push(`*${t.name}`, ...chains.map((c) => `:${c} - [0:0]`));
+    out.push(`*${t.name}`);
+    for (const c of chains) out.push(`:${c} - [0:0]`);
     // Keep each chain's rule order; group by chain as iptables-save does.
     const byChain = new Map<string, string[]>();
     for (const r of rules) {
@@ -68,7 +69,7 @@ export function ownedView(saveText: string): string {
       if (!l) byChain.set(c, (l = []));
       l.push(r);
     }
-    for (const c of [...byChain.keys()].sort()) out.push(...byChain.get(c)!);
+    for (const c of [...byChain.keys()].sort()) for (const r of byChain.get(c)!) out.push(r);
     out.push('COMMIT');
   }
   return out.length ? `${out.join('\n')}\n` : '';

@@ -28,6 +28,8 @@ export interface FamilyPlan {
   readonly batch: RestoreBatch;
   /** ipset restore lines for this family (may be empty). */
   readonly ipset: readonly string[];
+  /** The line creating the live set, which the restore batch refers to. */
+  readonly ipsetCreate: readonly string[];
   /** Applies the plan to the record; call only after the kernel accepted it. */
   commit(): void;
 }
@@ -136,7 +138,7 @@ export function planFull(
   ];
 
   return {
-    family: o.family, batch: b, ipset,
+    family: o.family, batch: b, ipset, ipsetCreate: [ipsetCreate(set.set, set.family)],
     commit() {
       rec.services = new Map(outputs.map((s) => [s.key, s]));
       rec.order = order;
@@ -230,7 +232,7 @@ export function planPartial(
   }
 
   return {
-    family: o.family, batch: b, ipset,
+    family: o.family, batch: b, ipset, ipsetCreate: [],
     commit() {
       for (const { key, old, neu } of changed) {
         if (old) addCounts(rec.ruleCounts, old, -1);
