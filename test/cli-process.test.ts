@@ -89,3 +89,12 @@ test('explain VIP:port through the CLI', async (t) => {
   t.is(bad.code, 2);
   t.regex(bad.stderr, /KPROXY_BAD_CONFIG: explain 172\.30\.0\.41:99999: port 99999 is not in 1-65535/);
 });
+
+test('dns-cache is delegated with its own flags and exit codes', async (t) => {
+  const help = await kproxy(['dns-cache', '--help']);
+  t.is(help.code, 0);
+  t.regex(help.stdout, /^usage: kproxy dns-cache/);
+  const bad = await kproxy(['dns-cache', '--proxy-mode', 'iptables']);
+  t.is(bad.code, 2, 'kproxy\'s own flags are not dns-cache flags');
+  t.regex(bad.stderr, /unknown flag --proxy-mode/);
+});

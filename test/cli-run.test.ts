@@ -7,7 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createSandbox } from './helpers/netns.ts';
-import { healthzPort, metricsPort, metricValue, startKproxy } from './helpers/kproxy-process.ts';
+import { spawn } from 'node:child_process';
+import { toolPath } from '../modes/exec.ts';
+import { healthzPort, kproxyArgs, kproxyBin, metricsPort, metricValue, startKproxy } from './helpers/kproxy-process.ts';
 import { httpGet } from './helpers/traffic.ts';
 
 const fixture = fileURLToPath(new URL('./fixtures/proxy/cluster.yaml', import.meta.url));
@@ -62,4 +64,44 @@ test('run: healthy after the first sync, healthCheckNodePort follows the file, S
   t.regex(tables.stdout, /table ip kproxy/);
   t.is((await httpGet(node, `http://127.0.0.1:${metricsPort}/proxyMode`)).body, 'nftables');
   t.deepEqual(await k2.stop('SIGINT'), { code: 0, signal: null });
+});
+
+test('an unreachable API server never removes rules; probes fail; SIGTERM during start-up exits 0', async (t) => {
+  const sandbox = await createSandbox({ pods: 1, prefix: 'kpcli' });
+  t.teardown(() => sandbox.destroy());
+  const dir = await mkdtemp(join(tmpdir(), 'kproxy-run-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const node = sandbox.node;
+  // Rules a previous kproxy left.
+  const file = join(dir, 'cluster.yaml');
+  await copyFile(fixture, file);
+  const k1 = await startKproxy({ sandbox, mode: 'iptables', sourceFile: file, hostname: 'node-a' });
+  t.deepEqual(await k1.stop('SIGTERM'), { code: 0, signal: null });
+  const before = (await sandbox.exec(node, 'iptables-save', ['-t', 'nat'])).stdout;
+  t.regex(before, /KUBE-SERVICES/);
+
+  // An API server that refuses connections (nothing listens in the node namespace on this port).
+  const kubeconfig = join(dir, 'kubeconfig');
+  await writeFile(kubeconfig, [
+    'apiVersion: v1', 'kind: Config', 'current-context: c',
+    'clusters: [{name: c, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]',
+    'contexts: [{name: c, context: {cluster: c, user: u}}]', 'users: [{name: u, user: {}}]', '',
+  ].join('\n'));
+  const child = spawn(toolPath('ip'), ['netns', 'exec', node, process.execPath, kproxyBin,
+    ...kproxyArgs({ sandbox, mode: 'nftables', kubeconfig, hostname: 'node-a' })], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let logs = '';
+  child.stdout.setEncoding('utf8').on('data', (s: string) => { logs += s; });
+  child.stderr.setEncoding('utf8').on('data', (s: string) => { logs += s; });
+  const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  t.teardown(() => { child.kill('SIGKILL'); });
+  // The probes answer (not ready: never synced) while the source keeps retrying.
+  const hz = await httpGet(node, `http://127.0.0.1:${healthzPort}/healthz`, { wantStatus: 503, deadlineMs: 10_000 });
+  t.is(hz.status, 503, logs);
+  t.is((await httpGet(node, `http://127.0.0.1:${healthzPort}/livez`)).status, 503);
+  await new Promise((r) => setTimeout(r, 1500));
+  // Neither this mode's cleanup of the other mode nor anything else ran: iptables rules untouched.
+  t.is((await sandbox.exec(node, 'iptables-save', ['-t', 'nat'])).stdout.replace(/^#.*\n/gm, ''), before.replace(/^#.*\n/gm, ''));
+  child.kill('SIGTERM');
+  t.is(await exited, 0, logs);
+  t.regex((await sandbox.exec(node, 'iptables-save', ['-t', 'nat'])).stdout, /KUBE-SERVICES/);
 });
