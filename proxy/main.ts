@@ -16,7 +16,7 @@ import type { ProxyConfig } from './config.ts';
 import { HealthCheckNodePorts } from './health-check-nodeports.ts';
 import { ProxierHealth, startHealthServer } from './health.ts';
 import type { HttpHandle } from './http-server.ts';
-import { loadSource, type LoadedSource } from './load-source.ts';
+import { loadSource, nodeAddresses, type LoadedSource } from './load-source.ts';
 import type { Logger } from './log.ts';
 import { ProxyMetrics, startMetricsServer } from './metrics.ts';
 import { modeOptions } from './mode-options.ts';
@@ -129,6 +129,7 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
     );
     closers.push(() => runner.stop());
 
+    let warnedNodeIPs = false;
     loaded.onEvent = (e) => {
       if (e.kind === 'Service' || e.kind === 'EndpointSlice') {
         metrics.changeSeen(e.kind);
@@ -137,6 +138,12 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
         metrics.setPending(pendingServices.size, pendingSlices.size);
       } else if (e.kind === 'Node' && e.object.metadata?.name === config.nodeName) {
         health.syncNode(e.type === 'delete' ? undefined : e.object);
+        // Families and "primary" NodePort addresses are fixed at start-up.
+        const ips = e.type === 'delete' ? [] : nodeAddresses(e.object);
+        if (ips.join(',') !== loaded.nodeIPs.join(',') && !warnedNodeIPs) {
+          warnedNodeIPs = true;
+          log.warn({ was: loaded.nodeIPs, now: ips }, 'this node\'s addresses changed; restart kproxy to use them for IP families and --nodeport-addresses primary');
+        }
       }
       runner.request();
     };

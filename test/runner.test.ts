@@ -287,3 +287,26 @@ test('stop cancels the schedule', async (t) => {
   t.is(rel().length, 1);
   t.is(backend.driftChecks, 0);
 });
+
+test('a drift check that fails counts as drift', async (t) => {
+  const { runner, clock, backend, rel } = setup({ syncPeriodMs: 30_000 });
+  backend.drifted = async () => { throw new Error('nft: cannot list'); };
+  await runner.start();
+  await clock.advance(30_000);
+  t.deepEqual(rel()[1], { at: 30_000, full: true });
+  await runner.stop();
+});
+
+test('a failed sync keeps its changes pending for health', async (t) => {
+  const failed: (number | undefined)[] = [];
+  const { runner, clock, backend } = setup({ minSyncPeriodMs: 0, retryInitialMs: 1000 }, [
+    { onSyncFailed: (r) => failed.push(r.pendingSince === undefined ? undefined : r.pendingSince - 1_000_000) },
+  ]);
+  await runner.start();
+  await clock.advance(100);
+  backend.failNext = 1;
+  runner.request();
+  await clock.advance(0);
+  t.deepEqual(failed, [100], 'the change queued at t=100 is still pending after the failure');
+  await runner.stop();
+});

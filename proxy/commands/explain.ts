@@ -79,9 +79,10 @@ export function ruleLinesFor(rendered: string, sp: ServicePortState): string[] {
   const ips = [sp.clusterIP, ...sp.externalIPs, ...sp.loadBalancerIPs];
   const needles = [`${sp.namespace}/${sp.serviceName}:${sp.portName}`, `${sp.namespace}/${sp.serviceName}/`];
   if (!sp.portName) needles.push(`"${sp.namespace}/${sp.serviceName} `, `"${sp.namespace}/${sp.serviceName}"`);
+  const ipRes = ips.map((ip) => new RegExp(`(^|[^0-9a-fA-F.:])${ip.replace(/[.]/g, '\\.')}([^0-9a-fA-F.:]|$)`));
+  const portRe = new RegExp(`\\b${sp.port}\\b`);
   const mentions = (l: string): boolean =>
-    needles.some((n) => l.includes(n)) ||
-    ips.some((ip) => new RegExp(`(^|[^0-9a-fA-F.:])${ip.replace(/[.]/g, '\\.')}([^0-9a-fA-F.:]|$)`).test(l) && new RegExp(`\\b${sp.port}\\b`).test(l));
+    needles.some((n) => l.includes(n)) || (ipRes.some((re) => re.test(l)) && portRe.test(l));
   const picked = new Set<number>();
   lines.forEach((l, i) => { if (mentions(l)) picked.add(i); });
   // Per-Service chain names carry a hash (e.g. KUBE-SVC-<16 chars>); follow them one step.
