@@ -2,6 +2,7 @@
 // zone has its own capacity. Expired entries stay for the zone's serve-stale
 // window; eviction takes the oldest insertion of the zone that is full.
 import { remaining, type StoredAnswer } from './answer.ts';
+import type { Slot } from './metrics.ts';
 
 export interface ZoneCachePolicy {
   readonly capacity: number;
@@ -21,6 +22,9 @@ export interface CacheEntry {
   readonly question: Buffer;
   hits: number;
   prefetching: boolean;
+  /** Metric series of the last client origin that hit this entry. */
+  slot: Slot | undefined;
+  slotOrigin: object | undefined;
 }
 
 /** Per-zone bookkeeping: insertion order for eviction, counts by kind. */
@@ -101,13 +105,14 @@ export class AnswerCache {
       this.count(old, -1);
       old.answer = answer;
       old.prefetching = false;
+      old.slot = undefined;
       this.count(old, 1);
       // Popularity is counted per lifetime: a name must earn its next prefetch.
       old.hits = 0;
       return;
     }
     while (zone.keys.size >= zone.policy.capacity) this.evictOne(zone);
-    const e: CacheEntry = { answer, key, zone, question, hits: 0, prefetching: false };
+    const e: CacheEntry = { answer, key, zone, question, hits: 0, prefetching: false, slot: undefined, slotOrigin: undefined };
     this.entries.set(key, e);
     zone.keys.add(key);
     this.count(e, 1);

@@ -2,7 +2,8 @@
 // existing NodeLocal DNSCache dashboards keep working. A registry of its
 // own keeps dns-cache independent of the proxy's metrics. Label children
 // are looked up once per distinct label set and kept.
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
+import { FastCounter, FastHistogram, type CounterSeries, type HistogramSeries } from './fast-metrics.ts';
 
 const TYPE_NAMES: Record<number, string> = {
   1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV',
@@ -30,13 +31,28 @@ export interface CacheSizes {
   zones(): Iterable<{ readonly name: string; readonly success: number; readonly denial: number }>;
 }
 
+/** The series one kind of answered query touches, resolved once. */
+export interface Slot {
+  readonly req: CounterSeries;
+  readonly resp: CounterSeries;
+  readonly dur: HistogramSeries;
+  /** coredns_cache_hits_total series (for answers from the cache). */
+  readonly hit: CounterSeries;
+}
+
+export interface SlotOrigin {
+  readonly server: string;
+  readonly proto: string;
+  readonly family: string;
+}
+
 export class DnsMetrics {
   readonly registry = new Registry();
-  private readonly requests: Counter<string>;
-  private readonly responses: Counter<string>;
-  private readonly duration: Histogram<string>;
-  private readonly hits: Counter<string>;
-  private readonly misses: Counter<string>;
+  private readonly requests = new FastCounter('coredns_dns_requests_total', 'Counter of DNS requests made per zone, protocol and family.');
+  private readonly responses = new FastCounter('coredns_dns_responses_total', 'Counter of response status codes.');
+  readonly duration = new FastHistogram('coredns_dns_request_duration_seconds', 'Histogram of the time (in seconds) each request took.', DURATION_BUCKETS);
+  private readonly hits = new FastCounter('coredns_cache_hits_total', 'The count of cache hits.');
+  private readonly misses = new FastCounter('coredns_cache_misses_total', 'The count of cache misses.');
   private readonly prefetches: Counter<string>;
   private readonly stale: Counter<string>;
   private readonly fwdRequests: Counter<string>;
@@ -47,15 +63,15 @@ export class DnsMetrics {
   private readonly upstreamHealthy: Gauge<string>;
   private readonly malformed: Counter<string>;
   readonly reloadFailed: Counter<string>;
+  private readonly slots = new Map<string, Slot>();
+  private readonly missSeries = new Map<string, CounterSeries>();
   private readonly children = new Map<string, Inc | Obs>();
 
   constructor(sizes: CacheSizes, evictions: () => number) {
     const registers = [this.registry];
-    this.requests = new Counter({ name: 'coredns_dns_requests_total', help: 'Counter of DNS requests made per zone, protocol and family.', labelNames: ['server', 'zone', 'proto', 'family', 'type'], registers });
-    this.responses = new Counter({ name: 'coredns_dns_responses_total', help: 'Counter of response status codes.', labelNames: ['server', 'zone', 'rcode'], registers });
-    this.duration = new Histogram({ name: 'coredns_dns_request_duration_seconds', help: 'Histogram of the time (in seconds) each request took.', labelNames: ['server', 'zone', 'type'], buckets: DURATION_BUCKETS, registers });
-    this.hits = new Counter({ name: 'coredns_cache_hits_total', help: 'The count of cache hits.', labelNames: ['server', 'type', 'zones'], registers });
-    this.misses = new Counter({ name: 'coredns_cache_misses_total', help: 'The count of cache misses.', labelNames: ['server', 'zones'], registers });
+    for (const m of [this.requests, this.responses, this.duration, this.hits, this.misses]) {
+      this.registry.registerMetric(m as unknown as Metric);
+    }
     this.prefetches = new Counter({ name: 'coredns_cache_prefetch_total', help: 'The number of times the cache has prefetched a cached item.', labelNames: ['server', 'zones'], registers });
     this.stale = new Counter({ name: 'coredns_cache_served_stale_total', help: 'The number of requests served from stale cache entries.', labelNames: ['server', 'zones'], registers });
     new Gauge({
@@ -91,29 +107,46 @@ export class DnsMetrics {
     return c;
   }
 
-  /** One answered client query. */
-  served(server: string, zone: string, proto: string, family: string, qtype: number, rcode: number, seconds: number): void {
-    const key = `${server}\0${zone}\0${proto}\0${family}\0${qtype}\0${rcode}`;
-    let set = this.children.get(key) as unknown as ServedSet | undefined;
-    if (set === undefined) {
+  /** The series for queries from `o` in `zone` of type `qtype` answered with `rcode`. */
+  slot(o: SlotOrigin, zone: string, qtype: number, rcode: number, kind: string): Slot {
+    const key = `${o.server}\0${o.proto}\0${zone}\0${qtype}\0${rcode}\0${kind}`;
+    let s = this.slots.get(key);
+    if (s === undefined) {
       const type = typeName(qtype);
-      set = {
-        req: this.requests.labels({ server, zone, proto, family, type }),
-        resp: this.responses.labels({ server, zone, rcode: rcodeName(rcode) }),
-        dur: this.duration.labels({ server, zone, type }),
+      s = {
+        req: this.requests.series_({ server: o.server, zone, proto: o.proto, family: o.family, type }),
+        resp: this.responses.series_({ server: o.server, zone, rcode: rcodeName(rcode) }),
+        dur: this.duration.series_({ server: o.server, zone, type }),
+        hit: this.hits.series_({ server: 'dns', type: kind === 'denial' ? 'denial' : 'success', zones: zone }),
       };
-      this.children.set(key, set as unknown as Inc);
+      this.slots.set(key, s);
     }
-    set.req.inc();
-    set.resp.inc();
-    set.dur.observe(seconds);
+    return s;
   }
 
-  hit(zone: string, kind: 'success' | 'denial' | 'other'): void {
-    this.child(`h\0${zone}\0${kind}`, () => this.hits.labels({ server: 'dns', type: kind === 'denial' ? 'denial' : 'success', zones: zone })).inc();
+  /** One answered client query (not from the cache). */
+  served(o: SlotOrigin, zone: string, qtype: number, rcode: number, seconds: number): void {
+    const s = this.slot(o, zone, qtype, rcode, 'other');
+    s.req.value++;
+    s.resp.value++;
+    this.duration.observe(s.dur, seconds);
   }
+
+  /** One query answered from the cache through a resolved slot. */
+  servedHit(s: Slot, seconds: number): void {
+    s.hit.value++;
+    s.req.value++;
+    s.resp.value++;
+    this.duration.observe(s.dur, seconds);
+  }
+
   miss(zone: string): void {
-    this.child(`m\0${zone}`, () => this.misses.labels({ server: 'dns', zones: zone })).inc();
+    let m = this.missSeries.get(zone);
+    if (m === undefined) {
+      m = this.misses.series_({ server: 'dns', zones: zone });
+      this.missSeries.set(zone, m);
+    }
+    m.value++;
   }
   prefetch(zone: string): void {
     this.prefetches.inc({ server: 'dns', zones: zone });
@@ -143,4 +176,3 @@ export class DnsMetrics {
   }
 }
 
-interface ServedSet { req: Inc; resp: Inc; dur: Obs }

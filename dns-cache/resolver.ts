@@ -121,15 +121,20 @@ export class Resolver {
     if (found.state === 'fresh') {
       const e = found.entry;
       reply(renderAnswer(e.answer, msg, q, limit, now));
-      this.metrics.hit(e.zone.name, e.answer.kind);
-      this.metrics.served(origin.server, e.zone.name, origin.proto, origin.family, q.qtype, e.answer.rcode, (performance.now() - started) / 1000);
+      let slot = e.slot;
+      if (slot === undefined || e.slotOrigin !== origin) {
+        slot = this.metrics.slot(origin, e.zone.name, q.qtype, e.answer.rcode, e.answer.kind);
+        e.slot = slot;
+        e.slotOrigin = origin;
+      }
+      this.metrics.servedHit(slot, (performance.now() - started) / 1000);
       if (found.prefetch) this.prefetch(e);
       return;
     }
     const zone = this.table.route(q.key, q.nameLen);
     if (zone === undefined) {
       reply(emptyAnswer(msg, q.id, q.flags, q.questionEnd, RCODE_REFUSED, q.hasEdns, false, q.dnssecOk));
-      this.metrics.served(origin.server, 'none', origin.proto, origin.family, q.qtype, RCODE_REFUSED, (performance.now() - started) / 1000);
+      this.metrics.served(origin, 'none', q.qtype, RCODE_REFUSED, (performance.now() - started) / 1000);
       return;
     }
     this.metrics.miss(zone.name);
@@ -198,7 +203,7 @@ export class Resolver {
         ? renderAnswer(answer, w.msg, w.q, w.origin.proto === 'tcp' ? TCP_LIMIT : w.q.udpSize, now)
         : emptyAnswer(w.msg, w.q.id, w.q.flags, w.q.questionEnd, RCODE_SERVFAIL, w.q.hasEdns, false, w.q.dnssecOk);
       w.reply(out);
-      this.metrics.served(w.origin.server, zone.name, w.origin.proto, w.origin.family, w.q.qtype, answer ? answer.rcode : RCODE_SERVFAIL, (performance.now() - w.started) / 1000);
+      this.metrics.served(w.origin, zone.name, w.q.qtype, answer ? answer.rcode : RCODE_SERVFAIL, (performance.now() - w.started) / 1000);
     }
   }
 
@@ -208,7 +213,7 @@ export class Resolver {
     const ttl = fresh ? -1 : e.zone.policy.serveStale > 0 ? this.staleTtl(e) : -1;
     w.reply(renderAnswer(e.answer, w.msg, w.q, w.origin.proto === 'tcp' ? TCP_LIMIT : w.q.udpSize, now, ttl));
     if (!fresh) this.metrics.servedStale(e.zone.name);
-    this.metrics.served(w.origin.server, e.zone.name, w.origin.proto, w.origin.family, w.q.qtype, e.answer.rcode, (performance.now() - w.started) / 1000);
+    this.metrics.served(w.origin, e.zone.name, w.q.qtype, e.answer.rcode, (performance.now() - w.started) / 1000);
   }
 
   private staleTtl(e: CacheEntry): number {

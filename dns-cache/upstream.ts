@@ -145,12 +145,16 @@ export class Upstream {
 
   /** Counts a failed exchange; at max_fails the upstream goes down and is health-checked. */
   failed(): void {
+    this.countFailure();
+    this.startHealthChecks();
+  }
+
+  private countFailure(): void {
     this.fails++;
     if (this.maxFails > 0 && this.fails === this.maxFails) {
       this.log.warn({ upstream: this.label, fails: this.fails }, 'upstream down after max_fails failures; health-checking it');
       this.hooks.onStateChange(this.label, false);
     }
-    this.startHealthChecks();
   }
 
   private startHealthChecks(): void {
@@ -163,15 +167,15 @@ export class Upstream {
         this.succeeded();
       } catch {
         this.hooks.onHealthcheckFailure(this.label);
-        this.fails++;
+        this.countFailure();
       }
       if (this.fails === 0 || this.closed) {
         this.healthTimer = undefined;
         return;
       }
-      this.healthTimer = setTimeout(() => void check(), this.healthCheckMs);
+      this.healthTimer = setTimeout(() => void check(), this.healthCheckMs).unref();
     };
-    this.healthTimer = setTimeout(() => void check(), this.healthCheckMs);
+    this.healthTimer = setTimeout(() => void check(), this.healthCheckMs).unref();
   }
 
   private socket(): dgram.Socket {

@@ -1,7 +1,7 @@
 // The cache with real DNS traffic: two authoritative servers stand in for
 // cluster A's and cluster B's kube-dns; queries go over real UDP and TCP.
 import test from 'ava';
-import { TestDnsServer, startTestCache, rawUdp, buildQuery, type TestCache } from './helpers/dns-server.ts';
+import { TestDnsServer, startTestCache, rawUdp, buildQuery, type Decoded, type TestCache } from './helpers/dns-server.ts';
 
 let a: TestDnsServer;
 let b: TestDnsServer;
@@ -42,7 +42,7 @@ test.after.always(async () => {
   await b?.stop();
 });
 
-function addr(p: { answers?: Array<{ data?: unknown }> }): unknown[] {
+function addr(p: Decoded): unknown[] {
   return (p.answers ?? []).map((x) => x.data);
 }
 

@@ -239,9 +239,27 @@ export function rawTcp(host: string, port: number, msg: Buffer, timeoutMs = 2000
   });
 }
 
+/** What dns-packet decodes, typed loosely enough for assertions. */
+export interface DecodedRecord {
+  readonly name: string;
+  readonly type: string;
+  readonly ttl?: number;
+  readonly data?: unknown;
+}
+export interface Decoded {
+  readonly id?: number;
+  readonly rcode?: string;
+  readonly flag_tc?: boolean;
+  readonly flags?: number;
+  readonly questions?: ReadonlyArray<{ readonly name: string; readonly type: string }>;
+  readonly answers?: readonly DecodedRecord[];
+  readonly authorities?: readonly DecodedRecord[];
+  readonly additionals?: readonly DecodedRecord[];
+}
+
 export interface Answered {
   readonly raw: Buffer;
-  readonly packet: dnsPacket.Packet & { rcode?: string; flag_tc?: boolean };
+  readonly packet: Decoded;
   readonly ms: number;
 }
 
@@ -251,7 +269,7 @@ export async function ask(host: string, port: number, name: string, type: string
   const q = buildQuery(name, type, opts);
   const raw = opts.tcp ? await rawTcp(host, port, q, opts.timeoutMs) : await rawUdp(host, port, q, opts.timeoutMs);
   if (!raw) throw new Error(`no answer for ${name} ${type} from ${host}:${port} within ${opts.timeoutMs ?? 2000} ms`);
-  return { raw, packet: dnsPacket.decode(raw) as Answered['packet'], ms: performance.now() - started };
+  return { raw, packet: dnsPacket.decode(raw) as unknown as Decoded, ms: performance.now() - started };
 }
 
 // ---- The cache under test, in this process, on 127.0.0.1 ephemeral ports.
