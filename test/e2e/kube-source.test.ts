@@ -2,7 +2,7 @@
 // programs rules from the API, keeps them (and traffic) while the API server
 // is unreachable, and applies a change made after it comes back.
 import test from 'ava';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ProxyMode } from '../../modes/backend.ts';
@@ -38,13 +38,9 @@ for (const mode of ['iptables', 'nftables'] as const satisfies readonly ProxyMod
     const dir = await mkdtemp(join(tmpdir(), 'kproxy-kube-e2e-'));
     t.teardown(() => rm(dir, { recursive: true, force: true }));
     const kubeconfig = join(dir, 'kubeconfig');
-    await writeFile(kubeconfig, [
-      'apiVersion: v1', 'kind: Config',
-      'clusters:', '- name: test', '  cluster:', `    server: http://127.0.0.1:${apiPortInNode}`,
-      'users:', '- name: test', '  user: {}',
-      'contexts:', '- name: test', '  context: {cluster: test, user: test}',
-      'current-context: test', '',
-    ].join('\n'));
+    // The test server's own kubeconfig, pointed at the relay inside the node namespace.
+    const hostConfig = await readFile(api.kubeconfigPath(), 'utf8');
+    await writeFile(kubeconfig, hostConfig.replace(api.url, `http://127.0.0.1:${apiPortInNode}`));
 
     const kproxy = await startKproxy({ sandbox, mode, kubeconfig });
     t.teardown(() => kproxy.stop('SIGKILL').then(() => undefined));
