@@ -181,3 +181,11 @@ test('pause refuses connections or answers 503; resume serves again on the same 
   await api.resume();
   t.deepEqual(api.requests.map((r) => [r.path, r.status]), [['/api/v1/services', 200], ['/api/v1/services', 503]]);
 });
+
+test('bookmarkIntervalMs sends bookmarks on its own', async (t) => {
+  const api = await TestApiServer.start({ bookmarkIntervalMs: 50 });
+  t.teardown(() => api.close());
+  const { events } = await readEvents(`${api.url}/apis/discovery.k8s.io/v1/endpointslices?watch=true&resourceVersion=${api.resourceVersion}&allowWatchBookmarks=true`, 2);
+  t.deepEqual(events.map((e) => [e.type, e.object.kind, e.object.apiVersion]),
+    [['BOOKMARK', 'EndpointSlice', 'discovery.k8s.io/v1'], ['BOOKMARK', 'EndpointSlice', 'discovery.k8s.io/v1']]);
+});

@@ -20,8 +20,11 @@ export interface KubeSourceOptions {
 
 /**
  * Defaults for a node agent: pages of 500 (a 10,000-Service cluster lists in
- * 20 requests), 60 s per page, a watch stream silent for 90 s is reopened,
- * server-side watch length 5-10 min, retries from 0.5 s doubling to 30 s.
+ * 20 requests), 60 s per page; a watch stream silent for 90 s is reopened
+ * (the API server's watch cache sends a bookmark about once a minute, so
+ * silence beyond that means a dead connection; the same limit bounds
+ * opening a stream); server-side watch length 5-10 min; retries from 0.5 s
+ * doubling to 30 s.
  */
 export const defaultTuning: ReflectorTuning = {
   pageSize: 500,
