@@ -54,6 +54,24 @@ test('plain http without insecure-skip-tls-verify is rejected up front, with the
   t.notThrows(() => new KubeSource({ kubeconfig: good, nodeName: 'n' }, silentLogger()));
 });
 
+test('with no kubeconfig anywhere and outside a cluster, the error says where one can come from', (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'kproxy-home-'));
+  const saved = { HOME: process.env.HOME, KUBECONFIG: process.env.KUBECONFIG, KUBERNETES_SERVICE_HOST: process.env.KUBERNETES_SERVICE_HOST };
+  process.env.HOME = home;
+  delete process.env.KUBECONFIG;
+  delete process.env.KUBERNETES_SERVICE_HOST;
+  try {
+    const err = t.throws(() => new KubeSource({ nodeName: 'n' }, silentLogger()), { instanceOf: KproxyError });
+    t.regex(err?.message ?? '', /no kubeconfig found: pass --kubeconfig/);
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
 test('a node name is required', (t) => {
   const path = kubeconfig(t, plainHttp(true));
   t.throws(() => new KubeSource({ kubeconfig: path, nodeName: '' }, silentLogger()), { message: /nodeName/ });

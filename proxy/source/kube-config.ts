@@ -19,6 +19,11 @@ export function loadKubeConfig(path?: string): KubeConfig {
     const from = path ? `kubeconfig ${path}` : 'the default kubeconfig';
     throw new KproxyError('KPROXY_BAD_CONFIG', `${from} names no current cluster with a server address`);
   }
+  // With nothing configured the library falls back to http://localhost:8080.
+  if (!path && cluster.name === 'cluster' && cluster.server === 'http://localhost:8080') {
+    throw new KproxyError('KPROXY_BAD_CONFIG',
+      'no kubeconfig found: pass --kubeconfig, set KUBECONFIG, provide ~/.kube/config, or run in a cluster');
+  }
   // The client library refuses plain http otherwise, on every request; say so once, up front.
   if (cluster.server.startsWith('http:') && !cluster.skipTLSVerify) {
     throw new KproxyError('KPROXY_BAD_CONFIG',
