@@ -222,6 +222,7 @@ test('503 from the API server with compaction meanwhile: no deletions, one log p
     t.true(delays[0] <= 100, `first retry after at most 100 ms (${delays})`);
     t.true(delays.every((d) => d <= 800), `retries capped at 800 ms (${delays})`);
     t.true(Math.max(...delays) > 400, `delays grow (${delays})`);
+    t.true(warnings.slice(1).every((w) => /HTTP 503/.test(w.err ?? '')), 'the log line names the answer');
   }
   t.true(r.logs.some((l) => l.level === 30 && l.resource === 'Service' && /recovered/.test(l.msg)));
 });
@@ -249,7 +250,7 @@ test('stop() before the first list rejects start() and opens no more requests', 
   await eventually('a list attempt per resource', () => new Set(r.api.requests.map((q) => q.path)).size === 3);
   await r.source.stop();
   await t.throwsAsync(started, { message: /stopped before the initial list/ });
-  await sleep(100); // a request already on the wire may still land
+  await sleep(300); // a request already on the wire may still land
   const count = r.api.requests.length;
   t.true(count >= 3, `it tried (${count} requests)`);
   await sleep(1000);

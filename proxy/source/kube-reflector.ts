@@ -147,9 +147,11 @@ export class Reflector<T extends KubernetesObject> {
   }
 }
 
+/** One line for the log: the message, the HTTP status or the socket error code underneath. */
 function describe(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
-  const cause = (err as Error & { cause?: unknown }).cause;
+  const { cause, statusCode } = err as Error & { cause?: unknown; statusCode?: number };
+  const message = statusCode && !err.message.includes(`HTTP ${statusCode}`) ? `HTTP ${statusCode} ${err.message}` : err.message;
   const code = (cause as { code?: string } | undefined)?.code;
-  return cause instanceof Error ? `${err.message}: ${cause.message}${code ? ` (${code})` : ''}` : err.message;
+  return cause instanceof Error ? `${message}: ${cause.message}${code ? ` (${code})` : ''}` : message;
 }
