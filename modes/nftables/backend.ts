@@ -30,7 +30,7 @@ export class NftablesBackend implements Backend {
   /** The transaction of a full sync from an unknown kernel (what `dump` shows). */
   render(state: NodeState): string {
     const tx = new Transaction();
-    for (const f of this.families) for (const c of TableRecord.of(state, f, this.opts).fullCommands(undefined)) tx.add(c);
+    for (const f of this.families) addAll(tx, TableRecord.full(state, f, this.opts, undefined).commands);
     if (tx.error) throw tx.error;
     return tx.toString();
   }
@@ -44,9 +44,9 @@ export class NftablesBackend implements Backend {
       if (full) {
         next = new Map();
         for (const f of this.families) {
-          const r = TableRecord.of(state, f, this.opts);
-          addAll(tx, r.fullCommands(this.records?.get(f.family)));
-          next.set(f.family, r);
+          const { record, commands } = TableRecord.full(state, f, this.opts, this.records?.get(f.family));
+          addAll(tx, commands);
+          next.set(f.family, record);
         }
       } else {
         next = this.records!;

@@ -53,6 +53,8 @@ export class NftSyntaxError extends Error {
 // nft's identifier rule (scanner.l): a letter, then letters, digits, / \ _ . -
 const namePattern = /^[A-Za-z][A-Za-z0-9/_.-]{0,255}$/;
 const forbiddenInText = /[\n;#]/;
+const badKey = /[{},\n;#]|^\s*$/;
+const badValue = /[{},\n;#]|^\s*$| : /;
 
 function checkName(what: string, name: string): void {
   if (!namePattern.test(name)) throw new NftSyntaxError(`invalid ${what} name ${JSON.stringify(name)}`);
@@ -106,10 +108,8 @@ export function validate(cmd: Command): void {
       checkName('set', cmd.set);
       if (cmd.elements.length === 0) throw new NftSyntaxError(`${cmd.verb} element ${cmd.set}: no elements`);
       for (const e of cmd.elements) {
-        if (/[{},\n;#]/.test(e.key) || e.key.trim() === '') throw new NftSyntaxError(`invalid element key ${JSON.stringify(e.key)}`);
-        if (e.value !== undefined && (/[{},\n;#]/.test(e.value) || e.value.includes(' : ') || e.value.trim() === '')) {
-          throw new NftSyntaxError(`invalid element value ${JSON.stringify(e.value)}`);
-        }
+        if (badKey.test(e.key)) throw new NftSyntaxError(`invalid element key ${JSON.stringify(e.key)}`);
+        if (e.value !== undefined && badValue.test(e.value)) throw new NftSyntaxError(`invalid element value ${JSON.stringify(e.value)}`);
         if (cmd.verb === 'delete' && e.value !== undefined) throw new NftSyntaxError('delete element takes keys only');
       }
       return;
@@ -159,6 +159,10 @@ export function renderElement(e: Element): string {
 /** The command as one line of an nft batch (validated first). */
 export function render(cmd: Command): string {
   validate(cmd);
+  return renderValid(cmd);
+}
+
+function renderValid(cmd: Command): string {
   const where = `${cmd.family} ${cmd.table}`;
   switch (cmd.object) {
     case 'table':
@@ -317,6 +321,7 @@ export class Transaction {
   /** The exact batch. */
   toString(): string {
     if (this.commands.length === 0) return '';
-    return this.commands.map(render).join('\n') + '\n';
+    // Commands were validated when added.
+    return this.commands.map(renderValid).join('\n') + '\n';
   }
 }

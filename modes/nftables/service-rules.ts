@@ -76,6 +76,11 @@ export function isPlain(s: ServicePortState): boolean {
     !(s.loadBalancerSourceRanges.length > 0 && s.loadBalancerIPs.length > 0) && s.clusterEndpoints.length > 0;
 }
 
+/** Whether `s` owns chains or sets of its own (cheap, without building them). */
+export function ownsObjects(s: ServicePortState): boolean {
+  return s.hasEndpoints && !isPlain(s);
+}
+
 /** Everything `s` puts into the table of family `f`. */
 export function contribution(s: ServicePortState, f: FamilySyntax, opts: ModeOptions): Contribution {
   const p = s.protocol.toLowerCase() as L4;
@@ -93,7 +98,10 @@ export function contribution(s: ServicePortState, f: FamilySyntax, opts: ModeOpt
     return { chains: [], sets: [], elements, shared: [] };
   }
 
-  const hairpin = sortEndpoints(s.allReachableEndpoints).map((e) => ({ set: maps.hairpin, key: `${canonicalIP(e.ip)} . ${canonicalIP(e.ip)}` }));
+  // Only a pod on this node can reach itself through this node's rules, so
+  // only local endpoints need the hairpin masquerade.
+  const hairpin = sortEndpoints(s.allReachableEndpoints.filter((e) => e.isLocal))
+    .map((e) => ({ set: maps.hairpin, key: `${canonicalIP(e.ip)} . ${canonicalIP(e.ip)}` }));
 
   if (isPlain(s)) {
     const eps = sortEndpoints(s.clusterEndpoints);

@@ -2,13 +2,19 @@
 // move the kernel from that record to a new NodeState: everything on a full
 // sync, only the changed elements and chains on an incremental one. The
 // kernel is never listed back to compute a change.
+//
+// The record keeps the applied ServicePortState per key plus, per element
+// key, which service holds it (a string reference, no object per element);
+// a service's elements and chains are recomputed from its state when it
+// changes. That keeps a 10,000-Service record small and cheap to build.
 import type { NodeState, ServicePortState } from '../../proxy/model.ts';
 import type { ModeOptions } from '../backend.ts';
-import type { Command } from './objects.ts';
+import type { Command, Element } from './objects.ts';
 import { spreadChain, staticChains, staticSets, tableName, type ChainDef, type FamilySyntax, type SetDef } from './layout.ts';
-import { contribution, type Contribution, type ElementRef } from './service-rules.ts';
+import { contribution, ownsObjects, type Contribution, type ElementRef } from './service-rules.ts';
 
-type Owners = Map<string, string | undefined>;
+/** Elements per `add element` line of a full sync: nft parses big lists much faster than one line each. */
+const elementsPerLine = 1000;
 
 function sameRules(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((r, i) => r === b[i]);
@@ -18,13 +24,19 @@ function sameSpec(a: SetDef, b: SetDef): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
+const sep = '\u0000';
+const noContribution: Contribution = { chains: [], sets: [], elements: [], shared: [] };
+
 export class TableRecord {
   readonly f: FamilySyntax;
   private readonly opts: ModeOptions;
-  private readonly contribs = new Map<string, Contribution>();
-  /** set → key → owner (service key) → value. The smallest owner wins a contested key. */
-  private readonly owners = new Map<string, Map<string, Owners>>();
-  private readonly sharedUsers = new Map<string, Set<string>>();
+  /** The state each service port was last applied with. */
+  private readonly states = new Map<string, ServicePortState>();
+  /** set → element key → the service holding it (the smallest claimant). */
+  private readonly holders = new Map<string, Map<string, string>>();
+  /** "set\0key" → other services that claim the same key (shared hairpin IPs, conflicting input). */
+  private readonly contenders = new Map<string, Set<string>>();
+  private readonly sharedUsers = new Map<string, number>();
   private ownedRules = 0;
 
   constructor(f: FamilySyntax, opts: ModeOptions) {
@@ -32,12 +44,12 @@ export class TableRecord {
     this.opts = opts;
   }
 
-  static of(state: NodeState, f: FamilySyntax, opts: ModeOptions): TableRecord {
-    const r = new TableRecord(f, opts);
-    for (const s of state.services.values()) {
-      if (s.family === f.family) r.put(s.key, contribution(s, f, opts));
-    }
-    return r;
+  private where() {
+    return { family: this.f.nft, table: tableName } as const;
+  }
+
+  private contributionOf(s: ServicePortState | undefined): Contribution {
+    return s && s.family === this.f.family ? contribution(s, this.f, this.opts) : noContribution;
   }
 
   /** Rules plus elements kproxy holds in this table. */
@@ -45,114 +57,133 @@ export class TableRecord {
     let n = this.ownedRules;
     for (const c of staticChains(this.f, this.opts)) n += c.rules.length;
     for (const name of this.sharedUsers.keys()) n += spreadChain(this.f, this.opts, name).rules.length;
-    for (const keys of this.owners.values()) n += keys.size;
+    for (const keys of this.holders.values()) n += keys.size;
     return n;
   }
 
-  private where() {
-    return { family: this.f.nft, table: tableName } as const;
-  }
-
-  private effective(set: string, key: string): { value: string | undefined } | undefined {
-    const o = this.owners.get(set)?.get(key);
-    if (!o || o.size === 0) return undefined;
-    let best: string | undefined;
-    for (const owner of o.keys()) if (best === undefined || owner < best) best = owner;
-    return { value: o.get(best!) };
-  }
-
-  private put(owner: string, c: Contribution): void {
-    this.contribs.set(owner, c);
+  /** Records `c` for `owner`; returns the elements `owner` now holds. */
+  private claim(owner: string, c: Contribution): ElementRef[] {
+    const held: ElementRef[] = [];
     for (const e of c.elements) {
-      let keys = this.owners.get(e.set);
-      if (!keys) this.owners.set(e.set, (keys = new Map()));
-      let o = keys.get(e.key);
-      if (!o) keys.set(e.key, (o = new Map()));
-      o.set(owner, e.value);
+      let keys = this.holders.get(e.set);
+      if (!keys) this.holders.set(e.set, (keys = new Map()));
+      const h = keys.get(e.key);
+      if (h === undefined) {
+        keys.set(e.key, owner);
+        held.push(e);
+      } else if (h !== owner) {
+        const id = e.set + sep + e.key;
+        let others = this.contenders.get(id);
+        if (!others) this.contenders.set(id, (others = new Set()));
+        if (owner < h) {
+          others.add(h);
+          keys.set(e.key, owner);
+        } else {
+          others.add(owner);
+        }
+      }
     }
-    for (const name of c.shared) {
-      let u = this.sharedUsers.get(name);
-      if (!u) this.sharedUsers.set(name, (u = new Set()));
-      u.add(owner);
-    }
+    for (const name of c.shared) this.sharedUsers.set(name, (this.sharedUsers.get(name) ?? 0) + 1);
     for (const ch of c.chains) this.ownedRules += ch.rules.length;
+    return held;
   }
 
-  private drop(owner: string): void {
-    const c = this.contribs.get(owner);
-    if (!c) return;
-    this.contribs.delete(owner);
+  private release(owner: string, c: Contribution): void {
     for (const e of c.elements) {
-      const keys = this.owners.get(e.set);
-      const o = keys?.get(e.key);
-      o?.delete(owner);
-      if (o && o.size === 0) keys!.delete(e.key);
+      const keys = this.holders.get(e.set);
+      const h = keys?.get(e.key);
+      const id = e.set + sep + e.key;
+      const others = this.contenders.get(id);
+      if (h === owner) {
+        let next: string | undefined;
+        for (const o of others ?? []) if (next === undefined || o < next) next = o;
+        if (next === undefined) {
+          keys!.delete(e.key);
+        } else {
+          keys!.set(e.key, next);
+          others!.delete(next);
+        }
+      } else {
+        others?.delete(owner);
+      }
+      if (others && others.size === 0) this.contenders.delete(id);
     }
     for (const name of c.shared) {
-      const u = this.sharedUsers.get(name);
-      u?.delete(owner);
-      if (u && u.size === 0) this.sharedUsers.delete(name);
+      const n = (this.sharedUsers.get(name) ?? 0) - 1;
+      if (n > 0) this.sharedUsers.set(name, n);
+      else this.sharedUsers.delete(name);
     }
     for (const ch of c.chains) this.ownedRules -= ch.rules.length;
   }
 
-  private allChains(): ChainDef[] {
-    const shared = [...this.sharedUsers.keys()].sort(bySpread).map((n) => spreadChain(this.f, this.opts, n));
-    const owned = [...this.contribs.keys()].sort().flatMap((k) => this.contribs.get(k)!.chains);
-    return [...shared, ...owned, ...staticChains(this.f, this.opts)];
-  }
-
-  private allSets(): SetDef[] {
-    return [...staticSets(this.f), ...[...this.contribs.keys()].sort().flatMap((k) => this.contribs.get(k)!.sets)];
-  }
-
-  /** Elements grouped by service port (sorted), so a dump reads Service by Service. */
-  private allElements(): ElementRef[] {
-    const out: ElementRef[] = [];
-    const seen = new Set<string>();
-    for (const owner of [...this.contribs.keys()].sort()) {
-      for (const e of this.contribs.get(owner)!.elements) {
-        const id = `${e.set}\u0000${e.key}`;
-        if (seen.has(id)) continue;
-        seen.add(id);
-        // Owners are visited smallest first, so this one holds the key.
-        out.push(e.value === undefined ? { set: e.set, key: e.key } : { set: e.set, key: e.key, value: e.value });
+  /** A fresh record of `state`, with the elements of a full sync grouped per set. */
+  static of(state: NodeState, f: FamilySyntax, opts: ModeOptions): { record: TableRecord; elements: Map<string, Element[]>; owned: Contribution[] } {
+    const r = new TableRecord(f, opts);
+    const elements = new Map<string, Element[]>(staticSets(f).map((s) => [s.name, []]));
+    const owned: Contribution[] = [];
+    // Smallest key first, so the first claimant of a key is its holder.
+    const keys = [...state.services.keys()].sort();
+    for (const key of keys) {
+      const s = state.services.get(key)!;
+      if (s.family !== f.family) continue;
+      r.states.set(key, s);
+      const c = contribution(s, f, opts);
+      if (c.chains.length || c.sets.length) owned.push(c);
+      for (const e of r.claim(key, c)) {
+        let list = elements.get(e.set);
+        if (!list) elements.set(e.set, (list = []));
+        list.push(e.value === undefined ? { key: e.key } : { key: e.key, value: e.value });
       }
     }
-    return out;
+    return { record: r, elements, owned };
+  }
+
+  private ownedObjects(): { chains: string[]; sets: SetDef[] } {
+    const chains: string[] = [...this.sharedUsers.keys()];
+    const sets: SetDef[] = [];
+    for (const s of this.states.values()) {
+      if (!ownsObjects(s)) continue;
+      const c = this.contributionOf(s);
+      chains.push(...c.chains.map((ch) => ch.name));
+      sets.push(...c.sets);
+    }
+    return { chains, sets };
   }
 
   /**
-   * The commands of a full sync. Without `previous` (start-up, or after a
-   * failure left the kernel unknown) the table is deleted and rebuilt in the
-   * same transaction; with it, rules are flushed and re-added, maps refilled,
-   * dynamic affinity sets kept, and objects the previous record had but this
-   * one lacks are deleted.
+   * The commands of a full sync of `state`, and the new record. Without
+   * `previous` (start-up, or after a failure left the kernel unknown) the
+   * table is deleted and rebuilt in the same transaction; with it, rules are
+   * flushed and re-added, maps refilled, dynamic affinity sets kept, and
+   * objects the previous record had but this one lacks are deleted.
    */
-  fullCommands(previous: TableRecord | undefined): Command[] {
-    const w = this.where();
+  static full(state: NodeState, f: FamilySyntax, opts: ModeOptions, previous: TableRecord | undefined): { record: TableRecord; commands: Command[] } {
+    const { record, elements, owned } = TableRecord.of(state, f, opts);
+    const w = record.where();
     const cmds: Command[] = [{ verb: 'add', object: 'table', ...w }];
-    if (previous) {
-      cmds.push({ verb: 'flush', object: 'table', ...w });
-    } else {
-      cmds.push({ verb: 'delete', object: 'table', ...w }, { verb: 'add', object: 'table', ...w });
-    }
-    const sets = this.allSets();
+    if (previous) cmds.push({ verb: 'flush', object: 'table', ...w });
+    else cmds.push({ verb: 'delete', object: 'table', ...w }, { verb: 'add', object: 'table', ...w });
+
+    const sets = [...staticSets(f), ...owned.flatMap((c) => c.sets)];
     for (const s of sets) {
       cmds.push({ verb: 'add', object: s.kind, ...w, name: s.name, spec: s.spec });
       if (previous && !s.spec.flags?.includes('dynamic')) cmds.push({ verb: 'flush', object: s.kind, ...w, name: s.name });
     }
-    const chainDefs = this.allChains();
+    const shared = [...record.sharedUsers.keys()].sort(naturalCompare).map((n) => spreadChain(f, opts, n));
+    const chainDefs: ChainDef[] = [...shared, ...owned.flatMap((c) => c.chains), ...staticChains(f, opts)];
     for (const c of chainDefs) cmds.push(c.base ? { verb: 'add', object: 'chain', ...w, name: c.name, base: c.base } : { verb: 'add', object: 'chain', ...w, name: c.name });
     for (const c of chainDefs) for (const rule of c.rules) cmds.push({ verb: 'add', object: 'rule', ...w, chain: c.name, rule });
-    for (const e of this.allElements()) cmds.push(addElement(w, e));
-    if (previous) {
-      const want = new Set(chainDefs.map((c) => c.name));
-      for (const c of previous.allChains()) if (!want.has(c.name)) cmds.push({ verb: 'delete', object: 'chain', ...w, name: c.name });
-      const wantSets = new Set(sets.map((s) => s.name));
-      for (const s of previous.allSets()) if (!wantSets.has(s.name)) cmds.push({ verb: 'delete', object: s.kind, ...w, name: s.name });
+    for (const [set, list] of elements) {
+      for (let i = 0; i < list.length; i += elementsPerLine) cmds.push({ verb: 'add', object: 'element', ...w, set, elements: list.slice(i, i + elementsPerLine) });
     }
-    return cmds;
+    if (previous) {
+      const before = previous.ownedObjects();
+      const wantChains = new Set(chainDefs.map((c) => c.name));
+      for (const name of before.chains) if (!wantChains.has(name)) cmds.push({ verb: 'delete', object: 'chain', ...w, name });
+      const wantSets = new Set(sets.map((s) => s.name));
+      for (const s of before.sets) if (!wantSets.has(s.name)) cmds.push({ verb: 'delete', object: s.kind, ...w, name: s.name });
+    }
+    return { record, commands: cmds };
   }
 
   /**
@@ -161,47 +192,66 @@ export class TableRecord {
    */
   update(state: NodeState, keys: Iterable<string>): Command[] {
     const w = this.where();
-    const elemBefore = new Map<string, { set: string; key: string; before: { value: string | undefined } | undefined }>();
+    // Pass 1, before any change to the record: old and new contributions and
+    // the value every touched element key has now.
+    const changed: { key: string; prev: Contribution; next: Contribution; s: ServicePortState | undefined }[] = [];
+    const prevOf = new Map<string, Contribution>();
+    const valueNow = (set: string, key: string, own: Map<string, Contribution>, states: (k: string) => ServicePortState | undefined): { value: string | undefined } | undefined => {
+      const h = this.holders.get(set)?.get(key);
+      if (h === undefined) return undefined;
+      let c = own.get(h);
+      if (!c) own.set(h, (c = this.contributionOf(states(h))));
+      const e = c.elements.find((x) => x.set === set && x.key === key);
+      return e && { value: e.value };
+    };
+    for (const key of new Set(keys)) {
+      const old = this.states.get(key);
+      const s = state.services.get(key);
+      const next = s && s.family === this.f.family ? s : undefined;
+      if (!old && !next) continue;
+      const prev = this.contributionOf(old);
+      prevOf.set(key, prev);
+      changed.push({ key, prev, next: this.contributionOf(next), s: next });
+    }
+    const touched = new Map<string, { set: string; key: string; before: { value: string | undefined } | undefined }>();
+    for (const { prev, next } of changed) {
+      for (const e of [...prev.elements, ...next.elements]) {
+        const id = e.set + sep + e.key;
+        if (!touched.has(id)) touched.set(id, { set: e.set, key: e.key, before: valueNow(e.set, e.key, prevOf, (k) => this.states.get(k)) });
+      }
+    }
     const sharedBefore = new Map<string, boolean>();
+    for (const { prev, next } of changed) for (const n of [...prev.shared, ...next.shared]) if (!sharedBefore.has(n)) sharedBefore.set(n, this.sharedUsers.has(n));
+
+    // Pass 2: objects of the changed services, and the record itself.
     const flushChains: string[] = [];
     const delChains: string[] = [];
     const delSets: SetDef[] = [];
     const addChains: ChainDef[] = [];
     const ruleChains: ChainDef[] = [];
     const addSets: SetDef[] = [];
-
-    for (const key of keys) {
-      const s: ServicePortState | undefined = state.services.get(key);
-      const next = s && s.family === this.f.family ? contribution(s, this.f, this.opts) : undefined;
-      const prev = this.contribs.get(key);
-      if (!prev && !next) continue;
-      for (const e of [...(prev?.elements ?? []), ...(next?.elements ?? [])]) {
-        const id = `${e.set}\u0000${e.key}`;
-        if (!elemBefore.has(id)) elemBefore.set(id, { set: e.set, key: e.key, before: this.effective(e.set, e.key) });
-      }
-      for (const name of [...(prev?.shared ?? []), ...(next?.shared ?? [])]) {
-        if (!sharedBefore.has(name)) sharedBefore.set(name, this.sharedUsers.has(name));
-      }
-      const prevSets = new Map((prev?.sets ?? []).map((x) => [x.name, x]));
-      const nextSets = new Map((next?.sets ?? []).map((x) => [x.name, x]));
-      let setsRespecified = false;
+    for (const { key, prev, next, s } of changed) {
+      const prevSets = new Map(prev.sets.map((x) => [x.name, x]));
+      const nextSets = new Map(next.sets.map((x) => [x.name, x]));
+      let respecified = false;
       for (const [name, def] of prevSets) {
         const n = nextSets.get(name);
         if (!n || !sameSpec(def, n)) delSets.push(def);
-        if (n && !sameSpec(def, n)) setsRespecified = true;
+        if (n && !sameSpec(def, n)) respecified = true;
       }
       for (const [name, def] of nextSets) {
         const p = prevSets.get(name);
         if (!p || !sameSpec(def, p)) addSets.push(def);
       }
-      const prevChains = new Map((prev?.chains ?? []).map((c) => [c.name, c]));
-      const nextChains = new Map((next?.chains ?? []).map((c) => [c.name, c]));
+      const prevChains = new Map(prev.chains.map((c) => [c.name, c]));
+      const nextChains = new Map(next.chains.map((c) => [c.name, c]));
       for (const [name, c] of prevChains) {
         const n = nextChains.get(name);
         if (!n) {
           flushChains.push(name);
           delChains.push(name);
-        } else if (setsRespecified || !sameRules(c.rules, n.rules)) {
+        } else if (respecified || !sameRules(c.rules, n.rules)) {
+          // A set re-created with another spec must first lose every rule using it.
           flushChains.push(name);
           ruleChains.push(n);
         }
@@ -212,10 +262,11 @@ export class TableRecord {
           ruleChains.push(c);
         }
       }
-      this.drop(key);
-      if (next) this.put(key, next);
+      this.release(key, prev);
+      this.claim(key, next);
+      if (s) this.states.set(key, s);
+      else this.states.delete(key);
     }
-
     for (const [name, was] of sharedBefore) {
       const is = this.sharedUsers.has(name);
       if (was && !is) {
@@ -228,10 +279,11 @@ export class TableRecord {
       }
     }
 
+    const nextOf = new Map(changed.map((c) => [c.key, c.next]));
     const delElems: ElementRef[] = [];
     const addElems: ElementRef[] = [];
-    for (const { set, key, before } of elemBefore.values()) {
-      const after = this.effective(set, key);
+    for (const { set, key, before } of touched.values()) {
+      const after = valueNow(set, key, nextOf, (k) => this.states.get(k));
       if (before && after && before.value === after.value) continue;
       if (before) delElems.push({ set, key });
       if (after) addElems.push({ set, key, value: after.value });
@@ -247,21 +299,15 @@ export class TableRecord {
     for (const c of addChains) cmds.push({ verb: 'add', object: 'chain', ...w, name: c.name });
     for (const s of addSets) cmds.push({ verb: 'add', object: s.kind, ...w, name: s.name, spec: s.spec });
     for (const c of ruleChains) for (const rule of c.rules) cmds.push({ verb: 'add', object: 'rule', ...w, chain: c.name, rule });
-    for (const e of addElems) cmds.push(addElement(w, e));
+    for (const e of addElems) {
+      cmds.push({ verb: 'add', object: 'element', ...w, set: e.set, elements: [e.value === undefined ? { key: e.key } : { key: e.key, value: e.value }] });
+    }
     return cmds;
   }
 }
 
-function addElement(w: { family: FamilySyntax['nft']; table: string }, e: ElementRef): Command {
-  return { verb: 'add', object: 'element', ...w, set: e.set, elements: [e.value === undefined ? { key: e.key } : { key: e.key, value: e.value }] };
-}
-
-/** cluster-2 before cluster-10. */
-function bySpread(a: string, b: string): number {
-  return naturalCompare(a, b);
-}
-
 const collator = new Intl.Collator('en', { numeric: true });
+/** cluster-2 before cluster-10. */
 function naturalCompare(a: string, b: string): number {
   return collator.compare(a, b);
 }

@@ -1,0 +1,330 @@
+// Scale benchmark of the nftables mode against a kube-proxy-shaped peer.
+//
+//   node bench/nftables-scale.ts --services 10000 --endpoints 10 [--quick] [--datapath] [--no-peer] [--peer-timeout 900]
+//
+// kproxy, in a fresh network namespace: the first full sync (TypeScript
+// render vs nft time, batch lines and bytes), a periodic full sync on the
+// loaded table, 20 single-endpoint changes (render + nft, p50/p95, batch
+// size), RSS. The peer is kube-proxy's nftables layout (a chain per Service
+// and per endpoint, a verdict map to the Service chains), loaded by the same
+// nft in its own fresh namespace, plus one endpoint change on it.
+// --datapath: real TCP connections from the node namespace to the first and
+// the last Service (listeners in a backend namespace), compared by rate.
+// Needs root, nftables, iproute2.
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { NftablesBackend, nftTool } from '../modes/nftables/backend.ts';
+import { netnsExec, type Exec } from '../modes/exec.ts';
+import { silentLogger } from '../proxy/log.ts';
+import { fullChanges, serviceKey, type Endpoint, type NodeState, type ServicePortState } from '../proxy/model.ts';
+
+interface Args { services: number; endpoints: number; datapath: boolean; peer: boolean; peerTimeoutS: number; changes: number }
+
+function parseArgs(argv: string[]): Args {
+  const get = (flag: string): string | undefined => {
+    const i = argv.indexOf(flag);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const quick = argv.includes('--quick');
+  const services = Number(get('--services') ?? (quick ? 500 : 10000));
+  const endpoints = Number(get('--endpoints') ?? (quick ? 5 : 10));
+  if (!Number.isInteger(services) || services < 2 || !Number.isInteger(endpoints) || endpoints < 1 || endpoints > 250) {
+    throw new Error('--services takes an integer ≥ 2, --endpoints an integer in 1..250');
+  }
+  return { services, endpoints, datapath: argv.includes('--datapath'), peer: !argv.includes('--no-peer'), peerTimeoutS: Number(get('--peer-timeout') ?? 900), changes: 20 };
+}
+
+const ipv4 = (n: number): string => `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+const vip = (i: number): string => ipv4(((10 << 24) | (96 << 16)) + i + 1);
+/** Endpoints of the first and last Service are real addresses in the backend namespace; the others are never dialled. */
+function endpointIP(i: number, j: number, a: Args): string {
+  if (i === 0) return `10.250.1.${j + 1}`;
+  if (i === a.services - 1) return `10.250.2.${j + 1}`;
+  return ipv4(((10 << 24) | (128 << 16)) + i * a.endpoints + j);
+}
+
+const endpoint = (ip: string): Endpoint => ({ ip, port: 8080, isLocal: false, ready: true, serving: true, terminating: false });
+
+function service(i: number, eps: Endpoint[]): ServicePortState {
+  const name = `bench/svc${i}:http`;
+  return {
+    name, key: serviceKey(4, name, 'TCP'), namespace: 'bench', serviceName: `svc${i}`, portName: 'http', protocol: 'TCP', family: 4,
+    clusterIP: vip(i), port: 80, nodePort: 0, externalIPs: [], loadBalancerIPs: [], loadBalancerSourceRanges: [],
+    healthCheckNodePort: 0, affinityTimeoutSeconds: 0, externalPolicyLocal: false, internalPolicyLocal: false,
+    clusterEndpoints: eps, localEndpoints: [], allReachableEndpoints: eps, hasEndpoints: eps.length > 0,
+  };
+}
+
+const ip = '/usr/sbin/ip';
+const sh = (args: string[]): string => execFileSync(ip, args).toString();
+
+async function withNetns<T>(fn: (ns: string) => Promise<T>): Promise<T> {
+  const ns = `kpx-nftbench-${process.pid}-${randomBytes(3).toString('hex')}`;
+  sh(['netns', 'add', ns]);
+  try {
+    return await fn(ns);
+  } finally {
+    killAll(ns);
+    sh(['netns', 'del', ns]);
+  }
+}
+
+function killAll(ns: string): void {
+  for (const pid of sh(['netns', 'pids', ns]).split('\n').filter(Boolean)) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+}
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+}
+
+const fmt = (ms: number | undefined): string => (ms === undefined ? 'timeout' : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
+
+/** An Exec that remembers the size of the last batch it sent. */
+function measuringExec(inner: Exec): { exec: Exec; last: () => { lines: number; bytes: number } } {
+  let last = { lines: 0, bytes: 0 };
+  return {
+    exec: (tool, args, input) => {
+      if (input !== undefined) last = { lines: input.split('\n').length - 1, bytes: Buffer.byteLength(input) };
+      return inner(tool, args, input);
+    },
+    last: () => last,
+  };
+}
+
+interface KproxyResult {
+  fullRenderMs: number; fullNftMs: number; fullLines: number; fullBytes: number;
+  periodicMs: number; changeMs: number[]; changeLines: number; changeBytes: number; rssMB: number;
+}
+
+async function benchKproxy(a: Args, ns: string, services: Map<string, ServicePortState>): Promise<KproxyResult> {
+  const m = measuringExec(netnsExec(ns));
+  const backend = new NftablesBackend({ families: [4], clusterCIDRs: ['10.128.0.0/9'], masqueradeAll: false, nodePortAddresses: [], masqueradeBit: 14, exec: m.exec }, silentLogger());
+  let state: NodeState = { nodeName: 'bench', nodeIPs: ['10.250.0.1'], services };
+  const full = await backend.sync(state, fullChanges(state));
+  if (!full.ok) throw full.error;
+  const fullSize = m.last();
+  const t0 = performance.now();
+  const periodic = await backend.sync(state, fullChanges(state));
+  if (!periodic.ok) throw periodic.error;
+  const periodicMs = performance.now() - t0;
+
+  const changeMs: number[] = [];
+  let size = { lines: 0, bytes: 0 };
+  for (let k = 0; k < a.changes; k++) {
+    // Replace one endpoint of a Service in the middle (never the dialled ones).
+    const i = 1 + ((k * 7919) % (a.services - 2));
+    const old = state.services.get(serviceKey(4, `bench/svc${i}:http`, 'TCP'))!;
+    const eps = [...old.clusterEndpoints.slice(1), endpoint(ipv4(((10 << 24) | (127 << 16)) + k + 1))];
+    const next = new Map(state.services);
+    next.set(old.key, service(i, eps));
+    state = { ...state, services: next };
+    const t = performance.now();
+    const r = await backend.sync(state, { full: false, services: new Set([old.key]), staleUdpEndpoints: [], staleUdpServiceIPs: [] });
+    if (!r.ok) throw r.error;
+    changeMs.push(performance.now() - t);
+    size = m.last();
+  }
+  return {
+    fullRenderMs: full.renderMs, fullNftMs: full.applyMs, fullLines: fullSize.lines, fullBytes: fullSize.bytes,
+    periodicMs, changeMs, changeLines: size.lines, changeBytes: size.bytes, rssMB: process.memoryUsage().rss / 2 ** 20,
+  };
+}
+
+/** kube-proxy's nftables shape: a chain per Service (numgen vmap to endpoint chains) and per endpoint. */
+function peerBatch(a: Args): string {
+  const out: string[] = [
+    'add table ip peer',
+    'add chain ip peer mark-for-masquerade',
+    'add rule ip peer mark-for-masquerade meta mark set meta mark | 0x00004000',
+    'add map ip peer service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }',
+    'add chain ip peer services',
+    'add chain ip peer nat-output { type nat hook output priority -100 ; policy accept ; }',
+    'add rule ip peer nat-output jump services',
+    'add rule ip peer services ip daddr . meta l4proto . th dport vmap @service-ips',
+  ];
+  for (let i = 0; i < a.services; i++) {
+    const svc = `service-${i}`;
+    out.push(`add chain ip peer ${svc}`);
+    const targets: string[] = [];
+    for (let j = 0; j < a.endpoints; j++) {
+      const ep = `endpoint-${i}-${j}`;
+      const addr = endpointIP(i, j, a);
+      out.push(`add chain ip peer ${ep}`, `add rule ip peer ${ep} ip saddr ${addr} jump mark-for-masquerade`, `add rule ip peer ${ep} meta l4proto tcp dnat to ${addr}:8080`);
+      targets.push(`${j} : goto ${ep}`);
+    }
+    out.push(`add rule ip peer ${svc} ip daddr ${vip(i)} tcp dport 80 ip saddr != 10.128.0.0/9 jump mark-for-masquerade`);
+    out.push(`add rule ip peer ${svc} numgen random mod ${a.endpoints} vmap { ${targets.join(', ')} }`);
+    out.push(`add element ip peer service-ips { ${vip(i)} . tcp . 80 : goto ${svc} }`);
+  }
+  return out.join('\n') + '\n';
+}
+
+/** Runs nft -f - in `ns`, returning wall-clock ms, or undefined after the timeout. */
+function timedNft(ns: string, input: string, timeoutS: number): Promise<number | undefined> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn(ip, ['netns', 'exec', ns, nftTool, '-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutS * 1000);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      if (signal) resolve(undefined);
+      else if (code !== 0) reject(new Error(`nft failed: ${err.slice(0, 500)}`));
+      else resolve(performance.now() - t0);
+    });
+    child.stdin.end(input);
+  });
+}
+
+async function benchPeer(a: Args, ns: string): Promise<{ fullMs?: number; changeMs?: number; lines: number }> {
+  const batch = peerBatch(a);
+  const fullMs = await timedNft(ns, batch, a.peerTimeoutS);
+  if (fullMs === undefined) return { lines: batch.split('\n').length - 1 };
+  // One endpoint change as kube-proxy makes it: a new endpoint chain, the Service chain rewritten, the old chain deleted.
+  const i = a.services >> 1;
+  const eps = Array.from({ length: a.endpoints }, (_, j) => (j === 0 ? `endpoint-${i}-new` : `endpoint-${i}-${j}`));
+  const change = [
+    `add chain ip peer endpoint-${i}-new`,
+    `add rule ip peer endpoint-${i}-new ip saddr 10.127.9.9 jump mark-for-masquerade`,
+    `add rule ip peer endpoint-${i}-new meta l4proto tcp dnat to 10.127.9.9:8080`,
+    `flush chain ip peer service-${i}`,
+    `add rule ip peer service-${i} ip daddr ${vip(i)} tcp dport 80 ip saddr != 10.128.0.0/9 jump mark-for-masquerade`,
+    `add rule ip peer service-${i} numgen random mod ${a.endpoints} vmap { ${eps.map((e, j) => `${j} : goto ${e}`).join(', ')} }`,
+    `flush chain ip peer endpoint-${i}-0`,
+    `delete chain ip peer endpoint-${i}-0`,
+  ].join('\n') + '\n';
+  const changeMs = await timedNft(ns, change, a.peerTimeoutS);
+  return { fullMs, changeMs, lines: batch.split('\n').length - 1 };
+}
+
+// ---- datapath --------------------------------------------------------------
+
+const serverSource = `
+const net = require('node:net');
+net.createServer((s) => { s.on('error', () => {}); s.end(); }).listen(8080, '0.0.0.0', () => console.log('ready'));
+`;
+
+const clientSource = `
+const net = require('node:net');
+const [target, seconds] = [process.argv[2], Number(process.argv[3])];
+let n = 0, failed = 0;
+const end = Date.now() + seconds * 1000;
+function one() {
+  if (Date.now() >= end) { console.log(JSON.stringify({ n, failed, seconds })); return; }
+  const s = net.connect({ host: target, port: 80 });
+  s.once('connect', () => { n++; s.destroy(); setImmediate(one); });
+  s.once('error', () => { failed++; s.destroy(); setImmediate(one); });
+}
+one();
+`;
+
+function runIn(ns: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(ip, ['netns', 'exec', ns, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`client failed: ${err}`))));
+  });
+}
+
+async function benchDatapath(a: Args, node: string, dir: string): Promise<{ first: number; last: number }> {
+  return withNetns(async (backendNs) => {
+    const veth = `kb${randomBytes(3).toString('hex')}`;
+    sh(['link', 'add', `${veth}n`, 'netns', node, 'type', 'veth', 'peer', 'name', `${veth}b`, 'netns', backendNs]);
+    sh(['-n', node, 'addr', 'add', '10.250.0.1/16', 'dev', `${veth}n`]);
+    sh(['-n', node, 'link', 'set', `${veth}n`, 'up']);
+    sh(['-n', node, 'route', 'add', '10.96.0.0/12', 'via', '10.250.0.2']);
+    sh(['-n', backendNs, 'addr', 'add', '10.250.0.2/16', 'dev', `${veth}b`]);
+    for (const sub of [1, 2]) for (let j = 1; j <= a.endpoints; j++) sh(['-n', backendNs, 'addr', 'add', `10.250.${sub}.${j}/32`, 'dev', `${veth}b`]);
+    sh(['-n', backendNs, 'link', 'set', `${veth}b`, 'up']);
+    sh(['-n', backendNs, 'link', 'set', 'lo', 'up']);
+    execFileSync(ip, ['netns', 'exec', node, '/usr/sbin/sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=10000 65000']);
+    writeFileSync(join(dir, 'server.cjs'), serverSource);
+    writeFileSync(join(dir, 'client.cjs'), clientSource);
+    const server = spawn(ip, ['netns', 'exec', backendNs, process.execPath, join(dir, 'server.cjs')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve) => server.stdout.once('data', () => resolve()));
+    const rate = async (target: string): Promise<number> => {
+      const r = JSON.parse(await runIn(node, [join(dir, 'client.cjs'), target, '2'])) as { n: number; failed: number; seconds: number };
+      if (r.failed > 0) throw new Error(`${r.failed} connections to ${target} failed`);
+      return r.n / r.seconds;
+    };
+    const first: number[] = [];
+    const last: number[] = [];
+    await rate(vip(0)); // warm-up
+    // Alternate the order each round so drift (TIME_WAIT, conntrack, other
+    // load on the machine) does not favour one side; report medians.
+    for (let round = 0; round < 6; round++) {
+      if (round % 2 === 0) {
+        first.push(await rate(vip(0)));
+        last.push(await rate(vip(a.services - 1)));
+      } else {
+        last.push(await rate(vip(a.services - 1)));
+        first.push(await rate(vip(0)));
+      }
+    }
+    server.kill('SIGKILL');
+    return { first: pct(first, 50), last: pct(last, 50) };
+  });
+}
+
+async function main(): Promise<void> {
+  const a = parseArgs(process.argv.slice(2));
+  if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces): run as root');
+  for (const [tool, pkg] of [[nftTool, 'nftables'], [ip, 'iproute2']]) {
+    try {
+      accessSync(tool, constants.X_OK);
+    } catch {
+      throw new Error(`${tool} missing: apt-get install -y ${pkg}`);
+    }
+  }
+  console.log(`nftables scale: ${a.services} Services × ${a.endpoints} endpoints (TCP ClusterIPs)`);
+  const services = new Map<string, ServicePortState>();
+  for (let i = 0; i < a.services; i++) {
+    const s = service(i, Array.from({ length: a.endpoints }, (_, j) => endpoint(endpointIP(i, j, a))));
+    services.set(s.key, s);
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'kpx-nftbench-'));
+  try {
+    await withNetns(async (ns) => {
+      const k = await benchKproxy(a, ns, services);
+      console.log('\nkproxy (shared maps, spread chains per endpoint count)');
+      console.log(`  full sync            render ${fmt(k.fullRenderMs)} + nft ${fmt(k.fullNftMs)} = ${fmt(k.fullRenderMs + k.fullNftMs)}  (${k.fullLines} lines, ${(k.fullBytes / 2 ** 20).toFixed(1)} MB)`);
+      console.log(`  periodic full sync   ${fmt(k.periodicMs)} (table loaded: flush + refill in one transaction)`);
+      console.log(`  endpoint change ×${a.changes}  p50 ${fmt(pct(k.changeMs, 50))}  p95 ${fmt(pct(k.changeMs, 95))}  (render + nft; batch ${k.changeLines} lines, ${k.changeBytes} bytes)`);
+      console.log(`  RSS                  ${k.rssMB.toFixed(0)} MB`);
+      if (a.datapath) {
+        const d = await benchDatapath(a, ns, dir);
+        const diff = ((d.last - d.first) / d.first) * 100;
+        console.log(`  datapath             first Service ${d.first.toFixed(0)} conn/s, last Service ${d.last.toFixed(0)} conn/s (${diff >= 0 ? '+' : ''}${diff.toFixed(1)}%)`);
+      }
+    });
+    if (a.peer) {
+      await withNetns(async (ns) => {
+        const p = await benchPeer(a, ns);
+        console.log('\npeer: kube-proxy nftables layout (chain per Service and per endpoint)');
+        console.log(`  full load            ${fmt(p.fullMs)} (${p.lines} lines${p.fullMs === undefined ? `, stopped after ${a.peerTimeoutS} s` : ''})`);
+        if (p.fullMs !== undefined) console.log(`  endpoint change      ${fmt(p.changeMs)}`);
+      });
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? e.message : e);
+  process.exit(1);
+});
