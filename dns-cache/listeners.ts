@@ -26,8 +26,11 @@ function bindUdp(a: ListenAddress, reusePort: boolean, resolver: Resolver, log: 
   const v6 = a.host.includes(':');
   const sock = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', reuseAddr: false, reusePort });
   const origin: Origin = { server: serverLabel(a), proto: 'udp', family: v6 ? '2' : '1' };
+  let open = true;
+  sock.on('close', () => { open = false; });
   sock.on('message', (msg, rinfo) => {
-    resolver.handle(msg, origin, (out) => sock.send(out, rinfo.port, rinfo.address));
+    // Answers may land after close (upstream replies during shutdown): drop them.
+    resolver.handle(msg, origin, (out) => { if (open) sock.send(out, rinfo.port, rinfo.address); });
   });
   return new Promise((resolve, reject) => {
     sock.once('error', (e) => reject(new Error(`cannot listen on udp ${a.host}:${a.port}: ${e.message}`)));

@@ -189,22 +189,28 @@ export class Resolver {
       }
     }
     const failed = !answer || answer.rcode === RCODE_SERVFAIL;
+    // A failed refresh falls back to what the cache still holds (fresh or stale).
     const stale = failed ? this.cache.usable(key, now) : undefined;
-    if (failed && !stale) {
-      const e = this.cache.usable(key, now);
-      if (e) e.prefetching = false;
-    }
+    if (stale) stale.prefetching = false;
     for (const w of flight.waiters) {
-      if (stale) {
-        this.replyStale(stale, w);
-        continue;
+      try {
+        this.answerWaiter(zone, w, answer, stale, now);
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'sending an answer failed');
       }
-      const out = answer
-        ? renderAnswer(answer, w.msg, w.q, w.origin.proto === 'tcp' ? TCP_LIMIT : w.q.udpSize, now)
-        : emptyAnswer(w.msg, w.q.id, w.q.flags, w.q.questionEnd, RCODE_SERVFAIL, w.q.hasEdns, false, w.q.dnssecOk);
-      w.reply(out);
-      this.metrics.served(w.origin, zone.name, w.q.qtype, answer ? answer.rcode : RCODE_SERVFAIL, (performance.now() - w.started) / 1000);
     }
+  }
+
+  private answerWaiter(zone: Zone, w: Waiter, answer: StoredAnswer | undefined, stale: CacheEntry | undefined, now: number): void {
+    if (stale) {
+      this.replyStale(stale, w);
+      return;
+    }
+    const out = answer
+      ? renderAnswer(answer, w.msg, w.q, w.origin.proto === 'tcp' ? TCP_LIMIT : w.q.udpSize, now)
+      : emptyAnswer(w.msg, w.q.id, w.q.flags, w.q.questionEnd, RCODE_SERVFAIL, w.q.hasEdns, false, w.q.dnssecOk);
+    w.reply(out);
+    this.metrics.served(w.origin, zone.name, w.q.qtype, answer ? answer.rcode : RCODE_SERVFAIL, (performance.now() - w.started) / 1000);
   }
 
   private replyStale(e: CacheEntry, w: Waiter): void {
