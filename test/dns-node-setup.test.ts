@@ -1,0 +1,129 @@
+// Node set-up against the real kernel, inside network namespaces this test
+// creates and deletes: listen addresses on the dummy interface (or lo when
+// the kernel has no dummy driver), NOTRACK/ACCEPT rules, teardown. Then the
+// whole `kproxy dns-cache` in a namespace, queried with dig.
+import test from 'ava';
+import { spawn, spawnSync } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { netnsExec, toolPath } from '../modes/exec.ts';
+import { silentLogger } from '../proxy/log.ts';
+import { NodeSetup, notrackRules } from '../dns-cache/node-setup.ts';
+
+const repo = fileURLToPath(new URL('..', import.meta.url));
+
+function requireTools(): void {
+  if (process.getuid?.() !== 0) throw new Error('dns-node-setup tests need root (network namespaces)');
+  for (const [tool, pkg] of [['ip', 'iproute2'], ['iptables', 'iptables'], ['dig', 'dnsutils'], ['curl', 'curl']]) {
+    try {
+      accessSync(toolPath(tool), constants.X_OK);
+    } catch {
+      throw new Error(`${tool} not found: apt-get install ${pkg}`);
+    }
+  }
+}
+
+function newNamespace(): string {
+  const ns = `kpdns-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const r = spawnSync(toolPath('ip'), ['netns', 'add', ns]);
+  if (r.status !== 0) throw new Error(`ip netns add ${ns}: ${r.stderr}`);
+  spawnSync(toolPath('ip'), ['-n', ns, 'link', 'set', 'lo', 'up']);
+  return ns;
+}
+
+function deleteNamespace(ns: string): void {
+  spawnSync(toolPath('ip'), ['netns', 'pids', ns], { encoding: 'utf8' }).stdout?.split('\n').filter(Boolean)
+    .forEach((pid) => { try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ } });
+  spawnSync(toolPath('ip'), ['netns', 'del', ns]);
+}
+
+const listen = [{ host: '169.254.20.10', port: 53 }, { host: '10.96.0.10', port: 53 }];
+
+test('set-up puts the listen addresses on the node with NOTRACK rules; teardown removes them', async (t) => {
+  requireTools();
+  const ns = newNamespace();
+  const exec = netnsExec(ns);
+  try {
+    const setup = new NodeSetup(exec, { interfaceName: 'nodelocaldns', addresses: listen, setupInterface: true, setupIptables: true }, silentLogger());
+    await setup.setup();
+    const links = (await exec('ip', ['-o', 'link', 'show'])).stdout;
+    t.true(setup.device === 'lo' || links.includes('nodelocaldns'), `device ${setup.device}`);
+    const addrs = (await exec('ip', ['-o', 'addr', 'show', 'dev', setup.device])).stdout;
+    for (const a of listen) t.true(addrs.includes(`${a.host}/32`), addrs);
+    const raw = (await exec('iptables', ['-w', '-t', 'raw', '-S'])).stdout;
+    const filter = (await exec('iptables', ['-w', '-S'])).stdout;
+    for (const a of listen) {
+      for (const proto of ['udp', 'tcp']) {
+        t.true(raw.includes(`-A PREROUTING -d ${a.host}/32 -p ${proto} -m ${proto} --dport 53 -m comment --comment "kproxy dns-cache" -j NOTRACK`), raw);
+        t.true(raw.includes(`-A OUTPUT -s ${a.host}/32 -p ${proto} -m ${proto} --sport 53 -m comment --comment "kproxy dns-cache" -j NOTRACK`), raw);
+        t.true(filter.includes(`-A INPUT -d ${a.host}/32 -p ${proto} -m ${proto} --dport 53 -m comment --comment "kproxy dns-cache" -j ACCEPT`), filter);
+      }
+    }
+    t.is(raw.split('\n').filter((l) => l.includes('kproxy dns-cache')).length, listen.length * 6);
+    t.is(await setup.ensureRules(), 0, 'ensureRules is idempotent');
+    const r0 = notrackRules(listen[0])[0];
+    await exec('iptables', ['-w', '-t', r0.table, '-D', r0.chain, ...r0.spec]);
+    t.is(await setup.ensureRules(), 1, 'a flushed rule is put back');
+    await setup.teardown();
+    const rawAfter = (await exec('iptables', ['-w', '-t', 'raw', '-S'])).stdout;
+    const filterAfter = (await exec('iptables', ['-w', '-S'])).stdout;
+    t.false(rawAfter.includes('kproxy dns-cache'), rawAfter);
+    t.false(filterAfter.includes('kproxy dns-cache'), filterAfter);
+    const addrsAfter = (await exec('ip', ['-o', 'addr', 'show'])).stdout;
+    for (const a of listen) t.false(addrsAfter.includes(`${a.host}/32`), addrsAfter);
+  } finally {
+    deleteNamespace(ns);
+  }
+});
+
+test('kproxy dns-cache in a namespace: answers dig on 169.254.20.10:53, cleans up on SIGTERM unless --skip-teardown', async (t) => {
+  requireTools();
+  const ns = newNamespace();
+  const dir = mkdtempSync(join(tmpdir(), 'kproxy-dns-ns-'));
+  const script = join(dir, 'run.ts');
+  // One process in the namespace: the "kube-dns" test server and the cache.
+  writeFileSync(script, `
+import { TestDnsServer } from ${JSON.stringify(join(repo, 'test/helpers/dns-server.ts'))};
+import { runDnsCache } from ${JSON.stringify(join(repo, 'dns-cache/main.ts'))};
+const up = await TestDnsServer.start({ zone: 'cluster.local', port: 5353, records: { 'web.default.svc.cluster.local': [{ type: 'A', data: '10.96.7.7', ttl: 30 }] } });
+const code = await runDnsCache(['--listen', '169.254.20.10:53', '--zone', 'cluster.local=127.0.0.1:5353',
+  '--setup-interface', '--setup-iptables', '--health-addr', '169.254.20.10:8080', '--metrics-addr', '169.254.20.10:9253', ...process.argv.slice(2)]);
+await up.stop();
+process.exit(code);
+`);
+  const exec = netnsExec(ns);
+  const run = async (extra: string[]): Promise<{ log: string; code: number | null }> => {
+    const child = spawn(toolPath('ip'), ['netns', 'exec', ns, process.execPath, script, ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    child.stderr.on('data', (d: Buffer) => { log += d.toString(); });
+    const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    const until = Date.now() + 15_000;
+    while (!log.includes('dns-cache serving') && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+    t.true(log.includes('dns-cache serving'), log);
+    const dig = await exec('dig', ['+short', '+time=2', '+tries=1', '@169.254.20.10', 'web.default.svc.cluster.local', 'A']);
+    t.is(dig.stdout.trim(), '10.96.7.7');
+    const digTcp = await exec('dig', ['+short', '+tcp', '+time=2', '+tries=1', '@169.254.20.10', 'web.default.svc.cluster.local', 'A']);
+    t.is(digTcp.stdout.trim(), '10.96.7.7');
+    const health = await exec('curl', ['-s', '--max-time', '3', 'http://169.254.20.10:8080/health']);
+    t.is(health.stdout.trim(), 'OK');
+    child.kill('SIGTERM');
+    return { log, code: await exited };
+  };
+  try {
+    const first = await run([]);
+    t.is(first.code, 0, first.log);
+    if (first.log.includes('no dummy interface driver')) t.log('this kernel has no dummy driver: addresses went on lo (logged)');
+    t.false((await exec('ip', ['-o', 'addr', 'show'])).stdout.includes('169.254.20.10'), 'address removed on exit');
+    t.false((await exec('iptables', ['-w', '-t', 'raw', '-S'])).stdout.includes('kproxy dns-cache'), 'rules removed on exit');
+    const second = await run(['--skip-teardown']);
+    t.is(second.code, 0, second.log);
+    t.true((await exec('ip', ['-o', 'addr', 'show'])).stdout.includes('169.254.20.10'), '--skip-teardown keeps the address');
+    t.true((await exec('iptables', ['-w', '-t', 'raw', '-S'])).stdout.includes('kproxy dns-cache'), '--skip-teardown keeps the rules');
+  } finally {
+    deleteNamespace(ns);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
