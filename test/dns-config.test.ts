@@ -1,6 +1,8 @@
 // dns-cache configuration: flags, YAML, defaults, and errors that list every problem.
 import test from 'ava';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, configFromObject, DEFAULT_CACHE } from '../dns-cache/config.ts';
@@ -90,4 +92,29 @@ test('an unreadable or non-YAML config file is a clear error', (t) => {
   writeFileSync(p, 'zones: [\n');
   const e2 = t.throws(() => resolveConfig(parseArgs(['--config', p])), { instanceOf: ConfigError }) as ConfigError;
   t.regex(e2.problems[0], /not valid YAML/);
+});
+
+test('manifests/dns-cache.yaml: its ConfigMap is a valid config and the DaemonSet matches it', (t) => {
+  const docs = parseAllDocuments(readFileSync(fileURLToPath(new URL('../manifests/dns-cache.yaml', import.meta.url)), 'utf8')).map((d) => d.toJS() as Record<string, any>);
+  const cm = docs.find((d) => d.kind === 'ConfigMap');
+  const ds = docs.find((d) => d.kind === 'DaemonSet');
+  if (!cm || !ds) return t.fail('ConfigMap or DaemonSet missing');
+  t.false(docs.some((d) => /Role/.test(d.kind)), 'it needs no RBAC');
+  const config = configFromObject(parseYaml(cm.data['config.yaml']), 'manifest');
+  t.deepEqual(config.zones.map((z) => z.suffix), ['cluster.local', 'cluster-b.local', 'in-addr.arpa', 'ip6.arpa', '.']);
+  t.true(config.setupInterface && config.setupIptables);
+  const pod = ds.spec.template.spec;
+  t.true(pod.hostNetwork);
+  t.false(pod.automountServiceAccountToken);
+  const c = pod.containers[0];
+  t.true(c.securityContext.capabilities.add.includes('NET_ADMIN'));
+  t.is(c.args[0], 'dns-cache');
+  const [host, port] = config.healthAddr.split(':');
+  for (const probe of [c.livenessProbe, c.readinessProbe]) {
+    t.is(probe.httpGet.path, '/health');
+    t.is(probe.httpGet.host, host);
+    t.is(String(probe.httpGet.port), port);
+  }
+  const mount = c.volumeMounts.find((m: { name: string }) => m.name === 'config').mountPath;
+  t.is(c.args[1], `--config=${mount}/config.yaml`);
 });
