@@ -417,6 +417,16 @@ export function parseConfigText(text: string, path: string, out: RawSettings): s
   }
   out.ipvsScheduler = get('ipvs.scheduler', 'ipvsScheduler');
   out.verbosity = get('logging.verbosity', 'verbosity');
+  // kube-proxy's defaulting of the file: an empty bind address or a zero
+  // period means "the default" there (only the flags can disable a server).
+  const unsetZero = (r: RawSettings): void => {
+    if (r.healthzBindAddress === '') r.healthzBindAddress = undefined;
+    if (r.metricsBindAddress === '') r.metricsBindAddress = undefined;
+    if (r.syncPeriod !== undefined && parseDuration(r.syncPeriod) === 0) r.syncPeriod = undefined;
+    if (r.minSyncPeriod !== undefined && parseDuration(r.minSyncPeriod) === 0) r.minSyncPeriod = undefined;
+  };
+  unsetZero(out);
+  if (out.nftables) unsetZero(out.nftables);
   for (const k of Object.keys(out) as (keyof RawSettings)[]) if (out[k] === undefined) delete out[k];
   out.where = where;
   return problems;

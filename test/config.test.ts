@@ -249,3 +249,14 @@ test('bind addresses', (t) => {
   t.is(typeof parseBindAddress('[::1', 7), 'string');
   t.is(typeof parseBindAddress('1.2.3.4:', 7), 'string');
 });
+
+test('in the file, empty bind addresses and zero periods mean the default (kube-proxy\'s defaulting); flags can disable', (t) => {
+  const cfg = file(`${header}metricsBindAddress: ""\nhealthzBindAddress: ""\niptables:\n  syncPeriod: 0s\n  minSyncPeriod: 0s\n`);
+  t.like(loadConfig(['--config', cfg], { hostname: 'n' }), {
+    metricsBindAddress: { host: '127.0.0.1', port: 10249 }, healthzBindAddress: { host: '0.0.0.0', port: 10256 },
+    syncPeriodMs: 30_000, minSyncPeriodMs: 1_000,
+  });
+  t.like(loadConfig(['--config', cfg, '--metrics-bind-address=', '--iptables-min-sync-period=0s'], { hostname: 'n' }), {
+    metricsBindAddress: null, minSyncPeriodMs: 0,
+  });
+});
