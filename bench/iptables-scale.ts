@@ -10,6 +10,7 @@
 // the same iptables-restore in its own fresh namespace, plus a 1-rule
 // --noflush change on that table. Needs root, iptables, ipset, iproute2.
 import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { IptablesBackend } from '../modes/iptables/backend.ts';
 import { netnsExec, toolPath } from '../modes/exec.ts';
@@ -64,6 +65,22 @@ function withNetns<T>(fn: (ns: string) => Promise<T>): Promise<T> {
   const ns = `kpx-bench-${randomBytes(3).toString('hex')}`;
   execFileSync(toolPath('ip'), ['netns', 'add', ns]);
   return fn(ns).finally(() => execFileSync(toolPath('ip'), ['netns', 'del', ns]));
+}
+
+/**
+ * CPU time (ms) of this process's waited-for children: the kernel tools
+ * (`ip netns exec` execs the tool in place). CPU time, unlike wall time,
+ * stays meaningful on a machine shared with other work. Assumes CLK_TCK=100.
+ */
+function childrenCpuMs(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[13]) + Number(f[14])) * 10;
+}
+
+function ownCpuMs(since: NodeJS.CpuUsage): number {
+  const u = process.cpuUsage(since);
+  return (u.user + u.system) / 1000;
 }
 
 function pct(xs: number[], p: number): number {
@@ -124,6 +141,7 @@ function kubeProxyBatch(n: number, e: number): { text: string; lines: number; fi
 
 interface Row {
   variant: string; services: number; lines: number; renderMs: number; restoreMs: number; fullWallMs: number; rssMB: number;
+  ownCpuMs: number; toolsCpuMs: number; peerCpuMs?: number;
   changeP50: number; changeP95: number; svcChangeP50: number; peerLines: number; peerMs?: number; peerChangeMs?: number;
 }
 
@@ -138,8 +156,12 @@ async function runOurs(variant: 'nft' | 'legacy', n: number, e: number, changes:
     }
     const st = state(services);
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
+    const kids0 = childrenCpuMs();
     const r = await b.sync(st, fullChanges(st));
     const fullWallMs = performance.now() - t0;
+    const ownCpu = ownCpuMs(cpu0);
+    const toolsCpuMs = childrenCpuMs() - kids0;
     if (!r.ok) throw r.error;
     const rssMB = process.memoryUsage().rss / 2 ** 20; // state + record + the batch just sent
     const lat: number[] = [];
@@ -172,23 +194,25 @@ async function runOurs(variant: 'nft' | 'legacy', n: number, e: number, changes:
       if (!rr.ok) throw rr.error;
     }
     return {
-      variant, services: n, lines: r.batchLines, renderMs: r.renderMs, restoreMs: r.applyMs, fullWallMs, rssMB,
+      variant, services: n, lines: r.batchLines, renderMs: r.renderMs, restoreMs: r.applyMs, fullWallMs, rssMB, ownCpuMs: ownCpu, toolsCpuMs,
       changeP50: pct(lat, 50), changeP95: pct(lat, 95), svcChangeP50: pct(svcLat, 50),
     };
   });
 }
 
-async function runPeer(variant: 'nft' | 'legacy', n: number, e: number, timeoutS: number): Promise<{ lines: number; ms?: number; changeMs?: number }> {
+async function runPeer(variant: 'nft' | 'legacy', n: number, e: number, timeoutS: number): Promise<{ lines: number; ms?: number; changeMs?: number; cpuMs?: number }> {
   const batch = kubeProxyBatch(n, e);
   return withNetns(async (ns) => {
+    const kids0 = childrenCpuMs();
     const ms = await timed(ns, `iptables-${variant}-restore`, ['--noflush', '-w'], batch.text, timeoutS);
-    if (ms === undefined) return { lines: batch.lines };
+    const cpuMs = childrenCpuMs() - kids0;
+    if (ms === undefined) return { lines: batch.lines, cpuMs };
     const one: number[] = [];
     for (let k = 0; k < 5; k++) {
       const change = `*nat\n-A ${batch.firstSvc} -m comment --comment "bench change ${k}" -p tcp -m tcp -j DNAT --to-destination 11.0.0.${k + 1}:8080\nCOMMIT\n`;
       one.push((await timed(ns, `iptables-${variant}-restore`, ['--noflush', '-w'], change, 120))!);
     }
-    return { lines: batch.lines, ms, changeMs: pct(one, 50) };
+    return { lines: batch.lines, ms, changeMs: pct(one, 50), cpuMs };
   });
 }
 
@@ -200,7 +224,7 @@ async function one(argv: string[]): Promise<void> {
   const v = variant as 'nft' | 'legacy';
   const ours = await runOurs(v, Number(n), Number(e), Number(changes));
   const peer = await runPeer(v, Number(n), Number(e), Number(timeoutS));
-  const row: Row = { ...ours, peerLines: peer.lines, peerMs: peer.ms, peerChangeMs: peer.changeMs };
+  const row: Row = { ...ours, peerLines: peer.lines, peerMs: peer.ms, peerChangeMs: peer.changeMs, peerCpuMs: peer.cpuMs };
   process.stdout.write(`${JSON.stringify(row)}\n`);
 }
 
@@ -225,14 +249,19 @@ async function main(): Promise<void> {
       console.error(JSON.stringify(row));
     }
   }
-  console.log(`\niptables mode, ${args.endpoints} endpoints per Service (times in ms; peer = kube-proxy v1.28-shaped batch, same tool)\n`);
-  const head = ['variant', 'Services', 'batch lines', 'render', 'kernel tools', 'full sync wall', 'RSS MB', 'change p50', 'change p95', 'svc add/del p50', 'peer lines', 'peer restore', 'peer 1-rule', 'full speed-up'];
+  console.log(`\niptables mode, ${args.endpoints} endpoints per Service. Wall times in ms (noisy on a shared machine); CPU = user+system ms`);
+  console.log('(kproxy CPU = this process: render and plumbing; tools CPU = iptables-restore, ipset, listing). Peer = kube-proxy v1.28-shaped batch, same tool.\n');
+  const head = ['variant', 'Services', 'batch lines', 'render', 'kernel tools', 'full sync wall', 'kproxy CPU', 'tools CPU', 'RSS MB',
+    'change p50', 'change p95', 'svc add/del p50', 'peer lines', 'peer restore wall', 'peer restore CPU', 'peer 1-rule', 'speed-up wall', 'speed-up CPU'];
   console.log(`| ${head.join(' | ')} |`);
   console.log(`|${head.map(() => '---').join('|')}|`);
   for (const r of rows) {
-    const ratio = r.peerMs === undefined ? `> ${f(args.peerTimeoutS * 1000 / r.fullWallMs, 1)}×` : `${f(r.peerMs / r.fullWallMs, 1)}×`;
-    console.log(`| ${[r.variant, r.services, r.lines, f(r.renderMs), f(r.restoreMs), f(r.fullWallMs), f(r.rssMB), f(r.changeP50, 1), f(r.changeP95, 1), f(r.svcChangeP50, 1),
-      r.peerLines, r.peerMs === undefined ? `> ${args.peerTimeoutS} s (stopped)` : f(r.peerMs), f(r.peerChangeMs, 1), ratio].join(' | ')} |`);
+    const stopped = r.peerMs === undefined;
+    const ratio = (peer: number | undefined, ours: number): string => (stopped ? `> ${f((peer ?? 0) / ours, 1)}×` : `${f((peer ?? 0) / ours, 1)}×`);
+    console.log(`| ${[r.variant, r.services, r.lines, f(r.renderMs), f(r.restoreMs), f(r.fullWallMs), f(r.ownCpuMs), f(r.toolsCpuMs), f(r.rssMB),
+      f(r.changeP50, 1), f(r.changeP95, 1), f(r.svcChangeP50, 1), r.peerLines,
+      stopped ? `> ${args.peerTimeoutS * 1000} (stopped)` : f(r.peerMs), f(r.peerCpuMs), f(r.peerChangeMs, 1),
+      ratio(stopped ? args.peerTimeoutS * 1000 : r.peerMs, r.fullWallMs), ratio(r.peerCpuMs, r.ownCpuMs + r.toolsCpuMs)].join(' | ')} |`);
   }
 }
 
