@@ -88,3 +88,14 @@ test('rule lines: IP needs the port, names and hashed chains are followed', (t) 
     '-A KUBE-SEP-1111111111111111 -m comment --comment "ns/a:p" -j DNAT --to-destination 10.1.0.1:8080',
   ]);
 });
+
+test('rule lines of a dual-stack Service stay within the explained family', async (t) => {
+  const v6 = await explain('[fd00:30::52]:80');
+  const rules6 = v6.slice(v6.indexOf('rules mentioning it'));
+  t.regex(rules6, /fd00:30::52/);
+  t.false(/172\.30\.0\.52|10\.180\.0\.17/.test(rules6), rules6);
+  const v4 = await explain('172.30.0.52:80');
+  const rules4 = v4.slice(v4.indexOf('rules mentioning it'));
+  t.regex(rules4, /172\.30\.0\.52/);
+  t.false(/fd00:/.test(rules4), rules4);
+});

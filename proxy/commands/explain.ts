@@ -89,7 +89,14 @@ export function ruleLinesFor(rendered: string, sp: ServicePortState): string[] {
   const chains = new Set<string>();
   for (const i of picked) for (const tok of lines[i].split(/\s+/)) if (/^[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*-[A-Z0-9]{13,}$/.test(tok)) chains.add(tok);
   if (chains.size > 0) lines.forEach((l, i) => { if (l.split(/\s+/).some((t) => chains.has(t))) picked.add(i); });
-  return [...picked].sort((a, b) => a - b).map((i) => lines[i]).filter((l) => l.trim() !== '' && !l.startsWith('#'));
+  // A dual-stack Service shares its name across families: drop lines that carry the other family's addresses.
+  return [...picked].sort((a, b) => a - b).map((i) => lines[i])
+    .filter((l) => l.trim() !== '' && !l.startsWith('#') && !mentionsFamily(l, sp.family === 4 ? 6 : 4));
+}
+
+function mentionsFamily(line: string, family: 4 | 6): boolean {
+  if (family === 4) return /(^|[^0-9a-fA-F:.])\d{1,3}(\.\d{1,3}){3}([^0-9.]|$)/.test(line) && (line.match(/\d{1,3}(\.\d{1,3}){3}/g) ?? []).some((ip) => isIP(ip) === 4);
+  return (line.match(/[0-9a-fA-F]*:[0-9a-fA-F:]*:[0-9a-fA-F]*/g) ?? []).some((ip) => isIP(ip) === 6);
 }
 
 interface Context {
