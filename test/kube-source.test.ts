@@ -161,6 +161,7 @@ test('a stream cut mid-way reconnects from its resourceVersion and catches up on
   r.api.remove({ kind: 'Service', namespace: 'ns1', name: 'a' });
   r.api.upsert(service('ns3', 'c', '10.96.0.12'));
   await converged(t, r);
+  await r.api.waitForWatches(3);
   t.deepEqual(r.rec.deletions(mark), ['delete Service ns1/a']);
   t.deepEqual(lists(r.api, requests), [], 'history was still there: no relist');
   t.true(r.logs.some((l) => l.level === 40 && l.resource === 'Service' && /failed/.test(l.msg)));
@@ -177,6 +178,9 @@ test('after compaction a reconnect gets 410 Gone, relists and converges, deletin
   r.api.upsert(service('ns3', 'c', '10.96.0.12'));
   r.api.compact();
   await converged(t, r);
+  // The Node did not change, so convergence does not wait for its relist.
+  await eventually('every resource to relist and watch again',
+    () => lists(r.api, requests).length >= 3 && r.api.openWatches === 3);
   t.deepEqual(r.rec.deletions(mark).sort(), ['delete EndpointSlice ns1/a-1', 'delete Service ns1/a']);
   t.deepEqual(lists(r.api, requests).sort(), ['/api/v1/nodes', '/api/v1/services', '/apis/discovery.k8s.io/v1/endpointslices'],
     'every watch resumed from a compacted version, so each relisted once');
@@ -191,10 +195,10 @@ test('an unreachable API server (connections refused) deletes nothing; on return
   r.api.remove({ kind: 'Service', namespace: 'ns1', name: 'a' });
   r.api.remove({ kind: 'Node', name: NODE });
   r.api.upsert(service('ns3', 'c', '10.96.0.12'));
-  await sleep(1500);
+  await eventually('two refused attempts per resource', () =>
+    KINDS.every((k) => r.logs.filter((l) => l.level === 40 && l.resource === k && /ECONNREFUSED/.test(l.err ?? '')).length >= 2));
   t.deepEqual(r.rec.describe(mark), [], 'nothing emitted while unreachable');
   t.deepEqual(KINDS.map((k) => r.rec.snapshot(k)), before);
-  t.true(r.logs.some((l) => l.level === 40 && /ECONNREFUSED/.test(l.err ?? '')));
   await r.api.resume();
   await converged(t, r);
   t.deepEqual(r.rec.deletions(mark).sort(), [`delete Node /${NODE}`, 'delete Service ns1/a']);
@@ -207,7 +211,9 @@ test('503 from the API server with compaction meanwhile: no deletions, one log p
   await r.api.pause('unavailable');
   r.api.remove({ kind: 'Service', namespace: 'ns2', name: 'b' });
   r.api.compact();
-  await sleep(2000);
+  const refused = (path: string) => r.api.requests.slice(requests).filter((q) => q.status === 503 && q.path === path).length;
+  await eventually('four refused attempts per resource',
+    () => ['/api/v1/services', '/apis/discovery.k8s.io/v1/endpointslices', '/api/v1/nodes'].every((p) => refused(p) >= 4));
   t.deepEqual(r.rec.describe(mark), []);
   await r.api.resume();
   await converged(t, r);
@@ -297,6 +303,7 @@ test('a clean server-side end of a watch is not a failure: it reconnects and kee
   await r.api.waitForWatches(3);
   r.api.upsert(service('ns3', 'c', '10.96.0.12'));
   await converged(t, r);
+  await r.api.waitForWatches(3);
   t.deepEqual(lists(r.api, requests), []);
   t.false(r.logs.some((l) => l.level >= 40), 'no warnings');
 });
