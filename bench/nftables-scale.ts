@@ -1,6 +1,6 @@
 // Scale benchmark of the nftables mode against a kube-proxy-shaped peer.
 //
-//   node bench/nftables-scale.ts --services 10000 --endpoints 10 [--quick] [--datapath] [--no-peer] [--peer-timeout 900]
+//   node bench/nftables-scale.ts --services 10000 --endpoints 10 [--quick] [--datapath] [--no-peer | --no-kproxy] [--peer-timeout 900]
 //
 // kproxy, in a fresh network namespace: the first full sync (TypeScript
 // render vs nft time, batch lines and bytes), a periodic full sync on the
@@ -17,11 +17,11 @@ import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NftablesBackend, nftTool } from '../modes/nftables/backend.ts';
-import { netnsExec, type Exec } from '../modes/exec.ts';
+import { ToolError, type Exec } from '../modes/exec.ts';
 import { silentLogger } from '../proxy/log.ts';
 import { fullChanges, serviceKey, type Endpoint, type NodeState, type ServicePortState } from '../proxy/model.ts';
 
-interface Args { services: number; endpoints: number; datapath: boolean; peer: boolean; peerTimeoutS: number; changes: number }
+interface Args { services: number; endpoints: number; datapath: boolean; peer: boolean; kproxy: boolean; peerTimeoutS: number; changes: number }
 
 function parseArgs(argv: string[]): Args {
   const get = (flag: string): string | undefined => {
@@ -34,7 +34,7 @@ function parseArgs(argv: string[]): Args {
   if (!Number.isInteger(services) || services < 2 || !Number.isInteger(endpoints) || endpoints < 1 || endpoints > 250) {
     throw new Error('--services takes an integer ≥ 2, --endpoints an integer in 1..250');
   }
-  return { services, endpoints, datapath: argv.includes('--datapath'), peer: !argv.includes('--no-peer'), peerTimeoutS: Number(get('--peer-timeout') ?? 900), changes: 20 };
+  return { services, endpoints, datapath: argv.includes('--datapath'), peer: !argv.includes('--no-peer'), kproxy: !argv.includes('--no-kproxy'), peerTimeoutS: Number(get('--peer-timeout') ?? 900), changes: 20 };
 }
 
 const ipv4 = (n: number): string => `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
@@ -89,37 +89,56 @@ function pct(xs: number[], p: number): number {
 
 const fmt = (ms: number | undefined): string => (ms === undefined ? 'timeout' : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
 
-/** An Exec that remembers the size of the last batch it sent. */
-function measuringExec(inner: Exec): { exec: Exec; last: () => { lines: number; bytes: number } } {
-  let last = { lines: 0, bytes: 0 };
-  return {
-    exec: (tool, args, input) => {
-      if (input !== undefined) last = { lines: input.split('\n').length - 1, bytes: Buffer.byteLength(input) };
-      return inner(tool, args, input);
-    },
-    last: () => last,
-  };
+/**
+ * Runs nft in `ns` under /usr/bin/time (Debian package "time") and remembers
+ * the last batch's size and the CPU seconds nft used: on a shared machine
+ * wall time also counts waiting for a core.
+ */
+function measuringExec(ns: string): { exec: Exec; last: () => { lines: number; bytes: number; cpuMs: number } } {
+  let last = { lines: 0, bytes: 0, cpuMs: 0 };
+  const exec: Exec = (tool, args, input) => new Promise((resolve, reject) => {
+    const child = spawn(ip, ['netns', 'exec', ns, '/usr/bin/time', '-f', 'KPXCPU %U %S', tool, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    child.on('close', (code) => {
+      const m = /KPXCPU ([\d.]+) ([\d.]+)\s*$/.exec(err);
+      const stderr = err.replace(/(Command exited with non-zero status \d+\n)?KPXCPU .*\s*$/, '');
+      if (input !== undefined) last = { lines: input.split('\n').length - 1, bytes: Buffer.byteLength(input), cpuMs: m ? (Number(m[1]) + Number(m[2])) * 1000 : NaN };
+      if (code === 0) resolve({ stdout: out, stderr });
+      else reject(new ToolError(tool, args, code, stderr));
+    });
+    child.stdin.end(input ?? '');
+  });
+  return { exec, last: () => last };
 }
 
+const cpuMsOf = (u: NodeJS.CpuUsage): number => (u.user + u.system) / 1000;
+
 interface KproxyResult {
-  fullRenderMs: number; fullNftMs: number; fullLines: number; fullBytes: number;
-  periodicMs: number; changeMs: number[]; changeLines: number; changeBytes: number; rssMB: number;
+  fullRenderMs: number; fullRenderCpuMs: number; fullNftMs: number; fullNftCpuMs: number; fullLines: number; fullBytes: number;
+  periodicMs: number; periodicNftCpuMs: number; changeMs: number[]; changeCpuMs: number[]; changeLines: number; changeBytes: number; rssMB: number;
 }
 
 async function benchKproxy(a: Args, ns: string, services: Map<string, ServicePortState>): Promise<KproxyResult> {
-  const m = measuringExec(netnsExec(ns));
+  const m = measuringExec(ns);
   const backend = new NftablesBackend({ families: [4], clusterCIDRs: ['10.128.0.0/9'], masqueradeAll: false, nodePortAddresses: [], masqueradeBit: 14, exec: m.exec }, silentLogger());
   let state: NodeState = { nodeName: 'bench', nodeIPs: ['10.250.0.1'], services };
+  const cpu0 = process.cpuUsage();
   const full = await backend.sync(state, fullChanges(state));
   if (!full.ok) throw full.error;
+  const fullRenderCpuMs = cpuMsOf(process.cpuUsage(cpu0));
   const fullSize = m.last();
   const t0 = performance.now();
   const periodic = await backend.sync(state, fullChanges(state));
   if (!periodic.ok) throw periodic.error;
   const periodicMs = performance.now() - t0;
+  const periodicNftCpuMs = m.last().cpuMs;
 
   const changeMs: number[] = [];
-  let size = { lines: 0, bytes: 0 };
+  const changeCpuMs: number[] = [];
+  let size = { lines: 0, bytes: 0, cpuMs: 0 };
   for (let k = 0; k < a.changes; k++) {
     // Replace one endpoint of a Service in the middle (never the dialled ones).
     const i = 1 + ((k * 7919) % (a.services - 2));
@@ -129,14 +148,16 @@ async function benchKproxy(a: Args, ns: string, services: Map<string, ServicePor
     next.set(old.key, service(i, eps));
     state = { ...state, services: next };
     const t = performance.now();
+    const c0 = process.cpuUsage();
     const r = await backend.sync(state, { full: false, services: new Set([old.key]), staleUdpEndpoints: [], staleUdpServiceIPs: [] });
     if (!r.ok) throw r.error;
     changeMs.push(performance.now() - t);
     size = m.last();
+    changeCpuMs.push(cpuMsOf(process.cpuUsage(c0)) + size.cpuMs);
   }
   return {
-    fullRenderMs: full.renderMs, fullNftMs: full.applyMs, fullLines: fullSize.lines, fullBytes: fullSize.bytes,
-    periodicMs, changeMs, changeLines: size.lines, changeBytes: size.bytes, rssMB: process.memoryUsage().rss / 2 ** 20,
+    fullRenderMs: full.renderMs, fullRenderCpuMs, fullNftMs: full.applyMs, fullNftCpuMs: fullSize.cpuMs, fullLines: fullSize.lines, fullBytes: fullSize.bytes,
+    periodicMs, periodicNftCpuMs, changeMs, changeCpuMs, changeLines: size.lines, changeBytes: size.bytes, rssMB: process.memoryUsage().rss / 2 ** 20,
   };
 }
 
@@ -215,18 +236,33 @@ const net = require('node:net');
 net.createServer((s) => { s.on('error', () => {}); s.end(); }).listen(8080, '0.0.0.0', () => console.log('ready'));
 `;
 
+// One client alternates between the two Services in small batches, so both
+// see the same machine load; each side's rate is its connections over the
+// time spent on it.
 const clientSource = `
 const net = require('node:net');
-const [target, seconds] = [process.argv[2], Number(process.argv[3])];
-let n = 0, failed = 0;
+const targets = [process.argv[2], process.argv[3]];
+const seconds = Number(process.argv[4]);
+const n = [0, 0], ms = [0, 0];
+let failed = 0;
 const end = Date.now() + seconds * 1000;
-function one() {
-  if (Date.now() >= end) { console.log(JSON.stringify({ n, failed, seconds })); return; }
-  const s = net.connect({ host: target, port: 80 });
-  s.once('connect', () => { n++; s.destroy(); setImmediate(one); });
-  s.once('error', () => { failed++; s.destroy(); setImmediate(one); });
+function connect(host) {
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port: 80 });
+    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('error', () => { s.destroy(); resolve(false); });
+  });
 }
-one();
+(async () => {
+  for (let round = 0; Date.now() < end; round++) {
+    for (const k of round % 2 ? [1, 0] : [0, 1]) {
+      const t0 = performance.now();
+      for (let i = 0; i < 100; i++) { if (await connect(targets[k])) n[k]++; else failed++; }
+      ms[k] += performance.now() - t0;
+    }
+  }
+  console.log(JSON.stringify({ n, ms, failed }));
+})();
 `;
 
 function runIn(ns: string, args: string[]): Promise<string> {
@@ -240,7 +276,7 @@ function runIn(ns: string, args: string[]): Promise<string> {
   });
 }
 
-async function benchDatapath(a: Args, node: string, dir: string): Promise<{ first: number; last: number }> {
+async function benchDatapath(a: Args, node: string, dir: string): Promise<{ first: number; last: number; connections: number }> {
   return withNetns(async (backendNs) => {
     const veth = `kb${randomBytes(3).toString('hex')}`;
     sh(['link', 'add', `${veth}n`, 'netns', node, 'type', 'veth', 'peer', 'name', `${veth}b`, 'netns', backendNs]);
@@ -256,34 +292,18 @@ async function benchDatapath(a: Args, node: string, dir: string): Promise<{ firs
     writeFileSync(join(dir, 'client.cjs'), clientSource);
     const server = spawn(ip, ['netns', 'exec', backendNs, process.execPath, join(dir, 'server.cjs')], { stdio: ['ignore', 'pipe', 'inherit'] });
     await new Promise<void>((resolve) => server.stdout.once('data', () => resolve()));
-    const rate = async (target: string): Promise<number> => {
-      const r = JSON.parse(await runIn(node, [join(dir, 'client.cjs'), target, '2'])) as { n: number; failed: number; seconds: number };
-      if (r.failed > 0) throw new Error(`${r.failed} connections to ${target} failed`);
-      return r.n / r.seconds;
-    };
-    const first: number[] = [];
-    const last: number[] = [];
-    await rate(vip(0)); // warm-up
-    // Alternate the order each round so drift (TIME_WAIT, conntrack, other
-    // load on the machine) does not favour one side; report medians.
-    for (let round = 0; round < 6; round++) {
-      if (round % 2 === 0) {
-        first.push(await rate(vip(0)));
-        last.push(await rate(vip(a.services - 1)));
-      } else {
-        last.push(await rate(vip(a.services - 1)));
-        first.push(await rate(vip(0)));
-      }
-    }
+    await runIn(node, [join(dir, 'client.cjs'), vip(0), vip(a.services - 1), '1']); // warm-up
+    const r = JSON.parse(await runIn(node, [join(dir, 'client.cjs'), vip(0), vip(a.services - 1), '20'])) as { n: [number, number]; ms: [number, number]; failed: number };
     server.kill('SIGKILL');
-    return { first: pct(first, 50), last: pct(last, 50) };
+    if (r.failed > 0) throw new Error(`${r.failed} connections failed`);
+    return { first: (r.n[0] / r.ms[0]) * 1000, last: (r.n[1] / r.ms[1]) * 1000, connections: r.n[0] + r.n[1] };
   });
 }
 
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces): run as root');
-  for (const [tool, pkg] of [[nftTool, 'nftables'], [ip, 'iproute2']]) {
+  for (const [tool, pkg] of [[nftTool, 'nftables'], [ip, 'iproute2'], ['/usr/bin/time', 'time']]) {
     try {
       accessSync(tool, constants.X_OK);
     } catch {
@@ -298,17 +318,17 @@ async function main(): Promise<void> {
   }
   const dir = mkdtempSync(join(tmpdir(), 'kpx-nftbench-'));
   try {
-    await withNetns(async (ns) => {
+    if (a.kproxy) await withNetns(async (ns) => {
       const k = await benchKproxy(a, ns, services);
       console.log('\nkproxy (shared maps, spread chains per endpoint count)');
-      console.log(`  full sync            render ${fmt(k.fullRenderMs)} + nft ${fmt(k.fullNftMs)} = ${fmt(k.fullRenderMs + k.fullNftMs)}  (${k.fullLines} lines, ${(k.fullBytes / 2 ** 20).toFixed(1)} MB)`);
-      console.log(`  periodic full sync   ${fmt(k.periodicMs)} (table loaded: flush + refill in one transaction)`);
-      console.log(`  endpoint change ×${a.changes}  p50 ${fmt(pct(k.changeMs, 50))}  p95 ${fmt(pct(k.changeMs, 95))}  (render + nft; batch ${k.changeLines} lines, ${k.changeBytes} bytes)`);
+      console.log(`  full sync            render ${fmt(k.fullRenderMs)} + nft ${fmt(k.fullNftMs)} = ${fmt(k.fullRenderMs + k.fullNftMs)} wall; CPU: kproxy ${fmt(k.fullRenderCpuMs)}, nft ${fmt(k.fullNftCpuMs)}  (${k.fullLines} lines, ${(k.fullBytes / 2 ** 20).toFixed(1)} MB)`);
+      console.log(`  periodic full sync   ${fmt(k.periodicMs)} wall, nft CPU ${fmt(k.periodicNftCpuMs)} (table loaded: flush + refill in one transaction)`);
+      console.log(`  endpoint change ×${a.changes}  p50 ${fmt(pct(k.changeMs, 50))}  p95 ${fmt(pct(k.changeMs, 95))} wall; CPU p50 ${fmt(pct(k.changeCpuMs, 50))}  (render + nft; batch ${k.changeLines} lines, ${k.changeBytes} bytes)`);
       console.log(`  RSS                  ${k.rssMB.toFixed(0)} MB`);
       if (a.datapath) {
         const d = await benchDatapath(a, ns, dir);
         const diff = ((d.last - d.first) / d.first) * 100;
-        console.log(`  datapath             first Service ${d.first.toFixed(0)} conn/s, last Service ${d.last.toFixed(0)} conn/s (${diff >= 0 ? '+' : ''}${diff.toFixed(1)}%)`);
+        console.log(`  datapath             first Service ${d.first.toFixed(0)} conn/s, last Service ${d.last.toFixed(0)} conn/s (${diff >= 0 ? '+' : ''}${diff.toFixed(1)}%; ${d.connections} TCP connections, interleaved)`);
       }
     });
     if (a.peer) {
