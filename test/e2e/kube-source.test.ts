@@ -21,7 +21,7 @@ const web = (pods: number[]): ServiceSpec => ({
 const show = (r: ClientResult) => JSON.stringify({ ...r, failures: r.failures.slice(0, 5) });
 
 for (const mode of ['iptables', 'nftables'] as const satisfies readonly ProxyMode[]) {
-  test(`${mode}: kube source programs rules, survives the API server going away, applies changes after it returns`, async (t) => {
+  test.serial(`${mode}: kube source programs rules, survives the API server going away, applies changes after it returns`, async (t) => {
     requireKernelPrerequisites();
     const sandbox = await createSandbox();
     t.teardown(() => sandbox.destroy());

@@ -24,7 +24,7 @@ export interface KproxyOptions {
   /** --hostname-override (default node-a). */
   readonly hostname?: string;
   readonly extraArgs?: readonly string[];
-  /** How long to wait for the first healthy sync (default 20 s). */
+  /** How long to wait for the first healthy sync (default 60 s: a loaded CI machine starts Node.js slowly). */
   readonly readyTimeoutMs?: number;
 }
 
@@ -105,7 +105,7 @@ export async function startKproxy(opts: KproxyOptions): Promise<KproxyProcess> {
       return e;
     },
     syncCount,
-    async waitForSyncAfter(count, timeoutMs = 10_000) {
+    async waitForSyncAfter(count, timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const n = await syncCount();
@@ -117,7 +117,7 @@ export async function startKproxy(opts: KproxyOptions): Promise<KproxyProcess> {
   };
 
   // Ready = healthz says 200 (it has synced) while the process is still alive.
-  const timeoutMs = opts.readyTimeoutMs ?? 20_000;
+  const timeoutMs = opts.readyTimeoutMs ?? 60_000;
   const ready = httpGet(node, `http://127.0.0.1:${healthzPort}/healthz`, { wantStatus: 200, deadlineMs: timeoutMs });
   const outcome = await Promise.race([ready, exited]);
   if ('code' in outcome) {

@@ -205,7 +205,7 @@ export async function startBackends(pods: readonly Pod[], ports: { tcp?: readonl
   };
   try {
     await Promise.all(children.map(async (c, k) => {
-      const line = await withTimeout(lines(c, `backend ${pods[k].name}`).next(), 10_000, `backend ${pods[k].name} start`);
+      const line = await withTimeout(lines(c, `backend ${pods[k].name}`).next(), 30_000, `backend ${pods[k].name} start`);
       if (line !== 'ready') throw new Error(`backend ${pods[k].name} said ${line}`);
     }));
   } catch (e) {
@@ -250,7 +250,7 @@ export async function startContinuousClient(ns: string, host: string, port: numb
     timeoutMs: opts.timeoutMs ?? 1000, continuous: true, intervalMs: opts.intervalMs ?? 20,
   });
   const out = lines(child, 'continuous client');
-  const first = await withTimeout(out.next(), 10_000, 'continuous client start');
+  const first = await withTimeout(out.next(), 30_000, 'continuous client start');
   if (first !== 'started') throw new Error(`continuous client said ${first}`);
   return {
     async stop() {
@@ -277,7 +277,7 @@ export interface UdpSession {
 export async function openUdpSession(ns: string, host: string, port: number, timeoutMs = 1000): Promise<UdpSession> {
   const child = nodeIn(ns, udpSessionScript, { host, port, timeoutMs });
   const out = lines(child, 'udp session');
-  const hello = JSON.parse(await withTimeout(out.next(), 10_000, 'udp session start')) as UdpAnswer;
+  const hello = JSON.parse(await withTimeout(out.next(), 30_000, 'udp session start')) as UdpAnswer;
   return {
     sourcePort: Number(hello.answer),
     async ask() {
