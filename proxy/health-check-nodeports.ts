@@ -41,8 +41,11 @@ export function healthCheckBody(t: HealthCheckTarget, proxyHealthy: boolean): st
 }
 
 export interface HealthCheckOptions {
-  /** Address to listen on; undefined = every address (as kube-proxy without --nodeport-addresses). */
-  readonly host?: string;
+  /**
+   * Addresses to listen on, one server per address and port (kube-proxy:
+   * this node's IPs within --nodeport-addresses); undefined = every address.
+   */
+  readonly hosts?: readonly string[];
   /** Whether the proxy itself is healthy (the /healthz verdict). */
   readonly proxyHealthy: () => boolean;
 }
@@ -51,7 +54,8 @@ export class HealthCheckNodePorts implements SyncListener {
   private readonly opts: HealthCheckOptions;
   private readonly log: Logger;
   private targets = new Map<number, HealthCheckTarget>();
-  private readonly servers = new Map<number, Promise<HttpHandle | undefined>>();
+  /** Open servers by "port host". */
+  private readonly servers = new Map<string, Promise<HttpHandle | undefined>>();
   private chain: Promise<void> = Promise.resolve();
 
   constructor(opts: HealthCheckOptions, log: Logger) {
@@ -59,12 +63,12 @@ export class HealthCheckNodePorts implements SyncListener {
     this.log = log;
   }
 
-  /** Ports with an open server. */
+  /** Ports with an open server (on at least one address). */
   async ports(): Promise<number[]> {
     await this.chain;
-    const open: number[] = [];
-    for (const [port, h] of this.servers) if (await h) open.push(port);
-    return open.sort((a, b) => a - b);
+    const open = new Set<number>();
+    for (const [key, h] of this.servers) if (await h) open.add(Number(key.split(' ')[0]));
+    return [...open].sort((a, b) => a - b);
   }
 
   /** Opens servers for new healthCheckNodePorts and closes those of Services that went away. */
@@ -85,41 +89,45 @@ export class HealthCheckNodePorts implements SyncListener {
   }
 
   private async reconcile(): Promise<void> {
-    for (const [port, h] of [...this.servers]) {
+    const hosts: readonly (string | undefined)[] = this.opts.hosts ?? [undefined];
+    for (const [key, h] of [...this.servers]) {
       const handle = await h;
-      if (!this.targets.has(port) || !handle) {
-        this.servers.delete(port);
+      if (!this.targets.has(Number(key.split(' ')[0])) || !handle) {
+        this.servers.delete(key);
         if (handle) {
           await handle.close();
-          this.log.info({ port }, 'closed healthCheckNodePort server');
+          this.log.info({ port: handle.port, host: handle.host }, 'closed healthCheckNodePort server');
         }
       }
     }
     for (const port of this.targets.keys()) {
-      if (this.servers.has(port)) continue;
-      const p = listenHttp(`healthCheckNodePort ${port}`, (_req, res) => {
-        const t = this.targets.get(port);
-        if (!t) {
-          sendJson(res, 503, '{}');
-          return;
-        }
-        const healthy = this.opts.proxyHealthy();
-        const ok = t.localEndpoints > 0 && healthy;
-        sendJson(res, ok ? 200 : 503, healthCheckBody(t, healthy), { 'X-Load-Balancing-Endpoint-Weight': String(t.localEndpoints) });
-      }, port, this.opts.host).then(
-        (h) => {
+      for (const host of hosts) {
+        const key = `${port} ${host ?? '*'}`;
+        if (this.servers.has(key)) continue;
+        const p = listenHttp(`healthCheckNodePort ${port}`, (_req, res) => {
           const t = this.targets.get(port);
-          this.log.info({ port, service: t && `${t.namespace}/${t.name}` }, 'opened healthCheckNodePort server');
-          return h;
-        },
-        (err: unknown) => {
-          // Retried on the next sync (the server entry is dropped then).
-          this.log.error({ err, port }, 'cannot open healthCheckNodePort server');
-          return undefined;
-        },
-      );
-      this.servers.set(port, p);
-      await p;
+          if (!t) {
+            sendJson(res, 503, '{}');
+            return;
+          }
+          const healthy = this.opts.proxyHealthy();
+          const ok = t.localEndpoints > 0 && healthy;
+          sendJson(res, ok ? 200 : 503, healthCheckBody(t, healthy), { 'X-Load-Balancing-Endpoint-Weight': String(t.localEndpoints) });
+        }, port, host).then(
+          (h) => {
+            const t = this.targets.get(port);
+            this.log.info({ port, host: host ?? '*', service: t && `${t.namespace}/${t.name}` }, 'opened healthCheckNodePort server');
+            return h;
+          },
+          (err: unknown) => {
+            // Retried on the next sync (the server entry is dropped then).
+            this.log.error({ err, port, host: host ?? '*' }, 'cannot open healthCheckNodePort server');
+            return undefined;
+          },
+        );
+        this.servers.set(key, p);
+        await p;
+      }
     }
   }
 }

@@ -19,7 +19,7 @@ import type { HttpHandle } from './http-server.ts';
 import { loadSource, nodeAddresses, type LoadedSource } from './load-source.ts';
 import type { Logger } from './log.ts';
 import { ProxyMetrics, startMetricsServer } from './metrics.ts';
-import { modeOptions } from './mode-options.ts';
+import { healthCheckHosts, modeOptions } from './mode-options.ts';
 import { Runner } from './runner.ts';
 import type { ServiceTracker } from './tracker-api.ts';
 
@@ -117,7 +117,9 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
       },
     };
 
-    const hc = new HealthCheckNodePorts({ proxyHealthy: () => health.status().healthy }, log.child({ component: 'healthcheck' }));
+    const hcHosts = healthCheckHosts(config, loaded.nodeIPs);
+    if (hcHosts?.length === 0) log.warn({ nodePortAddresses: config.nodePortAddresses }, 'no local address within --nodeport-addresses: no healthCheckNodePort server can listen');
+    const hc = new HealthCheckNodePorts({ hosts: hcHosts, proxyHealthy: () => health.status().healthy }, log.child({ component: 'healthcheck' }));
     closers.push(() => hc.close());
     const runner = new Runner(
       { minSyncPeriodMs: config.minSyncPeriodMs, syncPeriodMs: config.syncPeriodMs },

@@ -13,7 +13,8 @@ import type { ProxyConfig } from './config.ts';
 import { cidrFamily } from './flags.ts';
 import type { Logger } from './log.ts';
 import type { Family } from './model.ts';
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
 
 export function hasTool(tool: string): boolean {
   try {
@@ -62,4 +63,27 @@ export function modeOptions(config: ProxyConfig, families: readonly Family[], no
     masqueradeBit: config.masqueradeBit,
     exec,
   });
+}
+
+/**
+ * Where healthCheckNodePort servers listen, as kube-proxy does: every address
+ * without --nodeport-addresses (undefined); else this node's addresses within
+ * those CIDRs (local interfaces), or the Node object's addresses for "primary".
+ */
+export function healthCheckHosts(config: ProxyConfig, nodeIPs: readonly string[], localIPs: readonly string[] = localAddresses()): string[] | undefined {
+  if (config.nodePortPrimary) return nodeIPs.length > 0 ? [...nodeIPs] : undefined;
+  if (config.nodePortAddresses.length === 0) return undefined;
+  const allowed = new BlockList();
+  for (const cidr of config.nodePortAddresses) {
+    const [addr, prefix] = cidr.split('/');
+    allowed.addSubnet(addr, Number(prefix), isIP(addr) === 6 ? 'ipv6' : 'ipv4');
+  }
+  return localIPs.filter((ip) => allowed.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4'));
+}
+
+function localAddresses(): string[] {
+  // Link-local IPv6 needs a scope to bind; NodePorts are not served there.
+  return Object.values(networkInterfaces()).flat()
+    .map((a) => a?.address ?? '')
+    .filter((ip) => isIP(ip) !== 0 && !/^fe80:/i.test(ip));
 }

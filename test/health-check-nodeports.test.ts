@@ -49,7 +49,7 @@ test('targets count distinct ready local endpoints over ports and families', (t)
 test('servers open for Services with a healthCheckNodePort, answer 200/503 as kube-proxy, and close when the Service goes', async (t) => {
   const [p1, p2] = await freePorts(2);
   let proxyHealthy = true;
-  const hc = new HealthCheckNodePorts({ host: '127.0.0.1', proxyHealthy: () => proxyHealthy }, silentLogger());
+  const hc = new HealthCheckNodePorts({ hosts: ['127.0.0.1'], proxyHealthy: () => proxyHealthy }, silentLogger());
   t.teardown(() => hc.close());
   const withEps = svc({ name: 'default/web:http', clusterIP: '10.96.0.10', port: 80, nodePort: 30080, healthCheckNodePort: p1,
     externalPolicyLocal: true, localEndpoints: [local('10.180.0.4'), local('10.180.0.5')] });
@@ -91,7 +91,7 @@ test('a port that cannot be opened is retried on the next update', async (t) => 
   const [p] = await freePorts(1);
   const blocker = createServer();
   await new Promise<void>((r) => blocker.listen(p, '127.0.0.1', () => r()));
-  const hc = new HealthCheckNodePorts({ host: '127.0.0.1', proxyHealthy: () => true }, silentLogger());
+  const hc = new HealthCheckNodePorts({ hosts: ['127.0.0.1'], proxyHealthy: () => true }, silentLogger());
   t.teardown(() => hc.close());
   const state = nodeState([svc({ name: 'a/b:p', clusterIP: '10.96.0.1', port: 80, healthCheckNodePort: p, externalPolicyLocal: true, localEndpoints: [local('10.0.0.1')] })]);
   await hc.update(state);
@@ -102,3 +102,29 @@ test('a port that cannot be opened is retried on the next update', async (t) => 
   const r = await probe(p);
   t.is(r !== 'refused' && r.status, 200);
 });
+
+test('one server per listen address; kube-proxy\'s choice of addresses from --nodeport-addresses', async (t) => {
+  const { healthCheckHosts } = await import('../proxy/mode-options.ts');
+  const { loadConfig } = await import('../proxy/config.ts');
+  const cfg = (args: string[]) => loadConfig(args, { hostname: 'n' });
+  const local = ['127.0.0.1', '192.168.0.2', '10.0.0.5', 'fd00::2'];
+  t.is(healthCheckHosts(cfg([]), ['192.168.0.2'], local), undefined, 'every address');
+  t.deepEqual(healthCheckHosts(cfg(['--nodeport-addresses', '192.168.0.0/24,fd00::/64']), [], local), ['192.168.0.2', 'fd00::2']);
+  t.deepEqual(healthCheckHosts(cfg(['--nodeport-addresses', '172.16.0.0/12']), [], local), []);
+  t.deepEqual(healthCheckHosts(cfg(['--nodeport-addresses', 'primary']), ['192.168.0.2'], local), ['192.168.0.2']);
+
+  const [p] = await freePorts(1);
+  const hc = new HealthCheckNodePorts({ hosts: ['127.0.0.1', '127.0.0.2'], proxyHealthy: () => true }, silentLogger());
+  t.teardown(() => hc.close());
+  await hc.update(nodeState([svc({ name: 'a/b:p', clusterIP: '10.96.0.1', port: 80, healthCheckNodePort: p, externalPolicyLocal: true, localEndpoints: [local2('10.0.0.1')] })]));
+  for (const host of ['127.0.0.1', '127.0.0.2']) {
+    const r = await fetch(`http://${host}:${p}/`);
+    t.is(r.status, 200, host);
+  }
+  const other = await fetch(`http://127.0.0.3:${p}/`).then((r) => r.status, () => 'refused');
+  t.is(other, 'refused', 'not on addresses outside the list');
+});
+
+function local2(ip: string) {
+  return ep(ip, 8080, { isLocal: true });
+}
