@@ -23,7 +23,7 @@ test('run: healthy after the first sync, healthCheckNodePort follows the file, S
   await copyFile(fixture, file);
   const node = sandbox.node;
 
-  const k1 = await startKproxy({ sandbox, mode: 'iptables', sourceFile: file, hostname: 'node-a' });
+  const k1 = await startKproxy({ sandbox, mode: 'iptables', sourceFile: file, hostname: 'node-a', readyTimeoutMs: 60_000 });
   t.teardown(() => k1.stop('SIGKILL'));
   const healthz = await httpGet(node, `http://127.0.0.1:${healthzPort}/healthz`);
   t.is(healthz.status, 200);
@@ -56,7 +56,7 @@ test('run: healthy after the first sync, healthCheckNodePort follows the file, S
   t.not((await httpGet(node, `http://127.0.0.1:${healthzPort}/healthz`)).status, 200, 'servers closed');
 
   // The other mode: adopts nothing of iptables, removes it.
-  const k2 = await startKproxy({ sandbox, mode: 'nftables', sourceFile: file, hostname: 'node-a' });
+  const k2 = await startKproxy({ sandbox, mode: 'nftables', sourceFile: file, hostname: 'node-a', readyTimeoutMs: 60_000 });
   t.teardown(() => k2.stop('SIGKILL'));
   const after = await sandbox.exec(node, 'iptables-save', ['-t', 'nat']);
   t.false(/KUBE-/.test(after.stdout), after.stdout);
@@ -75,7 +75,7 @@ test('an unreachable API server never removes rules; probes fail; SIGTERM during
   // Rules a previous kproxy left.
   const file = join(dir, 'cluster.yaml');
   await copyFile(fixture, file);
-  const k1 = await startKproxy({ sandbox, mode: 'iptables', sourceFile: file, hostname: 'node-a' });
+  const k1 = await startKproxy({ sandbox, mode: 'iptables', sourceFile: file, hostname: 'node-a', readyTimeoutMs: 60_000 });
   t.deepEqual(await k1.stop('SIGTERM'), { code: 0, signal: null });
   const before = (await sandbox.exec(node, 'iptables-save', ['-t', 'nat'])).stdout;
   t.regex(before, /KUBE-SERVICES/);
@@ -95,7 +95,7 @@ test('an unreachable API server never removes rules; probes fail; SIGTERM during
   const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
   t.teardown(() => { child.kill('SIGKILL'); });
   // The probes answer (not ready: never synced) while the source keeps retrying.
-  const hz = await httpGet(node, `http://127.0.0.1:${healthzPort}/healthz`, { wantStatus: 503, deadlineMs: 10_000 });
+  const hz = await httpGet(node, `http://127.0.0.1:${healthzPort}/healthz`, { wantStatus: 503, deadlineMs: 30_000 });
   t.is(hz.status, 503, logs);
   t.is((await httpGet(node, `http://127.0.0.1:${healthzPort}/livez`)).status, 503);
   await new Promise((r) => setTimeout(r, 1500));
