@@ -35,7 +35,7 @@ test('run: healthy after the first sync, healthCheckNodePort follows the file, S
   t.is((await httpGet(node, `http://127.0.0.1:${metricsPort}/proxyMode`)).body, 'iptables');
 
   // default/lb has healthCheckNodePort 30256 and no endpoint on node-a.
-  let hc = await httpGet(node, 'http://127.0.0.1:30256/', { wantStatus: 503, deadlineMs: 5000 });
+  let hc = await httpGet(node, 'http://127.0.0.1:30256/', { wantStatus: 503, deadlineMs: 15_000 });
   t.is(hc.status, 503);
   t.deepEqual(JSON.parse(hc.body), { service: { namespace: 'default', name: 'lb' }, localEndpoints: 0, serviceProxyHealthy: true });
 
@@ -44,8 +44,8 @@ test('run: healthy after the first sync, healthCheckNodePort follows the file, S
   const text = (await readFile(file, 'utf8')).replace('- {addresses: [10.180.1.8], nodeName: node-b}', '- {addresses: [10.180.1.8], nodeName: node-a}');
   await writeFile(`${file}.tmp`, text);
   await rename(`${file}.tmp`, file);
-  await k1.waitForSyncAfter(syncs);
-  hc = await httpGet(node, 'http://127.0.0.1:30256/', { wantStatus: 200, deadlineMs: 5000 });
+  await k1.waitForSyncAfter(syncs, 30_000);
+  hc = await httpGet(node, 'http://127.0.0.1:30256/', { wantStatus: 200, deadlineMs: 15_000 });
   t.is(hc.status, 200, hc.body);
   t.is(JSON.parse(hc.body).localEndpoints, 1);
 
