@@ -3,6 +3,8 @@
 // nft, incremental ones apply on top, the kernel's listing agrees with the
 // fake kernel's, and cleanup removes kproxy's tables only.
 import test from 'ava';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { NftablesBackend } from '../modes/nftables/backend.ts';
 import { FakeNftKernel } from '../modes/nftables/fake-kernel.ts';
 import { normalizeListing } from '../modes/nftables/listing.ts';
@@ -12,6 +14,8 @@ import { silentLogger } from '../proxy/log.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
 import { allServices, options } from './fixtures/nftables/scenarios.ts';
 import { createNetns, deleteNetns, missingPrerequisite, nftPath, nsRun } from './fixtures/nftables/netns.ts';
+
+const execFileP = promisify(execFile);
 
 test.serial.before((t) => {
   const missing = missingPrerequisite();
@@ -99,4 +103,81 @@ test.serial('cleanup removes only kproxy tables', async (t) => {
   t.is(await nsRun(ns, nftPath, ['list', 'tables']), 'table ip foreign\n');
   t.regex(await nsRun(ns, nftPath, ['list', 'table', 'ip', 'foreign']), /chain keep/);
   t.is(await backend.readKernel(), '');
+});
+
+// Minimal servers and a client for the traffic check below (plain Node, run inside the namespaces).
+const serverScript = `
+const net = require('node:net'), dgram = require('node:dgram');
+net.createServer((s) => s.end(s.localAddress + '\\n')).listen(8080, '0.0.0.0');
+const u = dgram.createSocket('udp4');
+u.on('message', (m, r) => u.send('udp:' + m, r.port, r.address));
+u.bind(5353, process.argv[1], () => console.log('ready'));
+`;
+const clientScript = `
+const net = require('node:net'), dgram = require('node:dgram');
+const get = (host) => new Promise((res) => {
+  const t0 = Date.now(); const s = net.connect({ host, port: 80 }); let d = '';
+  s.on('data', (b) => (d += b)); s.on('end', () => res(d.trim()));
+  s.on('error', (e) => res(e.code + (Date.now() - t0 < 500 ? ' at once' : ' late')));
+});
+(async () => {
+  const out = {};
+  for (const [name, host, n] of [['plain', '10.96.0.10', 40], ['sticky', '10.96.0.14', 20], ['none', '10.96.0.19', 2]]) {
+    out[name] = {};
+    for (let i = 0; i < n; i++) { const r = await get(host); out[name][r] = (out[name][r] || 0) + 1; }
+  }
+  const u = dgram.createSocket('udp4');
+  const t = setTimeout(() => { out.udp = 'timeout'; console.log(JSON.stringify(out)); process.exit(0); }, 2000);
+  u.on('message', (m) => { clearTimeout(t); out.udp = String(m); console.log(JSON.stringify(out)); process.exit(0); });
+  u.send('hi', 53, '10.96.0.20');
+})();
+`;
+
+test.serial('real traffic from a forwarded client: spread, affinity, reject at once, UDP', async (t) => {
+  const node = await createNetns('kpx-nftn');
+  const pods = await createNetns('kpx-nftp');
+  const client = await createNetns('kpx-nftc');
+  t.teardown(async () => {
+    for (const ns of [node, pods, client]) await deleteNetns(ns);
+  });
+  const tag = node.slice(-6);
+  const ip = (...args: string[]) => nsRun(node, '/usr/sbin/ip', args);
+  const host = (...args: string[]) => execFileP('/usr/sbin/ip', args);
+  await host('link', 'add', `kn${tag}`, 'netns', node, 'type', 'veth', 'peer', 'name', `kp${tag}`, 'netns', pods);
+  await host('link', 'add', `kc${tag}`, 'netns', node, 'type', 'veth', 'peer', 'name', `cc${tag}`, 'netns', client);
+  await ip('addr', 'add', '10.250.0.1/16', 'dev', `kn${tag}`);
+  await ip('addr', 'add', '192.168.77.1/24', 'dev', `kc${tag}`);
+  await ip('link', 'set', `kn${tag}`, 'up');
+  await ip('link', 'set', `kc${tag}`, 'up');
+  await ip('route', 'add', '10.96.0.0/12', 'via', '10.250.0.2');
+  await nsRun(node, '/usr/sbin/sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+  for (const a of ['10.250.0.2/16', '10.250.1.1/32', '10.250.1.2/32']) await nsRun(pods, '/usr/sbin/ip', ['addr', 'add', a, 'dev', `kp${tag}`]);
+  await nsRun(pods, '/usr/sbin/ip', ['link', 'set', `kp${tag}`, 'up']);
+  await nsRun(pods, '/usr/sbin/ip', ['route', 'add', '192.168.77.0/24', 'via', '10.250.0.1']);
+  await nsRun(client, '/usr/sbin/ip', ['addr', 'add', '192.168.77.2/24', 'dev', `cc${tag}`]);
+  await nsRun(client, '/usr/sbin/ip', ['link', 'set', `cc${tag}`, 'up']);
+  await nsRun(client, '/usr/sbin/ip', ['route', 'add', 'default', 'via', '192.168.77.1']);
+
+  const eps = [ep('10.250.1.1', 8080), ep('10.250.1.2', 8080)];
+  const state = nodeState([
+    svc({ name: 'a/plain', clusterIP: '10.96.0.10', port: 80, clusterEndpoints: eps }),
+    svc({ name: 'a/sticky', clusterIP: '10.96.0.14', port: 80, affinityTimeoutSeconds: 100, clusterEndpoints: eps }),
+    svc({ name: 'a/none', clusterIP: '10.96.0.19', port: 80, clusterEndpoints: [] }),
+    svc({ name: 'a/udp', clusterIP: '10.96.0.20', port: 53, protocol: 'UDP', clusterEndpoints: [ep('10.250.1.1', 5353)] }),
+  ]);
+  const backend = new NftablesBackend({ ...options, families: [4], exec: netnsExec(node) }, silentLogger());
+  const r = await backend.sync(state, fullChanges(state));
+  t.true(r.ok, r.error?.message);
+
+  const server = spawn('/usr/sbin/ip', ['netns', 'exec', pods, process.execPath, '-e', serverScript, '10.250.1.1'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => server.kill('SIGKILL'));
+  await new Promise((resolve) => server.stdout.once('data', resolve));
+  const got = JSON.parse(await nsRun(client, process.execPath, ['-e', clientScript])) as Record<string, Record<string, number> | string>;
+  const plain = got.plain as Record<string, number>;
+  t.deepEqual(Object.keys(plain).sort(), ['10.250.1.1', '10.250.1.2'], 'both endpoints answer');
+  t.true(plain['10.250.1.1'] >= 5 && plain['10.250.1.2'] >= 5, `spread ${JSON.stringify(plain)}`);
+  t.is(Object.keys(got.sticky).length, 1, `one endpoint for the sticky client: ${JSON.stringify(got.sticky)}`);
+  t.deepEqual(got.none, { 'ECONNREFUSED at once': 2 });
+  t.is(got.udp, 'udp:hi');
+  t.regex(await nsRun(node, nftPath, ['list', 'sets', 'ip']), /elements = \{ 192\.168\.77\.2 expires/, 'the client is recorded in an affinity set');
 });
