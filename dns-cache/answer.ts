@@ -2,6 +2,7 @@
 // the cheap per-client rendering: copy, patch ID, question case, RD, the
 // counted-down TTLs, drop OPT for clients without EDNS, truncate to the
 // client's UDP size.
+import { allocLongLived } from './slab.ts';
 import {
   emptyAnswer, OUR_UDP_SIZE, RCODE_NOERROR, RCODE_NXDOMAIN, type Query, type ResponseInfo,
 } from './wire.ts';
@@ -9,8 +10,10 @@ import {
 export type AnswerKind = 'success' | 'denial' | 'other';
 
 export interface StoredAnswer {
+  /** The message (len bytes), then the offset of each TTL as a u16. */
   readonly buf: Buffer;
-  readonly ttlOffsets: Uint16Array;
+  readonly len: number;
+  readonly ttlCount: number;
   readonly optStart: number;
   readonly optEnd: number;
   readonly rcode: number;
@@ -42,18 +45,24 @@ export function classify(info: ResponseInfo): AnswerKind {
  * own TTL and its MINIMUM), and the OPT advertises our UDP size.
  */
 export function storeAnswer(msg: Buffer, info: ResponseInfo, limits: TtlLimits, now: number): StoredAnswer {
-  const buf = Buffer.from(msg.subarray(0, info.length));
   const kind = classify(info);
   let cap = kind === 'denial' ? limits.denialTtl : limits.successTtl;
   if (kind === 'denial') {
     // Without an SOA a denial must not be cached (RFC 2308 section 5).
     if (info.soaTtlOffset < 0) cap = 0;
-    else cap = Math.min(cap, buf.readUInt32BE(info.soaTtlOffset), info.soaMinimum);
+    else cap = Math.min(cap, msg.readUInt32BE(info.soaTtlOffset), info.soaMinimum);
   }
   if (kind === 'other') cap = 0;
-  const offsets = new Uint16Array(info.ttlOffsets);
+  // One allocation per answer: the message with its TTL offsets behind it,
+  // from long-lived memory when it is going to be cached.
+  const len = info.length;
+  const ttlCount = info.ttlOffsets.length;
+  const size = len + 2 * ttlCount;
+  const buf = cap > 0 ? allocLongLived(size) : Buffer.allocUnsafe(size);
+  msg.copy(buf, 0, 0, len);
+  for (let i = 0; i < ttlCount; i++) buf.writeUInt16BE(info.ttlOffsets[i], len + 2 * i);
   let min = cap;
-  for (const off of offsets) {
+  for (const off of info.ttlOffsets) {
     let ttl = buf.readUInt32BE(off);
     if (ttl > 0x7fffffff) ttl = 0; // RFC 2181: a TTL with the top bit set is zero
     if (ttl > cap) ttl = cap;
@@ -62,7 +71,7 @@ export function storeAnswer(msg: Buffer, info: ResponseInfo, limits: TtlLimits, 
     if (ttl < min) min = ttl;
   }
   if (info.optStart >= 0) buf.writeUInt16BE(OUR_UDP_SIZE, info.optStart + 3);
-  return { buf, ttlOffsets: offsets, optStart: info.optStart, optEnd: info.optEnd, rcode: info.rcode, kind, storedAt: now, ttl: min };
+  return { buf, len, ttlCount, optStart: info.optStart, optEnd: info.optEnd, rcode: info.rcode, kind, storedAt: now, ttl: min };
 }
 
 /**
@@ -74,31 +83,30 @@ export function renderAnswer(a: StoredAnswer, query: Buffer, q: Query, limit: nu
   const src = a.buf;
   const strip = !q.hasEdns && a.optStart >= 0;
   const cut = strip ? a.optEnd - a.optStart : 0;
-  const len = src.length - cut;
+  const len = a.len - cut;
   if (len > limit) {
     return emptyAnswer(query, q.id, q.flags, q.questionEnd, a.rcode & 0xf, q.hasEdns, true, q.dnssecOk);
   }
   const out = Buffer.allocUnsafe(len);
   if (strip) {
     src.copy(out, 0, 0, a.optStart);
-    src.copy(out, a.optStart, a.optEnd);
+    src.copy(out, a.optStart, a.optEnd, a.len);
     out.writeUInt16BE(out.readUInt16BE(10) - 1, 10);
     // Only the extended rcode bits lived in the OPT; the header keeps the rest.
   } else {
-    src.copy(out);
+    src.copy(out, 0, 0, a.len);
   }
   out.writeUInt16BE(q.id, 0);
   out[2] = (out[2] & 0xfe) | ((q.flags >> 8) & 0x01);
   query.copy(out, 12, 12, q.questionEnd);
   const elapsed = staleTtl >= 0 ? 0 : Math.floor((now - a.storedAt) / 1000);
-  const offsets = a.ttlOffsets;
-  for (let i = 0; i < offsets.length; i++) {
-    let off = offsets[i];
-    if (strip && off > a.optStart) off -= cut;
+  for (let i = 0; i < a.ttlCount; i++) {
+    const at = src.readUInt16BE(a.len + 2 * i);
+    const off = strip && at > a.optStart ? at - cut : at;
     let ttl: number;
     if (staleTtl >= 0) ttl = staleTtl;
     else {
-      ttl = src.readUInt32BE(offsets[i]) - elapsed;
+      ttl = src.readUInt32BE(at) - elapsed;
       if (ttl < 0) ttl = 0;
     }
     out.writeUInt32BE(ttl, off);

@@ -3,6 +3,7 @@
 // window; eviction takes the oldest insertion of the zone that is full.
 import { remaining, type StoredAnswer } from './answer.ts';
 import type { Slot } from './metrics.ts';
+import { keyNameLen } from './wire.ts';
 
 export interface ZoneCachePolicy {
   readonly capacity: number;
@@ -18,8 +19,6 @@ export interface CacheEntry {
   answer: StoredAnswer;
   readonly key: string;
   readonly zone: ZoneCache;
-  /** The original question (lowercased), for prefetch and stale refresh. */
-  readonly question: Buffer;
   hits: number;
   prefetching: boolean;
   /** Metric series of the last client origin that hit this entry. */
@@ -28,6 +27,11 @@ export interface CacheEntry {
 }
 
 /** Per-zone bookkeeping: insertion order for eviction, counts by kind. */
+/** The question of a cached entry (as the upstream echoed it), for refreshes. */
+export function entryQuestion(e: CacheEntry): Buffer {
+  return e.answer.buf.subarray(12, 12 + keyNameLen(e.key) + 4);
+}
+
 export class ZoneCache {
   readonly name: string;
   policy: ZoneCachePolicy;
@@ -97,7 +101,7 @@ export class AnswerCache {
     return remaining(e.answer, now) > -e.zone.policy.serveStale ? e : undefined;
   }
 
-  set(key: string, zone: ZoneCache, question: Buffer, answer: StoredAnswer): void {
+  set(key: string, zone: ZoneCache, answer: StoredAnswer): void {
     if (zone.policy.capacity <= 0) return;
     const old = this.entries.get(key);
     if (old && old.zone !== zone) this.remove(key);
@@ -112,7 +116,7 @@ export class AnswerCache {
       return;
     }
     while (zone.keys.size >= zone.policy.capacity) this.evictOne(zone);
-    const e: CacheEntry = { answer, key, zone, question, hits: 0, prefetching: false, slot: undefined, slotOrigin: undefined };
+    const e: CacheEntry = { answer, key, zone, hits: 0, prefetching: false, slot: undefined, slotOrigin: undefined };
     this.entries.set(key, e);
     zone.keys.add(key);
     this.count(e, 1);

@@ -2,12 +2,12 @@
 // Transport-free: listeners hand it a message and a reply function.
 import type { Logger } from '../proxy/log.ts';
 import { renderAnswer, storeAnswer, type StoredAnswer, type TtlLimits } from './answer.ts';
-import { AnswerCache, type CacheEntry, type ZoneCache } from './cache.ts';
+import { AnswerCache, entryQuestion, type CacheEntry, type ZoneCache } from './cache.ts';
 import type { DnsCacheConfig, ZoneSettings } from './config.ts';
 import { Forwarder, type Forwarded } from './forward.ts';
 import type { DnsMetrics } from './metrics.ts';
 import {
-  emptyAnswer, isRejection, parseQuery, RCODE_REFUSED, RCODE_SERVFAIL, rejectionAnswer, type Query,
+  emptyAnswer, isRejection, keyFlags, keyNameLen, parseQuery, RCODE_REFUSED, RCODE_SERVFAIL, rejectionAnswer, type Query,
 } from './wire.ts';
 import { ZoneTable } from './zones.ts';
 
@@ -142,7 +142,7 @@ export class Resolver {
       // Every upstream is known down: answer from the stale entry now and
       // let one background query find out whether they are back.
       this.replyStale(found.entry, { msg, q, reply, origin, started });
-      this.fly(zone, q.key, found.entry.question, q.dnssecOk, q.checkingDisabled);
+      this.fly(zone, q.key, Buffer.from(entryQuestion(found.entry)), q.dnssecOk, q.checkingDisabled);
       return;
     }
     const w: Waiter = { msg, q, reply, origin, started };
@@ -155,11 +155,12 @@ export class Resolver {
   }
 
   private prefetch(e: CacheEntry): void {
-    const zone = this.table.route(e.key, e.key.length - 3);
+    const zone = this.table.route(e.key, keyNameLen(e.key));
     if (!zone || this.inflight.has(e.key)) return;
     e.prefetching = true;
     this.metrics.prefetch(zone.name);
-    this.fly(zone, e.key, e.question, (e.key.charCodeAt(e.key.length - 1) & 1) !== 0, (e.key.charCodeAt(e.key.length - 1) & 2) !== 0);
+    const f = keyFlags(e.key);
+    this.fly(zone, e.key, Buffer.from(entryQuestion(e)), f.dnssecOk, f.checkingDisabled);
   }
 
   /** Starts (or joins) the one upstream query for `key`. */
@@ -185,7 +186,7 @@ export class Resolver {
     if (res) {
       answer = storeAnswer(res.msg, res.info, zone.limits, now);
       if (answer.ttl > 0 && answer.kind !== 'other' && !res.info.truncated) {
-        this.cache.set(key, zone.cache, question, answer);
+        this.cache.set(key, zone.cache, answer);
       }
     }
     const failed = !answer || answer.rcode === RCODE_SERVFAIL;

@@ -32,7 +32,7 @@ export interface Query {
   readonly flags: number;
   /** Offset just past the question (the question is msg[12, questionEnd)). */
   readonly questionEnd: number;
-  /** Lowercased qname wire bytes + qtype + qclass + DO + CD, as a string. */
+  /** Lowercased qname wire bytes + qtype + qclass + one DO/CD byte, as a latin1 string. */
   readonly key: string;
   /** Length of the qname in wire form (part of key). */
   readonly nameLen: number;
@@ -58,6 +58,20 @@ export interface QueryRejection {
 }
 
 const scratch = Buffer.allocUnsafe(264);
+
+/** A cache key is the wire name followed by this many bytes (qtype, qclass, DO/CD). */
+export const KEY_SUFFIX = 5;
+
+/** Length of the wire name at the start of a cache key. */
+export function keyNameLen(key: string): number {
+  return key.length - KEY_SUFFIX;
+}
+
+/** DO and CD bits recorded in a cache key. */
+export function keyFlags(key: string): { dnssecOk: boolean; checkingDisabled: boolean } {
+  const f = key.charCodeAt(key.length - 1);
+  return { dnssecOk: (f & 1) !== 0, checkingDisabled: (f & 2) !== 0 };
+}
 
 function reject(msg: Buffer, rcode: number, reason: string, questionEnd = 12, hasEdns = false): QueryRejection {
   return { drop: false, rcode, id: msg.readUInt16BE(0), flags: msg.readUInt16BE(2), questionEnd, hasEdns, reason };
@@ -152,19 +166,22 @@ export function parseQuery(msg: Buffer): Query | QueryRejection {
   if (qtype === TYPE_AXFR || qtype === TYPE_IXFR) return reject(msg, RCODE_NOTIMP, 'zone transfer', questionEnd, hasEdns);
 
   const checkingDisabled = (flags & FLAG_CD) !== 0;
-  let name: string;
+  // The key is built in one flat string (no concatenation): lowercased name,
+  // qtype and qclass bytes, then one byte for DO and CD.
+  const nameLen = nameEnd - 12;
   if (upper) {
-    for (let i = 12; i < nameEnd; i++) {
-      const c = msg[i];
-      scratch[i - 12] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+    for (let i = 0; i < nameLen; i++) {
+      const c = msg[12 + i];
+      scratch[i] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
     }
-    name = scratch.toString('latin1', 0, nameEnd - 12);
   } else {
-    name = msg.toString('latin1', 12, nameEnd);
+    msg.copy(scratch, 0, 12, nameEnd);
   }
-  const key = name + String.fromCharCode(qtype, qclass, (dnssecOk ? 1 : 0) | (checkingDisabled ? 2 : 0));
+  msg.copy(scratch, nameLen, nameEnd, questionEnd);
+  scratch[nameLen + 4] = (dnssecOk ? 1 : 0) | (checkingDisabled ? 2 : 0);
+  const key = scratch.toString('latin1', 0, nameLen + KEY_SUFFIX);
   return {
-    id: msg.readUInt16BE(0), flags, questionEnd, key, nameLen: nameEnd - 12, qtype, qclass,
+    id: msg.readUInt16BE(0), flags, questionEnd, key, nameLen, qtype, qclass,
     hasEdns, udpSize, dnssecOk, checkingDisabled,
   };
 }

@@ -23,6 +23,8 @@ export interface TestDnsServerOptions {
   /** TTL of the SOA record and its MINIMUM field. */
   readonly soaTtl?: number;
   readonly soaMinimum?: number;
+  /** Answer every other name in the zone with this A record (benchmarks). */
+  readonly wildcard?: TestRecord;
 }
 
 const FLAG_AA = 1 << 10;
@@ -36,6 +38,7 @@ export class TestDnsServer {
   records = new Map<string, TestRecord[]>();
   soaTtl: number;
   soaMinimum: number;
+  wildcard: TestRecord | undefined;
   /** Drop every query without answering. */
   silent = false;
   /** Answer every query with SERVFAIL. */
@@ -55,6 +58,7 @@ export class TestDnsServer {
     this.zones = (typeof opts.zone === 'string' ? [opts.zone] : opts.zone).map((z) => z.toLowerCase().replace(/\.$/, ''));
     this.soaTtl = opts.soaTtl ?? 300;
     this.soaMinimum = opts.soaMinimum ?? 60;
+    this.wildcard = opts.wildcard;
     for (const [name, rrs] of Object.entries(opts.records ?? {})) this.records.set(name.toLowerCase().replace(/\.$/, ''), rrs);
   }
 
@@ -160,7 +164,7 @@ export class TestDnsServer {
     if (this.servfail) rcode = 'SERVFAIL';
     else if (!inZone) rcode = 'REFUSED';
     else {
-      const rrs = this.records.get(name);
+      const rrs = this.records.get(name) ?? (this.wildcard ? [this.wildcard] : undefined);
       const soa = {
         name: apex, type: 'SOA', ttl: this.soaTtl, class: 'IN',
         data: { mname: `ns.${apex}`, rname: `admin.${apex}`, serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum: this.soaMinimum },

@@ -1,0 +1,244 @@
+// Cache-hit throughput and latency of kproxy's dns-cache against dnsmasq
+// and unbound, each set up as an equivalent forwarding cache for the same
+// zone and the same upstream, in the same run on the same machine. The
+// servers are pinned to CPU 0 and dnsperf to CPU 1. Also measures the
+// cache's memory (RSS) with 100,000 names cached.
+//
+//   node bench/dns-cache.ts [--quick]
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import dgram from 'node:dgram';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TestDnsServer, ask } from '../test/helpers/dns-server.ts';
+
+const quick = process.argv.includes('--quick');
+const SECONDS = quick ? 3 : 10;
+const ROUNDS = quick ? 1 : 2;
+const HOT_NAMES = 1000;
+const MEM_NAMES = 100_000;
+const ZONE = 'bench.example';
+const repo = fileURLToPath(new URL('..', import.meta.url));
+
+const tools: Array<[string, string]> = [['dnsperf', 'dnsperf'], ['dnsmasq', 'dnsmasq-base'], ['unbound', 'unbound'], ['taskset', 'util-linux']];
+for (const [tool, pkg] of tools) {
+  const found = ['/usr/sbin', '/usr/bin', '/sbin', '/bin'].some((d) => { try { accessSync(`${d}/${tool}`, constants.X_OK); return true; } catch { return false; } });
+  if (!found) {
+    console.error(`bench/dns-cache: ${tool} not found: apt-get install ${pkg}`);
+    process.exit(2);
+  }
+}
+const cpus = Number(spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()) || 1;
+const serverCpu = '0';
+const clientCpu = cpus > 1 ? '1' : '0';
+
+async function freePort(): Promise<number> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  const p = s.address().port;
+  s.close();
+  return p;
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'kproxy-bench-dns-'));
+const children: ChildProcess[] = [];
+function cleanup(): void {
+  for (const c of children) c.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+}
+process.on('exit', cleanup);
+process.on('SIGINT', () => process.exit(130));
+
+interface Server {
+  readonly name: string;
+  readonly port: number;
+  readonly proc: ChildProcess;
+}
+
+function start(name: string, port: number, argv: string[]): Server {
+  const proc = spawn('taskset', ['-c', serverCpu, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  proc.stderr?.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-4000); });
+  proc.on('exit', (code) => { if (code !== null && code !== 0) console.error(`${name} exited ${code}: ${err}`); });
+  children.push(proc);
+  return { name, port, proc };
+}
+
+async function ready(s: Server): Promise<void> {
+  const until = Date.now() + 15_000;
+  while (Date.now() < until) {
+    try {
+      const r = await ask('127.0.0.1', s.port, `ready.${ZONE}`, 'A', { timeoutMs: 300 });
+      if (r.packet.rcode === 'NOERROR') return;
+    } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${s.name} did not answer on 127.0.0.1:${s.port}`);
+}
+
+interface PerfResult {
+  qps: number;
+  avgMs: number;
+  p99Ms: number;
+  lostPct: number;
+  noerrorPct: number;
+}
+
+function dnsperf(port: number, file: string, args: string[], verbose = false): Promise<PerfResult> {
+  return new Promise((resolve, reject) => {
+    const argv = ['-c', clientCpu, 'dnsperf', '-s', '127.0.0.1', '-p', String(port), '-d', file, ...args, ...(verbose ? ['-v'] : [])];
+    const p = spawn('taskset', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const lat: number[] = [];
+    let partial = '';
+    p.stdout.on('data', (d: Buffer) => {
+      const text = partial + d.toString();
+      const lines = text.split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        if (verbose && line.startsWith('> ')) {
+          const v = Number(line.slice(line.lastIndexOf(' ') + 1));
+          if (Number.isFinite(v)) lat.push(v * 1000);
+        } else out += `${line}\n`;
+      }
+    });
+    p.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+    p.on('error', reject);
+    p.on('exit', () => {
+      const num = (re: RegExp): number => Number(re.exec(out)?.[1] ?? NaN);
+      lat.sort((a, b) => a - b);
+      resolve({
+        qps: num(/Queries per second:\s+([\d.]+)/),
+        avgMs: num(/Average Latency \(s\):\s+([\d.]+)/) * 1000,
+        p99Ms: lat.length ? lat[Math.min(lat.length - 1, Math.floor(lat.length * 0.99))] : NaN,
+        lostPct: num(/Queries lost:\s+\d+ \(([\d.]+)%\)/),
+        noerrorPct: num(/NOERROR \d+ \(([\d.]+)%\)/),
+      });
+    });
+  });
+}
+
+function rssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) / 1024;
+}
+
+/** The pid of the server itself (taskset execs it, so it is the child's pid). */
+function pidOf(s: Server): number {
+  if (s.proc.pid === undefined) throw new Error(`${s.name} has no pid`);
+  return s.proc.pid;
+}
+
+const upstream = await TestDnsServer.start({ zone: ZONE, wildcard: { type: 'A', data: '192.0.2.1', ttl: 86400 } });
+const hotFile = join(dir, 'hot.txt');
+writeFileSync(hotFile, Array.from({ length: HOT_NAMES }, (_, i) => `h${i}.${ZONE} A\n`).join(''));
+const memFile = join(dir, 'mem.txt');
+writeFileSync(memFile, Array.from({ length: MEM_NAMES }, (_, i) => `m${i}.${ZONE} A\n`).join(''));
+
+// kproxy: the real entry point, with TTL caps raised so nothing expires mid-run.
+const kPort = await freePort();
+const kMetrics = await freePort();
+const kConfig = join(dir, 'kproxy.yaml');
+writeFileSync(kConfig, `listen: [127.0.0.1:${kPort}]
+health: ""
+metrics: 127.0.0.1:${kMetrics}
+zones:
+  - suffix: ${ZONE}
+    upstreams: [${upstream.address}]
+    cache: { capacity: 200000, success_ttl: 86400, denial_ttl: 86400 }
+`);
+const launcher = `import(${JSON.stringify(join(repo, 'dns-cache/main.ts'))}).then((m) => m.runDnsCache(process.argv.slice(1))).then((c) => process.exit(c))`;
+const kproxy = start('kproxy', kPort, [process.execPath, '--input-type=module', '-e', launcher, '--', '--config', kConfig, '--log-level', 'warn']);
+
+const mPort = await freePort();
+const dnsmasq = start('dnsmasq', mPort, ['/usr/sbin/dnsmasq', '--keep-in-foreground', '--no-resolv', '--no-hosts', '--pid-file=',
+  `--server=/${ZONE}/127.0.0.1#${upstream.port}`, `--port=${mPort}`, '--listen-address=127.0.0.1', '--bind-interfaces',
+  '--cache-size=150000', '--max-cache-ttl=86400', '--dns-forward-max=1000', '--log-facility=-']);
+
+const uPort = await freePort();
+const uConfig = join(dir, 'unbound.conf');
+writeFileSync(uConfig, `server:
+  interface: 127.0.0.1@${uPort}
+  port: ${uPort}
+  do-daemonize: no
+  chroot: ""
+  username: ""
+  pidfile: ""
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  num-threads: 1
+  access-control: 127.0.0.0/8 allow
+  do-not-query-localhost: no
+  module-config: "iterator"
+  msg-cache-size: 128m
+  rrset-cache-size: 256m
+  cache-max-ttl: 86400
+  local-zone: "${ZONE}." transparent
+forward-zone:
+  name: "${ZONE}."
+  forward-addr: 127.0.0.1@${upstream.port}
+`);
+const unbound = start('unbound', uPort, ['/usr/sbin/unbound', '-d', '-c', uConfig]);
+
+const servers = [kproxy, dnsmasq, unbound];
+await Promise.all(servers.map(ready));
+console.log(`dns-cache bench${quick ? ' (quick)' : ''}: ${HOT_NAMES} cached names, ${SECONDS} s per run, servers on CPU ${serverCpu}, dnsperf on CPU ${clientCpu}`);
+
+// Warm every cache with the hot names (twice: the second pass must be all hits).
+for (const s of servers) {
+  await dnsperf(s.port, hotFile, ['-n', '1', '-c', '4', '-q', '100']);
+  const second = await dnsperf(s.port, hotFile, ['-n', '1', '-c', '4', '-q', '100']);
+  if (!(second.noerrorPct > 99)) throw new Error(`${s.name}: warm-up answers are not NOERROR (${second.noerrorPct}%)`);
+}
+const upstreamAfterWarm = upstream.udpQueries + upstream.tcpQueries;
+
+// Peak cache-hit throughput (rounds interleaved so load changes hit all alike).
+const peak = new Map<string, PerfResult>();
+for (let r = 0; r < ROUNDS; r++) {
+  for (const s of servers) {
+    const res = await dnsperf(s.port, hotFile, ['-l', String(SECONDS), '-c', '8', '-q', '400']);
+    const best = peak.get(s.name);
+    if (!best || res.qps > best.qps) peak.set(s.name, res);
+  }
+}
+const hitsReachedUpstream = upstream.udpQueries + upstream.tcpQueries - upstreamAfterWarm;
+
+// Latency at half of dnsmasq's peak rate.
+const halfRate = Math.floor((peak.get('dnsmasq')?.qps ?? 20000) / 2);
+const half = new Map<string, PerfResult>();
+for (const s of servers) half.set(s.name, await dnsperf(s.port, hotFile, ['-l', String(SECONDS), '-c', '8', '-q', '400', '-Q', String(halfRate)], true));
+
+// Memory with 100,000 names cached.
+const rssBefore = new Map(servers.map((s) => [s.name, rssMb(pidOf(s))]));
+const loadRate = quick ? 15000 : 10000;
+const load = await Promise.all([dnsperf(kproxy.port, memFile, ['-n', '1', '-c', '4', '-q', '200', '-Q', String(loadRate)])]);
+for (const s of [dnsmasq, unbound]) await dnsperf(s.port, memFile, ['-n', '1', '-c', '4', '-q', '200', '-Q', String(loadRate)]);
+const rssAfter = new Map(servers.map((s) => [s.name, rssMb(pidOf(s))]));
+const metrics = await (await fetch(`http://127.0.0.1:${kMetrics}/metrics`)).text();
+const entries = metrics.split('\n').filter((l) => l.startsWith('coredns_cache_entries{')).reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+
+const f = (n: number, d = 0): string => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
+const base = peak.get('dnsmasq');
+console.log('');
+console.log('server    peak QPS  ×dnsmasq  avg ms  lost%  │  at %s QPS: avg ms  p99 ms  │  RSS MB idle → 100k names', f(halfRate));
+for (const s of servers) {
+  const p = peak.get(s.name);
+  const h = half.get(s.name);
+  if (!p || !h) continue;
+  console.log(`${s.name.padEnd(8)} ${f(p.qps).padStart(9)}  ${f(p.qps / (base?.qps ?? NaN), 2).padStart(8)}  ${f(p.avgMs, 3).padStart(6)}  ${f(p.lostPct, 2).padStart(5)}  │  ${' '.repeat(f(halfRate).length + 6)}${f(h.avgMs, 3).padStart(6)}  ${f(h.p99Ms, 3).padStart(6)}  │  ${f(rssBefore.get(s.name) ?? NaN, 1).padStart(6)} → ${f(rssAfter.get(s.name) ?? NaN, 1)}`);
+}
+console.log('');
+const k = peak.get('kproxy');
+const kh = half.get('kproxy');
+const mh = half.get('dnsmasq');
+const kRss = rssAfter.get('kproxy') ?? NaN;
+console.log(`kproxy cache entries after the 100k load: ${entries} (load: ${f(load[0].noerrorPct, 1)}% NOERROR); hot queries that reached the upstream during the peak runs: ${hitsReachedUpstream}`);
+console.log(`target throughput ≥ dnsmasq: ${k && base && k.qps >= base.qps ? 'met' : 'NOT met'} (${f(k?.qps ?? NaN)} vs ${f(base?.qps ?? NaN)}, ratio ${f((k?.qps ?? NaN) / (base?.qps ?? NaN), 2)})`);
+console.log(`target p99 at ${f(halfRate)} QPS ≤ dnsmasq: ${kh && mh && kh.p99Ms <= mh.p99Ms ? 'met' : 'NOT met'} (${f(kh?.p99Ms ?? NaN, 3)} vs ${f(mh?.p99Ms ?? NaN, 3)} ms)`);
+console.log(`target RSS < 100 MB with 100k names: ${kRss < 100 && entries >= MEM_NAMES * 0.99 ? 'met' : 'NOT met'} (${f(kRss, 1)} MB, ${entries} entries)`);
+
+for (const c of children) c.kill('SIGTERM');
+await upstream.stop();
+process.exit(0);
