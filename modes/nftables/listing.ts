@@ -24,7 +24,7 @@ export function normalizeListing(text: string): string {
     }
   };
   for (const raw of text.split('\n')) {
-    const line = raw.trim().replace(/ handle \d+$/, '').replace(/ # handle \d+$/, '');
+    const line = raw.trim().replace(/ # handle \d+$/, '');
     if (line === '') continue;
     if (elements !== undefined) {
       elements += ' ' + line;
