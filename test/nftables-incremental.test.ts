@@ -119,7 +119,8 @@ test('random change sequences always match a full sync', async (t) => {
       default:
         next = replace(state, base);
     }
-    const r = await backend.sync(next, changesBetween(state, next));
+    // Now and then a periodic full sync on top of the loaded table.
+    const r = await backend.sync(next, rand(10) === 0 ? fullChanges(next) : changesBetween(state, next));
     t.true(r.ok, `step ${step}: ${r.error?.message}`);
     if (!r.ok) return;
     t.is(view(kernel), expected(next), `step ${step}`);
@@ -200,6 +201,17 @@ test('a periodic full sync removes objects of Services gone since the last one',
   const next = nodeState(allServices.filter((s) => s.name !== 'shop/sticky' && s.name !== 'shop/web:http'));
   const r = await backend.sync(next, fullChanges(next));
   t.true(r.ok, r.error?.message);
+  t.is(view(kernel), expected(next));
+});
+
+test('a periodic full sync re-creates an affinity set whose timeout changed', async (t) => {
+  const { backend, kernel } = setup();
+  const state = nodeState(allServices);
+  await backend.sync(state, fullChanges(state));
+  const next = replace(state, { ...byName('shop/sticky'), affinityTimeoutSeconds: 60 });
+  const r = await backend.sync(next, fullChanges(next));
+  t.true(r.ok, r.error?.message);
+  t.regex(kernel.applied.at(-1)!, /delete set ip kproxy aff-OYG37ED3-10\.244\.2\.51\/80\n/);
   t.is(view(kernel), expected(next));
 });
 

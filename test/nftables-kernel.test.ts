@@ -78,8 +78,12 @@ test.serial('full and incremental transactions load into the real kernel and mat
 
   // A periodic full sync on top of the loaded table (flush path), then a new
   // process adopting the table (delete-and-rebuild path).
+  // (with an affinity timeout changed since the last sync: the set is re-created)
+  const stickyNow = state.services.get(sticky.key)!;
+  state = replace(state, { ...stickyNow, affinityTimeoutSeconds: 90 });
   const again = await backend.sync(state, fullChanges(state));
   t.true(again.ok, again.error?.message);
+  t.is(await kernelView(ns), fakeView(state), 'after a periodic full sync');
   const fresh = new NftablesBackend({ ...options, exec: netnsExec(ns) }, silentLogger());
   const adopted = await fresh.sync(state, fullChanges(state));
   t.true(adopted.ok, adopted.error?.message);

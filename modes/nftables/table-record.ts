@@ -165,7 +165,12 @@ export class TableRecord {
     else cmds.push({ verb: 'delete', object: 'table', ...w }, { verb: 'add', object: 'table', ...w });
 
     const sets = [...staticSets(f), ...owned.flatMap((c) => c.sets)];
+    const before = previous?.ownedObjects();
+    const beforeSets = new Map((before?.sets ?? []).map((s) => [s.name, s]));
     for (const s of sets) {
+      // A set whose type or timeout changed is re-created (no rule uses it after "flush table").
+      const old = beforeSets.get(s.name);
+      if (old && !sameSpec(old, s)) cmds.push({ verb: 'delete', object: old.kind, ...w, name: old.name });
       cmds.push({ verb: 'add', object: s.kind, ...w, name: s.name, spec: s.spec });
       if (previous && !s.spec.flags?.includes('dynamic')) cmds.push({ verb: 'flush', object: s.kind, ...w, name: s.name });
     }
@@ -176,8 +181,7 @@ export class TableRecord {
     for (const [set, list] of elements) {
       for (let i = 0; i < list.length; i += elementsPerLine) cmds.push({ verb: 'add', object: 'element', ...w, set, elements: list.slice(i, i + elementsPerLine) });
     }
-    if (previous) {
-      const before = previous.ownedObjects();
+    if (before) {
       const wantChains = new Set(chainDefs.map((c) => c.name));
       for (const name of before.chains) if (!wantChains.has(name)) cmds.push({ verb: 'delete', object: 'chain', ...w, name });
       const wantSets = new Set(sets.map((s) => s.name));
