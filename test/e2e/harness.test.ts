@@ -1,11 +1,17 @@
 // The e2e harness checked on its own, against hand-written iptables and nft
 // rules: if these fail, a kernel-modes failure says nothing about kproxy.
 import test from 'ava';
-import { createSandbox, nsExec, run, sweepLeftovers } from '../helpers/netns.ts';
+import { createSandbox, nsExec, requireKernelPrerequisites, requiredTools, run, sweepLeftovers } from '../helpers/netns.ts';
 import { connectMany, openUdpSession, startBackends } from '../helpers/traffic.ts';
 import { toolPath } from '../../modes/exec.ts';
 
 const listNamespaces = async () => (await run(toolPath('ip'), ['netns', 'list'])).stdout;
+
+test('a missing kernel tool fails with the Debian package to install', (t) => {
+  t.notThrows(() => requireKernelPrerequisites(), 'this machine has every tool');
+  const err = t.throws(() => requireKernelPrerequisites([...requiredTools, { tool: 'kproxy-no-such-tool', pkg: 'kproxy-test-pkg' }]));
+  t.regex(err?.message ?? '', /missing tools: kproxy-no-such-tool; install them with: apt-get install -y kproxy-test-pkg/);
+});
 
 test('a sandbox is removed on destroy, and a sweep removes leftovers of dead runs only', async (t) => {
   const sandbox = await createSandbox();

@@ -45,7 +45,13 @@ export interface Sandbox {
   destroy(): Promise<void>;
 }
 
-const requiredTools: readonly { tool: string; pkg: string }[] = [
+export interface RequiredTool {
+  readonly tool: string;
+  /** The Debian package that ships it. */
+  readonly pkg: string;
+}
+
+export const requiredTools: readonly RequiredTool[] = [
   { tool: 'ip', pkg: 'iproute2' },
   { tool: 'iptables', pkg: 'iptables' },
   { tool: 'iptables-save', pkg: 'iptables' },
@@ -58,12 +64,12 @@ const requiredTools: readonly { tool: string; pkg: string }[] = [
  * Throws, naming what to install, when the machine cannot run kernel tests:
  * they need root and the standard netfilter tools. Never skip silently.
  */
-export function requireKernelPrerequisites(): void {
+export function requireKernelPrerequisites(tools: readonly RequiredTool[] = requiredTools): void {
   const problems: string[] = [];
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
     problems.push('kernel tests create network namespaces and must run as root (uid 0)');
   }
-  const missing = requiredTools.filter(({ tool }) => {
+  const missing = tools.filter(({ tool }) => {
     try {
       accessSync(toolPath(tool), constants.X_OK);
       return false;
