@@ -95,6 +95,7 @@ function timed(ns: string, tool: string, args: string[], input: string, timeoutS
     const child = spawn(toolPath('ip'), ['netns', 'exec', ns, toolPath(tool), ...args], { stdio: ['pipe', 'ignore', 'pipe'] });
     let err = '';
     child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    child.stdin.on('error', () => { /* the tool was stopped (timeout) or failed: reported on close */ });
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutS * 1000);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
@@ -227,6 +228,7 @@ async function one(argv: string[]): Promise<void> {
   const [variant, n, e, changes, timeoutS] = argv;
   const v = variant as 'nft' | 'legacy';
   const ours = await runOurs(v, Number(n), Number(e), Number(changes));
+  process.stderr.write(`kproxy ${v} ${n}: ${JSON.stringify(ours)}\n`); // kept even if the peer run fails
   const peer = await runPeer(v, Number(n), Number(e), Number(timeoutS));
   const row: Row = { ...ours, peerLines: peer.lines, peerMs: peer.ms, peerChangeMs: peer.changeMs, peerCpuMs: peer.cpuMs };
   process.stdout.write(`${JSON.stringify(row)}\n`);
@@ -248,9 +250,13 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   for (const variant of args.variants) {
     for (const n of args.sizes) {
-      const row = await child([variant, String(n), String(args.endpoints), String(args.changes), String(args.peerTimeoutS)]);
-      rows.push(row);
-      console.error(JSON.stringify(row));
+      try {
+        const row = await child([variant, String(n), String(args.endpoints), String(args.changes), String(args.peerTimeoutS)]);
+        rows.push(row);
+        console.error(JSON.stringify(row));
+      } catch (e) {
+        console.error(String(e)); // go on with the other sizes
+      }
     }
   }
   console.log(`\niptables mode, ${args.endpoints} endpoints per Service. Wall times in ms (noisy on a shared machine); CPU = user+system ms`);
