@@ -8,7 +8,7 @@ import { hostExec, ToolError, type Exec } from '../exec.ts';
 import { builtinJumps, type BuiltinJump, type FamilyOptions } from './layout.ts';
 import { loopbackSet, serviceChainPrefixes } from './names.ts';
 import { isOwnedChain, isOwnedJump, ownedView, parseSave } from './owned.ts';
-import { FamilyRecord, planFull, planPartial, type FamilyPlan, type IpsetNames } from './plan.ts';
+import { FamilyRecord, planFull, planPartial, scratchSet, type FamilyPlan, type IpsetNames } from './plan.ts';
 import { detectVariant, tool, type Variant } from './variant.ts';
 
 const tables = ['nat', 'filter', 'mangle'] as const;
@@ -241,10 +241,13 @@ export class IptablesBackend implements Backend {
         }
       }
       if (lines.length) await this.exec(tool(f, variant, '-restore'), ['--noflush', '-w'], `${lines.join('\n')}\n`);
-      try {
-        await this.exec('ipset', ['destroy', loopbackSet(f)]);
-      } catch (e) {
-        if (!(e instanceof ToolError) || !/does not exist/.test(e.stderr)) throw e;
+      // The scratch set only outlives a sync that failed half-way.
+      for (const set of [loopbackSet(f), scratchSet(loopbackSet(f))]) {
+        try {
+          await this.exec('ipset', ['destroy', set]);
+        } catch (e) {
+          if (!(e instanceof ToolError) || !/does not exist/.test(e.stderr)) throw e;
+        }
       }
       this.records.set(f, new FamilyRecord());
     }

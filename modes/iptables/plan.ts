@@ -76,6 +76,11 @@ export interface IpsetNames {
   readonly family: 'inet' | 'inet6';
 }
 
+/** The set a full sync fills before swapping it with the live one. */
+export function scratchSet(live: string): string {
+  return `${live}-T`.slice(0, 31);
+}
+
 function ipsetCreate(name: string, fam: string): string {
   return `create ${name} hash:ip,port,ip family ${fam} hashsize 1024 maxelem 1048576`;
 }
@@ -127,7 +132,7 @@ export function planFull(
   const refs = new Map<string, number>();
   for (const s of outputs) for (const e of s.loopback) refs.set(e, (refs.get(e) ?? 0) + 1);
   // Fill a scratch set and swap it in: the live set is never half-filled.
-  const tmp = `${set.set}-T`.slice(0, 31);
+  const tmp = scratchSet(set.set);
   const ipset = [
     `${ipsetCreate(set.set, set.family)}`,
     `${ipsetCreate(tmp, set.family)}`,
