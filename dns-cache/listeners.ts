@@ -24,7 +24,13 @@ export function serverLabel(a: ListenAddress): string {
 
 function bindUdp(a: ListenAddress, reusePort: boolean, resolver: Resolver, log: Logger): Promise<dgram.Socket> {
   const v6 = a.host.includes(':');
-  const sock = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', reuseAddr: false, reusePort });
+  const family = v6 ? 6 : 4;
+  const sock = dgram.createSocket({
+    type: v6 ? 'udp6' : 'udp4', reuseAddr: false, reusePort,
+    // Replies go to the sender's address, always an IP literal: skip the
+    // resolver's per-send validation and deferral.
+    lookup: (host: string, _opts: unknown, cb: (err: null, address: string, family: number) => void) => cb(null, host, family),
+  } as dgram.SocketOptions);
   const origin: Origin = { server: serverLabel(a), proto: 'udp', family: v6 ? '2' : '1' };
   let open = true;
   sock.on('close', () => { open = false; });

@@ -171,3 +171,9 @@ test('/health answers OK and /metrics uses CoreDNS names', async (t) => {
   }
   t.true(await cache.metric('coredns_cache_entries') > 0);
 });
+
+test('it answers only on its listen address, not on other addresses of the host', async (t) => {
+  const q = buildQuery('web.default.svc.cluster.local', 'A');
+  t.truthy(await rawUdp(cache.host, cache.port, q), 'answers on its listen address');
+  t.is(await rawUdp('127.0.0.3', cache.port, q, 500), undefined, 'no answer on 127.0.0.3 at the same port');
+});

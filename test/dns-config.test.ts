@@ -109,6 +109,7 @@ test('manifests/dns-cache.yaml: its ConfigMap is a valid config and the DaemonSe
   const c = pod.containers[0];
   t.true(c.securityContext.capabilities.add.includes('NET_ADMIN'));
   t.is(c.args[0], 'dns-cache');
+  t.true(c.env.some((e: { name: string; value: string }) => e.name === 'NODE_OPTIONS' && e.value.includes('--max-semi-space-size')));
   const [host, port] = config.healthAddr.split(':');
   for (const probe of [c.livenessProbe, c.readinessProbe]) {
     t.is(probe.httpGet.path, '/health');
