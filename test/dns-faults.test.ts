@@ -177,3 +177,37 @@ zones:
     await up.stop();
   }
 });
+
+test('each zone has its own capacity: a full zone evicts its oldest entry, other zones keep theirs', async (t) => {
+  const records: Record<string, Array<{ type: string; data: string; ttl: number }>> = {};
+  for (const n of ['one', 'two', 'three']) records[`${n}.cluster.local`] = [{ type: 'A', data: '10.96.8.8', ttl: 60 }];
+  for (const n of ['one', 'two', 'three']) records[`${n}.cluster-b.local`] = [{ type: 'A', data: '10.200.8.8', ttl: 60 }];
+  const up = await TestDnsServer.start({ zone: ['cluster.local', 'cluster-b.local'], records });
+  const cfg = configFile('capacity.yaml', `
+zones:
+  - suffix: cluster.local
+    upstreams: [${up.address}]
+    cache: { capacity: 2 }
+  - suffix: cluster-b.local
+    upstreams: [${up.address}]
+`);
+  const cache = await startTestCache(['--config', cfg, '--listen', '[::1]:0']);
+  try {
+    t.is(cache.host, '::1', 'served over IPv6');
+    for (const n of ['one', 'two', 'three']) {
+      await cache.ask(`${n}.cluster.local`, 'A');
+      await cache.ask(`${n}.cluster-b.local`, 'A');
+    }
+    t.is(await cache.metric('coredns_cache_entries', { zones: 'cluster.local.' }), 2);
+    t.is(await cache.metric('coredns_cache_entries', { zones: 'cluster-b.local.' }), 3);
+    await cache.ask('three.cluster.local', 'A');
+    await cache.ask('one.cluster-b.local', 'A');
+    t.is(up.count('three.cluster.local'), 1, 'newest entry still cached');
+    t.is(up.count('one.cluster-b.local'), 1, 'the other zone kept its oldest entry');
+    await cache.ask('one.cluster.local', 'A');
+    t.is(up.count('one.cluster.local'), 2, 'the oldest entry of the full zone was evicted');
+  } finally {
+    await cache.stop();
+    await up.stop();
+  }
+});
