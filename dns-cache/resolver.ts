@@ -170,16 +170,16 @@ export class Resolver {
     const flight: Flight = { waiters: [] };
     this.inflight.set(key, flight);
     zone.forwarder.resolve(question, dnssecOk, cd).then(
-      (res) => this.land(zone, key, question, flight, res),
+      (res) => this.land(zone, key, flight, res),
       (e: unknown) => {
         this.log.error({ err: (e as Error).message }, 'forwarding failed unexpectedly');
-        this.land(zone, key, question, flight, undefined);
+        this.land(zone, key, flight, undefined);
       },
     );
     return flight;
   }
 
-  private land(zone: Zone, key: string, question: Buffer, flight: Flight, res: Forwarded | undefined): void {
+  private land(zone: Zone, key: string, flight: Flight, res: Forwarded | undefined): void {
     this.inflight.delete(key);
     const now = Date.now();
     let answer: StoredAnswer | undefined;

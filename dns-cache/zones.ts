@@ -38,7 +38,7 @@ export class ZoneTable<Z> {
   route(key: string, nameLen: number): Z | undefined {
     let off = 0;
     for (;;) {
-      const z = this.bySuffix.get(off === 0 && nameLen === key.length ? key : key.slice(off, nameLen));
+      const z = this.bySuffix.get(key.slice(off, nameLen));
       if (z !== undefined) return z;
       const len = key.charCodeAt(off);
       if (len === 0) return undefined;
