@@ -1,6 +1,6 @@
 // Scale benchmark of the iptables mode against a kube-proxy-shaped peer.
 //
-//   node bench/iptables-scale.ts --services 1000,5000,10000 --endpoints 10 --variant nft|legacy|both [--quick] [--peer-timeout 600]
+//   node bench/iptables-scale.ts --services 1000,5000,10000 --endpoints 10 --variant nft|legacy|both [--quick] [--peer-timeout 600] [--semi-space MB]
 //
 // For each variant and size, in a fresh network namespace: the first full
 // sync (TypeScript render time vs kernel tool time, batch lines, RSS), then
@@ -9,6 +9,9 @@
 // writes (a KUBE-SVC chain plus one KUBE-SEP chain per endpoint), loaded by
 // the same iptables-restore in its own fresh namespace, plus a 1-rule
 // --noflush change on that table. Needs root, iptables, ipset, iproute2.
+// --semi-space MB runs the measuring process with V8's --max-semi-space-size
+// (RSS at 10,000 Services depends more on V8's young generation than on
+// what kproxy keeps).
 import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -18,7 +21,7 @@ import { sepChain, svcChain } from '../modes/iptables/names.ts';
 import { silentLogger } from '../proxy/log.ts';
 import { fullChanges, serviceKey, type Endpoint, type NodeState, type ServicePortState } from '../proxy/model.ts';
 
-interface Args { sizes: number[]; endpoints: number; variants: ('nft' | 'legacy')[]; peerTimeoutS: number; changes: number }
+interface Args { sizes: number[]; endpoints: number; variants: ('nft' | 'legacy')[]; peerTimeoutS: number; changes: number; semiSpaceMB?: number }
 
 function parseArgs(argv: string[]): Args {
   const get = (flag: string): string | undefined => {
@@ -36,6 +39,7 @@ function parseArgs(argv: string[]): Args {
     variants: v === 'both' ? ['nft', 'legacy'] : [v as 'nft' | 'legacy'],
     peerTimeoutS: Number(get('--peer-timeout') ?? 900),
     changes: 20,
+    ...(get('--semi-space') ? { semiSpaceMB: Number(get('--semi-space')) } : {}),
   };
 }
 
@@ -234,9 +238,9 @@ async function one(argv: string[]): Promise<void> {
   process.stdout.write(`${JSON.stringify(row)}\n`);
 }
 
-function child(args: string[]): Promise<Row> {
+function child(args: string[], nodeFlags: string[]): Promise<Row> {
   return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, [process.argv[1], '--one', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const c = spawn(process.execPath, [...nodeFlags, process.argv[1], '--one', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     c.stdout.on('data', (b: Buffer) => (out += b.toString()));
     c.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as Row) : reject(new Error(`measurement ${args.join(' ')} failed (exit ${code})`))));
@@ -251,7 +255,8 @@ async function main(): Promise<void> {
   for (const variant of args.variants) {
     for (const n of args.sizes) {
       try {
-        const row = await child([variant, String(n), String(args.endpoints), String(args.changes), String(args.peerTimeoutS)]);
+        const flags = args.semiSpaceMB ? [`--max-semi-space-size=${args.semiSpaceMB}`] : [];
+        const row = await child([variant, String(n), String(args.endpoints), String(args.changes), String(args.peerTimeoutS)], flags);
         rows.push(row);
         console.error(JSON.stringify(row));
       } catch (e) {
@@ -260,7 +265,8 @@ async function main(): Promise<void> {
     }
   }
   console.log(`\niptables mode, ${args.endpoints} endpoints per Service. Wall times in ms (noisy on a shared machine); CPU = user+system ms`);
-  console.log('(kproxy CPU = this process: render and plumbing; tools CPU = iptables-restore, ipset, listing). Peer = kube-proxy v1.28-shaped batch, same tool.\n');
+  console.log('(kproxy CPU = this process: render and plumbing; tools CPU = iptables-restore, ipset, listing). Peer = kube-proxy v1.28-shaped batch, same tool.');
+  console.log(`V8 semi-space: ${args.semiSpaceMB ? `${args.semiSpaceMB} MB` : 'default'}\n`);
   const head = ['variant', 'Services', 'batch lines', 'render', 'kernel tools', 'full sync wall', 'kproxy CPU', 'tools CPU', 'RSS MB',
     'change p50', 'change p95', 'change CPU p50', 'svc add/del p50', 'peer lines', 'peer restore wall', 'peer restore CPU', 'peer 1-rule', 'speed-up wall', 'speed-up CPU'];
   console.log(`| ${head.join(' | ')} |`);

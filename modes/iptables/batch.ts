@@ -19,7 +19,8 @@ const tableOrder: readonly Table[] = ['mangle', 'filter', 'nat'];
 
 export class RestoreBatch {
   private readonly tables = new Map<Table, TableSection>();
-  private rules = 0;
+  /** Lines other than *table and COMMIT. */
+  private count = 0;
 
   private t(table: Table): TableSection {
     let s = this.tables.get(table);
@@ -30,20 +31,29 @@ export class RestoreBatch {
   /** Creates the chain, or flushes it if it exists. */
   declareChain(table: Table, chain: string): void {
     this.t(table).declare.push(`:${chain} - [0:0]`);
+    this.count++;
   }
   append(table: Table, chain: string, spec: string): void {
     this.t(table).appends.push(`-A ${chain} ${spec}`);
-    this.rules++;
+    this.count++;
+  }
+  /** Appends `count` ready-made "-A CHAIN spec" lines, newline-separated. */
+  appendBlock(table: Table, text: string, count: number): void {
+    if (count === 0) return;
+    this.t(table).appends.push(text);
+    this.count += count;
   }
   insert(table: Table, chain: string, position: number, spec: string): void {
     this.t(table).inserts.push(`-I ${chain} ${position} ${spec}`);
-    this.rules++;
+    this.count++;
   }
   delete(table: Table, chain: string, spec: string): void {
     this.t(table).deletes.push(`-D ${chain} ${spec}`);
+    this.count++;
   }
   deleteChain(table: Table, chain: string): void {
     this.t(table).removes.push(`-X ${chain}`);
+    this.count++;
   }
 
   get empty(): boolean {
@@ -65,11 +75,8 @@ export class RestoreBatch {
   }
 
   get lines(): number {
-    let n = 0;
-    for (const s of this.tables.values()) {
-      if (s.empty) continue;
-      n += 2 + s.declare.length + s.deletes.length + s.appends.length + s.inserts.length + s.removes.length;
-    }
-    return n;
+    let tables = 0;
+    for (const s of this.tables.values()) if (!s.empty) tables++;
+    return this.count + 2 * tables;
   }
 }

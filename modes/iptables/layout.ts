@@ -25,8 +25,20 @@ export interface FamilyOptions {
 export interface ChainContent {
   readonly table: Table;
   readonly name: string;
-  /** Rendered rule specs (after `-A NAME`). */
-  readonly rules: readonly string[];
+  /**
+   * The chain's rules as restore lines ("-A NAME spec"), newline-separated.
+   * One string per chain, shared by the batch and the record, keeps memory
+   * flat at 100k rules and makes "did this chain change" one comparison.
+   */
+  readonly text: string;
+  readonly count: number;
+}
+
+export function chainContent(table: Table, name: string, rules: readonly Rule[]): ChainContent {
+  // join() yields one flat string; += would keep every piece alive as a rope.
+  const lines: string[] = [];
+  for (const r of rules) lines.push(`-A ${name} ${renderRule(r)}`);
+  return { table, name, text: lines.join('\n'), count: rules.length };
 }
 
 /** The shared chains a Service adds rules to, identified as "table chain". */
@@ -123,18 +135,14 @@ export function serviceOutput(s: ServicePortState, o: FamilyOptions): ServiceOut
       loopback.add(`${e.ip},${proto}:${e.port},${e.ip}`);
       if (s.affinityTimeoutSeconds > 0 && !sepDone.has(seps[i])) {
         sepDone.add(seps[i]);
-        out.push({
-          table: 'nat',
-          name: seps[i],
-          rules: [renderRule({
-            proto,
-            matches: [comment(name), { kind: 'recent', mode: 'set', name: seps[i], mask: recentMask }],
-            target: { kind: 'DNAT', to },
-          })],
-        });
+        out.push(chainContent('nat', seps[i], [{
+          proto,
+          matches: [comment(name), { kind: 'recent', mode: 'set', name: seps[i], mask: recentMask }],
+          target: { kind: 'DNAT', to },
+        }]));
       }
     });
-    out.push({ table: 'nat', name: chainName, rules: rules.map(renderRule) });
+    out.push(chainContent('nat', chainName, rules));
   };
 
   if (usesCluster) endpointChain(svc, s.clusterEndpoints, s.internalPolicyLocal ? undefined : masqClusterIP());
@@ -157,7 +165,7 @@ export function serviceOutput(s: ServicePortState, o: FamilyOptions): ServiceOut
       }
       rules.push({ matches: [], target: { kind: 'jump', chain: svl } });
     }
-    out.push({ table: 'nat', name: ext, rules: rules.map(renderRule) });
+    out.push(chainContent('nat', ext, rules));
   }
   if (usesFw) {
     const rules: Rule[] = [];
@@ -168,7 +176,7 @@ export function serviceOutput(s: ServicePortState, o: FamilyOptions): ServiceOut
     for (const ip of s.loadBalancerIPs) {
       rules.push({ src: { cidr: hostCIDR(ip) }, matches: [comment(`${name} loadbalancer IP`)], target: { kind: 'jump', chain: ext } });
     }
-    out.push({ table: 'nat', name: fw, rules: rules.map(renderRule) });
+    out.push(chainContent('nat', fw, rules));
   }
 
   // Dispatch rules in the shared chains.
@@ -246,25 +254,21 @@ export const fixedChains: readonly { table: Table; name: string }[] = [
 export function fixedContents(o: FamilyOptions): ChainContent[] {
   const markAll = `${o.mark}/${o.mark}`;
   return [
-    { table: 'nat', name: chains.markMasq, rules: [renderRule({ matches: [], target: { kind: 'MARK', xmark: markAll } })] },
-    {
-      table: 'nat', name: chains.postrouting, rules: [
-        renderRule({
-          matches: [comment('kubernetes service hairpin traffic requiring SNAT'), { kind: 'conntrack', states: 'DNAT' }, { kind: 'set', name: loopbackSet(o.family), flags: 'dst,dst,src' }],
-          target: { kind: 'MASQUERADE', randomFully: false },
-        }),
-        renderRule({ matches: [{ kind: 'mark', negate: true, mark: markAll }], target: { kind: 'RETURN' } }),
-        renderRule({ matches: [], target: { kind: 'MARK', xmark: `${o.mark}/0x0` } }),
-        renderRule({ matches: [comment('kubernetes service traffic requiring SNAT')], target: { kind: 'MASQUERADE', randomFully: true } }),
-      ],
-    },
-    {
-      table: 'filter', name: chains.forward, rules: [
-        renderRule({ matches: [{ kind: 'conntrack', states: 'INVALID' }], target: { kind: 'DROP' } }),
-        renderRule({ matches: [comment('kubernetes forwarding rules'), { kind: 'mark', negate: false, mark: markAll }], target: { kind: 'ACCEPT' } }),
-        renderRule({ matches: [comment('kubernetes forwarding conntrack rule'), { kind: 'conntrack', states: 'RELATED,ESTABLISHED' }], target: { kind: 'ACCEPT' } }),
-      ],
-    },
+    chainContent('nat', chains.markMasq, [{ matches: [], target: { kind: 'MARK', xmark: markAll } }]),
+    chainContent('nat', chains.postrouting, [
+      {
+        matches: [comment('kubernetes service hairpin traffic requiring SNAT'), { kind: 'conntrack', states: 'DNAT' }, { kind: 'set', name: loopbackSet(o.family), flags: 'dst,dst,src' }],
+        target: { kind: 'MASQUERADE', randomFully: false },
+      },
+      { matches: [{ kind: 'mark', negate: true, mark: markAll }], target: { kind: 'RETURN' } },
+      { matches: [], target: { kind: 'MARK', xmark: `${o.mark}/0x0` } },
+      { matches: [comment('kubernetes service traffic requiring SNAT')], target: { kind: 'MASQUERADE', randomFully: true } },
+    ]),
+    chainContent('filter', chains.forward, [
+      { matches: [{ kind: 'conntrack', states: 'INVALID' }], target: { kind: 'DROP' } },
+      { matches: [comment('kubernetes forwarding rules'), { kind: 'mark', negate: false, mark: markAll }], target: { kind: 'ACCEPT' } },
+      { matches: [comment('kubernetes forwarding conntrack rule'), { kind: 'conntrack', states: 'RELATED,ESTABLISHED' }], target: { kind: 'ACCEPT' } },
+    ]),
   ];
 }
 

@@ -4,6 +4,7 @@
 // Services that changed, so the batch grows with the change, not the table.
 // The record of what was applied lives here and is updated only after the
 // kernel accepted the batch (commit()).
+import { createHash } from 'node:crypto';
 import type { Family, NodeState } from '../../proxy/model.ts';
 import { RestoreBatch } from './batch.ts';
 import {
@@ -11,9 +12,34 @@ import {
   type BuiltinJump, type DispatchChain, type FamilyOptions, type ServiceOutput, type Table,
 } from './layout.ts';
 
+/**
+ * What the record keeps of one Service: a digest of each chain instead of
+ * its text (the text of 10,000 Services is tens of MB; only "did it change"
+ * is needed later), and the exact dispatch lines (needed for `-D`).
+ */
+export interface Recorded {
+  readonly key: string;
+  readonly chains: readonly { readonly table: Table; readonly name: string; readonly digest: string; readonly count: number }[];
+  readonly dispatch: ReadonlyMap<DispatchChain, readonly string[]>;
+  readonly loopback: readonly string[];
+}
+
+function digest(text: string): string {
+  return createHash('sha1').update(text).digest('base64');
+}
+
+function recorded(s: ServiceOutput): Recorded {
+  return {
+    key: s.key,
+    chains: s.chains.map((c) => ({ table: c.table, name: c.name, digest: digest(c.text), count: c.count })),
+    dispatch: s.dispatch,
+    loopback: s.loopback,
+  };
+}
+
 /** What kproxy believes the kernel holds for one family. */
 export class FamilyRecord {
-  services = new Map<string, ServiceOutput>();
+  services = new Map<string, Recorded>();
   /** Per shared chain: sorted keys of the Services with rules in it. */
   order = new Map<DispatchChain, string[]>();
   /** Service-owned chains present, as "table chain". */
@@ -52,15 +78,17 @@ function splitKey(k: string): [Table, string] {
   return [k.slice(0, i) as Table, k.slice(i + 1)];
 }
 
-function countRules(outputs: Iterable<ServiceOutput>, o: FamilyOptions): Record<string, number> {
+type Countable = Pick<Recorded, 'dispatch'> & { readonly chains: readonly { readonly table: Table; readonly count: number }[] };
+
+function countRules(outputs: Iterable<Countable>, o: FamilyOptions): Record<string, number> {
   const counts: Record<string, number> = { nat: servicesTail(o).length, filter: 0, mangle: 0 };
-  for (const c of fixedContents(o)) counts[c.table] += c.rules.length;
+  for (const c of fixedContents(o)) counts[c.table] += c.count;
   for (const s of outputs) addCounts(counts, s, 1);
   return counts;
 }
 
-function addCounts(counts: Record<string, number>, s: ServiceOutput, sign: number): void {
-  for (const c of s.chains) counts[c.table] += sign * c.rules.length;
+function addCounts(counts: Record<string, number>, s: Countable, sign: number): void {
+  for (const c of s.chains) counts[c.table] += sign * c.count;
   for (const [dc, lines] of s.dispatch) counts[splitKey(dc)[0]] += sign * lines.length;
 }
 
@@ -95,13 +123,20 @@ export function planFull(
   missingJumps: readonly BuiltinJump[] = [],
 ): FamilyPlan {
   const b = new RestoreBatch();
-  const outputs = familyServices(state, o.family).map((s) => serviceOutput(s, o));
-
-  const wanted = new Set<string>();
-  for (const s of outputs) for (const c of s.chains) wanted.add(`${c.table} ${c.name}`);
-
   for (const f of fixedChains) b.declareChain(f.table, f.name);
-  for (const s of outputs) for (const c of s.chains) b.declareChain(c.table, c.name);
+  for (const c of fixedContents(o)) b.appendBlock(c.table, c.text, c.count);
+  // Each Service's chain text goes straight into the batch; the record keeps digests.
+  const outputs: Recorded[] = [];
+  const wanted = new Set<string>();
+  for (const svc of familyServices(state, o.family)) {
+    const s = serviceOutput(svc, o);
+    for (const c of s.chains) {
+      wanted.add(`${c.table} ${c.name}`);
+      b.declareChain(c.table, c.name);
+      b.appendBlock(c.table, c.text, c.count);
+    }
+    outputs.push(recorded(s));
+  }
   const stale = new Set<string>();
   for (const k of [...rec.chains, ...existing]) if (!wanted.has(k)) stale.add(k);
   for (const k of [...stale].sort()) {
@@ -110,8 +145,6 @@ export function planFull(
     b.deleteChain(t, n);
   }
 
-  for (const c of fixedContents(o)) for (const r of c.rules) b.append(c.table, c.name, r);
-  for (const s of outputs) for (const c of s.chains) for (const r of c.rules) b.append(c.table, c.name, r);
   const order = new Map<DispatchChain, string[]>();
   for (const dc of dispatchChains) {
     const [t, n] = splitKey(dc);
@@ -160,7 +193,7 @@ export function planPartial(
 ): FamilyPlan {
   const b = new RestoreBatch();
   const prefix = `${o.family}/`;
-  const changed: { key: string; old?: ServiceOutput; neu?: ServiceOutput }[] = [];
+  const changed: { key: string; old?: Recorded; neu?: ServiceOutput }[] = [];
   for (const key of [...keys].filter((k) => k.startsWith(prefix)).sort()) {
     const s = state.services.get(key);
     const neu = s ? serviceOutput(s, o) : undefined;
@@ -172,14 +205,14 @@ export function planPartial(
   const chainsRemoved: string[] = [];
   const loopDelta = new Map<string, number>();
   for (const { old, neu } of changed) {
-    const oldChains = new Map((old?.chains ?? []).map((c) => [`${c.table} ${c.name}`, c.rules.join('\n')]));
+    const oldChains = new Map((old?.chains ?? []).map((c) => [`${c.table} ${c.name}`, c.digest]));
     const newKeys = new Set<string>();
     for (const c of neu?.chains ?? []) {
       const k = `${c.table} ${c.name}`;
       newKeys.add(k);
-      if (oldChains.get(k) === c.rules.join('\n')) continue; // unchanged: leave it alone
+      if (oldChains.get(k) === digest(c.text)) continue; // unchanged: leave it alone
       b.declareChain(c.table, c.name);
-      for (const r of c.rules) b.append(c.table, c.name, r);
+      b.appendBlock(c.table, c.text, c.count);
       if (!oldChains.has(k)) chainsAdded.push(k);
     }
     for (const k of oldChains.keys()) {
@@ -243,7 +276,7 @@ export function planPartial(
         if (old) addCounts(rec.ruleCounts, old, -1);
         if (neu) {
           addCounts(rec.ruleCounts, neu, 1);
-          rec.services.set(key, neu);
+          rec.services.set(key, recorded(neu));
         } else rec.services.delete(key);
       }
       for (const [dc, order] of newOrders) rec.order.set(dc, order);
