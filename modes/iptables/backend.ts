@@ -30,7 +30,6 @@ function ipsetNames(family: Family): IpsetNames {
 
 export class IptablesBackend implements Backend {
   readonly mode = 'iptables' as const;
-  private readonly opts: ModeOptions;
   private readonly log: Logger;
   private readonly exec: Exec;
   private readonly families: readonly Family[];
@@ -43,7 +42,6 @@ export class IptablesBackend implements Backend {
   private existing: Map<Family, Set<string>> | undefined;
 
   constructor(opts: ModeOptions, log: Logger) {
-    this.opts = opts;
     this.log = log.child({ component: 'iptables' });
     this.exec = opts.exec ?? hostExec;
     this.families = [...opts.families].sort();

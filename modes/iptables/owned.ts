@@ -1,6 +1,6 @@
 // Which chains and rules are kproxy's, and kproxy's share of an
 // iptables-save dump (for `dump --live`, diff, cleanup and tests).
-import { builtinJumps, fixedChains } from './layout.ts';
+import { fixedChains } from './layout.ts';
 import { serviceChainPrefixes } from './names.ts';
 import { tokenize } from './rule.ts';
 
@@ -12,7 +12,6 @@ export function isOwnedChain(table: string, chain: string): boolean {
 }
 
 const builtins = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING']);
-const jumpSpecs = new Set(builtinJumps().map((j) => `${j.table} ${j.from} ${j.rule}`));
 
 export interface SaveTable {
   readonly name: string;
@@ -75,4 +74,3 @@ export function ownedView(saveText: string): string {
   return out.length ? `${out.join('\n')}\n` : '';
 }
 
-export { jumpSpecs };
