@@ -17,7 +17,7 @@ const repo = fileURLToPath(new URL('..', import.meta.url));
 
 function requireTools(): void {
   if (process.getuid?.() !== 0) throw new Error('dns-node-setup tests need root (network namespaces)');
-  for (const [tool, pkg] of [['ip', 'iproute2'], ['iptables', 'iptables'], ['dig', 'dnsutils'], ['curl', 'curl']]) {
+  for (const [tool, pkg] of [['ip', 'iproute2'], ['iptables', 'iptables'], ['dig', 'dnsutils']]) {
     try {
       accessSync(toolPath(tool), constants.X_OK);
     } catch {
@@ -107,7 +107,7 @@ process.exit(code);
     t.is(dig.stdout.trim(), '10.96.7.7');
     const digTcp = await exec('dig', ['+short', '+tcp', '+time=2', '+tries=1', '@169.254.20.10', 'web.default.svc.cluster.local', 'A']);
     t.is(digTcp.stdout.trim(), '10.96.7.7');
-    const health = await exec('curl', ['-s', '--max-time', '3', 'http://169.254.20.10:8080/health']);
+    const health = await exec(process.execPath, ['-e', "fetch('http://169.254.20.10:8080/health').then((r) => r.text()).then((b) => process.stdout.write(b))"]);
     t.is(health.stdout.trim(), 'OK');
     child.kill('SIGTERM');
     return { log, code: await exited };
