@@ -10,8 +10,9 @@ import {
 export type AnswerKind = 'success' | 'denial' | 'other';
 
 export interface StoredAnswer {
-  /** The message (len bytes), then the offset of each TTL as a u16. */
+  /** Holds the message at [base, base + len), then each TTL's offset (u16, relative to base). */
   readonly buf: Buffer;
+  readonly base: number;
   readonly len: number;
   readonly ttlCount: number;
   readonly optStart: number;
@@ -58,11 +59,12 @@ export function storeAnswer(msg: Buffer, info: ResponseInfo, limits: TtlLimits, 
   const len = info.length;
   const ttlCount = info.ttlOffsets.length;
   const size = len + 2 * ttlCount;
-  const buf = cap > 0 ? allocLongLived(size) : Buffer.allocUnsafe(size);
-  msg.copy(buf, 0, 0, len);
-  for (let i = 0; i < ttlCount; i++) buf.writeUInt16BE(info.ttlOffsets[i], len + 2 * i);
+  const { buf, base } = cap > 0 ? allocLongLived(size) : { buf: Buffer.allocUnsafe(size), base: 0 };
+  msg.copy(buf, base, 0, len);
+  for (let i = 0; i < ttlCount; i++) buf.writeUInt16BE(info.ttlOffsets[i], base + len + 2 * i);
   let min = cap;
-  for (const off of info.ttlOffsets) {
+  for (const rel of info.ttlOffsets) {
+    const off = base + rel;
     let ttl = buf.readUInt32BE(off);
     if (ttl > 0x7fffffff) ttl = 0; // RFC 2181: a TTL with the top bit set is zero
     if (ttl > cap) ttl = cap;
@@ -70,8 +72,8 @@ export function storeAnswer(msg: Buffer, info: ResponseInfo, limits: TtlLimits, 
     buf.writeUInt32BE(ttl, off);
     if (ttl < min) min = ttl;
   }
-  if (info.optStart >= 0) buf.writeUInt16BE(OUR_UDP_SIZE, info.optStart + 3);
-  return { buf, len, ttlCount, optStart: info.optStart, optEnd: info.optEnd, rcode: info.rcode, kind, storedAt: now, ttl: min };
+  if (info.optStart >= 0) buf.writeUInt16BE(OUR_UDP_SIZE, base + info.optStart + 3);
+  return { buf, base, len, ttlCount, optStart: info.optStart, optEnd: info.optEnd, rcode: info.rcode, kind, storedAt: now, ttl: min };
 }
 
 /**
@@ -81,6 +83,7 @@ export function storeAnswer(msg: Buffer, info: ResponseInfo, limits: TtlLimits, 
  */
 export function renderAnswer(a: StoredAnswer, query: Buffer, q: Query, limit: number, now: number, staleTtl = -1): Buffer {
   const src = a.buf;
+  const b = a.base;
   const strip = !q.hasEdns && a.optStart >= 0;
   const cut = strip ? a.optEnd - a.optStart : 0;
   const len = a.len - cut;
@@ -89,24 +92,24 @@ export function renderAnswer(a: StoredAnswer, query: Buffer, q: Query, limit: nu
   }
   const out = Buffer.allocUnsafe(len);
   if (strip) {
-    src.copy(out, 0, 0, a.optStart);
-    src.copy(out, a.optStart, a.optEnd, a.len);
+    src.copy(out, 0, b, b + a.optStart);
+    src.copy(out, a.optStart, b + a.optEnd, b + a.len);
     out.writeUInt16BE(out.readUInt16BE(10) - 1, 10);
     // Only the extended rcode bits lived in the OPT; the header keeps the rest.
   } else {
-    src.copy(out, 0, 0, a.len);
+    src.copy(out, 0, b, b + a.len);
   }
   out.writeUInt16BE(q.id, 0);
   out[2] = (out[2] & 0xfe) | ((q.flags >> 8) & 0x01);
   query.copy(out, 12, 12, q.questionEnd);
   const elapsed = staleTtl >= 0 ? 0 : Math.floor((now - a.storedAt) / 1000);
   for (let i = 0; i < a.ttlCount; i++) {
-    const at = src.readUInt16BE(a.len + 2 * i);
+    const at = src.readUInt16BE(b + a.len + 2 * i);
     const off = strip && at > a.optStart ? at - cut : at;
     let ttl: number;
     if (staleTtl >= 0) ttl = staleTtl;
     else {
-      ttl = src.readUInt32BE(at) - elapsed;
+      ttl = src.readUInt32BE(b + at) - elapsed;
       if (ttl < 0) ttl = 0;
     }
     out.writeUInt32BE(ttl, off);

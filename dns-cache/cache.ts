@@ -1,7 +1,7 @@
 // The answer cache: one map for lookups, with per-zone accounting so each
 // zone has its own capacity. Expired entries stay for the zone's serve-stale
 // window; eviction takes the oldest insertion of the zone that is full.
-import { remaining, type StoredAnswer } from './answer.ts';
+import { remaining, type AnswerKind, type StoredAnswer } from './answer.ts';
 import type { Slot } from './metrics.ts';
 import { keyNameLen } from './wire.ts';
 
@@ -15,21 +15,66 @@ export interface ZoneCachePolicy {
   readonly prefetchPercentage: number;
 }
 
-export interface CacheEntry {
-  answer: StoredAnswer;
+/**
+ * A cached answer with its bookkeeping in one object (the answer's fields
+ * are copied in, not referenced: one object per cached name).
+ */
+export class CacheEntry implements StoredAnswer {
+  buf: Buffer;
+  base: number;
+  len: number;
+  ttlCount: number;
+  optStart: number;
+  optEnd: number;
+  rcode: number;
+  kind: AnswerKind;
+  storedAt: number;
+  ttl: number;
   readonly key: string;
   readonly zone: ZoneCache;
-  hits: number;
-  prefetching: boolean;
+  hits = 0;
+  prefetching = false;
   /** Metric series of the last client origin that hit this entry. */
-  slot: Slot | undefined;
-  slotOrigin: object | undefined;
+  slot: Slot | undefined = undefined;
+  slotOrigin: object | undefined = undefined;
+
+  constructor(key: string, zone: ZoneCache, a: StoredAnswer) {
+    this.key = key;
+    this.zone = zone;
+    this.buf = a.buf;
+    this.base = a.base;
+    this.len = a.len;
+    this.ttlCount = a.ttlCount;
+    this.optStart = a.optStart;
+    this.optEnd = a.optEnd;
+    this.rcode = a.rcode;
+    this.kind = a.kind;
+    this.storedAt = a.storedAt;
+    this.ttl = a.ttl;
+  }
+
+  /** Takes a refreshed answer in place. */
+  replace(a: StoredAnswer): void {
+    this.buf = a.buf;
+    this.base = a.base;
+    this.len = a.len;
+    this.ttlCount = a.ttlCount;
+    this.optStart = a.optStart;
+    this.optEnd = a.optEnd;
+    this.rcode = a.rcode;
+    this.kind = a.kind;
+    this.storedAt = a.storedAt;
+    this.ttl = a.ttl;
+    this.prefetching = false;
+    this.slot = undefined;
+    // Popularity is counted per lifetime: a name must earn its next prefetch.
+    this.hits = 0;
+  }
 }
 
-/** Per-zone bookkeeping: insertion order for eviction, counts by kind. */
 /** The question of a cached entry (as the upstream echoed it), for refreshes. */
 export function entryQuestion(e: CacheEntry): Buffer {
-  return e.answer.buf.subarray(12, 12 + keyNameLen(e.key) + 4);
+  return e.buf.subarray(e.base + 12, e.base + 12 + keyNameLen(e.key) + 4);
 }
 
 export class ZoneCache {
@@ -81,12 +126,12 @@ export class AnswerCache {
   get(key: string, now: number): Lookup {
     const e = this.entries.get(key);
     if (e === undefined) return MISS;
-    const left = remaining(e.answer, now);
+    const left = remaining(e, now);
     if (left > 0) {
       e.hits++;
       const p = e.zone.policy;
       const prefetch = p.prefetchAmount > 0 && !e.prefetching && e.hits >= p.prefetchAmount &&
-        left <= Math.max(1, (e.answer.ttl * p.prefetchPercentage) / 100);
+        left <= Math.max(1, (e.ttl * p.prefetchPercentage) / 100);
       return { state: 'fresh', entry: e, prefetch };
     }
     if (-left <= e.zone.policy.serveStale) return { state: 'stale', entry: e };
@@ -98,7 +143,7 @@ export class AnswerCache {
   usable(key: string, now: number): CacheEntry | undefined {
     const e = this.entries.get(key);
     if (e === undefined) return undefined;
-    return remaining(e.answer, now) > -e.zone.policy.serveStale ? e : undefined;
+    return remaining(e, now) > -e.zone.policy.serveStale ? e : undefined;
   }
 
   set(key: string, zone: ZoneCache, answer: StoredAnswer): void {
@@ -107,16 +152,12 @@ export class AnswerCache {
     if (old && old.zone !== zone) this.remove(key);
     else if (old) {
       this.count(old, -1);
-      old.answer = answer;
-      old.prefetching = false;
-      old.slot = undefined;
+      old.replace(answer);
       this.count(old, 1);
-      // Popularity is counted per lifetime: a name must earn its next prefetch.
-      old.hits = 0;
       return;
     }
     while (zone.keys.size >= zone.policy.capacity) this.evictOne(zone);
-    const e: CacheEntry = { answer, key, zone, hits: 0, prefetching: false, slot: undefined, slotOrigin: undefined };
+    const e = new CacheEntry(key, zone, answer);
     this.entries.set(key, e);
     zone.keys.add(key);
     this.count(e, 1);
@@ -139,7 +180,7 @@ export class AnswerCache {
   }
 
   private count(e: CacheEntry, d: number): void {
-    if (e.answer.kind === 'denial') e.zone.denial += d;
+    if (e.kind === 'denial') e.zone.denial += d;
     else e.zone.success += d;
   }
 

@@ -120,10 +120,10 @@ export class Resolver {
     const found = this.cache.get(q.key, now);
     if (found.state === 'fresh') {
       const e = found.entry;
-      reply(renderAnswer(e.answer, msg, q, limit, now));
+      reply(renderAnswer(e, msg, q, limit, now));
       let slot = e.slot;
       if (slot === undefined || e.slotOrigin !== origin) {
-        slot = this.metrics.slot(origin, e.zone.name, q.qtype, e.answer.rcode, e.answer.kind);
+        slot = this.metrics.slot(origin, e.zone.name, q.qtype, e.rcode, e.kind);
         e.slot = slot;
         e.slotOrigin = origin;
       }
@@ -216,11 +216,11 @@ export class Resolver {
 
   private replyStale(e: CacheEntry, w: Waiter): void {
     const now = Date.now();
-    const fresh = now - e.answer.storedAt < e.answer.ttl * 1000;
+    const fresh = now - e.storedAt < e.ttl * 1000;
     const ttl = fresh ? -1 : e.zone.policy.serveStale > 0 ? this.staleTtl(e) : -1;
-    w.reply(renderAnswer(e.answer, w.msg, w.q, w.origin.proto === 'tcp' ? TCP_LIMIT : w.q.udpSize, now, ttl));
+    w.reply(renderAnswer(e, w.msg, w.q, w.origin.proto === 'tcp' ? TCP_LIMIT : w.q.udpSize, now, ttl));
     if (!fresh) this.metrics.servedStale(e.zone.name);
-    this.metrics.served(w.origin, e.zone.name, w.q.qtype, e.answer.rcode, (performance.now() - w.started) / 1000);
+    this.metrics.served(w.origin, e.zone.name, w.q.qtype, e.rcode, (performance.now() - w.started) / 1000);
   }
 
   private staleTtl(e: CacheEntry): number {

@@ -8,14 +8,22 @@ const LARGE = 4096;
 let slab: Buffer = Buffer.allocUnsafeSlow(SLAB_SIZE);
 let used = 0;
 
-/** An uninitialised buffer of `n` bytes meant to live as long as a cache entry. */
-export function allocLongLived(n: number): Buffer {
-  if (n > LARGE) return Buffer.allocUnsafeSlow(n);
+export interface Span {
+  readonly buf: Buffer;
+  readonly base: number;
+}
+
+/**
+ * `n` uninitialised bytes meant to live as long as a cache entry: a slab and
+ * an offset into it (no Buffer object per entry).
+ */
+export function allocLongLived(n: number): Span {
+  if (n > LARGE) return { buf: Buffer.allocUnsafeSlow(n), base: 0 };
   if (used + n > SLAB_SIZE) {
     slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
     used = 0;
   }
-  const b = slab.subarray(used, used + n);
+  const base = used;
   used += (n + 7) & ~7;
-  return b;
+  return { buf: slab, base };
 }
