@@ -13,7 +13,7 @@
 // The clock is injected so tests drive time by hand.
 import type { Backend, SyncResult } from '../modes/backend.ts';
 import type { Logger } from './log.ts';
-import type { Changes, NodeState } from './model.ts';
+import type { Changes, NodeState, StaleUdpEndpoint } from './model.ts';
 import type { ServiceTracker } from './tracker-api.ts';
 
 export interface Clock {
@@ -95,6 +95,12 @@ export class Runner {
   private timer: unknown;
   private timerAt: number | undefined;
   private syncCount = 0;
+  /**
+   * UDP flows a failed sync should have cleared: the snapshot consumed them
+   * and the full retry does not bring them back, so they are owed to the
+   * next successful sync's conntrack cleanup.
+   */
+  private owedUdp: Pick<Changes, 'staleUdpEndpoints' | 'staleUdpServiceIPs'> | undefined;
 
   constructor(opts: RunnerOptions, deps: RunnerDeps) {
     this.deps = deps;
@@ -240,13 +246,22 @@ export class Runner {
     }
   }
 
+  private withOwedUdp(changes: Changes): Changes {
+    const owed = this.owedUdp;
+    if (!owed || (owed.staleUdpEndpoints.length === 0 && owed.staleUdpServiceIPs.length === 0)) return changes;
+    const staleUdpEndpoints: StaleUdpEndpoint[] = [...owed.staleUdpEndpoints, ...changes.staleUdpEndpoints];
+    return { ...changes, staleUdpEndpoints, staleUdpServiceIPs: [...owed.staleUdpServiceIPs, ...changes.staleUdpServiceIPs] };
+  }
+
   private async sync(): Promise<SyncReport> {
     this.syncCount++;
     const { tracker, backend, log } = this.deps;
     const startedAt = this.clock.now();
     const queuedBefore = this.queuedAt;
     this.queuedAt = undefined;
-    const { state, changes, triggerTimes } = tracker.snapshot();
+    const snap = tracker.snapshot();
+    const { state, triggerTimes } = snap;
+    const changes = this.withOwedUdp(snap.changes);
     let result: SyncResult;
     try {
       result = await backend.sync(state, changes);
@@ -259,6 +274,7 @@ export class Runner {
       if (changes.full) this.lastFull = startedAt;
       this.retryAt = undefined;
       this.backoffMs = this.retryInitialMs;
+      this.owedUdp = undefined;
       if (this.deps.afterSync) {
         try {
           await this.deps.afterSync(changes);
@@ -269,6 +285,7 @@ export class Runner {
     } else {
       // The snapshot consumed the changes; a full sync brings them back.
       tracker.requestFull();
+      this.owedUdp = { staleUdpEndpoints: changes.staleUdpEndpoints, staleUdpServiceIPs: changes.staleUdpServiceIPs };
       this.retryAt = finishedAt + this.backoffMs;
       log.error({ err: result.error, retryInMs: this.backoffMs }, 'sync failed; retrying with a full sync');
       this.backoffMs = Math.min(this.backoffMs * 2, this.periodMs);

@@ -3,7 +3,7 @@
 import test from 'ava';
 import type { Backend, SyncResult } from '../modes/backend.ts';
 import { silentLogger } from '../proxy/log.ts';
-import type { Changes, NodeState } from '../proxy/model.ts';
+import type { Changes, NodeState, StaleUdpEndpoint } from '../proxy/model.ts';
 import { Runner, type Clock, type RunnerOptions, type SyncListener } from '../proxy/runner.ts';
 import type { ServiceTracker } from '../proxy/tracker-api.ts';
 import { nodeState, svc } from './helpers/state.ts';
@@ -47,6 +47,8 @@ async function settle(): Promise<void> {
 
 class FakeTracker implements ServiceTracker {
   full = false;
+  /** Stale UDP endpoints the next snapshot reports (once). */
+  stale: StaleUdpEndpoint[] = [];
   state: NodeState = nodeState([svc({ name: 'ns/a:http', clusterIP: '10.96.0.1', port: 80 })]);
   apply(): void {}
   pending(): number {
@@ -58,7 +60,9 @@ class FakeTracker implements ServiceTracker {
   snapshot(): { state: NodeState; changes: Changes; triggerTimes: readonly number[] } {
     const full = this.full;
     this.full = false;
-    return { state: this.state, changes: { full, services: new Set(), staleUdpEndpoints: [], staleUdpServiceIPs: [] }, triggerTimes: [] };
+    const staleUdpEndpoints = this.stale;
+    this.stale = [];
+    return { state: this.state, changes: { full, services: new Set(), staleUdpEndpoints, staleUdpServiceIPs: [] }, triggerTimes: [] };
   }
   requestFull(): void {
     this.full = true;
@@ -308,5 +312,25 @@ test('a failed sync keeps its changes pending for health', async (t) => {
   runner.request();
   await clock.advance(0);
   t.deepEqual(failed, [100], 'the change queued at t=100 is still pending after the failure');
+  await runner.stop();
+});
+
+test('stale UDP flows of a failed sync are cleared after the next successful one', async (t) => {
+  const { runner, clock, backend, tracker, afterSync } = setup({ minSyncPeriodMs: 0, retryInitialMs: 1000 });
+  await runner.start();
+  afterSync.length = 0;
+  const gone = (ip: string): StaleUdpEndpoint => ({ family: 4, serviceIPs: ['10.96.0.1'], servicePort: 53, nodePort: 0, endpointIP: ip, endpointPort: 53 });
+  tracker.stale = [gone('10.180.0.1')];
+  backend.failNext = 1;
+  runner.request();
+  await clock.advance(0);
+  t.is(afterSync.length, 0, 'no cleanup after the failure');
+  tracker.stale = [gone('10.180.0.2')];
+  await clock.advance(1000);
+  t.is(afterSync.length, 1);
+  t.deepEqual(afterSync[0].staleUdpEndpoints.map((e) => e.endpointIP), ['10.180.0.1', '10.180.0.2']);
+  runner.request();
+  await clock.advance(0);
+  t.deepEqual(afterSync[1].staleUdpEndpoints, [], 'owed flows are cleared once');
   await runner.stop();
 });
