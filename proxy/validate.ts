@@ -12,9 +12,13 @@ const addressTypes = new Set(['IPv4', 'IPv6', 'FQDN']);
 /** The legacy annotation that carries LoadBalancer source ranges, comma-separated. */
 export const sourceRangesAnnotation = 'service.beta.kubernetes.io/load-balancer-source-ranges';
 
-/** 4 or 6 for a literal IP address, 0 for anything else. */
+/**
+ * 4 or 6 for a literal IP address, 0 for anything else. An IPv6 zone
+ * ("fe80::1%eth0") is no Service or endpoint address (the API server rejects
+ * it too) and no kernel tool accepts it in a rule.
+ */
 export function ipFamily(ip: string): 0 | 4 | 6 {
-  return isIP(ip) as 0 | 4 | 6;
+  return ip.includes('%') ? 0 : isIP(ip) as 0 | 4 | 6;
 }
 
 /** 4 or 6 for a CIDR such as "10.0.0.0/8" or "2001:db8::/32" 0 when invalid. */
