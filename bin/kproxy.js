@@ -1,6 +1,13 @@
 #!/usr/bin/env node
 // kproxy: a kube-proxy replacement. Needs Node.js 24 or later (runs the
-// TypeScript sources directly).
-import { main } from '../proxy/cli.ts';
+// TypeScript sources directly), checked before the sources are loaded so an
+// older Node.js gets a clear message instead of a loader error.
+const major = Number(process.versions.node.split('.')[0]);
+if (major < 24) {
+  console.error(`kproxy: needs Node.js 24 or later, this is ${process.version}; ` +
+    'after `npm ci` run it as `npx kproxy ...` (or node_modules/.bin/node bin/kproxy.js ...)');
+  process.exit(2);
+}
+const { main } = await import('../proxy/cli.ts');
 
 process.exit(await main(process.argv.slice(2)));
