@@ -3,6 +3,7 @@
 // (Go durations, CIDRs, host:port). Parsing never throws: every problem is
 // collected so the caller can report them all at once.
 import { isIP } from 'node:net';
+import { cidrFamily as cidrFamilyOrZero } from './validate.ts';
 
 export type FlagKind = 'string' | 'bool' | 'int';
 
@@ -138,15 +139,7 @@ export function parseDuration(text: string): number | undefined {
 
 /** The IP family of a CIDR ("10.0.0.0/8" → 4), or undefined when it is not one. */
 export function cidrFamily(text: string): 4 | 6 | undefined {
-  const slash = text.indexOf('/');
-  if (slash < 0) return undefined;
-  const addr = text.slice(0, slash);
-  const prefix = text.slice(slash + 1);
-  const fam = isIP(addr);
-  if (fam === 0 || !/^\d{1,3}$/.test(prefix)) return undefined;
-  const max = fam === 4 ? 32 : 128;
-  if (Number(prefix) > max) return undefined;
-  return fam as 4 | 6;
+  return cidrFamilyOrZero(text) || undefined;
 }
 
 /** Splits a comma-separated list, dropping blanks. */

@@ -11,7 +11,9 @@ import { ipFamilies } from './mode-options.ts';
 import { FileSource } from './source/file.ts';
 import { KubeSource } from './source/kube.ts';
 import type { Source, SourceEvent } from './source/source.ts';
-import { Tracker } from './tracker.ts';
+import { nodeAddresses, Tracker } from './tracker.ts';
+
+export { nodeAddresses };
 
 export interface LoadedSource {
   readonly source: Source;
@@ -33,14 +35,6 @@ export interface LoadOptions {
   readonly keepObjects?: boolean;
   /** Rejects the wait for the initial list (SIGTERM during start-up). */
   readonly abort?: Promise<never>;
-}
-
-export function nodeAddresses(node: V1Node | undefined): string[] {
-  const ips: string[] = [];
-  for (const a of node?.status?.addresses ?? []) {
-    if ((a.type === 'InternalIP' || a.type === 'ExternalIP') && a.address && !ips.includes(a.address)) ips.push(a.address);
-  }
-  return ips;
 }
 
 function key(o: { metadata?: { namespace?: string; name?: string } }): string {

@@ -35,9 +35,10 @@ function sameLabels(a: Record<string, string>, b: Record<string, string>): boole
   return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
 }
 
-function nodeAddresses(node: V1Node): string[] {
+/** This node's InternalIP and ExternalIP addresses, from its Node object. */
+export function nodeAddresses(node: V1Node | undefined): string[] {
   const ips: string[] = [];
-  for (const a of node.status?.addresses ?? []) {
+  for (const a of node?.status?.addresses ?? []) {
     if ((a.type === 'InternalIP' || a.type === 'ExternalIP') && a.address && !ips.includes(a.address)) ips.push(a.address);
   }
   return ips;
