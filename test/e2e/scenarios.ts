@@ -132,6 +132,7 @@ export const scenarios: readonly Scenario[] = [
       // Endpoints exist elsewhere, so external traffic here is dropped, not refused.
       const dropped = await connectMany(sandbox.client, addresses.nodeIP, 30082, { count: 3, timeoutMs: 500 });
       t.is(dropped.answered, 0, `no local endpoint: nothing answers: ${show(dropped)}`);
+      t.is(dropped.refused, 0, `no local endpoint: dropped, not refused: ${show(dropped)}`);
     },
   },
   {
