@@ -1,10 +1,13 @@
 // /healthz and /livez, with kube-proxy's semantics:
-//  - healthy unless a queued change has waited longer than the health
-//    timeout (2 × syncPeriod) without a successful sync, and not before the
-//    first successful sync;
-//  - /healthz additionally answers 503 when this node is being deleted
-//    (deletionTimestamp set, or the cluster autoscaler's
-//    ToBeDeletedByClusterAutoscaler taint), so load balancers drain it;
+//  - live unless a queued change has waited longer than the health timeout
+//    (2 × syncPeriod) without a successful sync; so, as in kube-proxy, alive
+//    while starting up (an API server unreachable at start-up must not get
+//    kproxy killed by its liveness probe over and over);
+//  - /healthz is stricter than kube-proxy's: 503 also before the first
+//    successful sync (a node without rules is not ready for traffic), and
+//    when this node is being deleted (deletionTimestamp set, or the cluster
+//    autoscaler's ToBeDeletedByClusterAutoscaler taint), so load balancers
+//    drain it;
 //  - /livez ignores node eligibility: a draining node is still alive.
 import type { V1Node } from '@kubernetes/client-node';
 import { listenHttp, sendJson, type HttpHandle } from './http-server.ts';
@@ -12,7 +15,10 @@ import type { Logger } from './log.ts';
 import type { SyncListener, SyncReport } from './runner.ts';
 
 export interface HealthStatus {
+  /** Synced at least once, and no queued change is older than the timeout. */
   readonly healthy: boolean;
+  /** No queued change is older than the timeout (true while starting up). */
+  readonly live: boolean;
   /** Epoch ms of the last successful sync; undefined before the first. */
   readonly lastUpdated: number | undefined;
   readonly currentTime: number;
@@ -54,9 +60,9 @@ export class ProxierHealth implements SyncListener {
 
   status(): HealthStatus {
     const currentTime = this.now();
-    let healthy = this.lastUpdated !== undefined;
-    if (this.oldestPending !== undefined && currentTime - this.oldestPending > this.timeoutMs) healthy = false;
-    return { healthy, lastUpdated: this.lastUpdated, currentTime, nodeEligible: this.nodeEligible };
+    const live = this.oldestPending === undefined || currentTime - this.oldestPending <= this.timeoutMs;
+    const healthy = live && this.lastUpdated !== undefined;
+    return { healthy, live, lastUpdated: this.lastUpdated, currentTime, nodeEligible: this.nodeEligible };
   }
 
   // SyncListener
@@ -90,7 +96,7 @@ export function startHealthServer(health: ProxierHealth, port: number, host: str
       return;
     }
     const s = health.status();
-    const ok = path === '/healthz' ? s.healthy && s.nodeEligible : s.healthy;
+    const ok = path === '/healthz' ? s.healthy && s.nodeEligible : s.live;
     if (!ok) log.debug({ path, ...s }, 'health check failing');
     sendJson(res, ok ? 200 : 503, healthBody(s, path === '/healthz'));
   }, port, host);

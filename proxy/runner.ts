@@ -131,6 +131,10 @@ export class Runner {
     this.nextDriftCheck = now + this.periodMs;
     this.lastFull = now;
     this.deps.tracker.requestFull();
+    // The first sync is a queued change like any other: health counts its
+    // wait (and its failed retries) from now.
+    this.queuedAt = now;
+    for (const l of this.deps.listeners ?? []) l.onQueued?.(now);
     let report!: SyncReport;
     this.tokens -= 1;
     this.busy = this.sync().then((r) => { report = r; });

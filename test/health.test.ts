@@ -16,7 +16,7 @@ function setup() {
   return { health, advance: (ms: number) => { now += ms; }, now: () => now };
 }
 
-test('503 before the first sync, 200 after it, with kube-proxy\'s JSON fields', async (t) => {
+test('/healthz 503 before the first sync, 200 after it, with kube-proxy\'s JSON fields; /livez alive while starting up', async (t) => {
   const { health, now } = setup();
   const srv = await startHealthServer(health, 0, '127.0.0.1', silentLogger());
   t.teardown(() => srv.close());
@@ -24,7 +24,7 @@ test('503 before the first sync, 200 after it, with kube-proxy\'s JSON fields', 
   t.is(r.status, 503);
   t.is(r.type, 'application/json');
   t.deepEqual(r.body, { lastUpdated: '0001-01-01T00:00:00.000Z', currentTime: '2026-01-01T00:00:00.000Z', nodeEligible: true });
-  t.is((await get(srv.port, '/livez')).status, 503);
+  t.is((await get(srv.port, '/livez')).status, 200, 'alive while starting up, as kube-proxy');
 
   health.updated(now());
   r = await get(srv.port, '/healthz');
@@ -90,4 +90,14 @@ test('a busy port is a KPROXY_BIND_FAILED error', async (t) => {
   const err = await t.throwsAsync(startHealthServer(health, a.port, '127.0.0.1', silentLogger()));
   t.is((err as { code?: string }).code, 'KPROXY_BIND_FAILED');
   t.regex(err!.message, /EADDRINUSE/);
+});
+
+test('a first sync that keeps failing makes /livez 503 once it waited longer than the timeout', (t) => {
+  const { health, advance, now } = setup();
+  health.onQueued(now());
+  advance(60_000);
+  t.true(health.status().live, 'exactly the timeout is still alive');
+  t.false(health.status().healthy, 'never synced: not ready');
+  advance(1);
+  t.false(health.status().live);
 });

@@ -277,7 +277,7 @@ test('onQueued fires once per pending period; pendingSince reports changes that 
   backend.gate = undefined;
   open();
   await clock.advance(1);
-  t.deepEqual(queued, [0, 5]);
+  t.deepEqual(queued, [0, 0, 5], 'the first sync, then the two pending periods');
   t.deepEqual(pending, [undefined, 5, undefined]);
   await runner.stop();
 });
@@ -332,5 +332,19 @@ test('stale UDP flows of a failed sync are cleared after the next successful one
   runner.request();
   await clock.advance(0);
   t.deepEqual(afterSync[1].staleUdpEndpoints, [], 'owed flows are cleared once');
+  await runner.stop();
+});
+
+test('the first sync counts as queued: a failing start-up keeps the change pending for health', async (t) => {
+  const queued: number[] = [];
+  const failed: (number | undefined)[] = [];
+  const { runner, backend } = setup({}, [
+    { onQueued: (at) => queued.push(at - 1_000_000), onSyncFailed: (r) => failed.push(r.pendingSince === undefined ? undefined : r.pendingSince - 1_000_000) },
+  ]);
+  backend.failNext = 1;
+  const first = await runner.start();
+  t.false(first.ok);
+  t.deepEqual(queued, [0]);
+  t.deepEqual(failed, [0]);
   await runner.stop();
 });
