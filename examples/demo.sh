@@ -14,7 +14,7 @@ fi
 
 # tool:package pairs; tools are looked up in the system directories only.
 missing=""
-for pair in ip:iproute2 iptables:iptables nft:nftables conntrack:conntrack; do
+for pair in ip:iproute2 iptables:iptables nft:nftables ipset:ipset conntrack:conntrack; do
   tool=${pair%%:*}
   found=""
   for dir in /usr/sbin /sbin /usr/bin /bin; do

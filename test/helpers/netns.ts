@@ -57,6 +57,8 @@ export const requiredTools: readonly RequiredTool[] = [
   { tool: 'iptables-save', pkg: 'iptables' },
   { tool: 'iptables-restore', pkg: 'iptables' },
   { tool: 'nft', pkg: 'nftables' },
+  // The iptables mode keeps its hairpin set in an ipset.
+  { tool: 'ipset', pkg: 'ipset' },
   { tool: 'conntrack', pkg: 'conntrack' },
 ];
 
