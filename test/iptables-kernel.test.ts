@@ -99,6 +99,17 @@ for (const v of variants) {
       t.true((await again.sync(s2, fullChanges(s2))).ok);
       t.is(normalise(await again.readKernel()), kernelView);
 
+      // A restart onto a smaller state: chains the old instance left and the
+      // new state does not want (found by listing chain names) are deleted.
+      const s3 = nodeState([...special.filter((x) => x.affinityTimeoutSeconds === 0), ...changed.slice(100, 399)]);
+      const third = new IptablesBackend({ ...opts, exec }, silentLogger());
+      t.true((await third.sync(s3, fullChanges(s3))).ok);
+      const fresh = new FakeKernel([nodeIP]);
+      t.true((await new IptablesBackend({ ...opts, exec: fresh.exec }, silentLogger()).sync(s3, fullChanges(s3))).ok);
+      const shrunk = normalise(await third.readKernel());
+      t.notRegex(shrunk, /KUBE-SEP-/);
+      t.is(shrunk, normalise(await new IptablesBackend({ ...opts, exec: fresh.exec }, silentLogger()).readKernel()));
+
       await again.cleanup();
       for (const cmd of [`iptables-${v}-save`, `ip6tables-${v}-save`]) {
         const save = (await exec(cmd, [])).stdout;

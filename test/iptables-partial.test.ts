@@ -51,7 +51,7 @@ test('one endpoint change writes only that Service chain', async (t) => {
   t.is(batches[0], dedent(`
     *nat
     :KUBE-SVC-27ZAC4SFLEKBO4KM - [0:0]
-    -A KUBE-SVC-27ZAC4SFLEKBO4KM ! -s 10.180.0.0/16 -d 172.30.0.7/32 -p tcp -m comment --comment "ns/web7:http cluster IP" -m tcp --dport 80 -j KUBE-MARK-MASQ
+    -A KUBE-SVC-27ZAC4SFLEKBO4KM ! -s 10.180.0.0/16 -d 172.30.0.7/32 -p tcp -m comment --comment "ns/web7:http cluster IP" -m tcp --dport 80 -j MARK --set-xmark 0x4000/0x4000
     -A KUBE-SVC-27ZAC4SFLEKBO4KM -p tcp -m comment --comment "ns/web7:http -> 10.180.7.1:8080" -m statistic --mode random --probability 0.2500000000 -j DNAT --to-destination 10.180.7.1:8080
     -A KUBE-SVC-27ZAC4SFLEKBO4KM -p tcp -m comment --comment "ns/web7:http -> 10.180.7.2:8080" -m statistic --mode random --probability 0.3333333333 -j DNAT --to-destination 10.180.7.2:8080
     -A KUBE-SVC-27ZAC4SFLEKBO4KM -p tcp -m comment --comment "ns/web7:http -> 10.180.7.3:8080" -m statistic --mode random --probability 0.5000000000 -j DNAT --to-destination 10.180.7.3:8080

@@ -68,6 +68,10 @@ export class RestoreBatch {
       if (!s || s.empty) continue;
       // Sections hold 100k+ lines: concat, not argument spreading (stack limit).
       out.push(`*${name}`);
+      // Declarations in name order: iptables-nft keeps its chain cache sorted
+      // and inserts by walking it, so 10,000 chains in hash order cost
+      // seconds of CPU (measured: 11.6 s against 5.4 s for a 130k-line batch).
+      s.declare.sort();
       for (const part of [s.declare, s.deletes, s.appends, s.inserts, s.removes]) for (const l of part) out.push(l);
       out.push('COMMIT');
     }
