@@ -140,6 +140,11 @@ function kubeProxyBatch(n: number, e: number): { text: string; lines: number; fi
     }
   }
   rules.push('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS');
+  // The jumps from built-in chains kube-proxy keeps: without them the
+  // kernel would not re-validate the chain graph on each later change.
+  rules.push('-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES');
+  rules.push('-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES');
+  rules.push('-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING');
   const text = `${[...L, ...rules, 'COMMIT'].join('\n')}\n`;
   return { text, lines: L.length + rules.length + 1, firstSvc: svcChain('bench/svc0:http', 'TCP') };
 }
