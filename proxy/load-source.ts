@@ -76,7 +76,8 @@ export async function loadSource(config: ProxyConfig, log: Logger, opts: LoadOpt
   }
   const nodeIPs = nodeAddresses(node);
   if (!node) log.warn({ node: config.nodeName }, 'no Node object for this node: no node addresses, topology hints need its zone label');
-  const families = ipFamilies({ clusterCIDRs: config.clusterCIDRs, nodeIPs, mode: config.mode, checkTools: opts.checkTools }, log);
+  const serviceIPs = held.flatMap((e) => (e.kind === 'Service' ? e.object.spec?.clusterIPs ?? [] : []));
+  const families = ipFamilies({ clusterCIDRs: config.clusterCIDRs, nodeIPs, serviceIPs, mode: config.mode, checkTools: opts.checkTools }, log);
   tracker = new Tracker({ nodeName: config.nodeName, families }, log.child({ component: 'tracker' }));
   for (const e of held) tracker.apply(e);
   return Object.assign(loaded, { source, tracker, families, nodeIPs, node, services, slices });

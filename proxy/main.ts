@@ -20,7 +20,7 @@ import { loadSource, nodeAddresses, type LoadedSource } from './load-source.ts';
 import type { Logger } from './log.ts';
 import { ProxyMetrics, startMetricsServer } from './metrics.ts';
 import { healthCheckHosts, modeOptions } from './mode-options.ts';
-import { Runner } from './runner.ts';
+import { Runner, type SyncListener } from './runner.ts';
 import type { ServiceTracker } from './tracker-api.ts';
 
 export interface RunHooks {
@@ -92,13 +92,20 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
     const opts = modeOptions(config, loaded.families, loaded.nodeIPs, exec, log);
     log.info({ families: opts.families, nodeIPs: loaded.nodeIPs, nodePortAddresses: opts.nodePortAddresses }, 'initial list complete');
     const backend = createBackend(config.mode, opts, log.child({ component: config.mode }));
-    for (const other of otherBackends(config.mode, opts, log)) {
-      try {
-        await other.cleanup();
-      } catch (err) {
-        log.warn({ err, mode: other.mode }, 'could not remove another mode\'s rules');
-      }
-    }
+    // Another mode's rules (a node switched from iptables to nftables, or back)
+    // are removed only once this mode's first sync is in the kernel, so the
+    // node is never without rules in between.
+    let othersRemoved: Promise<void> | undefined;
+    closers.push(async () => { await othersRemoved; });
+    const removeOtherModes: SyncListener = {
+      onSynced: () => {
+        othersRemoved ??= (async () => {
+          for (const other of otherBackends(config.mode, opts, log)) {
+            await other.cleanup().catch((err: unknown) => log.warn({ err, mode: other.mode }, 'could not remove another mode\'s rules'));
+          }
+        })();
+      },
+    };
 
     // Pending-change gauges count distinct objects changed since the last snapshot.
     const pendingServices = new Set<string>();
@@ -126,7 +133,7 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
       {
         tracker: counted, backend, log: log.child({ component: 'runner' }),
         afterSync: (changes) => clearStaleUdp(changes, exec, log.child({ component: 'conntrack' })),
-        listeners: [health, metrics, hc],
+        listeners: [health, metrics, hc, removeOtherModes],
       },
     );
     closers.push(() => runner.stop());

@@ -1,8 +1,9 @@
 // Node-wide settings for a backend, from the validated config and this
 // node's addresses.
 //
-// IP families: IPv4 always; IPv6 as well when a cluster CIDR or one of the
-// Node object's addresses is IPv6 — and, when the kernel is to be touched
+// IP families: IPv4 always; IPv6 as well when a cluster CIDR, one of the
+// Node object's addresses or a Service's clusterIP in the initial list is
+// IPv6 — and, when the kernel is to be touched
 // in iptables mode, ip6tables is installed (without it IPv6 is skipped with
 // a warning). A single-stack IPv6 cluster therefore programs an (empty)
 // IPv4 side too, which is harmless.
@@ -29,12 +30,15 @@ export interface FamilyInput {
   readonly clusterCIDRs: readonly string[];
   readonly nodeIPs: readonly string[];
   readonly mode: ProxyMode;
+  /** Addresses of the Services in the initial list (clusterIPs): an IPv6 one turns IPv6 on. */
+  readonly serviceIPs?: readonly string[];
   /** Check that the kernel tools for IPv6 exist (false for dump, which touches no kernel). */
   readonly checkTools: boolean;
 }
 
 export function ipFamilies(input: FamilyInput, log?: Logger): Family[] {
-  const wantsV6 = input.clusterCIDRs.some((c) => cidrFamily(c) === 6) || input.nodeIPs.some((ip) => isIP(ip) === 6);
+  const wantsV6 = input.clusterCIDRs.some((c) => cidrFamily(c) === 6) || input.nodeIPs.some((ip) => isIP(ip) === 6) ||
+    (input.serviceIPs ?? []).some((ip) => isIP(ip) === 6);
   if (!wantsV6) return [4];
   if (input.checkTools && input.mode === 'iptables' && !hasTool('ip6tables-restore')) {
     log?.warn('IPv6 cluster CIDR or node address, but ip6tables-restore is not installed: programming IPv4 only');

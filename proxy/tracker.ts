@@ -4,6 +4,7 @@
 // Services alone, comparing each service port with the previous snapshot so
 // that changes which net to nothing disappear.
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
+import { isIP } from 'node:net';
 import type { Logger } from './log.ts';
 import type { Changes, Family, NodeState, ServicePortState, StaleUdpEndpoint } from './model.ts';
 import type { SourceEvent } from './source/source.ts';
@@ -180,6 +181,21 @@ export class Tracker implements ServiceTracker {
     this.#fullRequested = true;
   }
 
+  /** Services already warned about: an address family this node does not program. */
+  readonly #offFamilyWarned = new Set<string>();
+
+  /** A Service address of a family kproxy was not started with gets no rules: say so once. */
+  #warnOffFamily(key: string, svc: V1Service): void {
+    if (this.#offFamilyWarned.has(key)) return;
+    const off = (svc.spec?.clusterIPs ?? [svc.spec?.clusterIP]).filter((ip): ip is string => {
+      const f = ip ? isIP(ip) : 0;
+      return f !== 0 && !this.#opts.families.includes(f as Family);
+    });
+    if (off.length === 0) return;
+    this.#offFamilyWarned.add(key);
+    this.#log.warn({ service: key, addresses: off, families: this.#opts.families }, 'Service address of an IP family this node does not program: no rules for it (restart kproxy to enable that family)');
+  }
+
   /** The service ports of one Service as of now, from its Service and slices. */
   #compute(key: string): ServicePortState[] {
     const svc = this.#services.get(key);
@@ -190,6 +206,7 @@ export class Tracker implements ServiceTracker {
     const preference = servicePreference(svc);
     const { nodeName } = this.#opts;
     const zone = this.#nodeLabels[zoneLabel] || undefined;
+    this.#warnOffFamily(key, svc);
     for (const family of this.#opts.families as readonly Family[]) {
       const infos = servicePortInfos(svc, family);
       if (infos.length === 0) continue;

@@ -100,6 +100,18 @@ test('a broken file is logged and the previous content stays; the fix is diffed 
   t.deepEqual(s.events.map(describe), ['upsert Service db']);
 });
 
+test('an empty file (caught mid-write) keeps the previous content; an empty List removes everything', async (t) => {
+  const s = await setup(t, docs(svcDoc('web', '172.30.0.1')));
+  await s.source.start(s.emit);
+  s.events.length = 0;
+  await writeFile(s.path, '');
+  await waitFor(() => s.records.some((r) => String(r.msg).startsWith('the file is empty')), 'the empty-file warning');
+  t.deepEqual(s.events, []);
+  await writeFile(s.path, 'apiVersion: v1\nkind: List\nitems: []\n');
+  await waitFor(() => s.events.length >= 1, 'the deletion');
+  t.deepEqual(s.events.map(describe), ['delete Service web']);
+});
+
 test('an unparseable file at start is a clear error naming the file', async (t) => {
   const s = await setup(t, '- just\n- a list\n');
   const err = await t.throwsAsync(s.source.start(s.emit));

@@ -116,6 +116,12 @@ export class FileSource implements Source {
       return;
     }
     if (text === this.#lastText || !this.#emit) return;
+    // An empty file is almost always one caught mid-write (truncate, then
+    // write); removing every Service because of it would drop all traffic.
+    if (text.trim() === '' && this.#held.size > 0) {
+      this.#log.warn('the file is empty; previous content stays in force (an empty `kind: List` removes everything)');
+      return;
+    }
     const parsed = parseObjects(text);
     if (parsed.errors.length > 0) {
       this.#log.error({ errors: parsed.errors }, 'cannot parse the file; previous content stays in force');

@@ -219,14 +219,19 @@ export const scenarios: readonly Scenario[] = [
         allAnswered(t, r, what);
       };
       await check(`${mode} first`);
+      // A client connecting all along: the old mode's rules go only after the
+      // new mode's first sync, so no connection fails across either switch.
+      const client = await startContinuousClient(sandbox.client, '10.96.0.10', 80, { intervalMs: 10, timeoutMs: 2000 });
       const tablesBefore = await nftTables(sandbox);
       await restartKproxy(other);
       await check(`${other} after ${mode}`);
-      await assertModeGone(t, sandbox, mode, tablesBefore);
+      await assertModeGoneSoon(t, sandbox, mode, tablesBefore);
       const tablesOther = await nftTables(sandbox);
       await restartKproxy(mode);
       await check(`${mode} again`);
-      await assertModeGone(t, sandbox, other, tablesOther);
+      await assertModeGoneSoon(t, sandbox, other, tablesOther);
+      const r = await client.stop();
+      t.is(r.answered, r.attempts, `no failed connection across both switches: ${show(r)}`);
     },
   },
   {
@@ -250,16 +255,32 @@ export const scenarios: readonly Scenario[] = [
 
 /** The rules of `gone` are absent from the node (its tables, or its iptables chains). */
 async function assertModeGone(t: ExecutionContext, sandbox: Sandbox, gone: ProxyMode, tablesWhileRunning: readonly string[]): Promise<void> {
+  const problem = await modeLeftovers(sandbox, gone, tablesWhileRunning);
+  t.is(problem, '', problem);
+}
+
+async function modeLeftovers(sandbox: Sandbox, gone: ProxyMode, tablesWhileRunning: readonly string[]): Promise<string> {
   if (gone === 'iptables') {
     const left = await iptablesLeftovers(sandbox);
-    t.deepEqual(left, [], `iptables rules left after leaving iptables mode:\n${left.join('\n')}`);
-  } else {
-    // Tables the nftables mode had, other than iptables-nft's own.
-    const now = await nftTables(sandbox);
-    const left = tablesWhileRunning.filter((tb) => now.includes(tb) && !isIptablesTable(tb));
-    t.deepEqual(left, [], `nftables tables left after leaving nftables mode: ${left.join(', ')}`);
-    t.true(tablesWhileRunning.some((tb) => !isIptablesTable(tb)), `nftables mode had a table of its own: ${tablesWhileRunning.join(', ')}`);
+    return left.length === 0 ? '' : `iptables rules left after leaving iptables mode:\n${left.join('\n')}`;
   }
+  if (!tablesWhileRunning.some((tb) => !isIptablesTable(tb))) return `nftables mode had no table of its own: ${tablesWhileRunning.join(', ')}`;
+  // Tables the nftables mode had, other than iptables-nft's own.
+  const now = await nftTables(sandbox);
+  const left = tablesWhileRunning.filter((tb) => now.includes(tb) && !isIptablesTable(tb));
+  return left.length === 0 ? '' : `nftables tables left after leaving nftables mode: ${left.join(', ')}`;
+}
+
+/**
+ * The other mode's rules are removed just after the new mode's first sync,
+ * in the background: wait up to 10 s for them to go, then assert.
+ */
+async function assertModeGoneSoon(t: ExecutionContext, sandbox: Sandbox, gone: ProxyMode, tablesWhileRunning: readonly string[]): Promise<void> {
+  const end = Date.now() + 10_000;
+  while (Date.now() < end && await modeLeftovers(sandbox, gone, tablesWhileRunning) !== '') {
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await assertModeGone(t, sandbox, gone, tablesWhileRunning);
 }
 
 const iptablesTableNames = new Set(['filter', 'nat', 'mangle', 'raw', 'security']);
