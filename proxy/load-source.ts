@@ -12,6 +12,7 @@ import { FileSource } from './source/file.ts';
 import { KubeSource } from './source/kube.ts';
 import type { Source, SourceEvent } from './source/source.ts';
 import { nodeAddresses, Tracker } from './tracker.ts';
+import type { TrackerOptions } from './tracker-api.ts';
 
 export { nodeAddresses };
 
@@ -35,6 +36,8 @@ export interface LoadOptions {
   readonly keepObjects?: boolean;
   /** Rejects the wait for the initial list (SIGTERM during start-up). */
   readonly abort?: Promise<never>;
+  /** Told of each malformed Service or EndpointSlice the tracker skips (Events). */
+  readonly onInvalid?: TrackerOptions['onInvalid'];
 }
 
 function key(o: { metadata?: { namespace?: string; name?: string } }): string {
@@ -78,7 +81,7 @@ export async function loadSource(config: ProxyConfig, log: Logger, opts: LoadOpt
   if (!node) log.warn({ node: config.nodeName }, 'no Node object for this node: no node addresses, topology hints need its zone label');
   const serviceIPs = held.flatMap((e) => (e.kind === 'Service' ? e.object.spec?.clusterIPs ?? [] : []));
   const families = ipFamilies({ clusterCIDRs: config.clusterCIDRs, nodeIPs, serviceIPs, mode: config.mode, checkTools: opts.checkTools }, log);
-  tracker = new Tracker({ nodeName: config.nodeName, families }, log.child({ component: 'tracker' }));
+  tracker = new Tracker({ nodeName: config.nodeName, families, onInvalid: opts.onInvalid }, log.child({ component: 'tracker' }));
   for (const e of held) tracker.apply(e);
   return Object.assign(loaded, { source, tracker, families, nodeIPs, node, services, slices });
 }

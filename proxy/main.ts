@@ -21,6 +21,7 @@ import type { Logger } from './log.ts';
 import { ProxyMetrics, startMetricsServer } from './metrics.ts';
 import { healthCheckHosts, modeOptions } from './mode-options.ts';
 import { Runner, type SyncListener } from './runner.ts';
+import { KubeEventRecorder } from './source/kube-events.ts';
 import type { ServiceTracker } from './tracker-api.ts';
 
 export interface RunHooks {
@@ -75,9 +76,15 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
       throw new Error(`stopped by ${s} during start-up`);
     });
     abort.catch(() => undefined);
+    // With the API server as source, malformed Services and EndpointSlices
+    // also get a Warning Event, for `kubectl describe`.
+    const events = config.sourceFile === undefined
+      ? new KubeEventRecorder({ kubeconfig: config.kubeconfig, nodeName: config.nodeName }, log.child({ component: 'events' }))
+      : undefined;
+    if (events) closers.push(() => events.close());
     let loaded: LoadedSource;
     try {
-      loaded = await loadSource(config, log, { watch: true, checkTools: true, abort });
+      loaded = await loadSource(config, log, { watch: true, checkTools: true, abort, onInvalid: events?.record });
     } catch (err) {
       if (stopping) {
         log.info('stopped before the first sync; rules left as they were');

@@ -1,13 +1,26 @@
 // The tracker's contract, used by the runner and the CLI. Implemented in
 // proxy/tracker.ts.
+import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import type { Changes, NodeState } from './model.ts';
 import type { SourceEvent } from './source/source.ts';
+
+/** A Service or EndpointSlice the tracker skipped, with every problem found in it. */
+export type InvalidObject =
+  | { readonly kind: 'Service'; readonly object: V1Service; readonly problems: readonly string[] }
+  | { readonly kind: 'EndpointSlice'; readonly object: V1EndpointSlice; readonly problems: readonly string[] };
 
 export interface TrackerOptions {
   /** This node's name (--hostname-override or the host name). */
   readonly nodeName: string;
   /** IP families to produce ServicePortStates for. */
   readonly families: readonly (4 | 6)[];
+  /**
+   * Told of each skipped (malformed) Service or EndpointSlice, once per
+   * distinct version and problem list: a relist that brings the same
+   * resourceVersion again is not reported again. Must not throw (a throw is
+   * logged and ignored).
+   */
+  readonly onInvalid?: (invalid: InvalidObject) => void;
 }
 
 export interface ServiceTracker {

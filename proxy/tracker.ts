@@ -8,7 +8,7 @@ import { isIP } from 'node:net';
 import type { Logger } from './log.ts';
 import type { Changes, Family, NodeState, ServicePortState, StaleUdpEndpoint } from './model.ts';
 import type { SourceEvent } from './source/source.ts';
-import type { ServiceTracker, TrackerOptions } from './tracker-api.ts';
+import type { InvalidObject, ServiceTracker, TrackerOptions } from './tracker-api.ts';
 import { addStaleUdp } from './conntrack-changes.ts';
 import { categorizeEndpoints, collectEndpoints, portKey, serviceNameLabel, type SliceEndpoint } from './endpoints.ts';
 import { samePortState, servicePortInfos, skipReason } from './service-ports.ts';
@@ -18,7 +18,7 @@ import { validateEndpointSlice, validateService } from './validate.ts';
 
 export const triggerTimeAnnotation = 'endpoints.kubernetes.io/last-change-trigger-time';
 
-type Meta = { metadata?: { name?: string; namespace?: string } };
+type Meta = { metadata?: { name?: string; namespace?: string; uid?: string; resourceVersion?: string } };
 
 function nsName(obj: Meta): string | undefined {
   const m = obj.metadata;
@@ -66,6 +66,12 @@ export class Tracker implements ServiceTracker {
   readonly #portsOf = new Map<string, readonly ServicePortState[]>();
   readonly #state = new SnapshotMapBuilder<ServicePortState>();
   #triggerTimes: number[] = [];
+  /**
+   * What was last reported about each malformed object ("kind namespace/name"
+   * → uid, resourceVersion and problems), so that a relist or a file re-read
+   * bringing the same version again is not reported again.
+   */
+  readonly #reported = new Map<string, string>();
 
   constructor(opts: TrackerOptions, log: Logger) {
     this.#opts = opts;
@@ -93,6 +99,7 @@ export class Tracker implements ServiceTracker {
         this.#log.warn({ kind: 'Service' }, 'Service deletion without namespace/name ignored');
         return;
       }
+      this.#reported.delete(`Service ${key}`);
       if (this.#services.delete(key)) {
         this.#dirty.add(key);
         this.#recordTrigger(svc);
@@ -101,10 +108,10 @@ export class Tracker implements ServiceTracker {
     }
     const problems = validateService(svc);
     if (problems.length > 0) {
-      this.#log.warn({ kind: 'Service', object: key ?? svc.metadata?.name ?? '(unnamed)', problems, keptPrevious: key !== undefined && this.#services.has(key) },
-        'invalid Service skipped');
+      this.#skipInvalid({ kind: 'Service', object: svc, problems }, key, key !== undefined && this.#services.has(key));
       return;
     }
+    this.#reported.delete(`Service ${key}`);
     const reason = skipReason(svc);
     if (reason) this.#log.debug({ service: key, reason }, 'Service not proxied');
     this.#services.set(key!, svc);
@@ -117,14 +124,14 @@ export class Tracker implements ServiceTracker {
     if (type === 'upsert') {
       const problems = validateEndpointSlice(slice);
       if (problems.length > 0) {
-        this.#log.warn({ kind: 'EndpointSlice', object: key ?? slice.metadata?.name ?? '(unnamed)', problems, keptPrevious: key !== undefined && this.#slices.has(key) },
-          'invalid EndpointSlice skipped');
+        this.#skipInvalid({ kind: 'EndpointSlice', object: slice, problems }, key, key !== undefined && this.#slices.has(key));
         return;
       }
     } else if (!key) {
       this.#log.warn({ kind: 'EndpointSlice' }, 'EndpointSlice deletion without namespace/name ignored');
       return;
     }
+    this.#reported.delete(`EndpointSlice ${key}`);
     const previous = this.#slices.get(key!);
     if (previous) {
       const was = owner(previous);
@@ -147,6 +154,28 @@ export class Tracker implements ServiceTracker {
       }
     }
     if (type === 'upsert' || previous) this.#recordTrigger(slice);
+  }
+
+  /**
+   * Logs a skipped object and tells onInvalid, once per distinct version and
+   * problem list; repeats (a relist, a periodic re-read) are logged at debug.
+   */
+  #skipInvalid(invalid: InvalidObject, key: string | undefined, keptPrevious: boolean): void {
+    const m = (invalid.object as Meta).metadata;
+    const id = `${invalid.kind} ${key ?? m?.uid ?? m?.name ?? '(unnamed)'}`;
+    const seen = `${m?.uid ?? ''}@${m?.resourceVersion ?? ''}\n${invalid.problems.join('\n')}`;
+    const fields = { kind: invalid.kind, object: key ?? m?.name ?? '(unnamed)', problems: invalid.problems, keptPrevious };
+    if (this.#reported.get(id) === seen) {
+      this.#log.debug(fields, `invalid ${invalid.kind} skipped again`);
+      return;
+    }
+    this.#reported.set(id, seen);
+    this.#log.warn(fields, `invalid ${invalid.kind} skipped`);
+    try {
+      this.#opts.onInvalid?.(invalid);
+    } catch (err) {
+      this.#log.warn({ err, kind: invalid.kind, object: fields.object }, 'onInvalid hook failed');
+    }
   }
 
   #applyNode(type: 'upsert' | 'delete', node: V1Node): void {

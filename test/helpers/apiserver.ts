@@ -25,6 +25,12 @@
 //   server does. allowWatchBookmarks=true enables BOOKMARK events
 //   (bookmark(), or every `bookmarkIntervalMs`). timeoutSeconds ends the
 //   stream cleanly. Objects leaving a selector are sent as DELETED.
+// - POST /api/v1/namespaces/<ns>/events and
+//   /apis/events.k8s.io/v1/namespaces/<ns>/events: the Event is checked as
+//   the real server does the basics (namespace of the path = metadata's =
+//   the involved object's; a name; no duplicate name), answered 201 and kept
+//   in `events` (not listed or watched). rejectEvents(403) makes every later
+//   Event POST fail with that status, as missing RBAC does.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -53,6 +59,15 @@ export interface TestApiServerOptions {
   readonly bookmarkIntervalMs?: number;
 }
 
+/** An Event POSTed to the server, as received. */
+export interface RecordedEvent {
+  /** 'v1' (core) or 'events.k8s.io/v1'. */
+  readonly apiVersion: string;
+  readonly namespace: string;
+  /** The Event as stored (with uid, resourceVersion and creationTimestamp). */
+  readonly object: KubeObject;
+}
+
 /** How an unreachable API server looks: connections refused, or every request answered 503. */
 export type PauseMode = 'refuse' | 'unavailable';
 
@@ -78,10 +93,24 @@ function route(path: string): Route | undefined {
   return { info, namespace: namespace && decodeURIComponent(namespace), name: name && decodeURIComponent(name) };
 }
 
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
 export class TestApiServer {
   /** Every request received, oldest first. */
   readonly requests: ApiRequest[] = [];
   readonly store = new VersionedStore();
+  /** Every Event accepted, oldest first. */
+  readonly events: RecordedEvent[] = [];
+
+  #rejectEvents: number | undefined;
+  #eventSeq = 0;
 
   #server: Server;
   #port = 0;
@@ -224,6 +253,11 @@ export class TestApiServer {
     return path;
   }
 
+  /** Answers every later Event POST with this HTTP status (e.g. 403 Forbidden); undefined accepts them again. */
+  rejectEvents(code: number | undefined): void {
+    this.#rejectEvents = code;
+  }
+
   /** Resolves once at least `n` watches are open; rejects after `timeoutMs`. */
   async waitForWatches(n: number, timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
@@ -275,6 +309,18 @@ export class TestApiServer {
       reply(503, status(503, 'ServiceUnavailable', 'the server is currently unable to handle the request'));
       return;
     }
+    const events = url.pathname.match(/^(\/api\/v1|\/apis\/events\.k8s\.io\/v1)\/namespaces\/([^/]+)\/events\/?$/);
+    if (req.method === 'POST' && events) {
+      const apiVersion = events[1] === '/api/v1' ? 'v1' : 'events.k8s.io/v1';
+      readBody(req).then(
+        (text) => {
+          const answer = this.#createEvent(apiVersion, decodeURIComponent(events[2]), text);
+          reply(answer.code, answer.body);
+        },
+        (err: Error) => reply(400, status(400, 'BadRequest', err.message)),
+      );
+      return;
+    }
     if (req.method !== 'GET') {
       reply(405, status(405, 'MethodNotAllowed', `${req.method} is not supported by the test API server`));
       return;
@@ -309,6 +355,46 @@ export class TestApiServer {
     }
     const list = this.#list(r.info, match, url.searchParams);
     reply(list.code, list.body);
+  }
+
+  #createEvent(apiVersion: string, namespace: string, text: string): { code: number; body: KubeObject } {
+    if (this.#rejectEvents !== undefined) {
+      const code = this.#rejectEvents;
+      const reason = code === 403 ? 'Forbidden' : code === 429 ? 'TooManyRequests' : 'InternalError';
+      return { code, body: status(code, reason, `events is refused by the test API server (HTTP ${code})`) };
+    }
+    let obj: KubeObject;
+    try {
+      obj = JSON.parse(text) as KubeObject;
+    } catch {
+      return { code: 400, body: status(400, 'BadRequest', 'request body is not JSON') };
+    }
+    if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
+      return { code: 400, body: status(400, 'BadRequest', 'request body is not an object') };
+    }
+    const meta = obj.metadata ?? {};
+    if (meta.namespace !== undefined && meta.namespace !== namespace) {
+      return { code: 400, body: status(400, 'BadRequest', 'the namespace of the provided object does not match the namespace sent on the request') };
+    }
+    const about = (apiVersion === 'v1' ? obj.involvedObject : obj.regarding) as { namespace?: string } | undefined;
+    const invalid: string[] = [];
+    if (!meta.name) invalid.push('metadata.name: Required value');
+    if (about?.namespace !== namespace) invalid.push(`${apiVersion === 'v1' ? 'involvedObject' : 'regarding'}.namespace: does not match event.namespace`);
+    if (invalid.length > 0) return { code: 422, body: status(422, 'Invalid', `Event "${meta.name ?? ''}" is invalid: ${invalid.join(', ')}`) };
+    if (this.events.some((e) => e.namespace === namespace && e.object.metadata?.name === meta.name)) {
+      return { code: 409, body: status(409, 'AlreadyExists', `events "${meta.name}" already exists`) };
+    }
+    const stored: KubeObject = {
+      ...obj,
+      kind: 'Event',
+      apiVersion,
+      metadata: {
+        ...meta, namespace, uid: `event-uid-${++this.#eventSeq}`,
+        resourceVersion: String(this.#eventSeq), creationTimestamp: new Date().toISOString(),
+      },
+    };
+    this.events.push({ apiVersion, namespace, object: stored });
+    return { code: 201, body: stored };
   }
 
   #list(info: KindInfo, match: Matcher, params: URLSearchParams): { code: number; body: KubeObject } {
