@@ -95,7 +95,7 @@ test('a malformed Service and a malformed EndpointSlice get one Warning Event ea
     },
   });
   for (const p of svcProblems) t.true(svcEvent.message!.includes(p), `"${p}" in ${svcEvent.message}`);
-  t.regex(svcEvent.metadata!.name!, /^broken\.[0-9a-f]+$/);
+  t.regex(svcEvent.metadata!.name!, /^broken\.[0-9a-f]{16}$/);
 
   const [sliceEvent] = about(api, 'web-abc');
   const sliceProblems = validateEndpointSlice(badSlice as unknown as V1EndpointSlice);
@@ -105,7 +105,7 @@ test('a malformed Service and a malformed EndpointSlice get one Warning Event ea
     involvedObject: { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', namespace: 'shop', name: 'web-abc', uid: badSlice.metadata!.uid! },
   });
   for (const p of sliceProblems) t.true(sliceEvent.message!.includes(p), `"${p}" in ${sliceEvent.message}`);
-  t.deepEqual(recorder.stats, { posted: 2, failed: 0, dropped: 0 });
+  t.deepEqual(recorder.stats, { posted: 2, alreadyPosted: 0, failed: 0, dropped: 0 });
   t.deepEqual(ports(), ['4/shop/web:http/TCP'], 'the good Service is proxied with its good slice');
 
   // A relist (history compacted, streams cut: 410 Gone) lists the same versions again: no new Events.
@@ -187,6 +187,32 @@ test('Events are rate limited: a burst, then one per refill period; the log stil
   await new Promise((r) => setTimeout(r, 200));
   await recorder.flush();
   t.is(api.events.length, 3, 'the bucket is empty again');
+});
+
+test('every node tells of the same version under one name: one Event, the others see AlreadyExists quietly', async (t) => {
+  const api = await TestApiServer.start();
+  t.teardown(() => api.close());
+  const logs: LogLine[] = [];
+  const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line)) });
+  const a = new KubeEventRecorder({ kubeconfig: api.kubeconfigPath(), nodeName: 'node-a' }, log);
+  const b = new KubeEventRecorder({ kubeconfig: api.kubeconfigPath(), nodeName: 'node-b' }, log);
+  const broken = api.upsert(service('broken', 0)) as unknown as V1Service;
+  const invalid = { kind: 'Service' as const, object: broken, problems: validateService(broken) };
+  a.record(invalid);
+  await a.flush();
+  b.record(invalid);
+  await b.flush();
+  t.is(api.events.length, 1);
+  t.like(api.events[0].object, { reportingInstance: 'node-a' });
+  t.deepEqual(b.stats, { posted: 0, alreadyPosted: 1, failed: 0, dropped: 0 });
+  t.false(logs.some((l) => l.level >= 40), 'nothing to warn about');
+
+  // A new version is a new Event.
+  const again = api.upsert(service('broken', 0)) as unknown as V1Service;
+  b.record({ ...invalid, object: again });
+  await b.close();
+  t.is(api.events.length, 2);
+  t.not(api.events[1].object.metadata?.name, api.events[0].object.metadata?.name);
 });
 
 test('test API server: Event POSTs are checked like the real server does', async (t) => {

@@ -4,6 +4,7 @@
 // Only for the API server source. Events are best effort: a burst limit
 // keeps a broken cluster from being flooded by every node, and a refused or
 // failed post is logged once and never reaches syncing.
+import { createHash } from 'node:crypto';
 import { CoreV1Api, Observable, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from '../log.ts';
 import type { InvalidObject } from '../tracker-api.ts';
@@ -44,16 +45,19 @@ export interface EventRecorderOptions {
 
 /**
  * The Event that tells about one skipped object. Its name is the object's
- * plus a hex timestamp in ns, as other components name theirs; `seq` tells
- * apart Events made in the same millisecond.
+ * plus a digest of its uid, resourceVersion and problems: every node finds
+ * the same problem, and all of them posting under one name leaves one Event
+ * (the others get 409 AlreadyExists), also across restarts.
  */
-export function invalidObjectEvent(invalid: InvalidObject, nodeName: string, at: Date, seq = 0): CoreV1Event {
+export function invalidObjectEvent(invalid: InvalidObject, nodeName: string, at: Date): CoreV1Event {
   const m = invalid.object.metadata!;
-  const suffix = (BigInt(at.getTime()) * 1_000_000n + BigInt(seq % 1_000_000)).toString(16);
+  const digest = createHash('sha256')
+    .update([invalid.kind, m.uid ?? '', m.resourceVersion ?? '', ...invalid.problems].join('\n'))
+    .digest('hex').slice(0, 16);
   const list = invalid.problems.join('; ');
   const message = `kproxy skips this ${invalid.kind} (kept the last valid version, if any): ${list}`;
   return {
-    metadata: { name: `${m.name!.slice(0, 253 - 1 - suffix.length)}.${suffix}`, namespace: m.namespace },
+    metadata: { name: `${m.name!.slice(0, 253 - 1 - digest.length)}.${digest}`, namespace: m.namespace },
     involvedObject: {
       kind: invalid.kind, apiVersion: apiVersions[invalid.kind],
       namespace: m.namespace, name: m.name, uid: m.uid, resourceVersion: m.resourceVersion,
@@ -85,9 +89,8 @@ export class KubeEventRecorder {
   #warnedFailure = false;
   #warnedDropped = false;
   #closed = false;
-  #seq = 0;
   /** Counts for tests and debugging. */
-  readonly stats = { posted: 0, failed: 0, dropped: 0 };
+  readonly stats = { posted: 0, alreadyPosted: 0, failed: 0, dropped: 0 };
 
   constructor(opts: EventRecorderOptions, log: Logger) {
     if (!opts.nodeName) throw new Error('KubeEventRecorder: nodeName is required');
@@ -121,7 +124,7 @@ export class KubeEventRecorder {
       }
       return;
     }
-    const p = this.#post(invalidObjectEvent(invalid, this.#nodeName, new Date(this.#now()), this.#seq++));
+    const p = this.#post(invalidObjectEvent(invalid, this.#nodeName, new Date(this.#now())));
     this.#inFlight.add(p);
     void p.finally(() => this.#inFlight.delete(p));
   };
@@ -167,6 +170,12 @@ export class KubeEventRecorder {
       this.stats.posted++;
       this.#log.debug({ kind: event.involvedObject.kind, object, reason: event.reason }, 'Event posted');
     } catch (err) {
+      if ((err as { code?: unknown }).code === 409) {
+        // Another node (or this one before a restart) told about this version already.
+        this.stats.alreadyPosted++;
+        this.#log.debug({ kind: event.involvedObject.kind, object, name: event.metadata.name }, 'Event already posted');
+        return;
+      }
       this.stats.failed++;
       const fields = { kind: event.involvedObject.kind, object, err: describeError(err) };
       if (this.#warnedFailure) this.#log.debug(fields, 'could not post Event');

@@ -1,6 +1,7 @@
 // kproxy with --kubeconfig against the list/watch test API server: it
 // programs rules from the API, keeps them (and traffic) while the API server
-// is unreachable, and applies a change made after it comes back.
+// is unreachable, and applies a change made after it comes back. A malformed
+// Service next to it gets one Warning Event and changes nothing else.
 import test from 'ava';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -32,6 +33,7 @@ for (const mode of ['iptables', 'nftables'] as const satisfies readonly ProxyMod
     api.upsert(nodeObject({ name: 'node-a', ip: addresses.nodeIP }) as unknown as KubeObject);
     api.upsert(serviceObject(web([1, 2, 3])) as unknown as KubeObject);
     api.upsert(sliceObject(web([1, 2, 3])) as unknown as KubeObject);
+    api.upsert(serviceObject({ name: 'broken', clusterIP: '10.96.0.11', ports: [{ name: 'http', port: 70000, targetPort: 8080 }], endpoints: [] }) as unknown as KubeObject);
 
     const relay = await relayIntoNamespace(sandbox.node, apiPortInNode, () => Number(new URL(api.url).port));
     t.teardown(() => relay.close());
@@ -49,6 +51,12 @@ for (const mode of ['iptables', 'nftables'] as const satisfies readonly ProxyMod
       const first = await connectMany(sandbox.client, '10.96.0.10', 80, { count: 60 });
       t.is(first.answered, 60, `rules from the API server: ${show(first)}`);
       t.true(Object.keys(first.byBackend).length === 3, `all three endpoints: ${show(first)}`);
+      // The Event is posted beside syncing, not before it: give it a moment.
+      for (const until = Date.now() + 5000; api.events.length === 0 && Date.now() < until;) await new Promise((r) => setTimeout(r, 50));
+      const events = api.events.map((e) => e.object as KubeObject & { type?: string; reason?: string; message?: string; involvedObject?: { name?: string } });
+      t.is(events.length, 1, `one Event: ${JSON.stringify(events)}`);
+      t.like(events[0], { type: 'Warning', reason: 'InvalidService', involvedObject: { name: 'broken' }, reportingInstance: 'node-a' });
+      t.regex(events[0]?.message ?? '', /spec\.ports\[0\] \(http\)\.port 70000 is not in 1-65535/);
 
       await api.pause('refuse');
       await new Promise((r) => setTimeout(r, 1000));
@@ -68,6 +76,7 @@ for (const mode of ['iptables', 'nftables'] as const satisfies readonly ProxyMod
       } while (Object.keys(after.byBackend).some((b) => b !== 'pod-1') && Date.now() < deadline);
       t.is(after.answered, 30, `traffic after the change: ${show(after)}`);
       t.deepEqual(Object.keys(after.byBackend), ['pod-1'], `the change made after the API server returned is applied: ${show(after)}`);
+      t.is(api.events.length, 1, 'the outage and relist posted no second Event');
       failed = !t.passed;
     } finally {
       if (failed) t.log(kproxy.logs().slice(-4000));
