@@ -11,6 +11,8 @@ const TCP_IDLE_MS = 10_000;
 const connsOf = new WeakMap<net.Server, Set<net.Socket>>();
 /** Bytes a TCP client may have buffered with us before it is cut off. */
 const TCP_MAX_BUFFERED = 256 * 1024;
+/** TCP clients served at once per address; more are closed on accept (fd budget). */
+const TCP_MAX_CONNECTIONS = 1000;
 
 export interface Listeners {
   readonly udp: readonly dgram.Socket[];
@@ -78,6 +80,7 @@ function bindTcp(a: ListenAddress, port: number, resolver: Resolver, log: Logger
       }
     });
   });
+  server.maxConnections = TCP_MAX_CONNECTIONS;
   connsOf.set(server, openConns);
   return new Promise((resolve, reject) => {
     server.once('error', (e) => reject(new Error(`cannot listen on tcp ${a.host}:${port}: ${e.message}`)));

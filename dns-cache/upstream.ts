@@ -15,6 +15,9 @@ export function formatAddress(a: UpstreamAddress): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
+/** Connected UDP sockets per upstream (source ports a spoofer must guess). */
+const UDP_SOCKETS = 4;
+
 export class UpstreamError extends Error {
   readonly upstream: string;
   constructor(upstream: string, message: string) {
@@ -29,6 +32,7 @@ interface Pending {
   readonly resolve: (msg: Buffer) => void;
   readonly reject: (e: Error) => void;
   readonly timer: NodeJS.Timeout;
+  readonly sock: dgram.Socket;
 }
 
 export interface UpstreamHooks {
@@ -46,7 +50,8 @@ export class Upstream {
   private readonly forceTcp: boolean;
   private readonly log: Logger;
   private readonly hooks: UpstreamHooks;
-  private sock: dgram.Socket | undefined;
+  private socks: Array<dgram.Socket | undefined> = [];
+  private readonly connecting: Array<Promise<dgram.Socket> | undefined> = [];
   private readonly pending = new Map<number, Pending>();
   private healthTimer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -80,8 +85,12 @@ export class Upstream {
     return answer;
   }
 
-  exchangeUdp(query: Buffer, question: Buffer, timeoutMs: number): Promise<Buffer> {
-    const sock = this.socket();
+  async exchangeUdp(query: Buffer, question: Buffer, timeoutMs: number): Promise<Buffer> {
+    // A few connected sockets, one picked at random per query: the kernel
+    // drops datagrams from anyone but the upstream, and a spoofer has to
+    // guess the source port as well as the random ID.
+    const slot = (Math.random() * UDP_SOCKETS) | 0;
+    const sock = this.socks[slot] ?? await this.connectSocket(slot);
     let id = (Math.random() * 0x10000) | 0;
     while (this.pending.has(id)) id = (id + 1) & 0xffff;
     const msg = Buffer.from(query);
@@ -91,8 +100,8 @@ export class Upstream {
         this.pending.delete(id);
         reject(new UpstreamError(this.label, `no UDP answer within ${timeoutMs} ms`));
       }, timeoutMs);
-      this.pending.set(id, { question, resolve, reject, timer });
-      sock.send(msg, this.address.port, this.address.host, (err) => {
+      this.pending.set(id, { question, resolve, reject, timer, sock });
+      sock.send(msg, (err) => {
         if (!err) return;
         const p = this.pending.get(id);
         if (!p) return;
@@ -178,22 +187,41 @@ export class Upstream {
     this.healthTimer = setTimeout(() => void check(), this.healthCheckMs).unref();
   }
 
-  private socket(): dgram.Socket {
-    if (this.sock) return this.sock;
-    const sock = dgram.createSocket(this.address.host.includes(':') ? 'udp6' : 'udp4');
-    sock.on('message', (msg) => {
-      if (msg.length < 12) return;
-      const p = this.pending.get(msg.readUInt16BE(0));
-      // Answers that do not echo our question are ignored (spoofing, late strays).
-      if (!p || !(msg[2] & 0x80) || !sameQuestion(msg, 12, p.question, 0, p.question.length)) return;
-      clearTimeout(p.timer);
-      this.pending.delete(msg.readUInt16BE(0));
-      p.resolve(msg);
+  private connectSocket(slot: number): Promise<dgram.Socket> {
+    let p = this.connecting[slot];
+    if (p) return p;
+    p = new Promise<dgram.Socket>((resolve, reject) => {
+      const sock = dgram.createSocket(this.address.host.includes(':') ? 'udp6' : 'udp4');
+      sock.on('message', (msg) => this.onAnswer(msg, sock));
+      // ICMP errors (e.g. port unreachable from a dead upstream) show up here;
+      // the query's own timeout reports the failure.
+      sock.on('error', (e) => this.log.debug({ upstream: this.label, err: e.message }, 'upstream UDP socket error'));
+      sock.unref();
+      sock.connect(this.address.port, this.address.host, () => {
+        if (this.closed) {
+          sock.close();
+          reject(new UpstreamError(this.label, 'upstream closed'));
+          return;
+        }
+        this.socks[slot] = sock;
+        resolve(sock);
+      });
     });
-    sock.on('error', (e) => this.log.warn({ upstream: this.label, err: e.message }, 'upstream UDP socket error'));
-    sock.unref();
-    this.sock = sock;
-    return sock;
+    p.catch(() => { this.connecting[slot] = undefined; });
+    this.connecting[slot] = p;
+    return p;
+  }
+
+  private onAnswer(msg: Buffer, sock: dgram.Socket): void {
+    if (msg.length < 12) return;
+    const id = msg.readUInt16BE(0);
+    const p = this.pending.get(id);
+    // Answers that do not echo our question, or come in on another socket,
+    // are ignored (spoofing, late strays).
+    if (!p || p.sock !== sock || !(msg[2] & 0x80) || !sameQuestion(msg, 12, p.question, 0, p.question.length)) return;
+    clearTimeout(p.timer);
+    this.pending.delete(id);
+    p.resolve(msg);
   }
 
   close(): void {
@@ -204,7 +232,7 @@ export class Upstream {
       p.reject(new UpstreamError(this.label, 'upstream closed'));
     }
     this.pending.clear();
-    this.sock?.close();
-    this.sock = undefined;
+    for (const sock of this.socks) sock?.close();
+    this.socks = [];
   }
 }
