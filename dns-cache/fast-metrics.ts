@@ -38,7 +38,7 @@ export class FastCounter {
     this.help = help;
   }
 
-  series_(labels: Labels): CounterSeries {
+  seriesFor(labels: Labels): CounterSeries {
     const k = seriesKey(labels);
     let e = this.series.get(k);
     if (!e) {
@@ -70,7 +70,7 @@ export class FastHistogram {
     this.buckets = buckets;
   }
 
-  series_(labels: Labels): HistogramSeries {
+  seriesFor(labels: Labels): HistogramSeries {
     const k = seriesKey(labels);
     let e = this.series.get(k);
     if (!e) {

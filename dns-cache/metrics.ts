@@ -114,10 +114,10 @@ export class DnsMetrics {
     if (s === undefined) {
       const type = typeName(qtype);
       s = {
-        req: this.requests.series_({ server: o.server, zone, proto: o.proto, family: o.family, type }),
-        resp: this.responses.series_({ server: o.server, zone, rcode: rcodeName(rcode) }),
-        dur: this.duration.series_({ server: o.server, zone, type }),
-        hit: this.hits.series_({ server: 'dns', type: kind === 'denial' ? 'denial' : 'success', zones: zone }),
+        req: this.requests.seriesFor({ server: o.server, zone, proto: o.proto, family: o.family, type }),
+        resp: this.responses.seriesFor({ server: o.server, zone, rcode: rcodeName(rcode) }),
+        dur: this.duration.seriesFor({ server: o.server, zone, type }),
+        hit: this.hits.seriesFor({ server: 'dns', type: kind === 'denial' ? 'denial' : 'success', zones: zone }),
       };
       this.slots.set(key, s);
     }
@@ -143,7 +143,7 @@ export class DnsMetrics {
   miss(zone: string): void {
     let m = this.missSeries.get(zone);
     if (m === undefined) {
-      m = this.misses.series_({ server: 'dns', zones: zone });
+      m = this.misses.seriesFor({ server: 'dns', zones: zone });
       this.missSeries.set(zone, m);
     }
     m.value++;
