@@ -95,12 +95,21 @@ export class IptablesBackend implements Backend {
   private async missingJumps(family: Family, variant: Variant): Promise<BuiltinJump[]> {
     const present = new Set<string>();
     const jumps = builtinJumps();
-    const pairs = [...new Set(jumps.map((j) => `${j.table} ${j.from}`))];
-    await Promise.all(pairs.map(async (pair) => {
-      const [table, chain] = pair.split(' ');
-      const { stdout } = await this.exec(tool(family, variant, ''), ['-w', '-t', table, '-S', chain]);
-      for (const line of stdout.split('\n')) if (line.startsWith(`-A ${chain} `)) present.add(`${table} ${line}`);
-    }));
+    if (variant === 'legacy') {
+      // Legacy reads a whole table per call anyway: one save per table.
+      await Promise.all(['nat', 'filter'].map(async (table) => {
+        const { stdout } = await this.exec(tool(family, variant, '-save'), ['-t', table]);
+        for (const t of parseSave(stdout)) for (const r of t.rules) present.add(`${t.name} ${r}`);
+      }));
+    } else {
+      // nft fetches just the chain asked for.
+      const pairs = [...new Set(jumps.map((j) => `${j.table} ${j.from}`))];
+      await Promise.all(pairs.map(async (pair) => {
+        const [table, chain] = pair.split(' ');
+        const { stdout } = await this.exec(tool(family, variant, ''), ['-w', '-t', table, '-S', chain]);
+        for (const line of stdout.split('\n')) if (line.startsWith(`-A ${chain} `)) present.add(`${table} ${line}`);
+      }));
+    }
     return jumps.filter((j) => !present.has(`${j.table} -A ${j.from} ${j.rule}`));
   }
 
