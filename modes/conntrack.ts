@@ -15,7 +15,10 @@ export function staleUdpCommands(changes: Changes): string[][] {
     const full = ['-D', '-f', family === 4 ? 'ipv4' : 'ipv6', '-p', 'udp', ...args];
     cmds.set(full.join(' '), full);
   };
-  for (const s of changes.staleUdpServiceIPs) add(s.family, ['--orig-dst', s.ip, '--orig-port-dst', String(s.port)]);
+  for (const s of changes.staleUdpServiceIPs) {
+    add(s.family, ['--orig-dst', s.ip, '--orig-port-dst', String(s.port)]);
+    if (s.nodePort) add(s.family, ['--orig-port-dst', String(s.nodePort)]);
+  }
   for (const e of changes.staleUdpEndpoints) {
     for (const ip of e.serviceIPs) {
       add(e.family, ['--orig-dst', ip, '--orig-port-dst', String(e.servicePort), '--dst-nat', e.endpointIP]);

@@ -16,7 +16,7 @@ function serviceIPs(s: ServicePortState): string[] {
  * - an endpoint still reachable, through addresses (or a NodePort) the port
  *   no longer has: the flows through those;
  * - a port that had no reachable endpoint and now has one: flows that met
- *   the REJECT verdict, by service address.
+ *   the REJECT verdict, by service address and NodePort.
  */
 export function addStaleUdp(
   before: ServicePortState | undefined, after: ServicePortState | undefined,
@@ -40,6 +40,8 @@ export function addStaleUdp(
     }
   }
   if (after && after.allReachableEndpoints.length > 0 && !(before && before.allReachableEndpoints.length > 0)) {
-    for (const ip of serviceIPs(after)) serviceIPsOut.push({ family: after.family, ip, port: after.port });
+    for (const ip of serviceIPs(after)) {
+      serviceIPsOut.push(after.nodePort > 0 ? { family: after.family, ip, port: after.port, nodePort: after.nodePort } : { family: after.family, ip, port: after.port });
+    }
   }
 }

@@ -105,6 +105,15 @@ export interface StaleUdpEndpoint {
   readonly endpointPort: number;
 }
 
+/** A UDP service address (and NodePort) whose flows may hold a cached REJECT. */
+export interface StaleUdpServiceIP {
+  readonly family: Family;
+  readonly ip: string;
+  readonly port: number;
+  /** The service port's NodePort, when it has one: its flows met the REJECT too. */
+  readonly nodePort?: number;
+}
+
 /**
  * What changed since the previous snapshot. `services` holds the keys of
  * service ports that were added, changed or removed (a removed key is absent
@@ -119,7 +128,7 @@ export interface Changes {
    * UDP service addresses whose port went from no endpoints to some: flows
    * cached with a REJECT verdict must be cleared (conntrack -D --orig-dst).
    */
-  readonly staleUdpServiceIPs: readonly { family: Family; ip: string; port: number }[];
+  readonly staleUdpServiceIPs: readonly StaleUdpServiceIP[];
 }
 
 export function serviceKey(family: Family, name: string, protocol: Protocol): string {

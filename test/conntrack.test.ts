@@ -20,6 +20,14 @@ const changes: Changes = {
   staleUdpServiceIPs: [{ family: 4, ip: '172.30.0.11', port: 53 }, { family: 4, ip: '172.30.0.11', port: 53 }],
 };
 
+test('a UDP port that gets endpoints clears flows to its NodePort too (they met the REJECT)', (t) => {
+  const withNodePort: Changes = { ...changes, staleUdpEndpoints: [], staleUdpServiceIPs: [{ family: 4, ip: '172.30.0.12', port: 53, nodePort: 30054 }] };
+  t.deepEqual(staleUdpCommands(withNodePort).map((c) => c.join(' ')), [
+    '-D -f ipv4 -p udp --orig-dst 172.30.0.12 --orig-port-dst 53',
+    '-D -f ipv4 -p udp --orig-port-dst 30054',
+  ]);
+});
+
 test('one conntrack -D per service IP, per NodePort, per newly served IP; duplicates dropped', (t) => {
   t.deepEqual(staleUdpCommands(changes).map((c) => c.join(' ')), [
     '-D -f ipv4 -p udp --orig-dst 172.30.0.11 --orig-port-dst 53',

@@ -24,16 +24,16 @@ function changesAfter(before: unknown[], after: unknown[]) {
   return tr.snapshot().changes;
 }
 
-test('a new UDP service port with endpoints clears flows cached against its addresses', (t) => {
+test('a new UDP service port with endpoints clears flows cached against its addresses and NodePort', (t) => {
   const tr = trackerWith([dns(), dnsSlice(ep('10.0.0.1'))], { families: [4] });
   const { staleUdpServiceIPs, staleUdpEndpoints } = tr.snapshot().changes;
-  t.deepEqual(staleUdpServiceIPs, ips.map((ip) => ({ family: 4, ip, port: 53 })));
+  t.deepEqual(staleUdpServiceIPs, ips.map((ip) => ({ family: 4, ip, port: 53, nodePort: 30053 })));
   t.deepEqual(staleUdpEndpoints, []);
 });
 
 test('no endpoints to some: every service address of the UDP port, none for TCP', (t) => {
   const c = changesAfter([dns(), dnsSlice()], [dnsSlice(ep('10.0.0.1'))]);
-  t.deepEqual(c.staleUdpServiceIPs, ips.map((ip) => ({ family: 4, ip, port: 53 })));
+  t.deepEqual(c.staleUdpServiceIPs, ips.map((ip) => ({ family: 4, ip, port: 53, nodePort: 30053 })));
   t.deepEqual(c.staleUdpEndpoints, []);
 });
 
