@@ -62,5 +62,19 @@ if [ "$status" -ne 0 ] && [ "$2" -eq 0 ]; then
   failed=$((failed + 1))
 fi
 
+# In CI (or on request) every benchmark runs once at its small size, so its
+# code cannot rot; it counts as one test. Its figures are not judged here:
+# the full-size runs (`npm run bench`) are for measuring.
+if [ "${CI:-}" = true ] || [ "${KPROXY_BENCH_SMOKE:-}" = 1 ]; then
+  echo "# node bench/run.ts --quick"
+  if node bench/run.ts --quick; then
+    passed=$((passed + 1))
+    echo "ok - benchmarks at their small sizes"
+  else
+    failed=$((failed + 1))
+    echo "not ok - benchmarks at their small sizes"
+  fi
+fi
+
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
