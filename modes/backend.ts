@@ -49,6 +49,15 @@ export interface Backend {
   sync(state: NodeState, changes: Changes): Promise<SyncResult>;
   /** Desired rules for `state`, exactly as the batch of a full sync (for dump). */
   render(state: NodeState): string;
+  /**
+   * The desired kernel objects of one service port (`key` of
+   * state.services), as lines of the mode's own syntax: its own chains and
+   * their rules, its rules in shared chains, its set/map elements one per
+   * line. Costs O(that port), not O(table); [] when the key is absent or of
+   * a family this backend does not program. Optional: `explain` falls back
+   * to saying the mode cannot describe one port.
+   */
+  describeService?(state: NodeState, key: string): string[];
   /** What the kernel holds of kproxy's own objects, as the kernel tool prints it. */
   readKernel(): Promise<string>;
   /**

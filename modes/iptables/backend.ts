@@ -5,6 +5,7 @@ import type { Logger } from '../../proxy/log.ts';
 import type { Changes, Family, NodeState } from '../../proxy/model.ts';
 import type { Backend, ModeOptions, SyncResult } from '../backend.ts';
 import { hostExec, ToolError, type Exec } from '../exec.ts';
+import { describeServicePort } from './describe.ts';
 import { builtinJumps, type BuiltinJump, type FamilyOptions } from './layout.ts';
 import { loopbackSet, serviceChainPrefixes } from './names.ts';
 import { isOwnedChain, isOwnedJump, ownedView, parseSave } from './owned.ts';
@@ -111,6 +112,11 @@ export class IptablesBackend implements Backend {
       }));
     }
     return jumps.filter((j) => !present.has(`${j.table} -A ${j.from} ${j.rule}`));
+  }
+
+  /** One service port's rules and ipset entries (see describe.ts). */
+  describeService(state: NodeState, key: string): string[] {
+    return describeServicePort(state, key, this.famOpts);
   }
 
   render(state: NodeState): string {

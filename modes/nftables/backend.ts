@@ -5,6 +5,7 @@ import type { Changes, Family, NodeState } from '../../proxy/model.ts';
 import type { Logger } from '../../proxy/log.ts';
 import type { Backend, ModeOptions, SyncResult } from '../backend.ts';
 import { hostExec, type Exec } from '../exec.ts';
+import { describeServicePort } from './describe.ts';
 import { canaryChain, chains, familySyntax, tableName, type FamilySyntax } from './layout.ts';
 import { Transaction, type Command } from './objects.ts';
 import { TableRecord } from './table-record.ts';
@@ -33,6 +34,11 @@ export class NftablesBackend implements Backend {
     for (const f of this.families) addAll(tx, TableRecord.full(state, f, this.opts, undefined).commands);
     if (tx.error) throw tx.error;
     return tx.toString();
+  }
+
+  /** One service port's objects, one command per line (see describe.ts). */
+  describeService(state: NodeState, key: string): string[] {
+    return describeServicePort(state, key, this.families, this.opts);
   }
 
   async sync(state: NodeState, changes: Changes): Promise<SyncResult> {
