@@ -16,5 +16,9 @@ COPY proxy ./proxy
 COPY modes ./modes
 COPY dns-cache ./dns-cache
 RUN ln -s /opt/kproxy/bin/kproxy.js /usr/local/bin/kproxy
+# Node.js keeps the sources' compiled, type-stripped code here, so a process
+# starts without loading the TypeScript stripper (about 20 MB less memory).
+ENV NODE_COMPILE_CACHE=/opt/kproxy/.compile-cache
+RUN node --input-type=module -e "for (const m of ['proxy/cli.ts', 'proxy/main.ts', 'dns-cache/main.ts']) await import('/opt/kproxy/' + m)"
 
 ENTRYPOINT ["kproxy"]

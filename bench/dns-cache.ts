@@ -58,8 +58,8 @@ interface Server {
   readonly proc: ChildProcess;
 }
 
-function start(name: string, port: number, argv: string[]): Server {
-  const proc = spawn('taskset', ['-c', serverCpu, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] });
+function start(name: string, port: number, argv: string[], env: Record<string, string> = {}): Server {
+  const proc = spawn('taskset', ['-c', serverCpu, ...argv], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   let err = '';
   proc.stderr?.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-4000); });
   proc.on('exit', (code) => { if (code !== null && code !== 0) console.error(`${name} exited ${code}: ${err}`); });
@@ -150,9 +150,15 @@ zones:
     upstreams: [${upstream.address}]
     cache: { capacity: 200000, success_ttl: 86400, denial_ttl: 86400 }
 `);
-const launcher = `import(${JSON.stringify(join(repo, 'dns-cache/main.ts'))}).then((m) => m.runDnsCache(process.argv.slice(1))).then((c) => process.exit(c))`;
-// The same V8 young-generation cap as the DaemonSet (NODE_OPTIONS there).
-const kproxy = start('kproxy', kPort, [process.execPath, '--max-semi-space-size=8', '--input-type=module', '-e', launcher, '--', '--config', kConfig, '--log-level', 'warn']);
+// As the DaemonSet runs it: the kproxy command, NODE_OPTIONS from the
+// manifest, and a compile cache filled beforehand as the image build does.
+const nodeOptions = /name: NODE_OPTIONS\s+value: (.+)/.exec(readFileSync(join(repo, 'manifests/dns-cache.yaml'), 'utf8'))?.[1].trim() ?? '';
+const compileCache = join(dir, 'compile-cache');
+const warmed = spawnSync(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(join(repo, 'dns-cache/main.ts'))})`],
+  { env: { ...process.env, NODE_COMPILE_CACHE: compileCache }, stdio: 'inherit' });
+if (warmed.status !== 0) throw new Error('filling the compile cache failed');
+const kproxy = start('kproxy', kPort, [process.execPath, join(repo, 'bin/kproxy.js'), 'dns-cache', '--config', kConfig, '--log-level', 'warn'],
+  { NODE_OPTIONS: nodeOptions, NODE_COMPILE_CACHE: compileCache });
 
 const mPort = await freePort();
 const dnsmasq = start('dnsmasq', mPort, ['/usr/sbin/dnsmasq', '--keep-in-foreground', '--no-resolv', '--no-hosts', '--pid-file=',
@@ -189,7 +195,7 @@ const servers = [kproxy, dnsmasq, unbound];
 const t0 = Date.now();
 const phase = (what: string): void => console.error(`  [${((Date.now() - t0) / 1000).toFixed(1)} s] ${what}`);
 await Promise.all(servers.map(ready));
-console.log(`dns-cache bench${quick ? ' (quick)' : ''}: ${HOT_NAMES} cached names, ${SECONDS} s per run, servers on CPU ${serverCpu}, dnsperf on CPU ${clientCpu}`);
+console.log(`dns-cache bench${quick ? ' (quick)' : ''}: ${HOT_NAMES} cached names, ${SECONDS} s per run, servers on CPU ${serverCpu}, dnsperf on CPU ${clientCpu}; kproxy NODE_OPTIONS=${nodeOptions}`);
 
 phase('servers ready');
 const rssStart = rssMb(pidOf(kproxy));

@@ -8,6 +8,12 @@ if (major < 24) {
     'after `npm ci` run it as `npx kproxy ...` (or node_modules/.bin/node bin/kproxy.js ...)');
   process.exit(2);
 }
+// Stripping the sources' types loads a WebAssembly compiler (about 20 MB of
+// resident memory for the life of the process); Node.js's compile cache keeps
+// the stripped code, so a warm cache (NODE_COMPILE_CACHE, filled when the
+// image is built) starts without it.
+const { enableCompileCache } = await import('node:module');
+enableCompileCache?.();
 const { main } = await import('../proxy/cli.ts');
 
 process.exit(await main(process.argv.slice(2)));
