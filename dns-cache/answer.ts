@@ -9,8 +9,14 @@ import {
 
 export type AnswerKind = 'success' | 'denial' | 'other';
 
+/** Bytes reserved in front of every stored message (see CacheEntry). */
+export const ANSWER_META = 32;
+
 export interface StoredAnswer {
-  /** Holds the message at [base, base + len), then each TTL's offset (u16, relative to base). */
+  /**
+   * Holds the message at [base, base + len), then each TTL's offset (u16,
+   * relative to base); [base - ANSWER_META, base) is free for the cache.
+   */
   readonly buf: Buffer;
   readonly base: number;
   readonly len: number;
@@ -59,7 +65,10 @@ export function storeAnswer(msg: Buffer, info: ResponseInfo, limits: TtlLimits, 
   const len = info.length;
   const ttlCount = info.ttlOffsets.length;
   const size = len + 2 * ttlCount;
-  const { buf, base } = cap > 0 ? allocLongLived(size) : { buf: Buffer.allocUnsafe(size), base: 0 };
+  // ANSWER_META bytes in front stay free for the cache's per-entry fields.
+  const span = cap > 0 ? allocLongLived(ANSWER_META + size) : { buf: Buffer.allocUnsafe(ANSWER_META + size), base: 0 };
+  const buf = span.buf;
+  const base = span.base + ANSWER_META;
   msg.copy(buf, base, 0, len);
   for (let i = 0; i < ttlCount; i++) buf.writeUInt16BE(info.ttlOffsets[i], base + len + 2 * i);
   let min = cap;

@@ -15,60 +15,81 @@ export interface ZoneCachePolicy {
   readonly prefetchPercentage: number;
 }
 
+const KINDS: readonly AnswerKind[] = ['success', 'denial', 'other'];
+
+// Offsets (before base) of the fields kept in the answer's slab memory: a
+// heap object costs 8 bytes per field, so an entry object holds only what
+// must be a reference.
+const STORED_AT = 32;
+const TTL = 24;
+const LEN = 20;
+const TTL_COUNT = 18;
+const OPT_START = 16;
+const OPT_END = 14;
+const RCODE = 12;
+const KIND = 10;
+const PREFETCHING = 9;
+const HITS = 8;
+
 /**
- * A cached answer with its bookkeeping in one object (the answer's fields
- * are copied in, not referenced: one object per cached name).
+ * A cached answer with its bookkeeping: references in the object, the
+ * numbers in the ANSWER_META bytes in front of the stored message.
  */
 export class CacheEntry implements StoredAnswer {
   buf: Buffer;
   base: number;
-  len: number;
-  ttlCount: number;
-  optStart: number;
-  optEnd: number;
-  rcode: number;
-  kind: AnswerKind;
-  storedAt: number;
-  ttl: number;
   readonly key: string;
   readonly zone: ZoneCache;
-  hits = 0;
-  prefetching = false;
   /** Metric series of the last client origin that hit this entry. */
-  slot: Slot | undefined = undefined;
-  slotOrigin: object | undefined = undefined;
+  slot: Slot | undefined;
+  slotOrigin: object | undefined;
 
   constructor(key: string, zone: ZoneCache, a: StoredAnswer) {
     this.key = key;
     this.zone = zone;
     this.buf = a.buf;
     this.base = a.base;
-    this.len = a.len;
-    this.ttlCount = a.ttlCount;
-    this.optStart = a.optStart;
-    this.optEnd = a.optEnd;
-    this.rcode = a.rcode;
-    this.kind = a.kind;
-    this.storedAt = a.storedAt;
-    this.ttl = a.ttl;
+    this.slot = undefined;
+    this.slotOrigin = undefined;
+    this.take(a);
   }
+
+  get storedAt(): number { return this.buf.readDoubleLE(this.base - STORED_AT); }
+  get ttl(): number { return this.buf.readUInt32LE(this.base - TTL); }
+  get len(): number { return this.buf.readUInt16LE(this.base - LEN); }
+  get ttlCount(): number { return this.buf.readUInt16LE(this.base - TTL_COUNT); }
+  get optStart(): number { return this.buf.readInt16LE(this.base - OPT_START); }
+  get optEnd(): number { return this.buf.readInt16LE(this.base - OPT_END); }
+  get rcode(): number { return this.buf.readUInt16LE(this.base - RCODE); }
+  get kind(): AnswerKind { return KINDS[this.buf[this.base - KIND]]; }
+  get prefetching(): boolean { return this.buf[this.base - PREFETCHING] === 1; }
+  set prefetching(v: boolean) { this.buf[this.base - PREFETCHING] = v ? 1 : 0; }
+  /** Hits within this lifetime (saturating). */
+  get hits(): number { return this.buf.readUInt32LE(this.base - HITS); }
+  set hits(v: number) { this.buf.writeUInt32LE(Math.min(v, 0xffffffff), this.base - HITS); }
 
   /** Takes a refreshed answer in place. */
   replace(a: StoredAnswer): void {
     this.buf = a.buf;
     this.base = a.base;
-    this.len = a.len;
-    this.ttlCount = a.ttlCount;
-    this.optStart = a.optStart;
-    this.optEnd = a.optEnd;
-    this.rcode = a.rcode;
-    this.kind = a.kind;
-    this.storedAt = a.storedAt;
-    this.ttl = a.ttl;
-    this.prefetching = false;
     this.slot = undefined;
+    this.take(a);
+  }
+
+  private take(a: StoredAnswer): void {
+    const b = this.buf;
+    const at = this.base;
+    b.writeDoubleLE(a.storedAt, at - STORED_AT);
+    b.writeUInt32LE(a.ttl, at - TTL);
+    b.writeUInt16LE(a.len, at - LEN);
+    b.writeUInt16LE(a.ttlCount, at - TTL_COUNT);
+    b.writeInt16LE(a.optStart, at - OPT_START);
+    b.writeInt16LE(a.optEnd, at - OPT_END);
+    b.writeUInt16LE(a.rcode, at - RCODE);
+    b[at - KIND] = KINDS.indexOf(a.kind);
     // Popularity is counted per lifetime: a name must earn its next prefetch.
-    this.hits = 0;
+    b[at - PREFETCHING] = 0;
+    b.writeUInt32LE(0, at - HITS);
   }
 }
 
