@@ -81,7 +81,7 @@ test('explain VIP:port through the CLI', async (t) => {
   t.regex(r.stdout, /^default\/web:http TCP IPv4 \(ClusterIP\) — matched as clusterIP$/m);
   t.regex(r.stdout, /10\.180\.0\.4:8080 +node-a \(this node\) +ready/);
   t.regex(r.stdout, /10\.180\.2\.6:8080 +node-c +not ready/);
-  t.regex(r.stdout, /iptables rules mentioning it \([1-9]\d*\):/);
+  t.regex(r.stdout, /iptables rules of this port \([1-9]\d* lines\):\n +\S/);
   const miss = await kproxy(['explain', '--source-file', fixture, '--hostname-override', 'node-a', '172.30.0.41:81']);
   t.is(miss.code, 1);
   t.regex(miss.stderr, /KPROXY_NOT_FOUND: no Service port is reached at 172\.30\.0\.41:81/);

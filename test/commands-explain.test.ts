@@ -1,11 +1,10 @@
 // explain over the fixture cluster: each reason an endpoint is used or left
-// out, Service lookup by name, and the rule lines of both modes.
+// out, Service lookup by name, and the rules of that one port in both modes.
 import test from 'ava';
 import { fileURLToPath } from 'node:url';
-import { explainCommand, parseDestination, ruleLinesFor } from '../proxy/commands/explain.ts';
+import { explainCommand, parseDestination } from '../proxy/commands/explain.ts';
 import { loadConfig } from '../proxy/config.ts';
 import { silentLogger } from '../proxy/log.ts';
-import { svc } from './helpers/state.ts';
 
 const fixture = fileURLToPath(new URL('./fixtures/proxy/cluster.yaml', import.meta.url));
 
@@ -56,7 +55,7 @@ test('no EndpointSlice: connections are rejected', async (t) => {
   const out = await explain('default/empty', 'nftables');
   t.regex(out, /cluster-policy endpoints \(0\): none — no EndpointSlice for this Service/);
   t.regex(out, /=> no usable endpoints anywhere: connections are rejected \(ICMP unreachable\); no EndpointSlice for this Service/);
-  t.regex(out, /nftables rules mentioning it \([1-9]\d*\):/);
+  t.regex(out, /nftables rules of this port \([1-9]\d* lines\):/);
   t.regex(out, /172\.30\.0\.51/);
 });
 
@@ -72,30 +71,40 @@ test('unknown and ambiguous names fail with KPROXY_NOT_FOUND', async (t) => {
   t.is((err as { code?: string }).code, 'KPROXY_NOT_FOUND');
 });
 
-test('rule lines: IP needs the port, names and hashed chains are followed', (t) => {
-  const sp = svc({ name: 'ns/a:p', clusterIP: '10.0.0.1', port: 80 });
-  const rendered = [
-    '-A KUBE-SERVICES -d 10.0.0.1/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-ABCDEFGHIJKLMNOP',
-    '-A KUBE-SERVICES -d 10.0.0.10/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-QQQQQQQQQQQQQQQQ',
-    '-A KUBE-SERVICES -d 10.0.0.1/32 -p tcp -m tcp --dport 443 -j KUBE-SVC-RRRRRRRRRRRRRRRR',
-    '-A KUBE-SVC-ABCDEFGHIJKLMNOP -j KUBE-SEP-1111111111111111',
-    '-A KUBE-SEP-1111111111111111 -m comment --comment "ns/a:p" -j DNAT --to-destination 10.1.0.1:8080',
-    '# a comment about 10.0.0.1 80',
-  ].join('\n');
-  t.deepEqual(ruleLinesFor(rendered, sp), [
-    '-A KUBE-SERVICES -d 10.0.0.1/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-ABCDEFGHIJKLMNOP',
-    '-A KUBE-SVC-ABCDEFGHIJKLMNOP -j KUBE-SEP-1111111111111111',
-    '-A KUBE-SEP-1111111111111111 -m comment --comment "ns/a:p" -j DNAT --to-destination 10.1.0.1:8080',
-  ]);
-});
-
 test('rule lines of a dual-stack Service stay within the explained family', async (t) => {
   const v6 = await explain('[fd00:30::52]:80');
-  const rules6 = v6.slice(v6.indexOf('rules mentioning it'));
+  const rules6 = v6.slice(v6.indexOf('rules of this port'));
   t.regex(rules6, /fd00:30::52/);
   t.false(/172\.30\.0\.52|10\.180\.0\.17/.test(rules6), rules6);
   const v4 = await explain('172.30.0.52:80');
-  const rules4 = v4.slice(v4.indexOf('rules mentioning it'));
+  const rules4 = v4.slice(v4.indexOf('rules of this port'));
   t.regex(rules4, /172\.30\.0\.52/);
   t.false(/fd00:/.test(rules4), rules4);
 });
+
+/** The rule lines explain prints, without their indent. */
+function ruleSection(out: string): string[] {
+  const at = out.indexOf('rules of this port');
+  if (at < 0) throw new Error(`no rules section in:\n${out}`);
+  return out.slice(at).split('\n').slice(1).filter((l) => l.startsWith('    ')).map((l) => l.trim());
+}
+
+for (const mode of ['iptables', 'nftables']) {
+  test(`${mode}: a NodePort Service shows its NodePort rules and nothing of another Service`, async (t) => {
+    const out = await explain('192.168.0.2:30080', mode);
+    const rules = ruleSection(out);
+    t.regex(out, new RegExp(`${mode} rules of this port \\(${rules.length} lines\\):`));
+    if (mode === 'nftables') {
+      t.true(rules.some((l) => /^add element ip kproxy service-nodeports \{ tcp \. 30080 : goto ext-\S+-default\/np-local\/tcp\/http \}$/.test(l)), rules.join('\n'));
+    } else {
+      t.true(rules.some((l) => /^-A KUBE-NODEPORTS -p tcp -m comment --comment "default\/np-local:http" -m tcp --dport 30080 -j KUBE-EXT-/.test(l)), rules.join('\n'));
+    }
+    // Every Service name or fixture VIP a line carries is np-local's own.
+    for (const l of rules) {
+      for (const name of l.match(/default\/[a-z-]+/g) ?? []) t.is(name, 'default/np-local', l);
+      for (const ip of l.match(/172\.30\.0\.\d+/g) ?? []) t.is(ip, '172.30.0.42', l);
+    }
+    // np-local's endpoints, and no one else's.
+    t.deepEqual([...new Set(rules.flatMap((l) => l.match(/10\.180\.\d+\.\d+/g) ?? []))].sort(), ['10.180.0.7', '10.180.1.7']);
+  });
+}

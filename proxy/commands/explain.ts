@@ -1,9 +1,11 @@
 // `kproxy explain IP:PORT[/PROTO]` or `kproxy explain NAMESPACE/NAME`:
 // which Service port a destination is, which endpoints each traffic policy
-// uses and why the others are left out, and the rendered rule lines that
-// mention it. Reads the same source as dump; touches no kernel.
+// uses and why the others are left out, and the kernel objects the mode
+// would hold for that port (asked of the mode, which alone knows its
+// syntax). Reads the same source as dump; touches no kernel.
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import { isIP } from 'node:net';
+import type { Backend } from '../../modes/backend.ts';
 import { hostExec, type Exec } from '../../modes/exec.ts';
 import { createBackend } from '../../modes/registry.ts';
 import type { ProxyConfig } from '../config.ts';
@@ -73,37 +75,10 @@ function same(a: Endpoint, b: Endpoint): boolean {
   return a.ip === b.ip && a.port === b.port;
 }
 
-/** Lines of the rendered rules that concern this service port, plus lines naming hash-suffixed chains those lines use. */
-export function ruleLinesFor(rendered: string, sp: ServicePortState): string[] {
-  const lines = rendered.split('\n');
-  const ips = [sp.clusterIP, ...sp.externalIPs, ...sp.loadBalancerIPs];
-  const needles = [`${sp.namespace}/${sp.serviceName}:${sp.portName}`, `${sp.namespace}/${sp.serviceName}/`];
-  if (!sp.portName) needles.push(`"${sp.namespace}/${sp.serviceName} `, `"${sp.namespace}/${sp.serviceName}"`);
-  const ipRes = ips.map((ip) => new RegExp(`(^|[^0-9a-fA-F.:])${ip.replace(/[.]/g, '\\.')}([^0-9a-fA-F.:]|$)`));
-  const portRe = new RegExp(`\\b${sp.port}\\b`);
-  const mentions = (l: string): boolean =>
-    needles.some((n) => l.includes(n)) || (ipRes.some((re) => re.test(l)) && portRe.test(l));
-  const picked = new Set<number>();
-  lines.forEach((l, i) => { if (mentions(l)) picked.add(i); });
-  // Per-Service chain names carry a hash (e.g. KUBE-SVC-<16 chars>); follow them one step.
-  const chains = new Set<string>();
-  for (const i of picked) for (const tok of lines[i].split(/\s+/)) if (/^[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*-[A-Z0-9]{13,}$/.test(tok)) chains.add(tok);
-  if (chains.size > 0) lines.forEach((l, i) => { if (l.split(/\s+/).some((t) => chains.has(t))) picked.add(i); });
-  // A dual-stack Service shares its name across families: drop lines that carry the other family's addresses.
-  return [...picked].sort((a, b) => a - b).map((i) => lines[i])
-    .filter((l) => l.trim() !== '' && !l.startsWith('#') && !mentionsFamily(l, sp.family === 4 ? 6 : 4));
-}
-
-function mentionsFamily(line: string, family: 4 | 6): boolean {
-  if (family === 4) return /(^|[^0-9a-fA-F:.])\d{1,3}(\.\d{1,3}){3}([^0-9.]|$)/.test(line) && (line.match(/\d{1,3}(\.\d{1,3}){3}/g) ?? []).some((ip) => isIP(ip) === 4);
-  return (line.match(/[0-9a-fA-F]*:[0-9a-fA-F:]*:[0-9a-fA-F]*/g) ?? []).some((ip) => isIP(ip) === 6);
-}
-
 interface Context {
   readonly loaded: LoadedSource;
   readonly state: NodeState;
-  readonly rendered: string;
-  readonly mode: string;
+  readonly backend: Backend;
   readonly nodeName: string;
 }
 
@@ -179,9 +154,14 @@ function describePort(ctx: Context, sp: ServicePortState, how: string | undefine
       ? '  => traffic under the Local policy is dropped on this node (no local endpoint); traffic under the Cluster policy is load-balanced'
       : '  => traffic from this node is dropped (internalTrafficPolicy Local, no local endpoint)');
   }
-  const rules = ruleLinesFor(ctx.rendered, sp);
-  out.push(`  ${ctx.mode} rules mentioning it (${rules.length}):`);
-  for (const r of rules) out.push(`    ${r}`);
+  const { backend } = ctx;
+  if (!backend.describeService) {
+    out.push(`  ${backend.mode} rules: this mode cannot show one port's rules (see \`kproxy dump\`)`);
+  } else {
+    const rules = backend.describeService(ctx.state, sp.key);
+    out.push(`  ${backend.mode} rules of this port (${rules.length} lines):`);
+    for (const r of rules) out.push(`    ${r}`);
+  }
   return out;
 }
 
@@ -193,7 +173,7 @@ export async function explainCommand(config: ProxyConfig, log: Logger, out: Out,
   try {
     const state = loaded.tracker.snapshot().state;
     const backend = createBackend(config.mode, modeOptions(config, loaded.families, loaded.nodeIPs, exec, log), log);
-    const ctx: Context = { loaded, state, rendered: backend.render(state), mode: config.mode, nodeName: config.nodeName };
+    const ctx: Context = { loaded, state, backend, nodeName: config.nodeName };
     const lines: string[] = [];
     if (dest) {
       const matches = matchDestination(state, dest);
