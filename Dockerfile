@@ -21,4 +21,7 @@ RUN ln -s /opt/kproxy/bin/kproxy.js /usr/local/bin/kproxy
 ENV NODE_COMPILE_CACHE=/opt/kproxy/.compile-cache
 RUN node --input-type=module -e "for (const m of ['proxy/cli.ts', 'proxy/main.ts', 'dns-cache/main.ts']) await import('/opt/kproxy/' + m)"
 
+# kproxy's command line (bin/kproxy.js) starts Node.js with
+# --max-semi-space-size=8: a small young generation keeps RSS near the live
+# data during a full sync of 10,000 Services.
 ENTRYPOINT ["kproxy"]
