@@ -1,6 +1,6 @@
 // Scale benchmark of the iptables mode against a kube-proxy-shaped peer.
 //
-//   node bench/iptables-scale.ts --services 1000,5000,10000 --endpoints 10 --variant nft|legacy|both [--quick] [--peer-timeout 600] [--semi-space MB]
+//   node bench/iptables-scale.ts --services 1000,5000,10000 --endpoints 10 --variant nft|legacy|both [--quick] [--peer-timeout 600] [--semi-space MB|default]
 //
 // For each variant and size, in a fresh network namespace: the first full
 // sync (TypeScript render time vs kernel tool time, batch lines, RSS), then
@@ -9,9 +9,11 @@
 // writes (a KUBE-SVC chain plus one KUBE-SEP chain per endpoint), loaded by
 // the same iptables-restore in its own fresh namespace, plus a 1-rule
 // --noflush change on that table. Needs root, iptables, ipset, iproute2.
-// --semi-space MB runs the measuring process with V8's --max-semi-space-size
-// (RSS at 10,000 Services depends more on V8's young generation than on
-// what kproxy keeps).
+// The measuring process runs with the V8 flags the kproxy command gives
+// Node.js (read from bin/kproxy.js's first line), so RSS is what an operator
+// gets; --semi-space MB overrides the semi-space size, --semi-space default
+// measures with Node's defaults (RSS at 10,000 Services depends more on V8's
+// young generation than on what kproxy keeps).
 import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -21,7 +23,7 @@ import { sepChain, svcChain } from '../modes/iptables/names.ts';
 import { silentLogger } from '../proxy/log.ts';
 import { fullChanges, serviceKey, type Endpoint, type NodeState, type ServicePortState } from '../proxy/model.ts';
 
-interface Args { sizes: number[]; endpoints: number; variants: ('nft' | 'legacy')[]; peerTimeoutS: number; changes: number; semiSpaceMB?: number }
+interface Args { sizes: number[]; endpoints: number; variants: ('nft' | 'legacy')[]; peerTimeoutS: number; changes: number; nodeFlags: string[] }
 
 function parseArgs(argv: string[]): Args {
   const get = (flag: string): string | undefined => {
@@ -39,8 +41,24 @@ function parseArgs(argv: string[]): Args {
     variants: v === 'both' ? ['nft', 'legacy'] : [v as 'nft' | 'legacy'],
     peerTimeoutS: Number(get('--peer-timeout') ?? 900),
     changes: 20,
-    ...(get('--semi-space') ? { semiSpaceMB: Number(get('--semi-space')) } : {}),
+    nodeFlags: nodeFlags(get('--semi-space')),
   };
+}
+
+/** The Node.js flags the kproxy command runs with (its `#!/usr/bin/env -S node ...` line). */
+function commandFlags(): string[] {
+  const first = readFileSync(new URL('../bin/kproxy.js', import.meta.url), 'utf8').split('\n', 1)[0];
+  const m = /^#!\/usr\/bin\/env -S node(.*)$/.exec(first);
+  if (!m) throw new Error(`bin/kproxy.js does not start with "#!/usr/bin/env -S node": ${first}`);
+  return m[1].split(' ').filter(Boolean);
+}
+
+function nodeFlags(semiSpace: string | undefined): string[] {
+  const own = commandFlags().filter((f) => !f.startsWith('--max-semi-space-size='));
+  if (semiSpace === 'default') return own;
+  if (semiSpace === undefined) return commandFlags();
+  if (!(Number(semiSpace) > 0)) throw new Error(`--semi-space takes MB or "default" (got ${semiSpace})`);
+  return [...own, `--max-semi-space-size=${semiSpace}`];
 }
 
 const ipv4 = (n: number): string => `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
@@ -260,8 +278,7 @@ async function main(): Promise<void> {
   for (const variant of args.variants) {
     for (const n of args.sizes) {
       try {
-        const flags = args.semiSpaceMB ? [`--max-semi-space-size=${args.semiSpaceMB}`] : [];
-        const row = await child([variant, String(n), String(args.endpoints), String(args.changes), String(args.peerTimeoutS)], flags);
+        const row = await child([variant, String(n), String(args.endpoints), String(args.changes), String(args.peerTimeoutS)], args.nodeFlags);
         rows.push(row);
         console.error(JSON.stringify(row));
       } catch (e) {
@@ -271,7 +288,8 @@ async function main(): Promise<void> {
   }
   console.log(`\niptables mode, ${args.endpoints} endpoints per Service. Wall times in ms (noisy on a shared machine); CPU = user+system ms`);
   console.log('(kproxy CPU = this process: render and plumbing; tools CPU = iptables-restore, ipset, listing). Peer = kube-proxy v1.28-shaped batch, same tool.');
-  console.log(`V8 semi-space: ${args.semiSpaceMB ? `${args.semiSpaceMB} MB` : 'default'}\n`);
+  const flagsNote = args.nodeFlags.join(' ') === commandFlags().join(' ') ? 'as the kproxy command runs' : 'not those of the kproxy command';
+  console.log(`kproxy side measured under node ${args.nodeFlags.join(' ') || '(no flags: V8 defaults)'} (${flagsNote})\n`);
   const head = ['variant', 'Services', 'batch lines', 'render', 'kernel tools', 'full sync wall', 'kproxy CPU', 'tools CPU', 'RSS MB',
     'change p50', 'change p95', 'change CPU p50', 'svc add/del p50', 'peer lines', 'peer restore wall', 'peer restore CPU', 'peer 1-rule', 'speed-up wall', 'speed-up CPU'];
   console.log(`| ${head.join(' | ')} |`);
