@@ -4,7 +4,7 @@
 // Services that changed, so the batch grows with the change, not the table.
 // The record of what was applied lives here and is updated only after the
 // kernel accepted the batch (commit()).
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { Family, NodeState } from '../../proxy/model.ts';
 import { RestoreBatch } from './batch.ts';
 import {
@@ -25,7 +25,7 @@ export interface Recorded {
 }
 
 function digest(text: string): string {
-  return createHash('sha1').update(text).digest('base64');
+  return hash('sha1', text, 'base64'); // one-shot: no Hash object per chain
 }
 
 function recorded(s: ServiceOutput): Recorded {

@@ -45,10 +45,15 @@ export class RuleSyntaxError extends Error {
 
 const plain = /^[-_0-9A-Za-z]+$/;
 
-/** Quotes a string as iptables-save does (only when needed, escaping " \ '). */
+/** Escapes " \\ ' for a string iptables-save prints inside double quotes. */
+export function escapeQuoted(s: string): string {
+  return /["\\']/.test(s) ? s.replace(/["\\']/g, (c) => `\\${c}`) : s;
+}
+
+/** Quotes a string as iptables-save does (only when needed, escaping " \\ '). */
 export function quote(s: string): string {
   if (plain.test(s)) return s;
-  return `"${s.replace(/["\\']/g, (c) => `\\${c}`)}"`;
+  return `"${escapeQuoted(s)}"`;
 }
 
 /** Probability as kube-proxy prints it: ten decimals. */
