@@ -8,6 +8,7 @@ import { ConfigError, type DnsCacheConfig, type ListenAddress } from './config.t
 import { parseArgs, resolveConfig, USAGE, type DnsCacheArgs } from './flags.ts';
 import { startHttp, type HttpEndpoints } from './http.ts';
 import { listen } from './listeners.ts';
+import { startMemoryReducer } from './memory.ts';
 import { DnsMetrics } from './metrics.ts';
 import { NodeSetup } from './node-setup.ts';
 import { Resolver } from './resolver.ts';
@@ -151,10 +152,12 @@ export async function runDnsCache(argv: string[]): Promise<number> {
     log.error({ err: (e as Error).message }, 'dns-cache failed to start');
     return 1;
   }
+  const stopReducer = startMemoryReducer(log);
   return new Promise<number>((resolve) => {
     const onHup = (): void => { instance.reload(); };
     const onStop = (signal: string): void => {
       log.info({ signal }, 'stopping');
+      stopReducer();
       process.off('SIGHUP', onHup);
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
