@@ -3,7 +3,7 @@
 // through the kernel's datapath.
 //
 //   node bench/pipeline-latency.ts [--services 1000,5000,10000] [--modes iptables,nftables]
-//        [--changes 20] [--spacing-ms 2000] [--variant nft|legacy] [--quick]
+//        [--changes 20] [--spacing-ms 2000] [--variant nft|legacy|both] [--endpoints 10] [--quick]
 //
 // For each mode and size: a fresh sandbox (test/helpers/netns.ts), the list/
 // watch test API server holding N synthetic Services × 10 endpoints plus one
@@ -17,7 +17,7 @@
 // counts as programmed at the first answer from the new pod that is followed
 // only by answers from it (`consistentAnswers` in a row).
 // --variant picks the iptables variant (KPROXY_IPTABLES_VARIANT) for the
-// iptables mode. Needs root, iproute2, iptables, nftables, ipset, conntrack.
+// iptables mode (both: one run with each; default: the system's). Needs root, iproute2, iptables, nftables, ipset, conntrack.
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -42,7 +42,8 @@ interface Args {
   endpoints: number;
   spacingMs: number;
   minSync: string;
-  variant?: Variant;
+  /** Iptables variants to run the iptables mode with (the system's default when empty). */
+  variants: Variant[];
   /** Longest wait for one change to show in the datapath. */
   changeTimeoutMs: number;
 }
@@ -60,13 +61,15 @@ function parseArgs(argv: string[]): Args {
   const spacingMs = Number(get('--spacing-ms') ?? (quick ? 1500 : 2000));
   if (sizes.some((n) => !Number.isInteger(n) || n < 0)) throw new Error('--services takes non-negative integers, e.g. 1000,5000');
   if (modes.some((m) => m !== 'iptables' && m !== 'nftables')) throw new Error(`--modes takes iptables and/or nftables (got ${modes.join(',')})`);
-  if (variant !== undefined && variant !== '' && variant !== 'nft' && variant !== 'legacy') throw new Error(`--variant must be nft or legacy (got ${variant})`);
+  if (variant !== undefined && !['', 'nft', 'legacy', 'both'].includes(variant)) throw new Error(`--variant must be nft, legacy or both (got ${variant})`);
+  const endpoints = Number(get('--endpoints') ?? 10);
+  if (!Number.isInteger(endpoints) || endpoints < 1 || endpoints > 250) throw new Error('--endpoints takes an integer from 1 to 250');
   if (!Number.isInteger(changes) || changes < 1) throw new Error('--changes takes a positive integer');
   // The min sync period is 1 s; changes closer than that would measure the rate limit.
   if (!(spacingMs > 1000)) throw new Error('--spacing-ms must be more than the 1000 ms min sync period');
   return {
-    sizes, modes: modes as ProxyMode[], changes, endpoints: 10, spacingMs, minSync: '1s',
-    ...(variant ? { variant: variant as Variant } : {}),
+    sizes, modes: modes as ProxyMode[], changes, endpoints, spacingMs, minSync: '1s',
+    variants: variant === 'both' ? ['nft', 'legacy'] : variant ? [variant as Variant] : [],
     changeTimeoutMs: Number(get('--change-timeout-ms') ?? 120_000),
   };
 }
@@ -212,6 +215,8 @@ interface Change {
   readonly full?: boolean;
   /** kubeproxy_network_programming_duration_seconds for this change. */
   readonly programmingS?: number;
+  /** Attempts answered by neither pod (timeouts, refusals) between the change and its programming. */
+  readonly failedAttempts: readonly string[];
 }
 
 interface Result {
@@ -229,7 +234,10 @@ interface Result {
   failed: number;
 }
 
-async function measure(args: Args, mode: ProxyMode, services: number): Promise<Result> {
+async function measure(args: Args, mode: ProxyMode, services: number, variant: Variant | undefined): Promise<Result> {
+  // startKproxy passes this process's environment on.
+  if (variant) process.env.KPROXY_IPTABLES_VARIANT = variant;
+  else delete process.env.KPROXY_IPTABLES_VARIANT;
   const sandbox = await createSandbox({ pods: 2, prefix: 'kpbench' });
   const cleanups: (() => Promise<unknown> | void)[] = [() => sandbox.destroy()];
   try {
@@ -306,7 +314,12 @@ async function measure(args: Args, mode: ProxyMode, services: number): Promise<R
         break;
       }
       current = target;
-      const synced = logLines(kproxy).find((l) => l.msg === 'synced' && l.time >= at);
+      const failedAttempts = prober.answers.filter((a) => a.at >= at && a.at <= done && a.what.startsWith('!')).map((a) => `${a.what.slice(1)}@+${a.at - at}`);
+      // The log line may trail the datapath by a few ms.
+      let synced: LogLine | undefined;
+      for (const until = Date.now() + 2000; !synced && Date.now() < until; await new Promise((r) => setTimeout(r, 20))) {
+        synced = logLines(kproxy).find((l) => l.msg === 'synced' && l.time >= at);
+      }
       const after = await metrics(sandbox);
       const n = (metricValue(after, 'kubeproxy_network_programming_duration_seconds_count') ?? 0)
         - (metricValue(before, 'kubeproxy_network_programming_duration_seconds_count') ?? 0);
@@ -314,13 +327,13 @@ async function measure(args: Args, mode: ProxyMode, services: number): Promise<R
         - (metricValue(before, 'kubeproxy_network_programming_duration_seconds_sum') ?? 0);
       before = after;
       changes.push({
-        ms: done - at,
+        ms: done - at, failedAttempts,
         ...(synced?.ms !== undefined ? { syncMs: synced.ms, full: synced.full } : {}),
         ...(n > 0 ? { programmingS: s / n } : {}),
       });
     }
     return {
-      mode, services, ...(mode === 'iptables' ? { variant: args.variant ?? await systemVariant() } : {}),
+      mode, services, ...(mode === 'iptables' ? { variant: variant ?? await systemVariant() } : {}),
       listMs: listed ? listed.time - t0 : NaN,
       firstSyncMs: first.ms ?? NaN,
       startToFirstSyncMs: first.time - t0,
@@ -371,7 +384,7 @@ function report(args: Args, results: readonly Result[]): void {
   table(head, rows);
 
   console.log('\nReference, measured on these machines, not in this run: upstream kube-proxy v1.28.4, iptables mode (SCALE-FINDINGS.md; change latency is a median of 5).');
-  console.log('nftables-mode rows are set against the iptables peer of the system variant (v1.28 has no nftables mode).');
+  console.log('nftables-mode rows are set against the iptables-nft peer (v1.28 has no nftables mode).');
   const refRows = results.map((r) => {
     const variant = r.variant ?? 'nft';
     const ref = reference[variant][r.services];
@@ -379,7 +392,7 @@ function report(args: Args, results: readonly Result[]): void {
     const first = r.firstSyncMs / 1000;
     const rss = referenceRss[r.services];
     const rssMid = rss ? rss.split('-').map(Number).reduce((a, b) => a + b) / rss.split('-').length : NaN;
-    const ratio = (ours: number, theirs?: number): string => (theirs && Number.isFinite(ours) ? `${(ours / theirs).toFixed(2)}×` : '–');
+    const ratio = (ours: number, theirs?: number): string => (theirs && Number.isFinite(ours) ? `${(ours / theirs).toPrecision(2)}×` : '–');
     return [
       r.mode + (r.variant ? `/${r.variant}` : ''), String(r.services), `iptables/${variant}`,
       p50.toFixed(2), ref?.changeS?.toFixed(2) ?? '–', ratio(p50, ref?.changeS),
@@ -392,6 +405,8 @@ function report(args: Args, results: readonly Result[]): void {
   for (const r of results) {
     const detail = r.changes.map((c) => `${c.ms}${c.syncMs !== undefined ? `/${c.syncMs}${c.full ? 'F' : ''}` : ''}`).join(' ');
     console.log(`\n${r.mode}${r.variant ? `/${r.variant}` : ''} ${r.services}: per change, ms to datapath / kproxy sync ms (F = full sync): ${detail}`);
+    const failures = r.changes.flatMap((c, k) => (c.failedAttempts.length ? [`change ${k + 1}: ${c.failedAttempts.join(' ')}`] : []));
+    if (failures.length) console.log(`  connections that failed while a change was programmed (ms after it): ${failures.join('; ')}`);
     console.log(`  start-up: bench process (API server) CPU ${r.startCpuS.toFixed(2)} s while kproxy listed and synced`);
   }
 }
@@ -407,15 +422,18 @@ function table(head: string[], rows: string[][]): void {
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   requireKernelPrerequisites();
-  if (args.variant) process.env.KPROXY_IPTABLES_VARIANT = args.variant;
   // kproxy logs every sync at debug level, with its duration.
   process.env.KPROXY_LOG_LEVEL = 'debug';
   const results: Result[] = [];
   for (const services of args.sizes) {
-    for (const mode of args.modes) {
+    type Run = { mode: ProxyMode; variant: Variant | undefined };
+    const runs = args.modes.flatMap((mode): Run[] => (mode === 'iptables' && args.variants.length > 0
+      ? args.variants.map((variant) => ({ mode, variant }))
+      : [{ mode, variant: undefined }]));
+    for (const { mode, variant } of runs) {
       const started = Date.now();
-      console.log(`# ${mode} ${services} Services × ${args.endpoints} endpoints ...`);
-      const r = await measure(args, mode, services);
+      console.log(`# ${mode}${variant ? `/${variant}` : ''} ${services} Services × ${args.endpoints} endpoints ...`);
+      const r = await measure(args, mode, services, variant);
       results.push(r);
       const ms = r.changes.map((c) => c.ms);
       console.log(`#   first sync ${sec(r.firstSyncMs)} s, change p50 ${sec(pct(ms, 50))} s, ${((Date.now() - started) / 1000).toFixed(0)} s in all`);
