@@ -17,11 +17,13 @@ export interface ReducerOptions {
   readonly intervalMs: number;
   /** Heap growth over the live size after the last compaction that is worth one. */
   readonly slackBytes: number;
+  /** Least time between two compactions (bounds the pauses under steady misses). */
+  readonly minGapMs: number;
   /** Event-loop utilisation (0..1) above which the process counts as busy. */
   readonly busyAbove: number;
 }
 
-export const DEFAULT_REDUCER: ReducerOptions = { intervalMs: 2000, slackBytes: 24 * 1024 * 1024, busyAbove: 0.5 };
+export const DEFAULT_REDUCER: ReducerOptions = { intervalMs: 2000, slackBytes: 24 * 1024 * 1024, minGapMs: 10_000, busyAbove: 0.5 };
 
 /** V8's collector as a function; the flag only exposes it to contexts created after it is set. */
 function collector(): GcFunction {
@@ -34,13 +36,15 @@ export function startMemoryReducer(log: Logger, opts: ReducerOptions = DEFAULT_R
   const gc = collector();
   let live = v8.getHeapStatistics().used_heap_size;
   let elu = performance.eventLoopUtilization();
+  let last = -Infinity;
   const timer = setInterval(() => {
     const now = performance.eventLoopUtilization();
     const busy = performance.eventLoopUtilization(now, elu).utilization > opts.busyAbove;
     elu = now;
     const total = v8.getHeapStatistics().total_heap_size;
-    if (busy || total < live * 1.5 + opts.slackBytes) return;
     const started = performance.now();
+    if (busy || total < live + opts.slackBytes || started - last < opts.minGapMs) return;
+    last = started;
     gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
     live = v8.getHeapStatistics().used_heap_size;
     log.debug({ heapBefore: total, heapAfter: v8.getHeapStatistics().total_heap_size, pauseMs: Math.round(performance.now() - started) }, 'heap compacted');
