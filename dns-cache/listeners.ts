@@ -13,6 +13,13 @@ const connsOf = new WeakMap<net.Server, Set<net.Socket>>();
 const TCP_MAX_BUFFERED = 256 * 1024;
 /** TCP clients served at once per address; more are closed on accept (fd budget). */
 const TCP_MAX_CONNECTIONS = 1000;
+/**
+ * UDP receive buffer. The default (212,992 bytes) holds only about 200
+ * small queries: a burst from many clients during a GC pause overflows it,
+ * and each dropped query costs its client a retry timeout. The kernel caps
+ * the size at net.core.rmem_max.
+ */
+const UDP_RECV_BUFFER = 4 * 1024 * 1024;
 
 export interface Listeners {
   readonly udp: readonly dgram.Socket[];
@@ -28,7 +35,7 @@ function bindUdp(a: ListenAddress, reusePort: boolean, resolver: Resolver, log: 
   const v6 = a.host.includes(':');
   const family = v6 ? 6 : 4;
   const sock = dgram.createSocket({
-    type: v6 ? 'udp6' : 'udp4', reuseAddr: false, reusePort,
+    type: v6 ? 'udp6' : 'udp4', reuseAddr: false, reusePort, recvBufferSize: UDP_RECV_BUFFER,
     // Replies go to the sender's address, always an IP literal: skip the
     // resolver's per-send validation and deferral.
     lookup: (host: string, _opts: unknown, cb: (err: null, address: string, family: number) => void) => cb(null, host, family),
