@@ -201,12 +201,12 @@ function rssMB(pid: number): number {
   return Number(m[1]) / 1024;
 }
 
-async function ruleCount(sandbox: Sandbox, mode: ProxyMode): Promise<string> {
+async function ruleCount(sandbox: Sandbox, mode: ProxyMode, variant: Variant | undefined): Promise<string> {
   if (mode === 'nftables') {
     const { stdout } = await run(toolPath('ip'), ['netns', 'exec', sandbox.node, toolPath('nft'), 'list', 'ruleset']);
     return `${stdout.split('\n').length} nft lines`;
   }
-  const { stdout } = await run(toolPath('ip'), ['netns', 'exec', sandbox.node, toolPath('iptables-save'), '-t', 'nat']);
+  const { stdout } = await run(toolPath('ip'), ['netns', 'exec', sandbox.node, toolPath(variant ? `iptables-${variant}-save` : 'iptables-save'), '-t', 'nat']);
   return `${stdout.split('\n').filter((l) => l.startsWith('-A')).length} nat rules`;
 }
 
@@ -294,7 +294,7 @@ async function measure(args: Args, mode: ProxyMode, services: number, variant: V
         throw new Error(`no "first sync done" log line\n${kproxy.logs().slice(-3000)}`);
       })();
     const rss = rssMB(kproxy.pid);
-    const rules = await ruleCount(sandbox, mode);
+    const rules = await ruleCount(sandbox, mode, mode === 'iptables' ? variant : undefined);
 
     const check = await connectMany(sandbox.client, probeIP, probePort, { count: 20 });
     if (check.byBackend['pod-1'] !== 20) throw new Error(`probe Service not answered by pod-1 after the first sync: ${JSON.stringify(check.byBackend)} (${check.timedOut} timeouts, ${check.refused} refused)`);
