@@ -86,6 +86,12 @@ export class Runner {
   private requested = false;
   private queuedAt: number | undefined;
   private busy: Promise<void> | undefined;
+  /**
+   * A drift check under way. It runs beside syncs, never in their way: on a
+   * large table even a cheap kernel read can take a while, and a change must
+   * not wait for it.
+   */
+  private checking: Promise<void> | undefined;
   private tokens: number;
   private lastRefill = 0;
   private retryAt: number | undefined;
@@ -159,7 +165,7 @@ export class Runner {
   async stop(): Promise<void> {
     this.stopped = true;
     this.clearTimer();
-    await this.busy;
+    await Promise.all([this.busy, this.checking]);
   }
 
   private refill(now: number): void {
@@ -221,9 +227,13 @@ export class Runner {
         this.deps.tracker.requestFull();
         this.retryAt = this.clock.now() + this.backoffMs;
       });
-    } else if (now >= this.nextDriftCheck) {
+    }
+    if (!this.busy && !this.checking && now >= this.nextDriftCheck) {
       this.nextDriftCheck = now + this.periodMs;
-      this.busy = this.checkDrift();
+      this.checking = this.checkDrift().finally(() => {
+        this.checking = undefined;
+        this.schedule();
+      });
     }
     if (this.busy) {
       void this.busy.finally(() => {
@@ -236,6 +246,7 @@ export class Runner {
   }
 
   private async checkDrift(): Promise<void> {
+    const syncsBefore = this.syncCount;
     let drifted: boolean;
     try {
       drifted = await this.deps.backend.drifted();
@@ -243,10 +254,14 @@ export class Runner {
       this.deps.log.warn({ err }, 'drift check failed; forcing a full sync');
       drifted = true;
     }
+    // A sync that ran meanwhile may have rebuilt what the check looked at;
+    // its verdict is stale, and the next check will see real drift.
+    if (this.syncCount !== syncsBefore || this.busy) return;
     if (drifted) {
       if (!(this.stopped)) this.deps.log.warn('kernel rules changed behind kproxy\'s back; forcing a full sync');
       this.deps.tracker.requestFull();
       this.requested = true;
+      this.schedule();
     }
   }
 

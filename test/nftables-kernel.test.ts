@@ -89,8 +89,10 @@ test.serial('full and incremental transactions load into the real kernel and mat
   t.true(adopted.ok, adopted.error?.message);
   t.is(await kernelView(ns), fakeView(state), 'after adoption');
 
+  t.false(await fresh.drifted(), 'nothing changed behind its back');
   await nsRun(ns, nftPath, ['flush', 'chain', 'ip', 'kproxy', 'nat-prerouting']);
-  t.true(await fresh.drifted(), 'a flushed canary is noticed');
+  await nsRun(ns, nftPath, ['delete', 'chain', 'ip', 'kproxy', 'nat-prerouting']);
+  t.true(await fresh.drifted(), 'a deleted base chain is noticed');
 });
 
 test.serial('cleanup removes only kproxy tables', async (t) => {

@@ -99,8 +99,11 @@ class FakeBackend implements Backend {
   async readKernel(): Promise<string> {
     return '';
   }
+  /** When set, drifted() waits for this promise (a slow kernel read). */
+  driftGate: Promise<void> | undefined;
   async drifted(): Promise<boolean> {
     this.driftChecks++;
+    if (this.driftGate) await this.driftGate;
     return this.drift;
   }
   async cleanup(): Promise<void> {}
@@ -228,6 +231,26 @@ test('drift is checked every syncPeriod and forces a full sync only when found',
   await clock.advance(30_000);
   t.is(backend.driftChecks, 3);
   t.deepEqual(rel()[1], { at: 90_000, full: true });
+  await runner.stop();
+});
+
+test('a slow drift check does not hold up a change; a check overlapping a sync is not trusted', async (t) => {
+  const { runner, clock, backend, rel } = setup({ syncPeriodMs: 30_000, minSyncPeriodMs: 0 });
+  await runner.start();
+  let finishCheck!: () => void;
+  backend.driftGate = new Promise((r) => { finishCheck = r; });
+  backend.drift = true;
+  await clock.advance(30_000);
+  t.is(backend.driftChecks, 1, 'the check is under way');
+  runner.request();
+  await clock.advance(1);
+  t.deepEqual(rel()[1], { at: 30_000, full: false }, 'the change synced at once while the check was still reading');
+  finishCheck();
+  await clock.advance(1);
+  t.is(rel().length, 2, 'a verdict read across a sync forces nothing');
+  backend.driftGate = undefined;
+  await clock.advance(30_000);
+  t.deepEqual(rel()[2], { at: 60_000, full: true }, 'the next check sees the drift');
   await runner.stop();
 });
 

@@ -6,7 +6,8 @@ import type { Logger } from '../../proxy/log.ts';
 import type { Backend, ModeOptions, SyncResult } from '../backend.ts';
 import { hostExec, type Exec } from '../exec.ts';
 import { describeServicePort } from './describe.ts';
-import { canaryChain, chains, familySyntax, tableName, type FamilySyntax } from './layout.ts';
+import { familySyntax, staticChains, tableName, type FamilySyntax } from './layout.ts';
+import { chainsInListing } from './listing.ts';
 import { Transaction, type Command } from './objects.ts';
 import { TableRecord } from './table-record.ts';
 
@@ -102,15 +103,24 @@ export class NftablesBackend implements Backend {
     return out.join('');
   }
 
+  /**
+   * Our table and its fixed chains are still there. Read with `nft list
+   * chains`, which does not fetch set and map elements: listing even one
+   * chain of the table makes nft 1.0.6 fetch every map element (seconds at
+   * 10,000 Services). Rules flushed inside a chain that still exists are
+   * repaired by the hourly full sync.
+   */
   async drifted(): Promise<boolean> {
     if (!this.records) return true;
     for (const f of this.families) {
+      let listing: string;
       try {
-        const { stdout } = await this.exec(nftTool, ['list', 'chain', f.nft, tableName, canaryChain]);
-        if (!stdout.includes(`jump ${chains.services}`)) return true;
+        listing = (await this.exec(nftTool, ['list', 'chains', f.nft])).stdout;
       } catch {
         return true;
       }
+      const have = chainsInListing(listing, f.nft, tableName);
+      if (staticChains(f, this.opts).some((c) => !have.has(c.name))) return true;
     }
     return false;
   }

@@ -235,6 +235,22 @@ export class FakeNftKernel {
       if (!this.table(args[2], args[3])) fail('Error: No such file or directory');
       return { stdout: this.dump(args[2], args[3]), stderr: '' };
     }
+    if (args[0] === 'list' && args[1] === 'chains' && args.length === 3) {
+      // Chain declarations only, every table of the family (no rules, no sets).
+      const out: string[] = [];
+      for (const [key, t] of this.tables) {
+        const [fam, name] = key.split(' ');
+        if (fam !== args[2]) continue;
+        out.push(`table ${fam} ${name} {`);
+        for (const [n, c] of t.chains) {
+          out.push(`\tchain ${n} {`);
+          if (c.base) out.push(`\t\ttype ${c.base.type} hook ${c.base.hook} priority ${c.base.priority}; policy accept;`);
+          out.push('\t}');
+        }
+        out.push('}');
+      }
+      return { stdout: out.length ? out.join('\n') + '\n' : '', stderr: '' };
+    }
     if (args[0] === 'list' && args[1] === 'chain' && args.length === 5) {
       const c = this.table(args[2], args[3])?.chains.get(args[4]);
       if (!c) return fail('Error: No such file or directory');

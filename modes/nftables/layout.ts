@@ -64,8 +64,6 @@ export const endpointsMap = (p: L4): string => `endpoints-${p}`;
 /** nodePort . index → endpoint address . port, for protocol `p`. */
 export const nodePortEndpointsMap = (p: L4): string => `nodeport-endpoints-${p}`;
 
-/** The canary drifted() reads: a base chain that must hold "jump services". */
-export const canaryChain = chains.natPrerouting;
 
 export interface ChainDef {
   readonly name: string;

@@ -64,3 +64,23 @@ function addElements(block: Block, text: string): void {
   const items = splitTopLevel(text.trim().slice(1, -1)).sort(collator.compare);
   for (const item of items) block.lines.push(`element ${item}`);
 }
+
+/**
+ * The chain names `nft list chains FAMILY` shows for one table. That listing
+ * carries chain declarations only, so nft does not fetch the table's sets
+ * and maps: it stays cheap however many Services the maps hold.
+ */
+export function chainsInListing(listing: string, family: string, table: string): Set<string> {
+  const names = new Set<string>();
+  let inside = false;
+  for (const line of listing.split('\n')) {
+    const header = /^table (\S+) (\S+) \{$/.exec(line);
+    if (header) {
+      inside = header[1] === family && header[2] === table;
+      continue;
+    }
+    const chain = inside ? /^\tchain (\S+) \{$/.exec(line) : null;
+    if (chain) names.add(chain[1]);
+  }
+  return names;
+}
