@@ -10,12 +10,14 @@
 // nft in its own fresh namespace, plus one endpoint change on it.
 // --datapath: real TCP connections from the node namespace to the first and
 // the last Service (listeners in a backend namespace), compared by rate.
-// Needs root, nftables, iproute2.
+// Needs root, nftables, iproute2. bench/datapath.ts reuses the exported
+// helpers (state builders, namespaces, the datapath measurement).
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { NftablesBackend, nftTool } from '../modes/nftables/backend.ts';
 import { ToolError, type Exec } from '../modes/exec.ts';
 import { silentLogger } from '../proxy/log.ts';
@@ -37,18 +39,23 @@ function parseArgs(argv: string[]): Args {
   return { services, endpoints, datapath: argv.includes('--datapath'), peer: !argv.includes('--no-peer'), kproxy: !argv.includes('--no-kproxy'), peerTimeoutS: Number(get('--peer-timeout') ?? 900), changes: 20 };
 }
 
-const ipv4 = (n: number): string => `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
-const vip = (i: number): string => ipv4(((10 << 24) | (96 << 16)) + i + 1);
+export const ipv4 = (n: number): string => `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+export const vip = (i: number): string => ipv4(((10 << 24) | (96 << 16)) + i + 1);
+/** Address of listener `j` (0-based, < 250) in the backend namespace for the first (0) or last (1) Service dialled. */
+export const listenerIP = (side: 0 | 1, j: number): string => `10.250.${side + 1}.${j + 1}`;
+/** An address never dialled: endpoint `j` of Service `i` when each has `endpoints`. */
+export const syntheticIP = (i: number, j: number, endpoints: number): string => ipv4(((10 << 24) | (128 << 16)) + i * endpoints + j);
+
 /** Endpoints of the first and last Service are real addresses in the backend namespace; the others are never dialled. */
 function endpointIP(i: number, j: number, a: Args): string {
-  if (i === 0) return `10.250.1.${j + 1}`;
-  if (i === a.services - 1) return `10.250.2.${j + 1}`;
-  return ipv4(((10 << 24) | (128 << 16)) + i * a.endpoints + j);
+  if (i === 0) return listenerIP(0, j);
+  if (i === a.services - 1) return listenerIP(1, j);
+  return syntheticIP(i, j, a.endpoints);
 }
 
-const endpoint = (ip: string): Endpoint => ({ ip, port: 8080, isLocal: false, ready: true, serving: true, terminating: false });
+export const endpoint = (ip: string): Endpoint => ({ ip, port: 8080, isLocal: false, ready: true, serving: true, terminating: false });
 
-function service(i: number, eps: Endpoint[]): ServicePortState {
+export function service(i: number, eps: Endpoint[]): ServicePortState {
   const name = `bench/svc${i}:http`;
   return {
     name, key: serviceKey(4, name, 'TCP'), namespace: 'bench', serviceName: `svc${i}`, portName: 'http', protocol: 'TCP', family: 4,
@@ -58,11 +65,11 @@ function service(i: number, eps: Endpoint[]): ServicePortState {
   };
 }
 
-const ip = '/usr/sbin/ip';
-const sh = (args: string[]): string => execFileSync(ip, args).toString();
+export const ip = '/usr/sbin/ip';
+export const sh = (args: string[]): string => execFileSync(ip, args).toString();
 
-async function withNetns<T>(fn: (ns: string) => Promise<T>): Promise<T> {
-  const ns = `kpx-nftbench-${process.pid}-${randomBytes(3).toString('hex')}`;
+export async function withNetns<T>(fn: (ns: string) => Promise<T>, prefix = 'kpx-nftbench'): Promise<T> {
+  const ns = `${prefix}-${process.pid}-${randomBytes(3).toString('hex')}`;
   sh(['netns', 'add', ns]);
   try {
     return await fn(ns);
@@ -245,6 +252,7 @@ const net = require('node:net');
 const targets = [process.argv[2], process.argv[3]];
 const seconds = Number(process.argv[4]);
 const batches = [[], []];
+const cpu = [[], []];
 let failed = 0;
 const end = Date.now() + seconds * 1000;
 function connect(host) {
@@ -258,12 +266,15 @@ function connect(host) {
   for (let round = 0; Date.now() < end; round++) {
     for (const k of round % 2 ? [1, 0] : [0, 1]) {
       const t0 = performance.now();
+      const c0 = process.cpuUsage();
       for (let i = 0; i < 50; i++) if (!(await connect(targets[k]))) failed++;
       batches[k].push(performance.now() - t0);
+      const c = process.cpuUsage(c0);
+      cpu[k].push((c.user + c.system) / 50);
     }
   }
   const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-  console.log(JSON.stringify({ rate: batches.map((b) => 50000 / median(b)), connections: 50 * (batches[0].length + batches[1].length), failed }));
+  console.log(JSON.stringify({ rate: batches.map((b) => 50000 / median(b)), cpuUs: cpu.map(median), slow: batches.map((b) => b.filter((t) => t > 5 * median(b)).map(Math.round)), connections: 50 * (batches[0].length + batches[1].length), failed }));
 })();
 `;
 
@@ -278,7 +289,28 @@ function runIn(ns: string, args: string[]): Promise<string> {
   });
 }
 
-async function benchDatapath(a: Args, node: string, dir: string): Promise<{ first: number; last: number; connections: number }> {
+export interface DatapathResult {
+  /** Connections/s to each Service, from the median 50-connection batch. */
+  first: number; last: number;
+  /** The client's CPU µs (user+system) per connection, median batch: the kernel's rule walk on connect is in its system time. */
+  firstCpuUs: number; lastCpuUs: number;
+  /** Batches over 5× their side's median (a SYN retransmit costs 1 s): what the medians leave out. */
+  stalls: number;
+  connections: number;
+}
+
+async function benchDatapath(a: Args, node: string, dir: string): Promise<DatapathResult> {
+  return measureDatapath(node, dir, a.endpoints, vip(0), vip(a.services - 1), 4);
+}
+
+/**
+ * Dials `firstVip`:80 and `lastVip`:80 from namespace `node` for `seconds`,
+ * interleaved. Their endpoints must be listenerIP(0|1, 0..endpoints-1),
+ * port 8080: listeners in a backend namespace made here, behind a veth
+ * (node 10.250.0.1, 10.96.0.0/12 routed to the backend side). Writes the
+ * client and server scripts to `dir`.
+ */
+export async function measureDatapath(node: string, dir: string, endpoints: number, firstVip: string, lastVip: string, seconds: number): Promise<DatapathResult> {
   return withNetns(async (backendNs) => {
     const veth = `kb${randomBytes(3).toString('hex')}`;
     sh(['link', 'add', `${veth}n`, 'netns', node, 'type', 'veth', 'peer', 'name', `${veth}b`, 'netns', backendNs]);
@@ -286,7 +318,7 @@ async function benchDatapath(a: Args, node: string, dir: string): Promise<{ firs
     sh(['-n', node, 'link', 'set', `${veth}n`, 'up']);
     sh(['-n', node, 'route', 'add', '10.96.0.0/12', 'via', '10.250.0.2']);
     sh(['-n', backendNs, 'addr', 'add', '10.250.0.2/16', 'dev', `${veth}b`]);
-    for (const sub of [1, 2]) for (let j = 1; j <= a.endpoints; j++) sh(['-n', backendNs, 'addr', 'add', `10.250.${sub}.${j}/32`, 'dev', `${veth}b`]);
+    for (const sub of [1, 2]) for (let j = 1; j <= endpoints; j++) sh(['-n', backendNs, 'addr', 'add', `10.250.${sub}.${j}/32`, 'dev', `${veth}b`]);
     sh(['-n', backendNs, 'link', 'set', `${veth}b`, 'up']);
     sh(['-n', backendNs, 'link', 'set', 'lo', 'up']);
     execFileSync(ip, ['netns', 'exec', node, '/usr/sbin/sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=10000 65000']);
@@ -296,11 +328,11 @@ async function benchDatapath(a: Args, node: string, dir: string): Promise<{ firs
     await new Promise<void>((resolve) => server.stdout.once('data', () => resolve()));
     // Short enough that client ports do not wrap: a reused port can meet
     // the previous connection's TIME_WAIT and cost a SYN retransmit.
-    await runIn(node, [join(dir, 'client.cjs'), vip(0), vip(a.services - 1), '0.2']); // warm-up
-    const r = JSON.parse(await runIn(node, [join(dir, 'client.cjs'), vip(0), vip(a.services - 1), '4'])) as { rate: [number, number]; connections: number; failed: number };
+    await runIn(node, [join(dir, 'client.cjs'), firstVip, lastVip, '0.2']); // warm-up
+    const r = JSON.parse(await runIn(node, [join(dir, 'client.cjs'), firstVip, lastVip, String(seconds)])) as { rate: [number, number]; cpuUs: [number, number]; slow: [number[], number[]]; connections: number; failed: number };
     server.kill('SIGKILL');
     if (r.failed > 0) throw new Error(`${r.failed} connections failed`);
-    return { first: r.rate[0], last: r.rate[1], connections: r.connections };
+    return { first: r.rate[0], last: r.rate[1], firstCpuUs: r.cpuUs[0], lastCpuUs: r.cpuUs[1], stalls: r.slow[0].length + r.slow[1].length, connections: r.connections };
   });
 }
 
@@ -348,7 +380,9 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: unknown) => {
-  console.error(e instanceof Error ? e.message : e);
-  process.exit(1);
-});
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  main().catch((e: unknown) => {
+    console.error(e instanceof Error ? e.message : e);
+    process.exit(1);
+  });
+}
