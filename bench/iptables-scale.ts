@@ -21,6 +21,7 @@ import { IptablesBackend } from '../modes/iptables/backend.ts';
 import { netnsExec, toolPath } from '../modes/exec.ts';
 import { sepChain, svcChain } from '../modes/iptables/names.ts';
 import { silentLogger } from '../proxy/log.ts';
+import { kproxyNodeFlags } from '../test/helpers/kproxy-process.ts';
 import { fullChanges, serviceKey, type Endpoint, type NodeState, type ServicePortState } from '../proxy/model.ts';
 
 interface Args { sizes: number[]; endpoints: number; variants: ('nft' | 'legacy')[]; peerTimeoutS: number; changes: number; nodeFlags: string[] }
@@ -46,17 +47,11 @@ function parseArgs(argv: string[]): Args {
 }
 
 /** The Node.js flags the kproxy command runs with (its `#!/usr/bin/env -S node ...` line). */
-function commandFlags(): string[] {
-  const first = readFileSync(new URL('../bin/kproxy.js', import.meta.url), 'utf8').split('\n', 1)[0];
-  const m = /^#!\/usr\/bin\/env -S node(.*)$/.exec(first);
-  if (!m) throw new Error(`bin/kproxy.js does not start with "#!/usr/bin/env -S node": ${first}`);
-  return m[1].split(' ').filter(Boolean);
-}
 
 function nodeFlags(semiSpace: string | undefined): string[] {
-  const own = commandFlags().filter((f) => !f.startsWith('--max-semi-space-size='));
+  const own = kproxyNodeFlags().filter((f) => !f.startsWith('--max-semi-space-size='));
   if (semiSpace === 'default') return own;
-  if (semiSpace === undefined) return commandFlags();
+  if (semiSpace === undefined) return kproxyNodeFlags();
   if (!(Number(semiSpace) > 0)) throw new Error(`--semi-space takes MB or "default" (got ${semiSpace})`);
   return [...own, `--max-semi-space-size=${semiSpace}`];
 }
@@ -288,7 +283,7 @@ async function main(): Promise<void> {
   }
   console.log(`\niptables mode, ${args.endpoints} endpoints per Service. Wall times in ms (noisy on a shared machine); CPU = user+system ms`);
   console.log('(kproxy CPU = this process: render and plumbing; tools CPU = iptables-restore, ipset, listing). Peer = kube-proxy v1.28-shaped batch, same tool.');
-  const flagsNote = args.nodeFlags.join(' ') === commandFlags().join(' ') ? 'as the kproxy command runs' : 'not those of the kproxy command';
+  const flagsNote = args.nodeFlags.join(' ') === kproxyNodeFlags().join(' ') ? 'as the kproxy command runs' : 'not those of the kproxy command';
   console.log(`kproxy side measured under node ${args.nodeFlags.join(' ') || '(no flags: V8 defaults)'} (${flagsNote})\n`);
   const head = ['variant', 'Services', 'batch lines', 'render', 'kernel tools', 'full sync wall', 'kproxy CPU', 'tools CPU', 'RSS MB',
     'change p50', 'change p95', 'change CPU p50', 'svc add/del p50', 'peer lines', 'peer restore wall', 'peer restore CPU', 'peer 1-rule', 'speed-up wall', 'speed-up CPU'];

@@ -2,6 +2,7 @@
 // namespace, the way a node would run it, and watches it through its own
 // healthz and metrics endpoints.
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { toolPath } from '../../modes/exec.ts';
 import type { ProxyMode } from '../../modes/backend.ts';
@@ -9,6 +10,17 @@ import { addresses, runStatus, type Sandbox } from './netns.ts';
 import { httpGet } from './traffic.ts';
 
 export const kproxyBin = fileURLToPath(new URL('../../bin/kproxy.js', import.meta.url));
+
+/**
+ * The Node.js flags the kproxy command runs with (its shebang, `env -S node
+ * FLAGS`), so tests and benchmarks run the process an operator gets.
+ */
+export function kproxyNodeFlags(): string[] {
+  const first = readFileSync(kproxyBin, 'utf8').split('\n', 1)[0];
+  const m = /^#!\/usr\/bin\/env -S node(.*)$/.exec(first);
+  if (!m) throw new Error(`bin/kproxy.js does not start with "#!/usr/bin/env -S node": ${first}`);
+  return m[1].split(' ').filter(Boolean);
+}
 
 // Ports belong to the node namespace, so fixed ones never collide across sandboxes.
 export const healthzPort = 10256;
@@ -77,7 +89,7 @@ export function metricValue(text: string, name: string): number | undefined {
 export async function startKproxy(opts: KproxyOptions): Promise<KproxyProcess> {
   const args = kproxyArgs(opts);
   const node = opts.sandbox.node;
-  const child = spawn(toolPath('ip'), ['netns', 'exec', node, process.execPath, kproxyBin, ...args], {
+  const child = spawn(toolPath('ip'), ['netns', 'exec', node, process.execPath, ...kproxyNodeFlags(), kproxyBin, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, KPROXY_LOG_LEVEL: process.env.KPROXY_LOG_LEVEL ?? 'info' },
   });
@@ -132,5 +144,5 @@ export async function startKproxy(opts: KproxyOptions): Promise<KproxyProcess> {
 
 /** Runs a one-shot kproxy command (dump, --cleanup, ...) in the node namespace. */
 export async function runKproxy(sandbox: Sandbox, args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return runStatus(toolPath('ip'), ['netns', 'exec', sandbox.node, process.execPath, kproxyBin, ...args]);
+  return runStatus(toolPath('ip'), ['netns', 'exec', sandbox.node, process.execPath, ...kproxyNodeFlags(), kproxyBin, ...args]);
 }
