@@ -15,6 +15,7 @@ import { createBackend, otherBackends } from '../modes/registry.ts';
 import type { ProxyConfig } from './config.ts';
 import { HealthCheckNodePorts } from './health-check-nodeports.ts';
 import { ProxierHealth, startHealthServer } from './health.ts';
+import { compactHeap } from './heap.ts';
 import type { HttpHandle } from './http-server.ts';
 import { loadSource, nodeAddresses, type LoadedSource } from './load-source.ts';
 import type { Logger } from './log.ts';
@@ -165,6 +166,8 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
     };
 
     const first = await runner.start();
+    // The initial list and the first full sync leave most of their garbage on old pages.
+    if (first.ok) log.debug(compactHeap(), 'heap compacted after the first sync');
     if (first.ok) log.info({ ms: first.finishedAt - first.startedAt, services: first.state.services.size }, 'first sync done');
     else log.error({ err: first.result.error }, 'first sync failed; retrying');
 
