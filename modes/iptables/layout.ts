@@ -4,6 +4,7 @@
 // in the shared chains (KUBE-SERVICES, KUBE-NODEPORTS, filter chains).
 // Endpoints are DNATed straight from the Service chain: no per-endpoint
 // chain, hairpin masquerade comes from the loopback ipset instead.
+import { flatString } from '../../proxy/flat-string.ts';
 import type { Endpoint, Family, ServicePortState } from '../../proxy/model.ts';
 import { chains, hostPort, loopbackSet, portProtoHash, sepChain } from './names.ts';
 import { escapeQuoted, probability, renderMatch, renderRule, type L4, type Match, type Rule } from './rule.ts';
@@ -271,7 +272,8 @@ export function serviceOutput(s: ServicePortState, o: FamilyOptions): ServiceOut
       target: { kind: 'ACCEPT' },
     });
   }
-  return { key: s.key, chains: out, dispatch: d, loopback: [...loopback] };
+  // Kept in the record until the Service changes: one piece each, not a concatenation tree.
+  return { key: s.key, chains: out, dispatch: d, loopback: Array.from(loopback, flatString) };
 }
 
 /** Chains kproxy owns whatever the Services are (table, name). */
