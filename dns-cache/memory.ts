@@ -7,10 +7,8 @@
 // pauses the process for tens of milliseconds, so it runs only when the
 // heap has grown well past its live size and the event loop is mostly idle.
 import v8 from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { compactHeap } from '../proxy/heap.ts';
 import type { Logger } from '../proxy/log.ts';
-
-type GcFunction = (options?: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
 
 export interface ReducerOptions {
   /** How often the heap is looked at. */
@@ -25,17 +23,10 @@ export interface ReducerOptions {
 
 export const DEFAULT_REDUCER: ReducerOptions = { intervalMs: 2000, slackBytes: 24 * 1024 * 1024, minGapMs: 10_000, busyAbove: 0.5 };
 
-/** V8's collector as a function; the flag only exposes it to contexts created after it is set. */
-function collector(): GcFunction {
-  v8.setFlagsFromString('--expose-gc');
-  return runInNewContext('gc') as GcFunction;
-}
-
 /** Starts watching the heap; returns a stop function. */
 export function startMemoryReducer(log: Logger, opts: ReducerOptions = DEFAULT_REDUCER): () => void {
-  const gc = collector();
   // Once at start too: loading and compiling the modules leaves about 5 MB behind.
-  gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+  compactHeap();
   let live = v8.getHeapStatistics().used_heap_size;
   let elu = performance.eventLoopUtilization();
   let last = -Infinity;
@@ -47,9 +38,9 @@ export function startMemoryReducer(log: Logger, opts: ReducerOptions = DEFAULT_R
     const started = performance.now();
     if (busy || total < live + opts.slackBytes || started - last < opts.minGapMs) return;
     last = started;
-    gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+    const r = compactHeap();
     live = v8.getHeapStatistics().used_heap_size;
-    log.debug({ heapBefore: total, heapAfter: v8.getHeapStatistics().total_heap_size, pauseMs: Math.round(performance.now() - started) }, 'heap compacted');
+    log.debug(r, 'heap compacted');
   }, opts.intervalMs);
   timer.unref();
   return () => clearInterval(timer);
