@@ -143,36 +143,29 @@ export function serviceOutput(s: ServicePortState, o: FamilyOptions): ServiceOut
 
   // A chain that picks one endpoint with `statistic` probabilities 1/(n-i).
   const endpointChain = (chainName: string, eps: readonly Endpoint[], first: Rule | undefined): void => {
-    const rules: Rule[] = [];
-    if (first) rules.push(first);
-    // Per-endpoint chains only where affinity needs them (`-m recent` per endpoint).
-    const seps = s.affinityTimeoutSeconds > 0 ? eps.map((e) => sepChain(name, s.protocol, e.ip, e.port)) : [];
-    if (s.affinityTimeoutSeconds > 0) {
-      eps.forEach((e, i) => {
-        rules.push({
-          matches: [
-            comment(`${name} -> ${hostPort(e.ip, e.port)}`),
-            { kind: 'recent', mode: 'rcheck', seconds: s.affinityTimeoutSeconds, reap: true, name: seps[i], mask: recentMask },
-          ],
-          target: { kind: 'jump', chain: seps[i] },
-        });
-      });
-    }
     if (s.affinityTimeoutSeconds === 0) {
       out.push(dnatChain(chainName, first, eps, name, proto, loopback));
       return;
     }
+    // Per-endpoint chains only where affinity needs them (`-m recent` per endpoint).
+    const rules: Rule[] = first ? [first] : [];
+    const seps = eps.map((e) => sepChain(name, s.protocol, e.ip, e.port));
+    eps.forEach((e, i) => {
+      rules.push({
+        matches: [
+          comment(`${name} -> ${hostPort(e.ip, e.port)}`),
+          { kind: 'recent', mode: 'rcheck', seconds: s.affinityTimeoutSeconds, reap: true, name: seps[i], mask: recentMask },
+        ],
+        target: { kind: 'jump', chain: seps[i] },
+      });
+    });
     eps.forEach((e, i) => {
       const n = eps.length;
       const stat: Match[] = i < n - 1 ? [{ kind: 'statistic', probability: probability(1 / (n - i)) }] : [];
       const to = hostPort(e.ip, e.port);
-      rules.push(
-        s.affinityTimeoutSeconds > 0
-          ? { matches: [comment(`${name} -> ${to}`), ...stat], target: { kind: 'jump', chain: seps[i] } }
-          : { proto, matches: [comment(`${name} -> ${to}`), ...stat], target: { kind: 'DNAT', to } },
-      );
+      rules.push({ matches: [comment(`${name} -> ${to}`), ...stat], target: { kind: 'jump', chain: seps[i] } });
       loopback.add(`${e.ip},${proto}:${e.port},${e.ip}`);
-      if (s.affinityTimeoutSeconds > 0 && !sepDone.has(seps[i])) {
+      if (!sepDone.has(seps[i])) {
         sepDone.add(seps[i]);
         out.push(chainContent('nat', seps[i], [{
           proto,
