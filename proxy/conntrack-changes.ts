@@ -1,9 +1,7 @@
 // UDP conntrack entries that a change leaves stale (after kube-proxy's
 // detectStaleConntrackEntries). UDP has no connection to end, so a flow
 // keeps its NAT target until its conntrack entry is deleted.
-import type { Changes, ServicePortState, StaleUdpEndpoint } from './model.ts';
-
-type StaleServiceIP = Changes['staleUdpServiceIPs'][number];
+import type { ServicePortState, StaleUdpEndpoint, StaleUdpServiceIP } from './model.ts';
 
 function serviceIPs(s: ServicePortState): string[] {
   return [s.clusterIP, ...s.externalIPs, ...s.loadBalancerIPs];
@@ -20,7 +18,7 @@ function serviceIPs(s: ServicePortState): string[] {
  */
 export function addStaleUdp(
   before: ServicePortState | undefined, after: ServicePortState | undefined,
-  endpoints: StaleUdpEndpoint[], serviceIPsOut: StaleServiceIP[],
+  endpoints: StaleUdpEndpoint[], serviceIPsOut: StaleUdpServiceIP[],
 ): void {
   if ((before ?? after)!.protocol !== 'UDP') return;
   if (before && before.allReachableEndpoints.length > 0) {

@@ -6,7 +6,7 @@
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import { isIP } from 'node:net';
 import type { Logger } from './log.ts';
-import type { Changes, Family, NodeState, ServicePortState, StaleUdpEndpoint } from './model.ts';
+import type { Changes, Family, NodeState, ServicePortState, StaleUdpEndpoint, StaleUdpServiceIP } from './model.ts';
 import type { SourceEvent } from './source/source.ts';
 import type { InvalidObject, ServiceTracker, TrackerOptions } from './tracker-api.ts';
 import { addStaleUdp } from './conntrack-changes.ts';
@@ -251,7 +251,7 @@ export class Tracker implements ServiceTracker {
   snapshot(): { state: NodeState; changes: Changes; triggerTimes: readonly number[] } {
     const changed = new Set<string>();
     const staleUdpEndpoints: StaleUdpEndpoint[] = [];
-    const staleUdpServiceIPs: Changes['staleUdpServiceIPs'][number][] = [];
+    const staleUdpServiceIPs: StaleUdpServiceIP[] = [];
     const work = this.#allDirty ? new Set([...this.#services.keys(), ...this.#portsOf.keys()]) : this.#dirty;
 
     for (const key of work) {
