@@ -9,8 +9,6 @@ import type { Logger } from '../log.ts';
 import { parseObjects, type ParsedObjects } from '../objects.ts';
 import type { Emit, Source, SourceEvent } from './source.ts';
 
-export { parseObjects, type ParsedObjects };
-
 export interface FileSourceOptions {
   /** Re-read the file when it changes (default true). */
   readonly watch?: boolean;
