@@ -24,15 +24,13 @@ import type { Backend, ModeOptions } from '../modes/backend.ts';
 import { silentLogger } from '../proxy/log.ts';
 import { fullChanges, type NodeState, type ServicePortState } from '../proxy/model.ts';
 import { endpoint, ip, listenerIP, measureDatapath, service, syntheticIP, vip, withNetns, type DatapathResult } from './nftables-scale.ts';
+import { flagValue } from './args.ts';
 
 type Mode = 'iptables' | 'nftables';
 interface Args { services: number; endpoints: number; seconds: number; variant: 'nft' | 'legacy' }
 
 function parseArgs(argv: string[]): Args {
-  const get = (flag: string): string | undefined => {
-    const i = argv.indexOf(flag);
-    return i >= 0 ? argv[i + 1] : undefined;
-  };
+  const get = (flag: string): string | undefined => flagValue(argv, flag);
   const quick = argv.includes('--quick');
   const services = Number(get('--services') ?? (quick ? 500 : 10000));
   const endpoints = Number(get('--endpoints') ?? (quick ? 5 : 10));

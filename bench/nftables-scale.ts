@@ -22,14 +22,12 @@ import { NftablesBackend, nftTool } from '../modes/nftables/backend.ts';
 import { ToolError, type Exec } from '../modes/exec.ts';
 import { silentLogger } from '../proxy/log.ts';
 import { fullChanges, serviceKey, type Endpoint, type NodeState, type ServicePortState } from '../proxy/model.ts';
+import { flagValue } from './args.ts';
 
 interface Args { services: number; endpoints: number; datapath: boolean; peer: boolean; kproxy: boolean; peerTimeoutS: number; changes: number }
 
 function parseArgs(argv: string[]): Args {
-  const get = (flag: string): string | undefined => {
-    const i = argv.indexOf(flag);
-    return i >= 0 ? argv[i + 1] : undefined;
-  };
+  const get = (flag: string): string | undefined => flagValue(argv, flag);
   const quick = argv.includes('--quick');
   const services = Number(get('--services') ?? (quick ? 500 : 10000));
   const endpoints = Number(get('--endpoints') ?? (quick ? 5 : 10));

@@ -33,6 +33,7 @@ import { TestApiServer, type KubeObject } from '../test/helpers/apiserver.ts';
 import { relayIntoNamespace } from '../test/e2e/api-relay.ts';
 import { nodeObject, serviceObject, sliceObject, type ServiceSpec } from '../test/e2e/cluster.ts';
 import { syntheticService, syntheticSlice } from '../test/fixtures/proxy/synthetic.ts';
+import { flagValue } from './args.ts';
 
 type Variant = 'nft' | 'legacy';
 
@@ -52,10 +53,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const get = (flag: string): string | undefined => {
-    const i = argv.indexOf(flag);
-    return i >= 0 ? argv[i + 1] : undefined;
-  };
+  const get = (flag: string): string | undefined => flagValue(argv, flag);
   const quick = argv.includes('--quick');
   const sizes = (get('--services') ?? (quick ? '200' : '1000,5000')).split(',').map(Number);
   const modes = (get('--modes') ?? 'iptables,nftables').split(',');
