@@ -193,24 +193,25 @@ export function planPartial(
 ): FamilyPlan {
   const b = new RestoreBatch();
   const prefix = `${o.family}/`;
-  const changed: { key: string; old?: Recorded; neu?: ServiceOutput }[] = [];
+  const changed: { key: string; old?: Recorded; neu?: ServiceOutput; neuRec?: Recorded }[] = [];
   for (const key of [...keys].filter((k) => k.startsWith(prefix)).sort()) {
     const s = state.services.get(key);
     const neu = s ? serviceOutput(s, o) : undefined;
     const old = rec.services.get(key);
-    if (old || neu) changed.push({ key, old, neu });
+    // Digested once: compared here, kept by commit().
+    if (old || neu) changed.push({ key, old, neu, neuRec: neu && recorded(neu) });
   }
 
   const chainsAdded: string[] = [];
   const chainsRemoved: string[] = [];
   const loopDelta = new Map<string, number>();
-  for (const { old, neu } of changed) {
+  for (const { old, neu, neuRec } of changed) {
     const oldChains = new Map((old?.chains ?? []).map((c) => [`${c.table} ${c.name}`, c.digest]));
     const newKeys = new Set<string>();
-    for (const c of neu?.chains ?? []) {
+    for (const [i, c] of (neu?.chains ?? []).entries()) {
       const k = `${c.table} ${c.name}`;
       newKeys.add(k);
-      if (oldChains.get(k) === digest(c.text)) continue; // unchanged: leave it alone
+      if (oldChains.get(k) === neuRec!.chains[i].digest) continue; // unchanged: leave it alone
       b.declareChain(c.table, c.name);
       b.appendBlock(c.table, c.text, c.count);
       if (!oldChains.has(k)) chainsAdded.push(k);
@@ -272,11 +273,11 @@ export function planPartial(
   return {
     family: o.family, batch: b, ipset, ipsetCreate: [],
     commit() {
-      for (const { key, old, neu } of changed) {
+      for (const { key, old, neuRec } of changed) {
         if (old) addCounts(rec.ruleCounts, old, -1);
-        if (neu) {
-          addCounts(rec.ruleCounts, neu, 1);
-          rec.services.set(key, recorded(neu));
+        if (neuRec) {
+          addCounts(rec.ruleCounts, neuRec, 1);
+          rec.services.set(key, neuRec);
         } else rec.services.delete(key);
       }
       for (const [dc, order] of newOrders) rec.order.set(dc, order);
