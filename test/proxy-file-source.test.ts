@@ -10,6 +10,7 @@ import { FileSource } from '../proxy/source/file.ts';
 import type { SourceEvent } from '../proxy/source/source.ts';
 import { Tracker } from '../proxy/tracker.ts';
 import { clusterYaml, recordingLogger } from './fixtures/proxy/objects.ts';
+import { eventually } from './helpers/source-recorder.ts';
 import { silentLogger } from '../proxy/log.ts';
 
 const svcDoc = (name: string, ip: string, port = 80) => `apiVersion: v1
@@ -47,13 +48,7 @@ async function setup(t: { teardown(fn: () => Promise<void>): void }, text: strin
   return { dir, path, source, events, records, emit: (e: SourceEvent) => events.push(e) };
 }
 
-async function waitFor(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const waitFor = (cond: () => boolean, what: string): Promise<void> => eventually(what, cond, 5000);
 
 test('start emits every object, then Synced', async (t) => {
   const s = await setup(t, docs(nodeDoc('node-a'), svcDoc('web', '172.30.0.1'), sliceDoc('web', '10.0.0.1')));
