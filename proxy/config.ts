@@ -1,7 +1,7 @@
 // Start-up configuration: defaults ← KubeProxyConfiguration file (--config)
 // ← flags. Validated once; every problem is listed in one ConfigError;
 // the result is frozen.
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import type { ProxyMode } from '../modes/backend.ts';
@@ -271,7 +271,8 @@ function bindAddress(text: string, port: number, what: string, problems: string[
 function unreadable(path: string): string | undefined {
   try {
     if (!statSync(path).isFile()) return 'not a regular file';
-    readFileSync(path, { flag: 'r' }).subarray(0, 0);
+    // Opening proves it readable; the source file may be large, and its reader reads it anyway.
+    closeSync(openSync(path, 'r'));
     return undefined;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message;
