@@ -6,18 +6,12 @@ import test from 'ava';
 import { NftablesBackend } from '../modes/nftables/backend.ts';
 import { FakeNftKernel } from '../modes/nftables/fake-kernel.ts';
 import { describe, remember, trace } from '../modes/nftables/tracer.ts';
-import { fullChanges, type Changes, type NodeState, type ServicePortState } from '../proxy/model.ts';
+import { fullChanges, type NodeState, type ServicePortState } from '../proxy/model.ts';
 import { silentLogger } from '../proxy/log.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
 import { allServices, options } from './fixtures/nftables/scenarios.ts';
+import { changesBetween, replace } from './fixtures/nftables/states.ts';
 import { dedent } from './fixtures/nftables/golden.ts';
-
-function changesBetween(prev: NodeState, next: NodeState): Changes {
-  const keys = new Set<string>();
-  for (const [k, s] of next.services) if (JSON.stringify(prev.services.get(k)) !== JSON.stringify(s)) keys.add(k);
-  for (const k of prev.services.keys()) if (!next.services.has(k)) keys.add(k);
-  return { full: false, services: keys, staleUdpEndpoints: [], staleUdpServiceIPs: [] };
-}
 
 function setup() {
   const kernel = new FakeNftKernel();
@@ -34,12 +28,6 @@ function expected(state: NodeState): string {
   const k = new FakeNftKernel();
   k.apply(new NftablesBackend(options, silentLogger()).render(state));
   return view(k);
-}
-
-function replace(state: NodeState, ...svcs: ServicePortState[]): NodeState {
-  const m = new Map(state.services);
-  for (const s of svcs) m.set(s.key, s);
-  return { ...state, services: m };
 }
 
 function without(state: NodeState, key: string): NodeState {

@@ -9,10 +9,11 @@ import { NftablesBackend } from '../modes/nftables/backend.ts';
 import { FakeNftKernel } from '../modes/nftables/fake-kernel.ts';
 import { normalizeListing } from '../modes/nftables/listing.ts';
 import { netnsExec } from '../modes/exec.ts';
-import { fullChanges, type Changes, type NodeState, type ServicePortState } from '../proxy/model.ts';
+import { fullChanges, type NodeState, type ServicePortState } from '../proxy/model.ts';
 import { silentLogger } from '../proxy/log.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
 import { allServices, options } from './fixtures/nftables/scenarios.ts';
+import { changesBetween, replace } from './fixtures/nftables/states.ts';
 import { createNetns, deleteNetns, missingPrerequisite, nftPath, nsRun } from './fixtures/nftables/netns.ts';
 
 const execFileP = promisify(execFile);
@@ -21,19 +22,6 @@ test.serial.before((t) => {
   const missing = missingPrerequisite();
   if (missing) t.fail(missing);
 });
-
-function changesBetween(prev: NodeState, next: NodeState): Changes {
-  const keys = new Set<string>();
-  for (const [k, s] of next.services) if (JSON.stringify(prev.services.get(k)) !== JSON.stringify(s)) keys.add(k);
-  for (const k of prev.services.keys()) if (!next.services.has(k)) keys.add(k);
-  return { full: false, services: keys, staleUdpEndpoints: [], staleUdpServiceIPs: [] };
-}
-
-function replace(state: NodeState, ...svcs: ServicePortState[]): NodeState {
-  const m = new Map(state.services);
-  for (const s of svcs) m.set(s.key, s);
-  return { ...state, services: m };
-}
 
 async function kernelView(ns: string): Promise<string> {
   return normalizeListing((await nsRun(ns, nftPath, ['list', 'table', 'ip', 'kproxy'])) + (await nsRun(ns, nftPath, ['list', 'table', 'ip6', 'kproxy'])));
