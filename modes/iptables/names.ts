@@ -36,9 +36,6 @@ export function hostPort(ip: string, port: number): string {
 }
 
 export const svcChain = (name: string, p: Protocol): string => `KUBE-SVC-${portProtoHash(name, p)}`;
-export const svlChain = (name: string, p: Protocol): string => `KUBE-SVL-${portProtoHash(name, p)}`;
-export const extChain = (name: string, p: Protocol): string => `KUBE-EXT-${portProtoHash(name, p)}`;
-export const fwChain = (name: string, p: Protocol): string => `KUBE-FW-${portProtoHash(name, p)}`;
 export function sepChain(name: string, p: Protocol, ip: string, port: number): string {
   return `KUBE-SEP-${hash16(name + p.toLowerCase() + hostPort(ip, port))}`;
 }
