@@ -14,16 +14,14 @@ import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { IptablesBackend } from '../modes/iptables/backend.ts';
+import { flagValue } from './args.ts';
 import { netnsExec, toolPath } from '../modes/exec.ts';
 import { svcChain } from '../modes/iptables/names.ts';
 import { silentLogger } from '../proxy/log.ts';
 import { fullChanges, serviceKey, type Endpoint, type ServicePortState } from '../proxy/model.ts';
 
 const argv = process.argv.slice(2);
-const get = (flag: string, d: string): string => {
-  const i = argv.indexOf(flag);
-  return i >= 0 ? argv[i + 1] : d;
-};
+const get = (flag: string, d: string): string => flagValue(argv, flag) ?? d;
 const n = Number(get('--services', '10000'));
 const e = Number(get('--endpoints', '10'));
 const runs = Number(get('--runs', '20'));

@@ -18,6 +18,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { IptablesBackend } from '../modes/iptables/backend.ts';
+import { flagValue } from './args.ts';
 import { netnsExec, toolPath } from '../modes/exec.ts';
 import { sepChain, svcChain } from '../modes/iptables/names.ts';
 import { silentLogger } from '../proxy/log.ts';
@@ -27,10 +28,7 @@ import { fullChanges, serviceKey, type Endpoint, type NodeState, type ServicePor
 interface Args { sizes: number[]; endpoints: number; variants: ('nft' | 'legacy')[]; peerTimeoutS: number; changes: number; nodeFlags: string[] }
 
 function parseArgs(argv: string[]): Args {
-  const get = (flag: string): string | undefined => {
-    const i = argv.indexOf(flag);
-    return i >= 0 ? argv[i + 1] : undefined;
-  };
+  const get = (flag: string): string | undefined => flagValue(argv, flag);
   const quick = argv.includes('--quick');
   const sizes = (get('--services') ?? (quick ? '200,1000' : '1000,5000')).split(',').map(Number);
   const endpoints = Number(get('--endpoints') ?? 10);
