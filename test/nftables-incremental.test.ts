@@ -11,7 +11,7 @@ import { silentLogger } from '../proxy/log.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
 import { allServices, options } from './fixtures/nftables/scenarios.ts';
 import { changesBetween, replace } from './fixtures/nftables/states.ts';
-import { dedent } from './fixtures/nftables/golden.ts';
+import { dedent, loaded } from './fixtures/nftables/golden.ts';
 
 function setup() {
   const kernel = new FakeNftKernel();
@@ -25,9 +25,7 @@ function view(k: FakeNftKernel): string {
 }
 
 function expected(state: NodeState): string {
-  const k = new FakeNftKernel();
-  k.apply(new NftablesBackend(options, silentLogger()).render(state));
-  return view(k);
+  return view(loaded(state, options));
 }
 
 function without(state: NodeState, key: string): NodeState {
