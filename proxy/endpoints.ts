@@ -52,10 +52,10 @@ function v6SortKey(ip: string, port: number): string {
  * slices counts once; a ready copy wins over a not-ready one.
  */
 export function collectEndpoints(
-  slices: Iterable<V1EndpointSlice>, family: Family, nodeName: string,
+  slices: readonly V1EndpointSlice[], family: Family, nodeName: string,
 ): Map<string, SliceEndpoint[]> {
   const addressType = family === 4 ? 'IPv4' : 'IPv6';
-  const ordered = [...slices].filter((s) => s.addressType === addressType)
+  const ordered = slices.filter((s) => s.addressType === addressType)
     .sort((a, b) => (a.metadata!.name! < b.metadata!.name! ? -1 : 1));
   const byPort = new Map<string, Map<string, SliceEndpoint>>();
   for (const slice of ordered) {

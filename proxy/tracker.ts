@@ -230,8 +230,7 @@ export class Tracker implements ServiceTracker {
     const svc = this.#services.get(key);
     if (!svc || skipReason(svc)) return [];
     const out: ServicePortState[] = [];
-    const slices = this.#slicesOf.get(key)?.values() ?? [];
-    const sliceList = [...slices];
+    const sliceList = [...(this.#slicesOf.get(key)?.values() ?? [])];
     const preference = servicePreference(svc);
     const { nodeName } = this.#opts;
     const zone = this.#nodeLabels[zoneLabel] || undefined;
