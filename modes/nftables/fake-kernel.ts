@@ -112,7 +112,8 @@ export class FakeNftKernel {
           return;
         }
         if (c.rules.length) throw new NftError(`Device or resource busy: chain ${cmd.name} has rules`);
-        if (this.chainUsers(t, cmd.name).length) throw new NftError(`Device or resource busy: chain ${cmd.name} is in use by ${this.chainUsers(t, cmd.name)[0]}`);
+        const users = this.chainUsers(t, cmd.name);
+        if (users.length) throw new NftError(`Device or resource busy: chain ${cmd.name} is in use by ${users[0]}`);
         t.chains.delete(cmd.name);
         return;
       }
