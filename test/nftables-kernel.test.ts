@@ -5,7 +5,7 @@
 import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { NftablesBackend } from '../modes/nftables/backend.ts';
+import { NftablesBackend, nftTool } from '../modes/nftables/backend.ts';
 import { FakeNftKernel } from '../modes/nftables/fake-kernel.ts';
 import { normalizeListing } from '../modes/nftables/listing.ts';
 import { netnsExec } from '../modes/exec.ts';
@@ -14,7 +14,7 @@ import { silentLogger } from '../proxy/log.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
 import { allServices, options } from './fixtures/nftables/scenarios.ts';
 import { changesBetween, replace } from './fixtures/nftables/states.ts';
-import { createNetns, deleteNetns, missingPrerequisite, nftPath, nsRun } from './fixtures/nftables/netns.ts';
+import { createNetns, deleteNetns, missingPrerequisite, nsRun } from './fixtures/nftables/netns.ts';
 
 const execFileP = promisify(execFile);
 
@@ -24,7 +24,7 @@ test.serial.before((t) => {
 });
 
 async function kernelView(ns: string): Promise<string> {
-  return normalizeListing((await nsRun(ns, nftPath, ['list', 'table', 'ip', 'kproxy'])) + (await nsRun(ns, nftPath, ['list', 'table', 'ip6', 'kproxy'])));
+  return normalizeListing((await nsRun(ns, nftTool, ['list', 'table', 'ip', 'kproxy'])) + (await nsRun(ns, nftTool, ['list', 'table', 'ip6', 'kproxy'])));
 }
 
 function fakeView(state: NodeState): string {
@@ -78,24 +78,24 @@ test.serial('full and incremental transactions load into the real kernel and mat
   t.is(await kernelView(ns), fakeView(state), 'after adoption');
 
   t.false(await fresh.drifted(), 'nothing changed behind its back');
-  await nsRun(ns, nftPath, ['flush', 'chain', 'ip', 'kproxy', 'nat-prerouting']);
-  await nsRun(ns, nftPath, ['delete', 'chain', 'ip', 'kproxy', 'nat-prerouting']);
+  await nsRun(ns, nftTool, ['flush', 'chain', 'ip', 'kproxy', 'nat-prerouting']);
+  await nsRun(ns, nftTool, ['delete', 'chain', 'ip', 'kproxy', 'nat-prerouting']);
   t.true(await fresh.drifted(), 'a deleted base chain is noticed');
 });
 
 test.serial('cleanup removes only kproxy tables', async (t) => {
   const ns = await createNetns('kpx-nft');
   t.teardown(() => deleteNetns(ns));
-  await nsRun(ns, nftPath, ['add', 'table', 'ip', 'foreign']);
-  await nsRun(ns, nftPath, ['add', 'chain', 'ip', 'foreign', 'keep']);
+  await nsRun(ns, nftTool, ['add', 'table', 'ip', 'foreign']);
+  await nsRun(ns, nftTool, ['add', 'chain', 'ip', 'foreign', 'keep']);
   const backend = new NftablesBackend({ ...options, exec: netnsExec(ns) }, silentLogger());
   await backend.cleanup(); // nothing of kproxy's yet: must not fail
   const state = nodeState(allServices);
   t.true((await backend.sync(state, fullChanges(state))).ok);
-  t.regex(await nsRun(ns, nftPath, ['list', 'tables']), /table ip kproxy[\s\S]*table ip6 kproxy/);
+  t.regex(await nsRun(ns, nftTool, ['list', 'tables']), /table ip kproxy[\s\S]*table ip6 kproxy/);
   await backend.cleanup();
-  t.is(await nsRun(ns, nftPath, ['list', 'tables']), 'table ip foreign\n');
-  t.regex(await nsRun(ns, nftPath, ['list', 'table', 'ip', 'foreign']), /chain keep/);
+  t.is(await nsRun(ns, nftTool, ['list', 'tables']), 'table ip foreign\n');
+  t.regex(await nsRun(ns, nftTool, ['list', 'table', 'ip', 'foreign']), /chain keep/);
   t.is(await backend.readKernel(), '');
 });
 
@@ -173,5 +173,5 @@ test.serial('real traffic from a forwarded client: spread, affinity, reject at o
   t.is(Object.keys(got.sticky).length, 1, `one endpoint for the sticky client: ${JSON.stringify(got.sticky)}`);
   t.deepEqual(got.none, { 'ECONNREFUSED at once': 2 });
   t.is(got.udp, 'udp:hi');
-  t.regex(await nsRun(node, nftPath, ['list', 'sets', 'ip']), /elements = \{ 192\.168\.77\.2 expires/, 'the client is recorded in an affinity set');
+  t.regex(await nsRun(node, nftTool, ['list', 'sets', 'ip']), /elements = \{ 192\.168\.77\.2 expires/, 'the client is recorded in an affinity set');
 });
