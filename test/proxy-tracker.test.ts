@@ -1,7 +1,8 @@
 // Tracker bookkeeping: what a snapshot reports as changed, change
 // cancellation, incremental recompute, full syncs, pending and synced.
 import test from 'ava';
-import { endpoint as ep, newTracker, node, service, slice, trackerWith, upserts } from './fixtures/proxy/objects.ts';
+import { endpoint as ep, newTracker, node, recordingLogger, service, slice, trackerWith, upserts } from './fixtures/proxy/objects.ts';
+import { Tracker } from '../proxy/tracker.ts';
 
 const web = (ip = '172.30.0.1', extra = {}) => service('web', { clusterIP: ip, ports: [{ name: 'http', port: 80 }], ...extra });
 const webSlice = (...ips: string[]) => slice('web', 'web-1', [{ name: 'http', port: 8080 }], ips.map((i) => ep(i)));
@@ -166,4 +167,22 @@ test('deleting this Node drops its zone and addresses (full sync) and is logged'
   t.true(changes.full);
   t.deepEqual(state.nodeIPs, []);
   t.is(state.services.get('4/default/z/TCP')!.clusterEndpoints.length, 2, 'without a zone every endpoint is used');
+});
+
+test('a Service address of a family not programmed is warned about once', (t) => {
+  const { log, records } = recordingLogger();
+  const tracker = new Tracker({ nodeName: 'node-a', families: [4] }, log);
+  const svc = {
+    apiVersion: 'v1', kind: 'Service', metadata: { name: 'dual', namespace: 'default' },
+    spec: { clusterIP: '172.30.0.9', clusterIPs: ['172.30.0.9', 'fd00:30::9'], ports: [{ name: 'http', port: 80, protocol: 'TCP' }] },
+  };
+  tracker.apply({ kind: 'Service', type: 'upsert', object: svc });
+  tracker.apply({ kind: 'Synced' });
+  const first = tracker.snapshot();
+  tracker.apply({ kind: 'Service', type: 'upsert', object: { ...svc, metadata: { ...svc.metadata, labels: { a: 'b' } } } });
+  tracker.snapshot();
+  const warned = records.filter((r) => String(r.msg).startsWith('Service address of an IP family'));
+  t.is(warned.length, 1);
+  t.deepEqual(warned[0].addresses, ['fd00:30::9']);
+  t.deepEqual([...first.state.services.values()].map((s) => s.clusterIP), ['172.30.0.9']);
 });
