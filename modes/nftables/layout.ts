@@ -53,7 +53,7 @@ export const maps = {
   hairpin: 'hairpin',
 } as const;
 
-export const l4protos = ['tcp', 'udp', 'sctp'] as const;
+const l4protos = ['tcp', 'udp', 'sctp'] as const;
 export type L4 = (typeof l4protos)[number];
 
 // The endpoint data maps are per protocol: their typeof names the
@@ -77,7 +77,7 @@ export interface SetDef {
   readonly spec: SetSpec;
 }
 
-export const masqueradeMark = (opts: ModeOptions): string => `0x${(1 << opts.masqueradeBit).toString(16).padStart(8, '0')}`;
+const masqueradeMark = (opts: ModeOptions): string => `0x${(1 << opts.masqueradeBit).toString(16).padStart(8, '0')}`;
 
 /** An nft set literal as nft prints it back: a lone item has no braces. */
 export function literalSet(items: readonly string[]): string {
@@ -89,7 +89,7 @@ export function cidrsOf(f: FamilySyntax, cidrs: readonly string[]): string[] {
 }
 
 /** The match that makes a packet's destination a NodePort address, or undefined when this family has none. */
-export function nodePortMatch(f: FamilySyntax, opts: ModeOptions): string | undefined {
+function nodePortMatch(f: FamilySyntax, opts: ModeOptions): string | undefined {
   const local = `fib daddr type local ${f.addr} daddr != ${f.loopback}`;
   if (opts.nodePortAddresses.length === 0) return local;
   const mine = cidrsOf(f, opts.nodePortAddresses);

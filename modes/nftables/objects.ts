@@ -6,7 +6,7 @@
 export type NftFamily = 'ip' | 'ip6';
 export type Verb = 'add' | 'delete' | 'flush';
 
-export const chainTypes = ['filter', 'nat'] as const;
+const chainTypes = ['filter', 'nat'] as const;
 export const hooks = ['prerouting', 'input', 'forward', 'output', 'postrouting'] as const;
 
 export interface BaseChainSpec {

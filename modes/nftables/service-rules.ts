@@ -37,7 +37,7 @@ export function canonicalIP(ip: string): string {
 const base32Alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
 /** First 8 base32 characters of sha256(text): a stable, short, name-safe tag. */
-export function hashTag(text: string): string {
+function hashTag(text: string): string {
   const bytes = createHash('sha256').update(text).digest();
   let bits = 0n;
   for (let i = 0; i < 5; i++) bits = (bits << 8n) | BigInt(bytes[i]);
@@ -47,12 +47,12 @@ export function hashTag(text: string): string {
 }
 
 /** "HASH-ns/name/proto/port": unique per service port, readable in dumps. */
-export function serviceTag(s: ServicePortState): string {
+function serviceTag(s: ServicePortState): string {
   const proto = s.protocol.toLowerCase();
   return `${hashTag(`${s.name}/${proto}`)}-${s.namespace}/${s.serviceName}/${proto}/${s.portName || s.port}`;
 }
 
-export function endpointValue(e: Endpoint): string {
+function endpointValue(e: Endpoint): string {
   return `${canonicalIP(e.ip)} . ${e.port}`;
 }
 
@@ -65,12 +65,12 @@ function sortEndpoints(list: readonly Endpoint[]): Endpoint[] {
   return [...list].sort((a, b) => (a.ip === b.ip ? a.port - b.port : canonicalIP(a.ip) < canonicalIP(b.ip) ? -1 : 1));
 }
 
-export function affinitySetName(tag: string, e: Endpoint): string {
+function affinitySetName(tag: string, e: Endpoint): string {
   return `aff-${tag.slice(0, 8)}-${canonicalIP(e.ip).replaceAll(':', '-')}/${e.port}`;
 }
 
 /** Whether the port needs chains of its own. */
-export function isPlain(s: ServicePortState): boolean {
+function isPlain(s: ServicePortState): boolean {
   const external = s.nodePort > 0 || s.externalIPs.length > 0 || s.loadBalancerIPs.length > 0;
   return s.affinityTimeoutSeconds === 0 && !s.internalPolicyLocal && !(s.externalPolicyLocal && external) &&
     !(s.loadBalancerSourceRanges.length > 0 && s.loadBalancerIPs.length > 0) && s.clusterEndpoints.length > 0;
