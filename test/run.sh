@@ -33,14 +33,21 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && command -v dpkg-q
   fi
 fi
 
-echo "# tsc --noEmit -p ."
-if tsc --noEmit -p .; then
-  passed=$((passed + 1))
-  echo "ok - type check"
-else
-  failed=$((failed + 1))
-  echo "not ok - type check"
-fi
+# One command counted as one test: "check TITLE COMMAND...".
+check() {
+  title=$1
+  shift
+  echo "# $*"
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "ok - $title"
+  else
+    failed=$((failed + 1))
+    echo "not ok - $title"
+  fi
+}
+
+check "type check" tsc --noEmit -p .
 
 echo "# ava --tap $*"
 { ava --tap "$@" 2>&1; echo $? >"$work/status"; } | tee "$work/tap"
@@ -66,14 +73,7 @@ fi
 # code cannot rot; it counts as one test. Its figures are not judged here:
 # the full-size runs (`npm run bench`) are for measuring.
 if [ "${CI:-}" = true ] || [ "${KPROXY_BENCH_SMOKE:-}" = 1 ]; then
-  echo "# node bench/run.ts --quick"
-  if node bench/run.ts --quick; then
-    passed=$((passed + 1))
-    echo "ok - benchmarks at their small sizes"
-  else
-    failed=$((failed + 1))
-    echo "not ok - benchmarks at their small sizes"
-  fi
+  check "benchmarks at their small sizes" node bench/run.ts --quick
 fi
 
 echo "$passed passed, $failed failed, $skipped skipped"
