@@ -88,7 +88,6 @@ function boolValue(v: string | undefined, flag: string, problems: string[]): boo
 /** Reads the file (if any), applies the flags, validates. Throws ConfigError. */
 export function resolveConfig(args: DnsCacheArgs): DnsCacheConfig {
   const doc = args.configPath ? loadConfigFile(args.configPath) : {};
-  const base = doc && typeof doc === 'object' && !Array.isArray(doc) ? (doc as Record<string, unknown>) : doc;
-  const merged = base && typeof base === 'object' ? { ...(base as object), ...args.overrides } : base;
+  const merged = doc && typeof doc === 'object' ? { ...(doc as object), ...args.overrides } : doc;
   return configFromObject(merged, args.configPath ?? 'flags');
 }
