@@ -48,16 +48,11 @@ test('a changed config file is picked up without dropping the cache; a bad one i
   }
 });
 
-const here = dirname(fileURLToPath(import.meta.url));
-function dirname(p: string): string {
-  return p.slice(0, p.lastIndexOf('/'));
-}
-
 test('runDnsCache: SIGHUP reloads, SIGTERM stops with exit code 0', async (t) => {
   const a = await TestDnsServer.start({ zone: 'cluster.local', records: { 'sig.default.svc.cluster.local': [{ type: 'A', data: '10.96.6.6', ttl: 60 }] } });
   const cfg = join(dir, 'sig.yaml');
   writeFileSync(cfg, `listen: [127.0.0.1:0]\nhealth: 127.0.0.1:0\nmetrics: 127.0.0.1:0\nzones:\n  - suffix: cluster.local\n    upstreams: [${a.address}]\n`);
-  const main = join(here, '..', 'dns-cache', 'main.ts');
+  const main = fileURLToPath(new URL('../dns-cache/main.ts', import.meta.url));
   const child = spawn(process.execPath, ['--input-type=module', '-e',
     `import(${JSON.stringify(main)}).then((m) => m.runDnsCache(process.argv.slice(1))).then((c) => process.exit(c))`,
     '--', '--config', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
