@@ -48,9 +48,11 @@ export function unifiedDiff(a: readonly string[], b: readonly string[], nameA: s
   const out = [`--- ${nameA}`, `+++ ${nameB}`];
   const changed = ops.map((o) => o.op !== ' ');
   let i = 0;
+  // Line numbers at `pos`, carried from hunk to hunk (hunks only move forward).
+  let pos = 0, la = 1, lb = 1;
   while (i < ops.length) {
     if (!changed[i]) { i++; continue; }
-    let start = Math.max(0, i - context);
+    const start = Math.max(0, i - context);
     let end = i;
     // Extend the hunk while the next change is within 2×context lines.
     for (;;) {
@@ -61,8 +63,7 @@ export function unifiedDiff(a: readonly string[], b: readonly string[], nameA: s
       break;
     }
     const stop = Math.min(ops.length, end + context);
-    let la = 1, lb = 1;
-    for (let j = 0; j < start; j++) { if (ops[j].op !== '+') la++; if (ops[j].op !== '-') lb++; }
+    for (; pos < start; pos++) { if (ops[pos].op !== '+') la++; if (ops[pos].op !== '-') lb++; }
     const slice = ops.slice(start, stop);
     const ca = slice.filter((o) => o.op !== '+').length;
     const cb = slice.filter((o) => o.op !== '-').length;
@@ -70,7 +71,6 @@ export function unifiedDiff(a: readonly string[], b: readonly string[], nameA: s
     out.push(`@@ -${ca === 0 ? la - 1 : la},${ca} +${cb === 0 ? lb - 1 : lb},${cb} @@`);
     for (const o of slice) out.push(`${o.op}${o.line}`);
     i = stop;
-    start = stop;
   }
   return out.join('\n') + '\n';
 }
