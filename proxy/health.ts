@@ -10,7 +10,7 @@
 //    drain it;
 //  - /livez ignores node eligibility: a draining node is still alive.
 import type { V1Node } from '@kubernetes/client-node';
-import { listenHttp, sendJson, type HttpHandle } from './http-server.ts';
+import { listenHttp, sendJson, sendNotFound, type HttpHandle } from './http-server.ts';
 import type { Logger } from './log.ts';
 import type { SyncListener, SyncReport } from './runner.ts';
 
@@ -91,8 +91,7 @@ export function startHealthServer(health: ProxierHealth, port: number, host: str
   return listenHttp('healthz server', (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path !== '/healthz' && path !== '/livez') {
-      res.writeHead(404, { 'Content-Type': 'text/plain' });
-      res.end('404 page not found\n');
+      sendNotFound(res);
       return;
     }
     const s = health.status();

@@ -45,3 +45,8 @@ export function sendJson(res: ServerResponse, status: number, body: string, extr
   res.writeHead(status, { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff', ...extra });
   res.end(body);
 }
+
+export function sendNotFound(res: ServerResponse): void {
+  res.writeHead(404, { 'Content-Type': 'text/plain' });
+  res.end('404 page not found\n');
+}

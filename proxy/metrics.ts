@@ -3,7 +3,7 @@
 // together with /healthz and /proxyMode as kube-proxy does.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ProxyMode } from '../modes/backend.ts';
-import { listenHttp, sendJson, type HttpHandle } from './http-server.ts';
+import { listenHttp, sendJson, sendNotFound, type HttpHandle } from './http-server.ts';
 import type { ProxierHealth } from './health.ts';
 import { healthBody } from './health.ts';
 import type { Logger } from './log.ts';
@@ -134,8 +134,7 @@ export function startMetricsServer(metrics: ProxyMetrics, health: ProxierHealth 
       const s = health.status();
       sendJson(res, s.healthy ? 200 : 503, healthBody(s, false));
     } else {
-      res.writeHead(404, { 'Content-Type': 'text/plain' });
-      res.end('404 page not found\n');
+      sendNotFound(res);
     }
   }, port, host);
 }
