@@ -252,15 +252,6 @@ export class FakeNftKernel {
       }
       return { stdout: out.length ? out.join('\n') + '\n' : '', stderr: '' };
     }
-    if (args[0] === 'list' && args[1] === 'chain' && args.length === 5) {
-      const c = this.table(args[2], args[3])?.chains.get(args[4]);
-      if (!c) return fail('Error: No such file or directory');
-      const body = [
-        ...(c.base ? [`\t\ttype ${c.base.type} hook ${c.base.hook} priority ${c.base.priority}; policy accept;`] : []),
-        ...c.rules.map((r) => `\t\t${r}`),
-      ];
-      return { stdout: `table ${args[2]} ${args[3]} {\n\tchain ${args[4]} {\n${body.join('\n')}\n\t}\n}\n`, stderr: '' };
-    }
     return fail(`fake kernel: unsupported nft ${args.join(' ')}`);
   };
 }
