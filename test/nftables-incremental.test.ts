@@ -6,10 +6,10 @@ import test from 'ava';
 import { NftablesBackend } from '../modes/nftables/backend.ts';
 import { FakeNftKernel } from '../modes/nftables/fake-kernel.ts';
 import { describe, remember, trace } from '../modes/nftables/tracer.ts';
-import { fullChanges, type NodeState, type ServicePortState } from '../proxy/model.ts';
+import { fullChanges, type NodeState } from '../proxy/model.ts';
 import { silentLogger } from '../proxy/log.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
-import { allServices, options } from './fixtures/nftables/scenarios.ts';
+import { allServices, byName, options } from './fixtures/nftables/scenarios.ts';
 import { changesBetween, replace } from './fixtures/nftables/states.ts';
 import { dedent, loaded } from './fixtures/nftables/golden.ts';
 
@@ -33,8 +33,6 @@ function without(state: NodeState, key: string): NodeState {
   m.delete(key);
   return { ...state, services: m };
 }
-
-const byName = (name: string): ServicePortState => allServices.find((s) => s.name === name)!;
 
 test('a sequence of incremental syncs ends in the table of one full sync', async (t) => {
   const { kernel, backend } = setup();

@@ -9,10 +9,10 @@ import { NftablesBackend, nftTool } from '../modes/nftables/backend.ts';
 import { FakeNftKernel } from '../modes/nftables/fake-kernel.ts';
 import { normalizeListing } from '../modes/nftables/listing.ts';
 import { netnsExec } from '../modes/exec.ts';
-import { fullChanges, type NodeState, type ServicePortState } from '../proxy/model.ts';
+import { fullChanges, type NodeState } from '../proxy/model.ts';
 import { silentLogger } from '../proxy/log.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
-import { allServices, options } from './fixtures/nftables/scenarios.ts';
+import { allServices, byName, options } from './fixtures/nftables/scenarios.ts';
 import { changesBetween, replace } from './fixtures/nftables/states.ts';
 import { createNetns, deleteNetns, missingPrerequisite, nsRun } from './fixtures/nftables/netns.ts';
 
@@ -32,8 +32,6 @@ function fakeView(state: NodeState): string {
   k.apply(new NftablesBackend(options, silentLogger()).render(state));
   return normalizeListing(k.dump('ip', 'kproxy') + k.dump('ip6', 'kproxy'));
 }
-
-const byName = (name: string): ServicePortState => allServices.find((s) => s.name === name)!;
 
 test.serial('full and incremental transactions load into the real kernel and match the fake kernel', async (t) => {
   const ns = await createNetns('kpx-nft');
