@@ -6,7 +6,6 @@ import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { NftablesBackend, nftTool } from '../modes/nftables/backend.ts';
-import { FakeNftKernel } from '../modes/nftables/fake-kernel.ts';
 import { normalizeListing } from '../modes/nftables/listing.ts';
 import { netnsExec } from '../modes/exec.ts';
 import { fullChanges, type NodeState } from '../proxy/model.ts';
@@ -14,6 +13,7 @@ import { silentLogger } from '../proxy/log.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
 import { allServices, byName, options } from './fixtures/nftables/scenarios.ts';
 import { changesBetween, replace } from './fixtures/nftables/states.ts';
+import { loaded } from './fixtures/nftables/golden.ts';
 import { createNetns, deleteNetns, missingPrerequisite, nsRun } from './fixtures/nftables/netns.ts';
 
 const execFileP = promisify(execFile);
@@ -28,8 +28,7 @@ async function kernelView(ns: string): Promise<string> {
 }
 
 function fakeView(state: NodeState): string {
-  const k = new FakeNftKernel();
-  k.apply(new NftablesBackend(options, silentLogger()).render(state));
+  const k = loaded(state, options);
   return normalizeListing(k.dump('ip', 'kproxy') + k.dump('ip6', 'kproxy'));
 }
 
