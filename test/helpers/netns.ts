@@ -86,10 +86,10 @@ export function requireKernelPrerequisites(tools: readonly RequiredTool[] = requ
   if (problems.length > 0) throw new Error(`kernel test prerequisites not met: ${problems.join('; ')}`);
 }
 
-/** Runs a command to its end; never rejects for a non-zero exit. */
-export function runStatus(argv0: string, args: readonly string[], input?: string): Promise<ExecResult & { code: number | null }> {
+/** Runs a command to its end (with `env` if given); never rejects for a non-zero exit. */
+export function runStatus(argv0: string, args: readonly string[], input?: string, env?: NodeJS.ProcessEnv): Promise<ExecResult & { code: number | null }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(argv0, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(argv0, args, { stdio: ['pipe', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s; });
