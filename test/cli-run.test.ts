@@ -55,10 +55,15 @@ test('run: healthy after the first sync, healthCheckNodePort follows the file, S
   t.regex(kept.stdout, /-A KUBE-SERVICES .*172\.30\.0\.41/);
   t.not((await httpGet(node, `http://127.0.0.1:${healthzPort}/healthz`)).status, 200, 'servers closed');
 
-  // The other mode: adopts nothing of iptables, removes it.
+  // The other mode: adopts nothing of iptables, and removes it just after
+  // its own first sync (in the background, so poll for it, up to 10 s).
   const k2 = await startKproxy({ sandbox, mode: 'nftables', sourceFile: file, hostname: 'node-a', readyTimeoutMs: 60_000 });
   t.teardown(() => k2.stop('SIGKILL'));
-  const after = await sandbox.exec(node, 'iptables-save', ['-t', 'nat']);
+  let after = await sandbox.exec(node, 'iptables-save', ['-t', 'nat']);
+  for (const end = Date.now() + 10_000; /KUBE-/.test(after.stdout) && Date.now() < end;) {
+    await new Promise((r) => setTimeout(r, 200));
+    after = await sandbox.exec(node, 'iptables-save', ['-t', 'nat']);
+  }
   t.false(/KUBE-/.test(after.stdout), after.stdout);
   const tables = await sandbox.exec(node, 'nft', ['list', 'tables']);
   t.regex(tables.stdout, /table ip kproxy/);
