@@ -15,7 +15,7 @@ import { loadSource, type LoadedSource } from '../load-source.ts';
 import type { Logger } from '../log.ts';
 import type { Endpoint, NodeState, Protocol, ServicePortState } from '../model.ts';
 import { modeOptions } from '../mode-options.ts';
-import { skipReason } from '../service-ports.ts';
+import { skipReason, usesClusterEndpoints, usesLocalEndpoints } from '../service-ports.ts';
 import { servicePreference, zoneLabel } from '../topology.ts';
 import type { Out } from './output.ts';
 
@@ -128,8 +128,8 @@ function describePort(ctx: Context, sp: ServicePortState, how: string | undefine
     out.push(`  ${title} (${list.length}):${list.length === 0 ? ` none — ${emptyWhy}` : ''}`);
     for (const e of list) out.push(`    ${epText(e).padEnd(24)} ${where(e).padEnd(22)} ${state(e)}`);
   };
-  const usesCluster = sp.clusterEndpoints.length > 0 || !sp.internalPolicyLocal || sp.nodePort !== 0 || sp.externalIPs.length > 0 || sp.loadBalancerIPs.length > 0;
-  const usesLocal = sp.internalPolicyLocal || sp.externalPolicyLocal;
+  const usesCluster = usesClusterEndpoints(sp);
+  const usesLocal = usesLocalEndpoints(sp);
   const noneWhy = slices.length === 0 ? 'no EndpointSlice for this Service' : all.length === 0 ? 'the EndpointSlices list no endpoint for this port' : 'no ready or serving-terminating endpoint';
   section('cluster-policy endpoints', sp.clusterEndpoints, usesCluster, noneWhy);
   section('local-policy endpoints', sp.localEndpoints, usesLocal,
