@@ -1,7 +1,7 @@
 // The real `kproxy` binary as an operator runs it: exit codes, the one
 // error listing every problem, dump and explain of a YAML cluster file.
 import test from 'ava';
-import { spawn } from 'node:child_process';
+import { runStatus } from './helpers/netns.ts';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,16 +13,8 @@ const dir = mkdtempSync(join(tmpdir(), 'kproxy-cli-'));
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
 
 function kproxy(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    // Node 24 from node_modules (the checkout's `node`), as `npx kproxy` would use.
-    const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KPROXY_LOG_LEVEL: 'warn' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s; });
-    child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s; });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  // Node 24 from node_modules (the checkout's `node`), as `npx kproxy` would use.
+  return runStatus(process.execPath, [bin, ...args], undefined, { ...process.env, KPROXY_LOG_LEVEL: 'warn' });
 }
 
 const dumpArgs = (mode: string, node = 'node-a') => ['dump', '--proxy-mode', mode, '--source-file', fixture, '--hostname-override', node];
