@@ -33,6 +33,7 @@ import { TestApiServer, type KubeObject } from '../test/helpers/apiserver.ts';
 import { relayIntoNamespace } from '../test/e2e/api-relay.ts';
 import { nodeObject, serviceObject, sliceObject, type ServiceSpec } from '../test/e2e/cluster.ts';
 import { syntheticService, syntheticSlice } from '../test/fixtures/proxy/synthetic.ts';
+import { triggerTimeAnnotation } from '../proxy/tracker.ts';
 import { flagValue } from './args.ts';
 
 type Variant = 'nft' | 'legacy';
@@ -94,7 +95,7 @@ function probeSpec(pod: number): ServiceSpec {
 /** The probe's slice, with the trigger-time annotation the EndpointSlice controller sets. */
 function probeSlice(pod: number, triggerAt: number): KubeObject {
   const slice = sliceObject(probeSpec(pod)) as unknown as KubeObject & { metadata: Record<string, unknown> };
-  slice.metadata.annotations = { 'endpoints.kubernetes.io/last-change-trigger-time': new Date(triggerAt).toISOString() };
+  slice.metadata.annotations = { [triggerTimeAnnotation]: new Date(triggerAt).toISOString() };
   return slice;
 }
 
