@@ -4,18 +4,11 @@ import test from 'ava';
 import v8 from 'node:v8';
 import { startMemoryReducer } from '../dns-cache/memory.ts';
 import { silentLogger } from '../proxy/log.ts';
+import { fragmentHeap } from './helpers/heap-burst.ts';
 
 test('a burst leaves heap pages behind; the reducer gives them back', async (t) => {
   const stop = startMemoryReducer(silentLogger(), { intervalMs: 50, slackBytes: 1024 * 1024, minGapMs: 0, busyAbove: 1 });
-  const kept: object[] = [];
-  let burst: object[] = [];
-  // 40 MB or so of objects, one in 50 kept: every page keeps a live object.
-  for (let i = 0; i < 400_000; i++) {
-    const o = { i, pad: new Array(8).fill(i) };
-    burst.push(o);
-    if (i % 50 === 0) kept.push(o);
-  }
-  burst = [];
+  const kept = fragmentHeap();
   const before = v8.getHeapStatistics().total_heap_size;
   await new Promise((r) => setTimeout(r, 300));
   stop();

@@ -3,17 +3,10 @@
 import test from 'ava';
 import v8 from 'node:v8';
 import { compactHeap } from '../proxy/heap.ts';
+import { fragmentHeap } from './helpers/heap-burst.ts';
 
 test('compactHeap gives back pages that a burst left mostly empty', (t) => {
-  const kept: { i: number; pad: number[] }[] = [];
-  let burst: object[] = [];
-  // 40 MB or so of objects, one in 50 kept: every page keeps a live object.
-  for (let i = 0; i < 400_000; i++) {
-    const o = { i, pad: new Array(8).fill(i) };
-    burst.push(o);
-    if (i % 50 === 0) kept.push(o);
-  }
-  burst = [];
+  const kept = fragmentHeap();
   const r = compactHeap();
   t.log(`heap ${(r.heapBefore / 1e6).toFixed(1)} MB -> ${(r.heapAfter / 1e6).toFixed(1)} MB in ${r.pauseMs} ms`);
   t.true(r.heapAfter < r.heapBefore - 20e6, `heap only went from ${r.heapBefore} to ${r.heapAfter} bytes`);
