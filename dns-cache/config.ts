@@ -50,8 +50,13 @@ export interface DnsCacheConfig {
   readonly skipTeardown: boolean;
   /** UDP sockets per listen address (SO_REUSEPORT). */
   readonly udpSockets: number;
+  /** How UDP is read and written: batched system calls, or Node's dgram. */
+  readonly udpIo: UdpIo;
   readonly zones: readonly ZoneSettings[];
 }
+
+export type UdpIo = 'batched' | 'dgram';
+const UDP_IO: readonly UdpIo[] = ['batched', 'dgram'];
 
 export const DEFAULT_LISTEN = '169.254.20.10:53';
 
@@ -152,7 +157,7 @@ class Checker {
 
 const CACHE_KEYS = ['capacity', 'success_ttl', 'denial_ttl', 'min_ttl', 'prefetch', 'prefetch_percentage', 'serve_stale', 'stale_ttl'] as const;
 const ZONE_KEYS = ['suffix', 'upstreams', 'transport', 'policy', 'max_fails', 'health_check_ms', 'timeout_ms', 'cache'] as const;
-const TOP_KEYS = ['listen', 'health', 'metrics', 'setup_interface', 'setup_iptables', 'interface_name', 'skip_teardown', 'udp_sockets', 'defaults', 'zones'] as const;
+const TOP_KEYS = ['listen', 'health', 'metrics', 'setup_interface', 'setup_iptables', 'interface_name', 'skip_teardown', 'udp_sockets', 'udp_io', 'defaults', 'zones'] as const;
 const DAY = 86400;
 
 function cacheSettings(c: Checker, raw: Obj | undefined, path: string, base: CacheSettings): CacheSettings {
@@ -274,8 +279,10 @@ export function configFromObject(doc: unknown, source: string): DnsCacheConfig {
     interfaceName: c.str(top, 'interface_name', '', 'nodelocaldns'),
     skipTeardown: c.bool(top, 'skip_teardown', '', false),
     udpSockets: c.int(top, 'udp_sockets', '', 1, 1, 64),
+    udpIo: c.str(top, 'udp_io', '', 'batched') as UdpIo,
     zones,
   };
+  if (!UDP_IO.includes(config.udpIo)) c.add('udp_io', `"${config.udpIo}": want one of ${UDP_IO.join(', ')}`);
   if (!/^[a-zA-Z0-9_.-]{1,15}$/.test(config.interfaceName)) c.add('interface_name', `"${config.interfaceName}" is not a valid interface name`);
   if (c.problems.length) throw new ConfigError(source, c.problems);
   return config;

@@ -14,6 +14,7 @@ export const USAGE = `usage: kproxy dns-cache [flags]
   --interface-name NAME      dummy interface name (default nodelocaldns)
   --skip-teardown            leave the interface and rules in place on exit
   --udp-sockets N            SO_REUSEPORT UDP sockets per listen address (default 1)
+  --udp-io batched|dgram     UDP through batched system calls (default) or Node's dgram
   --log-level LEVEL          pino level (default info)`;
 
 export interface DnsCacheArgs {
@@ -65,6 +66,7 @@ export function parseArgs(argv: readonly string[]): DnsCacheArgs {
         overrides.udp_sockets = /^\d+$/.test(v) ? Number(v) : v;
         break;
       }
+      case '--udp-io': overrides.udp_io = need(); break;
       case '--log-level': logLevel = need(); break;
       case '--setup-interface': overrides.setup_interface = boolValue(value, flag, problems); break;
       case '--setup-iptables': overrides.setup_iptables = boolValue(value, flag, problems); break;

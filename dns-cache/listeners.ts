@@ -4,8 +4,9 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Logger } from '../proxy/log.ts';
-import type { ListenAddress } from './config.ts';
+import type { ListenAddress, UdpIo } from './config.ts';
 import type { Origin, Resolver } from './resolver.ts';
+import { batchModule, openBatchSocket, type BatchSocket } from './udp-batch.ts';
 
 const TCP_IDLE_MS = 10_000;
 const connsOf = new WeakMap<net.Server, Set<net.Socket>>();
@@ -21,8 +22,15 @@ const TCP_MAX_CONNECTIONS = 1000;
  */
 const UDP_RECV_BUFFER = 4 * 1024 * 1024;
 
+/** A UDP socket of either kind, as the listeners need it. */
+export interface UdpSocket {
+  close(): void;
+}
+
 export interface Listeners {
-  readonly udp: readonly dgram.Socket[];
+  readonly udp: readonly UdpSocket[];
+  /** The UDP socket kind in use (batched falls back to dgram when not built). */
+  readonly udpIo: UdpIo;
   readonly tcp: readonly net.Server[];
   close(): Promise<void>;
 }
@@ -45,7 +53,9 @@ function bindUdp(a: ListenAddress, reusePort: boolean, resolver: Resolver, log: 
   sock.on('close', () => { open = false; });
   sock.on('message', (msg, rinfo) => {
     // Answers may land after close (upstream replies during shutdown): drop them.
-    resolver.handle(msg, origin, (out) => { if (open) sock.send(out, rinfo.port, rinfo.address); });
+    const send = (out: Buffer): void => { if (open) sock.send(out, rinfo.port, rinfo.address); };
+    const now = resolver.handle(msg, origin, () => send);
+    if (now) send(now);
   });
   return new Promise((resolve, reject) => {
     sock.once('error', (e) => reject(new Error(`cannot listen on udp ${a.host}:${a.port}: ${e.message}`)));
@@ -55,6 +65,22 @@ function bindUdp(a: ListenAddress, reusePort: boolean, resolver: Resolver, log: 
       resolve(sock);
     });
   });
+}
+
+function bindBatched(a: ListenAddress, reusePort: boolean, resolver: Resolver, log: Logger): BatchSocket {
+  const native = batchModule();
+  if (native instanceof Error) throw native;
+  const origin: Origin = { server: serverLabel(a), proto: 'udp', family: a.host.includes(':') ? '2' : '1' };
+  try {
+    return openBatchSocket(native, a.host, a.port, reusePort, UDP_RECV_BUFFER,
+      (msg, later) => resolver.handle(msg, origin, later),
+      (why) => {
+        if (why === 'oversize') resolver.oversizeQuery();
+        else log.warn({ err: why.message }, 'answering a UDP query failed');
+      });
+  } catch (e) {
+    throw new Error(`cannot listen on udp ${a.host}:${a.port}: ${(e as Error).message}`);
+  }
 }
 
 function bindTcp(a: ListenAddress, port: number, resolver: Resolver, log: Logger): Promise<net.Server> {
@@ -83,7 +109,8 @@ function bindTcp(a: ListenAddress, port: number, resolver: Resolver, log: Logger
         if (buf.length < len + 2) break;
         const msg = Buffer.from(buf.subarray(2, len + 2));
         buf = buf.subarray(len + 2);
-        resolver.handle(msg, origin, reply);
+        const now = resolver.handle(msg, origin, () => reply);
+        if (now) reply(now);
       }
     });
   });
@@ -103,8 +130,8 @@ function bindTcp(a: ListenAddress, port: number, resolver: Resolver, log: Logger
  * Binds UDP and TCP on every address (port 0: one ephemeral port shared by
  * both protocols, for tests). Returns the bound addresses.
  */
-export async function listen(addrs: readonly ListenAddress[], udpSockets: number, resolver: Resolver, log: Logger): Promise<Listeners & { bound: ListenAddress[] }> {
-  const udp: dgram.Socket[] = [];
+export async function listen(addrs: readonly ListenAddress[], udpSockets: number, udpIo: UdpIo, resolver: Resolver, log: Logger): Promise<Listeners & { bound: ListenAddress[] }> {
+  const udp: UdpSocket[] = [];
   const tcp: net.Server[] = [];
   const bound: ListenAddress[] = [];
   const close = async (): Promise<void> => {
@@ -113,12 +140,26 @@ export async function listen(addrs: readonly ListenAddress[], udpSockets: number
     for (const s of tcp) for (const c of connsOf.get(s) ?? []) c.destroy();
     await Promise.all(closing);
   };
+  let io = udpIo;
+  const native = batchModule();
+  if (io === 'batched' && native instanceof Error) {
+    log.warn({ err: native.message }, 'falling back to one system call per UDP datagram (udp_io: dgram)');
+    io = 'dgram';
+  }
   try {
     for (const a of addrs) {
-      const first = await bindUdp(a, udpSockets > 1, resolver, log);
-      udp.push(first);
-      const port = first.address().port;
-      for (let i = 1; i < udpSockets; i++) udp.push(await bindUdp({ host: a.host, port }, true, resolver, log));
+      let port: number;
+      if (io === 'batched') {
+        const first = bindBatched(a, udpSockets > 1, resolver, log);
+        udp.push(first);
+        port = first.port;
+        for (let i = 1; i < udpSockets; i++) udp.push(bindBatched({ host: a.host, port }, true, resolver, log));
+      } else {
+        const first = await bindUdp(a, udpSockets > 1, resolver, log);
+        udp.push(first);
+        port = first.address().port;
+        for (let i = 1; i < udpSockets; i++) udp.push(await bindUdp({ host: a.host, port }, true, resolver, log));
+      }
       tcp.push(await bindTcp(a, port, resolver, log));
       bound.push({ host: a.host, port });
     }
@@ -126,5 +167,5 @@ export async function listen(addrs: readonly ListenAddress[], udpSockets: number
     await close();
     throw e;
   }
-  return { udp, tcp, bound, close };
+  return { udp, udpIo: io, tcp, bound, close };
 }

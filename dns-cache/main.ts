@@ -4,7 +4,7 @@
 import { unwatchFile, watchFile } from 'node:fs';
 import { hostExec, type Exec } from '../modes/exec.ts';
 import { logger, setLogLevel, type Logger } from '../proxy/log.ts';
-import { ConfigError, type DnsCacheConfig, type ListenAddress } from './config.ts';
+import { ConfigError, type DnsCacheConfig, type ListenAddress, type UdpIo } from './config.ts';
 import { parseArgs, resolveConfig, USAGE, type DnsCacheArgs } from './flags.ts';
 import { startHttp, type HttpEndpoints } from './http.ts';
 import { listen } from './listeners.ts';
@@ -20,6 +20,8 @@ export interface DnsCacheInstance {
   readonly metrics: DnsMetrics;
   /** Listen addresses as bound (port 0 resolved). */
   readonly bound: readonly ListenAddress[];
+  /** The UDP socket kind serving (batched unless it fell back to dgram). */
+  readonly udpIo: UdpIo;
   readonly http: HttpEndpoints;
   config(): DnsCacheConfig;
   /** Re-reads the config; false (old config kept) when it is invalid. */
@@ -37,7 +39,7 @@ export interface StartOptions {
 
 function sameListen(a: DnsCacheConfig, b: DnsCacheConfig): boolean {
   const f = (c: DnsCacheConfig): string => c.listen.map((l) => `${l.host}:${l.port}`).join(',');
-  return f(a) === f(b) && a.udpSockets === b.udpSockets && a.healthAddr === b.healthAddr && a.metricsAddr === b.metricsAddr;
+  return f(a) === f(b) && a.udpSockets === b.udpSockets && a.udpIo === b.udpIo && a.healthAddr === b.healthAddr && a.metricsAddr === b.metricsAddr;
 }
 
 /** Starts serving with a validated config. Throws on bind or set-up failure. */
@@ -63,7 +65,7 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
   let http: HttpEndpoints | undefined;
   try {
     await node.setup();
-    listeners = await listen(config.listen, config.udpSockets, resolver, log);
+    listeners = await listen(config.listen, config.udpSockets, config.udpIo, resolver, log);
     const r = resolver;
     http = await startHttp(config.healthAddr, config.metricsAddr, () => (r.zones.length ? undefined : 'no zones configured'), metrics.registry);
   } catch (e) {
@@ -93,7 +95,7 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
       log.error({ problems }, `config reload refused, the previous config stays in force: ${problems.join('; ')}`);
       return false;
     }
-    if (!sameListen(config, next)) log.warn('listen, health, metrics and udp_sockets changes take effect on restart only');
+    if (!sameListen(config, next)) log.warn('listen, health, metrics, udp_sockets and udp_io changes take effect on restart only');
     res.apply(next);
     config = next;
     log.info({ zones: next.zones.map((z) => z.suffix), cached: res.cache.size }, 'config reloaded; cache kept');
@@ -105,12 +107,12 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
       if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino) reload();
     });
   }
-  log.info({ listen: listeners.bound, zones: config.zones.map((z) => `${z.suffix}=${z.upstreams.map((u) => `${u.host}:${u.port}`).join(',')}`), health: http.health, metrics: http.metrics }, 'dns-cache serving');
+  log.info({ listen: listeners.bound, udpIo: listeners.udpIo, zones: config.zones.map((z) => `${z.suffix}=${z.upstreams.map((u) => `${u.host}:${u.port}`).join(',')}`), health: http.health, metrics: http.metrics }, 'dns-cache serving');
   const l = listeners;
   const h = http;
   let stopped = false;
   return {
-    resolver: res, metrics, bound: l.bound, http: h,
+    resolver: res, metrics, bound: l.bound, udpIo: l.udpIo, http: h,
     config: () => config,
     reload,
     async stop() {

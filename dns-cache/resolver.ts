@@ -103,24 +103,28 @@ export class Resolver {
     if (old.length) setTimeout(() => { for (const z of old) z.forwarder.close(); }, grace).unref();
   }
 
-  handle(msg: Buffer, origin: Origin, reply: Reply): void {
+  /**
+   * Answers one query: returns the answer when it is ready now (cache hit,
+   * error), else calls `later()` once for the Reply to send it with. `msg`
+   * may be reused by the caller once this returns.
+   */
+  handle(msg: Buffer, origin: Origin, later: () => Reply): Buffer | undefined {
     const started = performance.now();
     const q = parseQuery(msg);
     if (isRejection(q)) {
       if (q.drop) {
         this.metrics.malformedQuery('drop');
-        return;
+        return undefined;
       }
       this.metrics.malformedQuery('formerr');
-      reply(rejectionAnswer(msg, q));
-      return;
+      return rejectionAnswer(msg, q);
     }
     const now = Date.now();
     const limit = origin.proto === 'tcp' ? TCP_LIMIT : q.udpSize;
     const found = this.cache.get(q.key, now);
     if (found.state === 'fresh') {
       const e = found.entry;
-      reply(renderAnswer(e, msg, q, limit, now));
+      const out = renderAnswer(e, msg, q, limit, now);
       let slot = e.slot;
       if (slot === undefined || e.slotOrigin !== origin) {
         slot = this.metrics.slot(origin, e.zone.name, q.qtype, e.rcode, e.kind);
@@ -129,29 +133,34 @@ export class Resolver {
       }
       this.metrics.servedHit(slot, (performance.now() - started) / 1000);
       if (found.prefetch) this.prefetch(e);
-      return;
+      return out;
     }
     const zone = this.table.route(q.key, q.nameLen);
     if (zone === undefined) {
-      reply(emptyAnswer(msg, q.id, q.flags, q.questionEnd, RCODE_REFUSED, q.hasEdns, false, q.dnssecOk));
       this.metrics.served(origin, 'none', q.qtype, RCODE_REFUSED, (performance.now() - started) / 1000);
-      return;
+      return emptyAnswer(msg, q.id, q.flags, q.questionEnd, RCODE_REFUSED, q.hasEdns, false, q.dnssecOk);
     }
     this.metrics.miss(zone.name);
     if (found.state === 'stale' && zone.forwarder.allDown) {
       // Every upstream is known down: answer from the stale entry now and
       // let one background query find out whether they are back.
-      this.replyStale(found.entry, { msg, q, reply, origin, started });
       this.fly(zone, q.key, Buffer.from(entryQuestion(found.entry)), q.dnssecOk, q.checkingDisabled);
-      return;
+      return this.staleAnswer(found.entry, msg, q, origin, started);
     }
-    const w: Waiter = { msg, q, reply, origin, started };
+    // The waiter outlives the caller's buffer.
+    const w: Waiter = { msg: Buffer.from(msg), q, reply: later(), origin, started };
     const flight = this.inflight.get(q.key);
     if (flight) {
       flight.waiters.push(w);
-      return;
+      return undefined;
     }
     this.fly(zone, q.key, Buffer.from(msg.subarray(12, q.questionEnd)), q.dnssecOk, q.checkingDisabled).waiters.push(w);
+    return undefined;
+  }
+
+  /** A datagram too long to be a query (the batch socket's slot): dropped. */
+  oversizeQuery(): void {
+    this.metrics.malformedQuery('drop');
   }
 
   private prefetch(e: CacheEntry): void {
@@ -204,7 +213,7 @@ export class Resolver {
 
   private answerWaiter(zone: Zone, w: Waiter, answer: StoredAnswer | undefined, stale: CacheEntry | undefined, now: number): void {
     if (stale) {
-      this.replyStale(stale, w);
+      w.reply(this.staleAnswer(stale, w.msg, w.q, w.origin, w.started));
       return;
     }
     const out = answer
@@ -214,13 +223,14 @@ export class Resolver {
     this.metrics.served(w.origin, zone.name, w.q.qtype, answer ? answer.rcode : RCODE_SERVFAIL, (performance.now() - w.started) / 1000);
   }
 
-  private replyStale(e: CacheEntry, w: Waiter): void {
+  private staleAnswer(e: CacheEntry, msg: Buffer, q: Query, origin: Origin, started: number): Buffer {
     const now = Date.now();
     const fresh = now - e.storedAt < e.ttl * 1000;
     const ttl = fresh ? -1 : e.zone.policy.serveStale > 0 ? this.staleTtl(e) : -1;
-    w.reply(renderAnswer(e, w.msg, w.q, w.origin.proto === 'tcp' ? TCP_LIMIT : w.q.udpSize, now, ttl));
+    const out = renderAnswer(e, msg, q, origin.proto === 'tcp' ? TCP_LIMIT : q.udpSize, now, ttl);
     if (!fresh) this.metrics.servedStale(e.zone.name);
-    this.metrics.served(w.origin, e.zone.name, w.q.qtype, e.rcode, (performance.now() - w.started) / 1000);
+    this.metrics.served(origin, e.zone.name, q.qtype, e.rcode, (performance.now() - started) / 1000);
+    return out;
   }
 
   private staleTtl(e: CacheEntry): number {
