@@ -1,7 +1,7 @@
 # kproxy node image: Node.js 24 runs the TypeScript sources directly.
 
-# The DNS cache's batched UDP socket (dns-cache/native) is a small Node-API
-# addon: built here so the image needs no compiler.
+# The DNS cache's native addon (dns-cache/native: batched UDP, malloc_trim)
+# is built here so the image needs no compiler.
 FROM node:24-bookworm-slim AS addon
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
@@ -27,7 +27,7 @@ COPY bin ./bin
 COPY proxy ./proxy
 COPY modes ./modes
 COPY dns-cache ./dns-cache
-COPY --from=addon /build/build/Release/udp_batch.node ./build/Release/udp_batch.node
+COPY --from=addon /build/build/Release/kproxy_native.node ./build/Release/kproxy_native.node
 RUN ln -s /opt/kproxy/bin/kproxy.js /usr/local/bin/kproxy
 # Node.js keeps the sources' compiled, type-stripped code here, so a process
 # starts without loading the TypeScript stripper (about 20 MB less memory).

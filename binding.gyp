@@ -1,8 +1,8 @@
 {
   "targets": [
     {
-      "target_name": "udp_batch",
-      "sources": ["dns-cache/native/udp-batch.c"],
+      "target_name": "kproxy_native",
+      "sources": ["dns-cache/native/addon.c", "dns-cache/native/udp-batch.c", "dns-cache/native/memory.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     }
   ]

@@ -6,7 +6,8 @@ import net from 'node:net';
 import type { Logger } from '../proxy/log.ts';
 import type { ListenAddress, UdpIo } from './config.ts';
 import type { Origin, Resolver } from './resolver.ts';
-import { batchModule, openBatchSocket, type BatchSocket } from './udp-batch.ts';
+import { nativeModule } from './native.ts';
+import { openBatchSocket, type BatchSocket } from './udp-batch.ts';
 
 const TCP_IDLE_MS = 10_000;
 const connsOf = new WeakMap<net.Server, Set<net.Socket>>();
@@ -68,7 +69,7 @@ function bindUdp(a: ListenAddress, reusePort: boolean, resolver: Resolver, log: 
 }
 
 function bindBatched(a: ListenAddress, reusePort: boolean, resolver: Resolver, log: Logger): BatchSocket {
-  const native = batchModule();
+  const native = nativeModule();
   if (native instanceof Error) throw native;
   const origin: Origin = { server: serverLabel(a), proto: 'udp', family: a.host.includes(':') ? '2' : '1' };
   try {
@@ -141,7 +142,7 @@ export async function listen(addrs: readonly ListenAddress[], udpSockets: number
     await Promise.all(closing);
   };
   let io = udpIo;
-  const native = batchModule();
+  const native = nativeModule();
   if (io === 'batched' && native instanceof Error) {
     log.warn({ err: native.message }, 'falling back to one system call per UDP datagram (udp_io: dgram)');
     io = 'dgram';

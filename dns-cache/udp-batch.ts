@@ -1,44 +1,16 @@
-// The batched UDP socket (dns-cache/native/udp-batch.c, built by `npm ci`
-// into build/Release): datagrams arrive in groups through memory shared
-// with the native side, and the answers ready during the group's turn are
-// sent together. Answers that come later (cache misses) are sent one by one
+// The batched UDP socket (dns-cache/native/udp-batch.c): datagrams arrive
+// in groups through memory shared with the native side, and the answers
+// ready during the group's turn are sent together. Answers that come later (cache misses) are sent one by one
 // to a copy of the client's address.
-import { createRequire } from 'node:module';
+import type { NativeModule } from './native.ts';
 
-interface NativeSocket {
+export interface NativeSocket {
   readonly handle: object;
   readonly port: number;
   readonly in: ArrayBuffer;
   readonly meta: ArrayBuffer;
   readonly addr: ArrayBuffer;
   readonly out: ArrayBuffer;
-}
-
-interface NativeModule {
-  readonly BATCH: number;
-  readonly IN_SLOT: number;
-  readonly OUT_SLOT: number;
-  readonly ADDR_SLOT: number;
-  open(host: string, port: number, reusePort: boolean, recvBufferSize: number, onBatch: (n: number) => number): NativeSocket;
-  sendTo(handle: object, data: Uint8Array, addr: Uint8Array): number;
-  stats(handle: object): [number, number];
-  close(handle: object): void;
-}
-
-const ADDON = '../build/Release/udp_batch.node';
-
-let loaded: NativeModule | Error | undefined;
-
-/** The native module, or why it cannot be used. */
-export function batchModule(): NativeModule | Error {
-  if (loaded === undefined) {
-    try {
-      loaded = createRequire(import.meta.url)(ADDON) as NativeModule;
-    } catch (e) {
-      loaded = new Error(`the native batch socket is not built (${(e as Error).message.split('\n')[0]}); run npm ci or npm rebuild`);
-    }
-  }
-  return loaded;
 }
 
 /** Sends one answer; bound to one client's address. */

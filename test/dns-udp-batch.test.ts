@@ -5,7 +5,7 @@
 import test from 'ava';
 import dgram from 'node:dgram';
 import dnsPacket from 'dns-packet';
-import { batchModule } from '../dns-cache/udp-batch.ts';
+import { nativeModule } from '../dns-cache/native.ts';
 import { TestDnsServer, startTestCache, buildQuery, rawUdp, type TestCache } from './helpers/dns-server.ts';
 
 let up: TestDnsServer;
@@ -22,7 +22,7 @@ test.after.always(async () => {
 });
 
 test('the native batch socket is built and serving (not the dgram fallback)', (t) => {
-  const native = batchModule();
+  const native = nativeModule();
   t.false(native instanceof Error, native instanceof Error ? `${native.message}: install g++, make and python3, then npm ci` : '');
   t.is(cache.udpIo, 'batched');
 });

@@ -5,7 +5,7 @@
 // with JavaScript, makes one JavaScript call for the whole batch, and sends
 // the replies queued during that call with one sendmmsg(2).
 //
-// JavaScript side: dns-cache/udp-batch.ts (the only user of this file).
+// JavaScript side: dns-cache/udp-batch.ts (the only user of these functions).
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -382,7 +382,8 @@ static napi_value Close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value Init(napi_env env, napi_value exports) {
+// Adds open, sendTo, stats, close and the slot sizes to `exports`.
+void udp_batch_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"open", NULL, Open, NULL, NULL, NULL, napi_default, NULL},
     {"sendTo", NULL, SendTo, NULL, NULL, NULL, napi_default, NULL},
@@ -399,7 +400,4 @@ static napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "OUT_SLOT", v);
   napi_create_int32(env, ADDR_SLOT, &v);
   napi_set_named_property(env, exports, "ADDR_SLOT", v);
-  return exports;
 }
-
-NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)
