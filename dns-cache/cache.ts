@@ -1,9 +1,12 @@
-// The answer cache: one map for lookups, with per-zone accounting so each
-// zone has its own capacity. Expired entries stay for the zone's serve-stale
-// window; eviction takes the oldest insertion of the zone that is full.
+// The answer cache: one map from key hash to entries, with per-zone
+// accounting so each zone has its own capacity. Expired entries stay for
+// the zone's serve-stale window; eviction takes the oldest insertion of the
+// zone that is full. Keys are not kept as strings: an entry is matched
+// against the question bytes of its own cached answer, so a hit allocates
+// nothing and 100,000 names cost no 100,000 key strings.
 import { remaining, type AnswerKind, type StoredAnswer } from './answer.ts';
 import type { Slot } from './metrics.ts';
-import { keyNameLen } from './wire.ts';
+import { KEY_SUFFIX, keyHash, keyNameLen, sameQuestion, type Query } from './wire.ts';
 
 export interface ZoneCachePolicy {
   readonly capacity: number;
@@ -30,6 +33,8 @@ const RCODE = 12;
 const KIND = 10;
 const PREFETCHING = 9;
 const HITS = 8;
+const KEY_FLAGS = 4;
+const NAME_LEN = 3;
 
 /**
  * A cached answer with its bookkeeping: references in the object, the
@@ -38,20 +43,57 @@ const HITS = 8;
 export class CacheEntry implements StoredAnswer {
   buf: Buffer;
   base: number;
-  readonly key: string;
   readonly zone: ZoneCache;
   /** Metric series of the last client origin that hit this entry. */
   slot: Slot | undefined;
   slotOrigin: object | undefined;
+  /** The next entry whose key has the same hash. */
+  next: CacheEntry | undefined;
 
   constructor(key: string, zone: ZoneCache, a: StoredAnswer) {
-    this.key = key;
     this.zone = zone;
     this.buf = a.buf;
     this.base = a.base;
     this.slot = undefined;
     this.slotOrigin = undefined;
-    this.take(a);
+    this.next = undefined;
+    this.take(a, key);
+  }
+
+  /** Length of the question's wire name. */
+  get nameLen(): number { return this.buf[this.base - NAME_LEN]; }
+  /** The DO/CD byte of the key. */
+  get keyFlags(): number { return this.buf[this.base - KEY_FLAGS]; }
+
+  /** The cache key, rebuilt from the cached question (misses and refreshes only). */
+  get key(): string {
+    const n = this.nameLen;
+    const at = this.base + 12;
+    let name = '';
+    for (let i = 0; i < n; i++) {
+      const c = this.buf[at + i];
+      name += String.fromCharCode(c >= 0x41 && c <= 0x5a ? c | 0x20 : c);
+    }
+    return name + this.buf.toString('latin1', at + n, at + n + 4) + String.fromCharCode(this.keyFlags);
+  }
+
+  /** Whether this entry answers `q` (same question, any case; same DO/CD). */
+  answers(msg: Buffer, q: Query): boolean {
+    return this.nameLen === q.nameLen && this.keyFlags === ((q.dnssecOk ? 1 : 0) | (q.checkingDisabled ? 2 : 0)) &&
+      sameQuestion(msg, 12, this.buf, this.base + 12, q.nameLen + 4);
+  }
+
+  /** Whether this entry's key is `key`. */
+  hasKey(key: string): boolean {
+    const n = keyNameLen(key);
+    if (this.nameLen !== n || this.keyFlags !== key.charCodeAt(key.length - 1)) return false;
+    const at = this.base + 12;
+    for (let i = 0; i < n + KEY_SUFFIX - 1; i++) {
+      let c = this.buf[at + i];
+      if (i < n && c >= 0x41 && c <= 0x5a) c |= 0x20;
+      if (c !== key.charCodeAt(i)) return false;
+    }
+    return true;
   }
 
   get storedAt(): number { return this.buf.readDoubleLE(this.base - STORED_AT); }
@@ -69,16 +111,18 @@ export class CacheEntry implements StoredAnswer {
   set hits(v: number) { this.buf.writeUInt32LE(Math.min(v, 0xffffffff), this.base - HITS); }
 
   /** Takes a refreshed answer in place. */
-  replace(a: StoredAnswer): void {
+  replace(a: StoredAnswer, key: string): void {
     this.buf = a.buf;
     this.base = a.base;
     this.slot = undefined;
-    this.take(a);
+    this.take(a, key);
   }
 
-  private take(a: StoredAnswer): void {
+  private take(a: StoredAnswer, key: string): void {
     const b = this.buf;
     const at = this.base;
+    b[at - KEY_FLAGS] = key.charCodeAt(key.length - 1);
+    b[at - NAME_LEN] = keyNameLen(key);
     b.writeDoubleLE(a.storedAt, at - STORED_AT);
     b.writeUInt32LE(a.ttl, at - TTL);
     b.writeUInt16LE(a.len, at - LEN);
@@ -95,13 +139,14 @@ export class CacheEntry implements StoredAnswer {
 
 /** The question of a cached entry (as the upstream echoed it), for refreshes. */
 export function entryQuestion(e: CacheEntry): Buffer {
-  return e.buf.subarray(e.base + 12, e.base + 12 + keyNameLen(e.key) + 4);
+  return e.buf.subarray(e.base + 12, e.base + 12 + e.nameLen + 4);
 }
 
 export class ZoneCache {
   readonly name: string;
   policy: ZoneCachePolicy;
-  readonly keys = new Set<string>();
+  /** This zone's entries, oldest first. */
+  readonly entries = new Set<CacheEntry>();
   success = 0;
   denial = 0;
   constructor(name: string, policy: ZoneCachePolicy) {
@@ -118,8 +163,10 @@ export type Lookup =
 const MISS: Lookup = { state: 'miss' };
 
 export class AnswerCache {
-  private readonly entries = new Map<string, CacheEntry>();
+  /** Key hash -> the first entry with that hash (the rest chain through `next`). */
+  private readonly byHash = new Map<number, CacheEntry>();
   private readonly zones = new Map<string, ZoneCache>();
+  private count = 0;
   evictions = 0;
 
   /** The zone's bookkeeping, created or updated with the new policy (reload). */
@@ -130,7 +177,7 @@ export class AnswerCache {
       this.zones.set(name, z);
     } else {
       z.policy = policy;
-      while (z.keys.size > policy.capacity) this.evictOne(z);
+      while (z.entries.size > policy.capacity) this.evictOne(z);
     }
     return z;
   }
@@ -139,13 +186,15 @@ export class AnswerCache {
   retainZones(names: ReadonlySet<string>): void {
     for (const [name, z] of this.zones) {
       if (names.has(name)) continue;
-      for (const key of z.keys) this.remove(key);
+      for (const e of z.entries) this.remove(e);
       this.zones.delete(name);
     }
   }
 
-  get(key: string, now: number): Lookup {
-    const e = this.entries.get(key);
+  /** Looks a parsed query up (its hash, then its question bytes). */
+  get(msg: Buffer, q: Query, now: number): Lookup {
+    let e = this.byHash.get(q.hash);
+    while (e !== undefined && !e.answers(msg, q)) e = e.next;
     if (e === undefined) return MISS;
     const left = remaining(e, now);
     if (left > 0) {
@@ -156,57 +205,76 @@ export class AnswerCache {
       return { state: 'fresh', entry: e, prefetch };
     }
     if (-left <= e.zone.policy.serveStale) return { state: 'stale', entry: e };
-    this.remove(key);
+    this.remove(e);
     return MISS;
+  }
+
+  private find(key: string, hash = keyHash(key)): CacheEntry | undefined {
+    let e = this.byHash.get(hash);
+    while (e !== undefined && !e.hasKey(key)) e = e.next;
+    return e;
   }
 
   /** The entry if it is fresh or still inside its zone's serve-stale window. */
   usable(key: string, now: number): CacheEntry | undefined {
-    const e = this.entries.get(key);
+    const e = this.find(key);
     if (e === undefined) return undefined;
     return remaining(e, now) > -e.zone.policy.serveStale ? e : undefined;
   }
 
   set(key: string, zone: ZoneCache, answer: StoredAnswer): void {
     if (zone.policy.capacity <= 0) return;
-    const old = this.entries.get(key);
-    if (old && old.zone !== zone) this.remove(key);
+    const hash = keyHash(key);
+    const old = this.find(key, hash);
+    if (old && old.zone !== zone) this.remove(old);
     else if (old) {
-      this.count(old, -1);
-      old.replace(answer);
-      this.count(old, 1);
+      this.account(old, -1);
+      old.replace(answer, key);
+      this.account(old, 1);
       return;
     }
-    while (zone.keys.size >= zone.policy.capacity) this.evictOne(zone);
+    while (zone.entries.size >= zone.policy.capacity) this.evictOne(zone);
     const e = new CacheEntry(key, zone, answer);
-    this.entries.set(key, e);
-    zone.keys.add(key);
-    this.count(e, 1);
+    e.next = this.byHash.get(hash);
+    this.byHash.set(hash, e);
+    zone.entries.add(e);
+    this.count++;
+    this.account(e, 1);
   }
 
-  remove(key: string): void {
-    const e = this.entries.get(key);
-    if (!e) return;
-    this.entries.delete(key);
-    e.zone.keys.delete(key);
-    this.count(e, -1);
+  private remove(e: CacheEntry): void {
+    const hash = keyHash(e.key);
+    const first = this.byHash.get(hash);
+    if (first === e) {
+      if (e.next) this.byHash.set(hash, e.next);
+      else this.byHash.delete(hash);
+    } else {
+      let p = first;
+      while (p !== undefined && p.next !== e) p = p.next;
+      if (p === undefined) return;
+      p.next = e.next;
+    }
+    e.next = undefined;
+    e.zone.entries.delete(e);
+    this.count--;
+    this.account(e, -1);
   }
 
   get size(): number {
-    return this.entries.size;
+    return this.count;
   }
 
   zoneCaches(): Iterable<ZoneCache> {
     return this.zones.values();
   }
 
-  private count(e: CacheEntry, d: number): void {
+  private account(e: CacheEntry, d: number): void {
     if (e.kind === 'denial') e.zone.denial += d;
     else e.zone.success += d;
   }
 
   private evictOne(z: ZoneCache): void {
-    const first = z.keys.values().next();
+    const first = z.entries.values().next();
     if (first.done) return;
     this.remove(first.value);
     this.evictions++;

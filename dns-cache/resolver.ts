@@ -7,7 +7,7 @@ import type { DnsCacheConfig, ZoneSettings } from './config.ts';
 import { Forwarder, type Forwarded } from './forward.ts';
 import type { DnsMetrics } from './metrics.ts';
 import {
-  emptyAnswer, isRejection, keyFlags, keyNameLen, parseQuery, RCODE_REFUSED, RCODE_SERVFAIL, rejectionAnswer, type Query,
+  emptyAnswer, isRejection, keyFlags, keyNameLen, parseQuery, queryKey, RCODE_REFUSED, RCODE_SERVFAIL, rejectionAnswer, type Query,
 } from './wire.ts';
 import { ZoneTable } from './zones.ts';
 
@@ -121,7 +121,7 @@ export class Resolver {
     }
     const now = Date.now();
     const limit = origin.proto === 'tcp' ? TCP_LIMIT : q.udpSize;
-    const found = this.cache.get(q.key, now);
+    const found = this.cache.get(msg, q, now);
     if (found.state === 'fresh') {
       const e = found.entry;
       const out = renderAnswer(e, msg, q, limit, now);
@@ -135,7 +135,8 @@ export class Resolver {
       if (found.prefetch) this.prefetch(e);
       return out;
     }
-    const zone = this.table.route(q.key, q.nameLen);
+    const key = queryKey(msg, q);
+    const zone = this.table.route(key, q.nameLen);
     if (zone === undefined) {
       this.metrics.served(origin, 'none', q.qtype, RCODE_REFUSED, (performance.now() - started) / 1000);
       return emptyAnswer(msg, q.id, q.flags, q.questionEnd, RCODE_REFUSED, q.hasEdns, false, q.dnssecOk);
@@ -144,17 +145,17 @@ export class Resolver {
     if (found.state === 'stale' && zone.forwarder.allDown) {
       // Every upstream is known down: answer from the stale entry now and
       // let one background query find out whether they are back.
-      this.fly(zone, q.key, Buffer.from(entryQuestion(found.entry)), q.dnssecOk, q.checkingDisabled);
+      this.fly(zone, key, Buffer.from(entryQuestion(found.entry)), q.dnssecOk, q.checkingDisabled);
       return this.staleAnswer(found.entry, msg, q, origin, started);
     }
     // The waiter outlives the caller's buffer.
     const w: Waiter = { msg: Buffer.from(msg), q, reply: later(), origin, started };
-    const flight = this.inflight.get(q.key);
+    const flight = this.inflight.get(key);
     if (flight) {
       flight.waiters.push(w);
       return undefined;
     }
-    this.fly(zone, q.key, Buffer.from(msg.subarray(12, q.questionEnd)), q.dnssecOk, q.checkingDisabled).waiters.push(w);
+    this.fly(zone, key, Buffer.from(msg.subarray(12, q.questionEnd)), q.dnssecOk, q.checkingDisabled).waiters.push(w);
     return undefined;
   }
 
@@ -164,12 +165,13 @@ export class Resolver {
   }
 
   private prefetch(e: CacheEntry): void {
-    const zone = this.table.route(e.key, keyNameLen(e.key));
-    if (!zone || this.inflight.has(e.key)) return;
+    const key = e.key;
+    const zone = this.table.route(key, keyNameLen(key));
+    if (!zone || this.inflight.has(key)) return;
     e.prefetching = true;
     this.metrics.prefetch(zone.name);
-    const f = keyFlags(e.key);
-    this.fly(zone, e.key, Buffer.from(entryQuestion(e)), f.dnssecOk, f.checkingDisabled);
+    const f = keyFlags(key);
+    this.fly(zone, key, Buffer.from(entryQuestion(e)), f.dnssecOk, f.checkingDisabled);
   }
 
   /** Starts (or joins) the one upstream query for `key`. */

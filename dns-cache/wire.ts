@@ -32,8 +32,8 @@ export interface Query {
   readonly flags: number;
   /** Offset just past the question (the question is msg[12, questionEnd)). */
   readonly questionEnd: number;
-  /** Lowercased qname wire bytes + qtype + qclass + one DO/CD byte, as a latin1 string. */
-  readonly key: string;
+  /** Hash of the cache key (see queryKey), computed while parsing. */
+  readonly hash: number;
   /** Length of the qname in wire form (part of key). */
   readonly nameLen: number;
   readonly qtype: number;
@@ -61,6 +61,37 @@ const scratch = Buffer.allocUnsafe(264);
 
 /** A cache key is the wire name followed by this many bytes (qtype, qclass, DO/CD). */
 export const KEY_SUFFIX = 5;
+
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
+/** The hash parseQuery gives a query whose cache key is `key`. */
+export function keyHash(key: string): number {
+  let h = FNV_OFFSET;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), FNV_PRIME);
+  return h | 0;
+}
+
+/** The DO/CD byte that ends a cache key. */
+export function keyFlagsByte(dnssecOk: boolean, checkingDisabled: boolean): number {
+  return (dnssecOk ? 1 : 0) | (checkingDisabled ? 2 : 0);
+}
+
+/**
+ * A parsed query's cache key: lowercased qname wire bytes, qtype, qclass
+ * and one DO/CD byte, as a latin1 string. Only misses need it: hits are
+ * found by hash and compared with the cached question's bytes.
+ */
+export function queryKey(msg: Buffer, q: Query): string {
+  const nameLen = q.nameLen;
+  for (let i = 0; i < nameLen; i++) {
+    const c = msg[12 + i];
+    scratch[i] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+  }
+  msg.copy(scratch, nameLen, 12 + nameLen, q.questionEnd);
+  scratch[nameLen + 4] = keyFlagsByte(q.dnssecOk, q.checkingDisabled);
+  return scratch.toString('latin1', 0, nameLen + KEY_SUFFIX);
+}
 
 /** Length of the wire name at the start of a cache key. */
 export function keyNameLen(key: string): number {
@@ -118,19 +149,20 @@ export function parseQuery(msg: Buffer): Query | QueryRejection {
   if (an !== 0 || ns !== 0) return reject(msg, RCODE_FORMERR, 'answer or authority records in a query');
 
   // The question's name is the first name in the message, so any pointer in
-  // it is malformed: labels only, lowercased into scratch for the key.
+  // it is malformed: labels only, hashed lowercased as the cache key is.
   let off = 12;
-  let upper = false;
+  let h = FNV_OFFSET;
   for (;;) {
     if (off >= size) return reject(msg, RCODE_FORMERR, 'question name runs past the end');
     const len = msg[off];
+    h = Math.imul(h ^ len, FNV_PRIME);
     if (len === 0) break;
     if (len > 63) return reject(msg, RCODE_FORMERR, 'compressed or reserved label in the question');
     if (off + 1 + len > size) return reject(msg, RCODE_FORMERR, 'question label runs past the end');
     if (off - 12 + len + 2 > 255) return reject(msg, RCODE_FORMERR, 'question name longer than 255 bytes');
     for (let i = off + 1; i <= off + len; i++) {
       const c = msg[i];
-      if (c >= 0x41 && c <= 0x5a) upper = true;
+      h = Math.imul(h ^ (c >= 0x41 && c <= 0x5a ? c | 0x20 : c), FNV_PRIME);
     }
     off += len + 1;
   }
@@ -166,22 +198,10 @@ export function parseQuery(msg: Buffer): Query | QueryRejection {
   if (qtype === TYPE_AXFR || qtype === TYPE_IXFR) return reject(msg, RCODE_NOTIMP, 'zone transfer', questionEnd, hasEdns);
 
   const checkingDisabled = (flags & FLAG_CD) !== 0;
-  // The key is built in one flat string (no concatenation): lowercased name,
-  // qtype and qclass bytes, then one byte for DO and CD.
-  const nameLen = nameEnd - 12;
-  if (upper) {
-    for (let i = 0; i < nameLen; i++) {
-      const c = msg[12 + i];
-      scratch[i] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
-    }
-  } else {
-    msg.copy(scratch, 0, 12, nameEnd);
-  }
-  msg.copy(scratch, nameLen, nameEnd, questionEnd);
-  scratch[nameLen + 4] = (dnssecOk ? 1 : 0) | (checkingDisabled ? 2 : 0);
-  const key = scratch.toString('latin1', 0, nameLen + KEY_SUFFIX);
+  for (let i = nameEnd; i < questionEnd; i++) h = Math.imul(h ^ msg[i], FNV_PRIME);
+  h = Math.imul(h ^ keyFlagsByte(dnssecOk, checkingDisabled), FNV_PRIME);
   return {
-    id: msg.readUInt16BE(0), flags, questionEnd, key, nameLen, qtype, qclass,
+    id: msg.readUInt16BE(0), flags, questionEnd, hash: h | 0, nameLen: nameEnd - 12, qtype, qclass,
     hasEdns, udpSize, dnssecOk, checkingDisabled,
   };
 }

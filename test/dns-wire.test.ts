@@ -3,7 +3,7 @@ import test from 'ava';
 import dnsPacket from 'dns-packet';
 import { renderAnswer, storeAnswer } from '../dns-cache/answer.ts';
 import {
-  analyzeResponse, isRejection, parseQuery, RCODE_BADVERS, RCODE_FORMERR, RCODE_NOTIMP, type Query,
+  analyzeResponse, isRejection, parseQuery, queryKey, keyHash, RCODE_BADVERS, RCODE_FORMERR, RCODE_NOTIMP, type Query,
 } from '../dns-cache/wire.ts';
 import { ZoneTable, wireName, dottedName } from '../dns-cache/zones.ts';
 
@@ -56,15 +56,22 @@ test('parseQuery: key ignores case, includes type, class, DO and CD; EDNS size r
   const c = parseQuery(query('web.default.svc.cluster.local', 'AAAA')) as Query;
   const d = parseQuery(query('web.default.svc.cluster.local', 'A', { additionals: [opt(4096, dnsPacket.DNSSEC_OK)] })) as Query;
   t.false(isRejection(a));
-  t.is(a.key, b.key);
-  t.not(a.key, c.key);
-  t.not(a.key, d.key);
+  const key = (name: string, type = 'A', extra: Partial<dnsPacket.Packet> = {}): string => queryKey(query(name, type, extra), parseQuery(query(name, type, extra)) as Query);
+  const ka = key('Web.Default.SVC.cluster.local');
+  const kd = key('web.default.svc.cluster.local', 'A', { additionals: [opt(4096, dnsPacket.DNSSEC_OK)] });
+  t.is(ka, key('web.default.svc.CLUSTER.LOCAL'));
+  t.not(ka, key('web.default.svc.cluster.local', 'AAAA'));
+  t.not(ka, kd);
+  // The hash parsing gives is the hash of the key.
+  for (const [q, k] of [[a, ka], [b, ka], [d, kd]] as const) t.is(q.hash, keyHash(k));
+  t.not(a.hash, c.hash);
+  t.not(a.hash, d.hash);
   t.true(d.hasEdns && d.dnssecOk);
   t.is(d.udpSize, 4096);
   t.false(a.hasEdns);
   t.is(a.udpSize, 512);
   t.is(a.id, 0x1234);
-  t.is(dottedName(a.key.slice(0, a.nameLen)), 'web.default.svc.cluster.local.');
+  t.is(dottedName(ka.slice(0, a.nameLen)), 'web.default.svc.cluster.local.');
 });
 
 test('zones: the longest suffix wins, "." catches the rest, labels must match whole', (t) => {

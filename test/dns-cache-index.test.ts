@@ -1,0 +1,85 @@
+// The answer cache's index: entries found by key hash and matched against
+// their own cached question bytes, so two names whose keys hash alike must
+// still get their own answers, and eviction must unlink the right one.
+import test from 'ava';
+import dnsPacket from 'dns-packet';
+import { storeAnswer } from '../dns-cache/answer.ts';
+import { AnswerCache } from '../dns-cache/cache.ts';
+import { analyzeResponse, keyHash, parseQuery, queryKey, type Query } from '../dns-cache/wire.ts';
+
+// Two names whose cache keys (A, IN, no DO/CD) have the same 32-bit hash.
+const A = 'n162789.cluster.local';
+const B = 'n379192.cluster.local';
+const C = 'other.cluster.local';
+
+function query(name: string): Buffer {
+  return dnsPacket.encode({ type: 'query', id: 1, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type: 'A', class: 'IN' }] } as dnsPacket.Packet);
+}
+
+function parsed(name: string): { msg: Buffer; q: Query; key: string } {
+  const msg = query(name);
+  const q = parseQuery(msg) as Query;
+  return { msg, q, key: queryKey(msg, q) };
+}
+
+function stored(name: string, ip: string) {
+  const msg = dnsPacket.encode({
+    type: 'response', id: 1, flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ name, type: 'A', class: 'IN' }], answers: [{ name, type: 'A', ttl: 60, data: ip }],
+  } as dnsPacket.Packet);
+  const q = parsed(name);
+  const info = analyzeResponse(msg, msg.subarray(12, 12 + q.q.nameLen + 4));
+  if (!info) throw new Error('test response did not parse');
+  return storeAnswer(msg, info, { successTtl: 300, denialTtl: 30, minTtl: 0 }, Date.now());
+}
+
+function address(e: { buf: Buffer; base: number; len: number }): string {
+  const p = dnsPacket.decode(e.buf.subarray(e.base, e.base + e.len));
+  return String((p.answers?.[0] as { data?: unknown } | undefined)?.data);
+}
+
+const policy = { capacity: 10, serveStale: 0, prefetchAmount: 0, prefetchPercentage: 10 };
+
+test('the two test names really collide', (t) => {
+  t.is(parsed(A).q.hash, parsed(B).q.hash);
+  t.is(keyHash(parsed(A).key), keyHash(parsed(B).key));
+  t.not(parsed(A).key, parsed(B).key);
+});
+
+test('names with the same key hash each get their own entry, in any case', (t) => {
+  const cache = new AnswerCache();
+  const z = cache.zone('cluster.local.', policy);
+  cache.set(parsed(A).key, z, stored(A, '10.0.0.1'));
+  cache.set(parsed(B).key, z, stored(B, '10.0.0.2'));
+  const now = Date.now();
+  for (const [name, ip] of [[A, '10.0.0.1'], [B, '10.0.0.2'], [A.toUpperCase(), '10.0.0.1']]) {
+    const { msg, q } = parsed(name);
+    const found = cache.get(msg, q, now);
+    t.is(found.state, 'fresh', name);
+    if (found.state === 'fresh') t.is(address(found.entry), ip, name);
+  }
+  t.is(cache.get(parsed(C).msg, parsed(C).q, now).state, 'miss');
+  t.is(cache.size, 2);
+  // The key rebuilt from the entry is the query's key (refreshes use it).
+  const hit = cache.get(parsed(B).msg, parsed(B).q, now);
+  if (hit.state === 'fresh') t.is(hit.entry.key, parsed(B).key);
+});
+
+test('evicting one of two colliding entries leaves the other findable; a refresh replaces in place', (t) => {
+  const cache = new AnswerCache();
+  const z = cache.zone('cluster.local.', { ...policy, capacity: 2 });
+  cache.set(parsed(A).key, z, stored(A, '10.0.0.1'));
+  cache.set(parsed(B).key, z, stored(B, '10.0.0.2'));
+  cache.set(parsed(B).key, z, stored(B, '10.0.0.3'));
+  t.is(cache.size, 2);
+  cache.set(parsed(C).key, z, stored(C, '10.0.0.4'));
+  const now = Date.now();
+  t.is(cache.size, 2);
+  t.is(cache.evictions, 1);
+  t.is(cache.get(parsed(A).msg, parsed(A).q, now).state, 'miss', 'the oldest entry went');
+  const b = cache.get(parsed(B).msg, parsed(B).q, now);
+  t.is(b.state, 'fresh');
+  if (b.state === 'fresh') t.is(address(b.entry), '10.0.0.3');
+  t.truthy(cache.usable(parsed(C).key, now));
+  t.is(cache.usable(parsed(A).key, now), undefined);
+});
