@@ -256,7 +256,7 @@ const kh = half.get('kproxy');
 const mh = half.get('dnsmasq');
 const kRss = rssAfter;
 console.log(`kproxy cache entries after the 100k load: ${entries} (load: ${f(load.noerrorPct, 1)}% NOERROR); hot queries that reached the upstream during the peak runs: ${hitsReachedUpstream}`);
-console.log(`kproxy RSS: ${f(rssStart, 1)} MB at start (runtime, TypeScript loader, libraries), ${f(rssBefore, 1)} MB after the hot runs, ${f(rssAfterLoad, 1)} MB right after loading the 100k names, ${f(rssAfter, 1)} MB 15 s later (+${f(rssAfter - rssBefore, 1)} MB)`);
+console.log(`kproxy RSS: ${f(rssStart, 1)} MB at start (runtime and libraries), ${f(rssBefore, 1)} MB after the hot runs, ${f(rssAfterLoad, 1)} MB right after loading the 100k names, ${f(rssAfter, 1)} MB 15 s later (+${f(rssAfter - rssBefore, 1)} MB)`);
 console.log(`target throughput ≥ dnsmasq: ${k && base && k.qps >= base.qps ? 'met' : 'NOT met'} (${f(k?.qps ?? NaN)} vs ${f(base?.qps ?? NaN)}, ratio ${f((k?.qps ?? NaN) / (base?.qps ?? NaN), 2)})`);
 console.log(`target p99 at ${f(halfRate)} QPS ≤ dnsmasq: ${kh && mh && kh.p99Ms <= mh.p99Ms ? 'met' : 'NOT met'} (${f(kh?.p99Ms ?? NaN, 3)} vs ${f(mh?.p99Ms ?? NaN, 3)} ms)`);
 console.log(`target RSS < 100 MB with 100k names: ${kRss < 100 && entries >= MEM_NAMES * 0.99 ? 'met' : 'NOT met'} (${f(kRss, 1)} MB, ${entries} entries)`);
