@@ -147,20 +147,20 @@ export async function listen(addrs: readonly ListenAddress[], udpSockets: number
     log.warn({ err: native.message }, 'falling back to one system call per UDP datagram (udp_io: dgram)');
     io = 'dgram';
   }
+  const bindOne = async (a: ListenAddress, reusePort: boolean): Promise<{ sock: UdpSocket; port: number }> => {
+    if (io === 'batched') {
+      const sock = bindBatched(a, reusePort, resolver, log);
+      return { sock, port: sock.port };
+    }
+    const sock = await bindUdp(a, reusePort, resolver, log);
+    return { sock, port: sock.address().port };
+  };
   try {
     for (const a of addrs) {
-      let port: number;
-      if (io === 'batched') {
-        const first = bindBatched(a, udpSockets > 1, resolver, log);
-        udp.push(first);
-        port = first.port;
-        for (let i = 1; i < udpSockets; i++) udp.push(bindBatched({ host: a.host, port }, true, resolver, log));
-      } else {
-        const first = await bindUdp(a, udpSockets > 1, resolver, log);
-        udp.push(first);
-        port = first.address().port;
-        for (let i = 1; i < udpSockets; i++) udp.push(await bindUdp({ host: a.host, port }, true, resolver, log));
-      }
+      const first = await bindOne(a, udpSockets > 1);
+      udp.push(first.sock);
+      const port = first.port;
+      for (let i = 1; i < udpSockets; i++) udp.push((await bindOne({ host: a.host, port }, true)).sock);
       tcp.push(await bindTcp(a, port, resolver, log));
       bound.push({ host: a.host, port });
     }

@@ -10,7 +10,6 @@ export interface NativeModule {
   readonly ADDR_SLOT: number;
   open(host: string, port: number, reusePort: boolean, recvBufferSize: number, onBatch: (n: number) => number): NativeSocket;
   sendTo(handle: object, data: Uint8Array, addr: Uint8Array): number;
-  stats(handle: object): [number, number];
   close(handle: object): void;
   /** Returns freed C heap pages to the kernel (malloc_trim). */
   trim(): boolean;

@@ -24,8 +24,6 @@ export type Datagram = (msg: Buffer, later: () => Send) => Buffer | undefined;
 
 export interface BatchSocket {
   readonly port: number;
-  /** Datagrams sent, and sends the kernel refused. */
-  stats(): { sent: number; refused: number };
   close(): void;
 }
 
@@ -89,10 +87,6 @@ export function openBatchSocket(native: NativeModule, host: string, port: number
   meta = new Int32Array(s.meta);
   return {
     port: s.port,
-    stats() {
-      const [sent, refused] = handle ? native.stats(handle) : [0, 0];
-      return { sent, refused };
-    },
     close() {
       if (!open || !handle) return;
       open = false;

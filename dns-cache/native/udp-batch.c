@@ -47,7 +47,6 @@ typedef struct {
   int32_t *meta;     // in: [i] = length; out: [BATCH + k] = length, [2*BATCH + k] = source index
   uint8_t *addr;     // BATCH * ADDR_SLOT
   uint8_t *out;      // BATCH * OUT_SLOT
-  double stats[2];   // datagrams sent, datagrams the kernel refused
   struct mmsghdr rx[BATCH];
   struct iovec rxiov[BATCH];
   struct mmsghdr tx[BATCH];
@@ -105,13 +104,11 @@ static void send_queued(Sock *s, int n) {
     int r = sendmmsg(s->fd, s->tx + done, n - done, 0);
     if (r > 0) {
       done += r;
-      s->stats[0] += r;
     } else if (r < 0 && errno == EINTR) {
       continue;
     } else {
       // The first unsent datagram failed (buffer full, unreachable): skip it.
       done++;
-      s->stats[1]++;
     }
   }
 }
@@ -122,7 +119,8 @@ static void on_more(uv_idle_t *h);
 static void drain(Sock *s) {
   napi_env env = s->env;
   for (int round = 0; round < ROUNDS && s->fd >= 0; round++) {
-    for (int i = 0; i < BATCH; i++) s->rx[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
+    // A UDP peer address (sockaddr_in6 at most) fits the slot in front of its length byte.
+    for (int i = 0; i < BATCH; i++) s->rx[i].msg_hdr.msg_namelen = ADDR_SLOT - 1;
     int n = recvmmsg(s->fd, s->rx, BATCH, MSG_DONTWAIT, NULL);
     if (n <= 0) {
       uv_idle_stop(&s->more);
@@ -155,15 +153,19 @@ static void drain(Sock *s) {
     if (s->fd < 0) return;  // closed from JavaScript during the batch
     if (queued < 0) queued = 0;
     if (queued > BATCH) queued = BATCH;
+    // Entries that do not name a datagram of this batch are skipped.
+    int ready = 0;
     for (int k = 0; k < queued; k++) {
       int32_t len = s->meta[BATCH + k];
       int32_t src = s->meta[2 * BATCH + k];
-      if (len < 0 || len > OUT_SLOT || src < 0 || src >= n) len = 0;
-      s->txiov[k].iov_len = (size_t)len;
-      s->tx[k].msg_hdr.msg_name = s->rx[src < 0 || src >= n ? 0 : src].msg_hdr.msg_name;
-      s->tx[k].msg_hdr.msg_namelen = s->rx[src < 0 || src >= n ? 0 : src].msg_hdr.msg_namelen;
+      if (len < 0 || len > OUT_SLOT || src < 0 || src >= n) continue;
+      s->txiov[ready].iov_base = s->out + k * OUT_SLOT;
+      s->txiov[ready].iov_len = (size_t)len;
+      s->tx[ready].msg_hdr.msg_name = s->rx[src].msg_hdr.msg_name;
+      s->tx[ready].msg_hdr.msg_namelen = s->rx[src].msg_hdr.msg_namelen;
+      ready++;
     }
-    if (queued > 0) send_queued(s, queued);
+    if (ready > 0) send_queued(s, ready);
     if (n < BATCH) {
       uv_idle_stop(&s->more);
       return;
@@ -341,31 +343,9 @@ static napi_value SendTo(napi_env env, napi_callback_info info) {
   socklen_t namelen = ((uint8_t *)addr)[ADDR_SLOT - 1];
   if (namelen > ADDR_SLOT - 1) namelen = ADDR_SLOT - 1;
   ssize_t r = sendto(s->fd, data, dl, 0, (struct sockaddr *)addr, namelen);
-  if (r >= 0) s->stats[0]++;
-  else s->stats[1]++;
   napi_value out;
   napi_create_int32(env, r >= 0 ? (int32_t)r : -errno, &out);
   return out;
-}
-
-// stats(handle) -> [sent, refused]
-static napi_value Stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  void *p = NULL;
-  if (argc < 1 || napi_get_value_external(env, argv[0], &p) != napi_ok || !p) {
-    napi_throw_type_error(env, NULL, "stats(handle)");
-    return NULL;
-  }
-  Sock *s = p;
-  napi_value arr, v;
-  napi_create_array_with_length(env, 2, &arr);
-  for (uint32_t i = 0; i < 2; i++) {
-    napi_create_double(env, s->stats[i], &v);
-    napi_set_element(env, arr, i, v);
-  }
-  return arr;
 }
 
 // close(handle): stops reading and closes the socket (idempotent).
@@ -382,12 +362,11 @@ static napi_value Close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// Adds open, sendTo, stats, close and the slot sizes to `exports`.
+// Adds open, sendTo, close and the slot sizes to `exports`.
 void udp_batch_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"open", NULL, Open, NULL, NULL, NULL, napi_default, NULL},
     {"sendTo", NULL, SendTo, NULL, NULL, NULL, napi_default, NULL},
-    {"stats", NULL, Stats, NULL, NULL, NULL, napi_default, NULL},
     {"close", NULL, Close, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
