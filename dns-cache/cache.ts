@@ -162,6 +162,11 @@ export type Lookup =
 
 const MISS: Lookup = { state: 'miss' };
 
+/** Whether an expired entry (`left` <= 0 seconds to live) may still be served. */
+function inStaleWindow(e: CacheEntry, left: number): boolean {
+  return -left <= e.zone.policy.serveStale;
+}
+
 export class AnswerCache {
   /** Key hash -> the first entry with that hash (the rest chain through `next`). */
   private readonly byHash = new Map<number, CacheEntry>();
@@ -204,7 +209,7 @@ export class AnswerCache {
         left <= Math.max(1, (e.ttl * p.prefetchPercentage) / 100);
       return { state: 'fresh', entry: e, prefetch };
     }
-    if (-left <= e.zone.policy.serveStale) return { state: 'stale', entry: e };
+    if (inStaleWindow(e, left)) return { state: 'stale', entry: e };
     this.remove(e);
     return MISS;
   }
@@ -219,7 +224,8 @@ export class AnswerCache {
   usable(key: string, now: number): CacheEntry | undefined {
     const e = this.find(key);
     if (e === undefined) return undefined;
-    return remaining(e, now) > -e.zone.policy.serveStale ? e : undefined;
+    const left = remaining(e, now);
+    return left > 0 || inStaleWindow(e, left) ? e : undefined;
   }
 
   set(key: string, zone: ZoneCache, answer: StoredAnswer): void {

@@ -22,7 +22,7 @@ function parsed(name: string): { msg: Buffer; q: Query; key: string } {
   return { msg, q, key: queryKey(msg, q) };
 }
 
-function stored(name: string, ip: string) {
+function stored(name: string, ip: string, at = Date.now()) {
   const msg = dnsPacket.encode({
     type: 'response', id: 1, flags: dnsPacket.RECURSION_DESIRED,
     questions: [{ name, type: 'A', class: 'IN' }], answers: [{ name, type: 'A', ttl: 60, data: ip }],
@@ -30,7 +30,7 @@ function stored(name: string, ip: string) {
   const q = parsed(name);
   const info = analyzeResponse(msg, msg.subarray(12, 12 + q.q.nameLen + 4));
   if (!info) throw new Error('test response did not parse');
-  return storeAnswer(msg, info, { successTtl: 300, denialTtl: 30, minTtl: 0 }, Date.now());
+  return storeAnswer(msg, info, { successTtl: 300, denialTtl: 30, minTtl: 0 }, at);
 }
 
 function address(e: { buf: Buffer; base: number; len: number }): string {
@@ -82,4 +82,21 @@ test('evicting one of two colliding entries leaves the other findable; a refresh
   if (b.state === 'fresh') t.is(address(b.entry), '10.0.0.3');
   t.truthy(cache.usable(parsed(C).key, now));
   t.is(cache.usable(parsed(A).key, now), undefined);
+});
+
+test('lookups and refresh fallbacks agree on the serve-stale window, up to its last instant', (t) => {
+  const cache = new AnswerCache();
+  const z = cache.zone('cluster.local.', { ...policy, serveStale: 10 });
+  const t0 = 1_000_000_000_000;
+  cache.set(parsed(C).key, z, stored(C, '10.0.0.4', t0));
+  const { msg, q, key } = parsed(C);
+  const at = (s: number): number => t0 + s * 1000;
+  t.is(cache.get(msg, q, at(59)).state, 'fresh');
+  for (const s of [60, 65, 70]) {
+    t.is(cache.get(msg, q, at(s)).state, 'stale', `${s} s after storing`);
+    t.truthy(cache.usable(key, at(s)), `${s} s after storing`);
+  }
+  t.is(cache.usable(key, at(70.001)), undefined);
+  t.is(cache.get(msg, q, at(70.001)).state, 'miss');
+  t.is(cache.size, 0, 'an entry past the window is dropped');
 });
