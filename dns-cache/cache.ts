@@ -6,7 +6,7 @@
 // nothing and 100,000 names cost no 100,000 key strings.
 import { remaining, type AnswerKind, type StoredAnswer } from './answer.ts';
 import type { Slot } from './metrics.ts';
-import { KEY_SUFFIX, keyHash, keyNameLen, sameQuestion, type Query } from './wire.ts';
+import { KEY_SUFFIX, keyFlagsByte, keyHash, keyNameLen, sameQuestion, type Query } from './wire.ts';
 
 export interface ZoneCachePolicy {
   readonly capacity: number;
@@ -79,7 +79,7 @@ export class CacheEntry implements StoredAnswer {
 
   /** Whether this entry answers `q` (same question, any case; same DO/CD). */
   answers(msg: Buffer, q: Query): boolean {
-    return this.nameLen === q.nameLen && this.keyFlags === ((q.dnssecOk ? 1 : 0) | (q.checkingDisabled ? 2 : 0)) &&
+    return this.nameLen === q.nameLen && this.keyFlags === keyFlagsByte(q.dnssecOk, q.checkingDisabled) &&
       sameQuestion(msg, 12, this.buf, this.base + 12, q.nameLen + 4);
   }
 

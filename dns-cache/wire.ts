@@ -62,8 +62,10 @@ const scratch = Buffer.allocUnsafe(264);
 /** A cache key is the wire name followed by this many bytes (qtype, qclass, DO/CD). */
 export const KEY_SUFFIX = 5;
 
-const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
+// FNV-1a from a per-process random start, so names that collide cannot be
+// prepared in advance to turn lookups into long chain walks.
+const FNV_OFFSET = (0x811c9dc5 ^ Math.floor(Math.random() * 0x100000000)) | 0;
 
 /** The hash parseQuery gives a query whose cache key is `key`. */
 export function keyHash(key: string): number {

@@ -7,9 +7,6 @@ import { storeAnswer } from '../dns-cache/answer.ts';
 import { AnswerCache } from '../dns-cache/cache.ts';
 import { analyzeResponse, keyHash, parseQuery, queryKey, type Query } from '../dns-cache/wire.ts';
 
-// Two names whose cache keys (A, IN, no DO/CD) have the same 32-bit hash.
-const A = 'n162789.cluster.local';
-const B = 'n379192.cluster.local';
 const C = 'other.cluster.local';
 
 function query(name: string): Buffer {
@@ -37,6 +34,19 @@ function address(e: { buf: Buffer; base: number; len: number }): string {
   const p = dnsPacket.decode(e.buf.subarray(e.base, e.base + e.len));
   return String((p.answers?.[0] as { data?: unknown } | undefined)?.data);
 }
+
+// Two names whose cache keys (A, IN, no DO/CD) have the same 32-bit hash
+// in this process (the hash is seeded per process): found by trying names.
+const [A, B] = ((): [string, string] => {
+  const seen = new Map<number, string>();
+  for (let i = 0; ; i++) {
+    const name = `n${i}.cluster.local`;
+    const h = parsed(name).q.hash;
+    const other = seen.get(h);
+    if (other !== undefined) return [other, name];
+    seen.set(h, name);
+  }
+})();
 
 const policy = { capacity: 10, serveStale: 0, prefetchAmount: 0, prefetchPercentage: 10 };
 
