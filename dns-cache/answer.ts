@@ -88,9 +88,10 @@ export function storeAnswer(msg: Buffer, info: ResponseInfo, limits: TtlLimits, 
 /**
  * Renders `a` for one client. `staleTtl` >= 0 sets every TTL to it (a stale
  * answer); otherwise TTLs count down from storedAt. `limit` is the largest
- * message the transport takes (client's UDP size, or 65535 on TCP).
+ * message the transport takes (client's UDP size, or 65535 on TCP). With
+ * `into` the answer is written there and a view of it returned.
  */
-export function renderAnswer(a: StoredAnswer, query: Buffer, q: Query, limit: number, now: number, staleTtl = -1): Buffer {
+export function renderAnswer(a: StoredAnswer, query: Buffer, q: Query, limit: number, now: number, staleTtl = -1, into?: Buffer): Buffer {
   const src = a.buf;
   const b = a.base;
   const strip = !q.hasEdns && a.optStart >= 0;
@@ -99,7 +100,7 @@ export function renderAnswer(a: StoredAnswer, query: Buffer, q: Query, limit: nu
   if (len > limit) {
     return emptyAnswer(query, q.id, q.flags, q.questionEnd, a.rcode & 0xf, q.hasEdns, true, q.dnssecOk);
   }
-  const out = Buffer.allocUnsafe(len);
+  const out = into !== undefined && into.length >= len ? into.subarray(0, len) : Buffer.allocUnsafe(len);
   if (strip) {
     src.copy(out, 0, b, b + a.optStart);
     src.copy(out, a.optStart, b + a.optEnd, b + a.len);

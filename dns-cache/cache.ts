@@ -155,13 +155,6 @@ export class ZoneCache {
   }
 }
 
-export type Lookup =
-  | { readonly state: 'fresh'; readonly entry: CacheEntry; readonly prefetch: boolean }
-  | { readonly state: 'stale'; readonly entry: CacheEntry }
-  | { readonly state: 'miss' };
-
-const MISS: Lookup = { state: 'miss' };
-
 /** Whether an expired entry (`left` <= 0 seconds to live) may still be served. */
 function inStaleWindow(e: CacheEntry, left: number): boolean {
   return -left <= e.zone.policy.serveStale;
@@ -196,22 +189,30 @@ export class AnswerCache {
     }
   }
 
-  /** Looks a parsed query up (its hash, then its question bytes). */
-  get(msg: Buffer, q: Query, now: number): Lookup {
+  /**
+   * Looks a parsed query up (its hash, then its question bytes): the entry
+   * while it is fresh or inside its zone's serve-stale window (see
+   * remaining()), else undefined (an entry past the window is dropped).
+   */
+  get(msg: Buffer, q: Query, now: number): CacheEntry | undefined {
     let e = this.byHash.get(q.hash);
     while (e !== undefined && !e.answers(msg, q)) e = e.next;
-    if (e === undefined) return MISS;
+    if (e === undefined) return undefined;
     const left = remaining(e, now);
-    if (left > 0) {
-      e.hits++;
-      const p = e.zone.policy;
-      const prefetch = p.prefetchAmount > 0 && !e.prefetching && e.hits >= p.prefetchAmount &&
-        left <= Math.max(1, (e.ttl * p.prefetchPercentage) / 100);
-      return { state: 'fresh', entry: e, prefetch };
-    }
-    if (inStaleWindow(e, left)) return { state: 'stale', entry: e };
+    if (left > 0 || inStaleWindow(e, left)) return e;
     this.remove(e);
-    return MISS;
+    return undefined;
+  }
+
+  /**
+   * Counts a hit on a fresh entry with `left` seconds to live; true when the
+   * entry has become popular enough to be refreshed before it expires.
+   */
+  hit(e: CacheEntry, left: number): boolean {
+    e.hits++;
+    const p = e.zone.policy;
+    return p.prefetchAmount > 0 && !e.prefetching && e.hits >= p.prefetchAmount &&
+      left <= Math.max(1, (e.ttl * p.prefetchPercentage) / 100);
   }
 
   private find(key: string, hash = keyHash(key)): CacheEntry | undefined {

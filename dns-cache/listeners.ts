@@ -56,7 +56,8 @@ function bindUdp(a: ListenAddress, reusePort: boolean, resolver: Resolver, log: 
     // Answers may land after close (upstream replies during shutdown): drop them.
     const send = (out: Buffer): void => { if (open) sock.send(out, rinfo.port, rinfo.address); };
     const now = resolver.handle(msg, origin, () => send);
-    if (now) send(now);
+    // A queued send keeps its buffer; the resolver reuses a hit's memory.
+    if (now) send(Buffer.from(now));
   });
   return new Promise((resolve, reject) => {
     sock.once('error', (e) => reject(new Error(`cannot listen on udp ${a.host}:${a.port}: ${e.message}`)));
@@ -155,13 +156,30 @@ export async function listen(addrs: readonly ListenAddress[], udpSockets: number
     const sock = await bindUdp(a, reusePort, resolver, log);
     return { sock, port: sock.address().port };
   };
+  // Port 0 (tests): UDP picks the port, and TCP may find it taken by some
+  // connection's local port; then both try again on a new one.
+  const bindPair = async (a: ListenAddress): Promise<number> => {
+    for (let attempt = 1; ; attempt++) {
+      const first = await bindOne(a, udpSockets > 1);
+      const socks = [first.sock];
+      const port = first.port;
+      for (let i = 1; i < udpSockets; i++) socks.push((await bindOne({ host: a.host, port }, true)).sock);
+      udp.push(...socks);
+      try {
+        tcp.push(await bindTcp(a, port, resolver, log));
+        return port;
+      } catch (e) {
+        if (a.port !== 0 || attempt >= 10 || !/EADDRINUSE/.test((e as Error).message)) throw e;
+        for (const sock of socks) {
+          sock.close();
+          udp.splice(udp.indexOf(sock), 1);
+        }
+      }
+    }
+  };
   try {
     for (const a of addrs) {
-      const first = await bindOne(a, udpSockets > 1);
-      udp.push(first.sock);
-      const port = first.port;
-      for (let i = 1; i < udpSockets; i++) udp.push((await bindOne({ host: a.host, port }, true)).sock);
-      tcp.push(await bindTcp(a, port, resolver, log));
+      const port = await bindPair(a);
       bound.push({ host: a.host, port });
     }
   } catch (e) {

@@ -1,7 +1,7 @@
 // The query pipeline: parse → cache → (coalesced) forward → store → render.
 // Transport-free: listeners hand it a message and a reply function.
 import type { Logger } from '../proxy/log.ts';
-import { renderAnswer, storeAnswer, type StoredAnswer, type TtlLimits } from './answer.ts';
+import { remaining, renderAnswer, storeAnswer, type StoredAnswer, type TtlLimits } from './answer.ts';
 import { AnswerCache, entryQuestion, type CacheEntry, type ZoneCache } from './cache.ts';
 import type { DnsCacheConfig, ZoneSettings } from './config.ts';
 import { Forwarder, type Forwarded } from './forward.ts';
@@ -49,6 +49,8 @@ export function zoneLabel(suffix: string): string {
 
 export class Resolver {
   readonly cache = new AnswerCache();
+  /** Cache hits are rendered here (no allocation per answer). */
+  private readonly hitOut = Buffer.allocUnsafeSlow(TCP_LIMIT);
   private table = new ZoneTable<Zone>([]);
   private zoneList: Zone[] = [];
   private readonly inflight = new Map<string, Flight>();
@@ -106,7 +108,9 @@ export class Resolver {
   /**
    * Answers one query: returns the answer when it is ready now (cache hit,
    * error), else calls `later()` once for the Reply to send it with. `msg`
-   * may be reused by the caller once this returns.
+   * may be reused by the caller once this returns; a cache hit's answer is
+   * rendered into memory that the next call reuses, so the caller sends or
+   * copies it before then.
    */
   handle(msg: Buffer, origin: Origin, later: () => Reply): Buffer | undefined {
     const started = performance.now();
@@ -121,10 +125,10 @@ export class Resolver {
     }
     const now = Date.now();
     const limit = origin.proto === 'tcp' ? TCP_LIMIT : q.udpSize;
-    const found = this.cache.get(msg, q, now);
-    if (found.state === 'fresh') {
-      const e = found.entry;
-      const out = renderAnswer(e, msg, q, limit, now);
+    const e = this.cache.get(msg, q, now);
+    const left = e === undefined ? 0 : remaining(e, now);
+    if (e !== undefined && left > 0) {
+      const out = renderAnswer(e, msg, q, limit, now, -1, this.hitOut);
       let slot = e.slot;
       if (slot === undefined || e.slotOrigin !== origin) {
         slot = this.metrics.slot(origin, e.zone.name, q.qtype, e.rcode, e.kind);
@@ -132,7 +136,7 @@ export class Resolver {
         e.slotOrigin = origin;
       }
       this.metrics.servedHit(slot, (performance.now() - started) / 1000);
-      if (found.prefetch) this.prefetch(e);
+      if (this.cache.hit(e, left)) this.prefetch(e);
       return out;
     }
     const key = queryKey(msg, q);
@@ -142,11 +146,11 @@ export class Resolver {
       return emptyAnswer(msg, q.id, q.flags, q.questionEnd, RCODE_REFUSED, q.hasEdns, false, q.dnssecOk);
     }
     this.metrics.miss(zone.name);
-    if (found.state === 'stale' && zone.forwarder.allDown) {
+    if (e !== undefined && zone.forwarder.allDown) {
       // Every upstream is known down: answer from the stale entry now and
       // let one background query find out whether they are back.
-      this.fly(zone, key, Buffer.from(entryQuestion(found.entry)), q.dnssecOk, q.checkingDisabled);
-      return this.staleAnswer(found.entry, msg, q, origin, started);
+      this.fly(zone, key, Buffer.from(entryQuestion(e)), q.dnssecOk, q.checkingDisabled);
+      return this.staleAnswer(e, msg, q, origin, started);
     }
     // The waiter outlives the caller's buffer.
     const w: Waiter = { msg: Buffer.from(msg), q, reply: later(), origin, started };

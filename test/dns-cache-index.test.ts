@@ -3,8 +3,8 @@
 // still get their own answers, and eviction must unlink the right one.
 import test from 'ava';
 import dnsPacket from 'dns-packet';
-import { storeAnswer } from '../dns-cache/answer.ts';
-import { AnswerCache } from '../dns-cache/cache.ts';
+import { remaining, storeAnswer } from '../dns-cache/answer.ts';
+import { AnswerCache, type CacheEntry } from '../dns-cache/cache.ts';
 import { analyzeResponse, keyHash, parseQuery, queryKey, type Query } from '../dns-cache/wire.ts';
 
 const C = 'other.cluster.local';
@@ -48,6 +48,14 @@ const [A, B] = ((): [string, string] => {
   }
 })();
 
+/** What a lookup of `name` finds at `now`, and the entry. */
+function lookup(cache: AnswerCache, name: string, now: number): { state: 'fresh' | 'stale' | 'miss'; entry?: CacheEntry } {
+  const { msg, q } = parsed(name);
+  const entry = cache.get(msg, q, now);
+  if (entry === undefined) return { state: 'miss' };
+  return { state: remaining(entry, now) > 0 ? 'fresh' : 'stale', entry };
+}
+
 const policy = { capacity: 10, serveStale: 0, prefetchAmount: 0, prefetchPercentage: 10 };
 
 test('the two test names really collide', (t) => {
@@ -63,16 +71,14 @@ test('names with the same key hash each get their own entry, in any case', (t) =
   cache.set(parsed(B).key, z, stored(B, '10.0.0.2'));
   const now = Date.now();
   for (const [name, ip] of [[A, '10.0.0.1'], [B, '10.0.0.2'], [A.toUpperCase(), '10.0.0.1']]) {
-    const { msg, q } = parsed(name);
-    const found = cache.get(msg, q, now);
+    const found = lookup(cache, name, now);
     t.is(found.state, 'fresh', name);
-    if (found.state === 'fresh') t.is(address(found.entry), ip, name);
+    if (found.entry) t.is(address(found.entry), ip, name);
   }
-  t.is(cache.get(parsed(C).msg, parsed(C).q, now).state, 'miss');
+  t.is(lookup(cache, C, now).state, 'miss');
   t.is(cache.size, 2);
   // The key rebuilt from the entry is the query's key (refreshes use it).
-  const hit = cache.get(parsed(B).msg, parsed(B).q, now);
-  if (hit.state === 'fresh') t.is(hit.entry.key, parsed(B).key);
+  t.is(lookup(cache, B, now).entry?.key, parsed(B).key);
 });
 
 test('evicting one of two colliding entries leaves the other findable; a refresh replaces in place', (t) => {
@@ -86,10 +92,10 @@ test('evicting one of two colliding entries leaves the other findable; a refresh
   const now = Date.now();
   t.is(cache.size, 2);
   t.is(cache.evictions, 1);
-  t.is(cache.get(parsed(A).msg, parsed(A).q, now).state, 'miss', 'the oldest entry went');
-  const b = cache.get(parsed(B).msg, parsed(B).q, now);
+  t.is(lookup(cache, A, now).state, 'miss', 'the oldest entry went');
+  const b = lookup(cache, B, now);
   t.is(b.state, 'fresh');
-  if (b.state === 'fresh') t.is(address(b.entry), '10.0.0.3');
+  if (b.entry) t.is(address(b.entry), '10.0.0.3');
   t.truthy(cache.usable(parsed(C).key, now));
   t.is(cache.usable(parsed(A).key, now), undefined);
 });
@@ -99,14 +105,14 @@ test('lookups and refresh fallbacks agree on the serve-stale window, up to its l
   const z = cache.zone('cluster.local.', { ...policy, serveStale: 10 });
   const t0 = 1_000_000_000_000;
   cache.set(parsed(C).key, z, stored(C, '10.0.0.4', t0));
-  const { msg, q, key } = parsed(C);
+  const { key } = parsed(C);
   const at = (s: number): number => t0 + s * 1000;
-  t.is(cache.get(msg, q, at(59)).state, 'fresh');
+  t.is(lookup(cache, C, at(59)).state, 'fresh');
   for (const s of [60, 65, 70]) {
-    t.is(cache.get(msg, q, at(s)).state, 'stale', `${s} s after storing`);
+    t.is(lookup(cache, C, at(s)).state, 'stale', `${s} s after storing`);
     t.truthy(cache.usable(key, at(s)), `${s} s after storing`);
   }
   t.is(cache.usable(key, at(70.001)), undefined);
-  t.is(cache.get(msg, q, at(70.001)).state, 'miss');
+  t.is(lookup(cache, C, at(70.001)).state, 'miss');
   t.is(cache.size, 0, 'an entry past the window is dropped');
 });
