@@ -10,15 +10,14 @@
 // commit runs in the tool's system time). Then repeats the DNAT shape with
 // the jumps from PREROUTING/OUTPUT removed (the graph unreachable from any
 // built-in chain, or from one) to show what the walk costs. Needs root, iptables, ipset, iproute2.
-import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { IptablesBackend } from '../modes/iptables/backend.ts';
 import { flagValue } from './args.ts';
+import { childrenCpu, endpoint, ipv4, pct, service as benchService, withNetns } from './fixtures.ts';
 import { netnsExec, toolPath } from '../modes/exec.ts';
 import { svcChain } from '../modes/iptables/names.ts';
 import { silentLogger } from '../proxy/log.ts';
-import { fullChanges, serviceKey, type Endpoint, type ServicePortState } from '../proxy/model.ts';
+import { fullChanges, type ServicePortState } from '../proxy/model.ts';
 
 const argv = process.argv.slice(2);
 const get = (flag: string, d: string): string => flagValue(argv, flag) ?? d;
@@ -29,26 +28,8 @@ const variant = get('--variant', 'nft');
 if (variant !== 'nft' && variant !== 'legacy') throw new Error('--variant must be nft or legacy');
 if (process.getuid?.() !== 0) throw new Error('creates a network namespace: run as root');
 
-const ipv4 = (x: number): string => `${(x >>> 24) & 255}.${(x >>> 16) & 255}.${(x >>> 8) & 255}.${x & 255}`;
-const ep = (ip: string): Endpoint => ({ ip, port: 8080, isLocal: false, ready: true, serving: true, terminating: false });
-
-function service(i: number): ServicePortState {
-  const name = `bench/svc${i}:http`;
-  const eps = Array.from({ length: e }, (_, j) => ep(ipv4((10 << 24) + i * (e + 1) + j + 1)));
-  return {
-    name, key: serviceKey(4, name, 'TCP'), namespace: 'bench', serviceName: `svc${i}`, portName: 'http', protocol: 'TCP', family: 4,
-    clusterIP: ipv4((172 << 24) + (16 << 16) + i + 1), port: 80, nodePort: 0, externalIPs: [], loadBalancerIPs: [], loadBalancerSourceRanges: [],
-    healthCheckNodePort: 0, affinityTimeoutSeconds: 0, externalPolicyLocal: false, internalPolicyLocal: false,
-    clusterEndpoints: eps, localEndpoints: [], allReachableEndpoints: eps, hasEndpoints: true,
-  };
-}
-
-/** [user, system] CPU ms of waited-for children (CLK_TCK=100). */
-function kids(): [number, number] {
-  const stat = readFileSync('/proc/self/stat', 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return [Number(f[13]) * 10, Number(f[14]) * 10];
-}
+const service = (i: number): ServicePortState =>
+  benchService(i, Array.from({ length: e }, (_, j) => endpoint(ipv4((10 << 24) + i * (e + 1) + j + 1))), ipv4((172 << 24) + (16 << 16) + i + 1));
 
 function restore(ns: string, text: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -62,20 +43,17 @@ function restore(ns: string, text: string): Promise<void> {
 
 async function measure(ns: string, label: string, batch: (k: number) => string): Promise<void> {
   const wall: number[] = [];
-  const [u0, s0] = kids();
+  const c0 = childrenCpu();
   for (let k = 0; k < runs; k++) {
     const t0 = performance.now();
     await restore(ns, batch(k));
     wall.push(performance.now() - t0);
   }
-  const [u1, s1] = kids();
-  wall.sort((a, b) => a - b);
-  console.log(`| ${label} | ${wall[Math.floor(runs / 2)].toFixed(1)} | ${((u1 - u0) / runs).toFixed(1)} | ${((s1 - s0) / runs).toFixed(1)} |`);
+  const c1 = childrenCpu();
+  console.log(`| ${label} | ${pct(wall, 50).toFixed(1)} | ${((c1.user - c0.user) / runs).toFixed(1)} | ${((c1.system - c0.system) / runs).toFixed(1)} |`);
 }
 
-const ns = `kpx-cc-${randomBytes(3).toString('hex')}`;
-execFileSync(toolPath('ip'), ['netns', 'add', ns]);
-try {
+await withNetns(async (ns) => {
   process.env.KPROXY_IPTABLES_VARIANT = variant;
   const b = new IptablesBackend({ families: [4], clusterCIDRs: ['10.0.0.0/8'], masqueradeAll: false, nodePortAddresses: [], masqueradeBit: 14, exec: netnsExec(ns) }, silentLogger());
   const services = new Map<string, ServicePortState>();
@@ -90,17 +68,19 @@ try {
   console.log(`${variant}: loaded ${n} Services × ${e} endpoints (${r.batchLines} lines) in ${((performance.now() - t0) / 1000).toFixed(1)} s; ${runs} runs per shape`);
   console.log('\n| batch (nat table, --noflush) | wall p50 ms | tool user ms | tool system ms |\n|---|---|---|---|');
 
-  const svc = svcChain('bench/svc5000:http', 'TCP');
+  // A Service in the middle of the table.
+  const mid = Math.floor(n / 2);
+  const svc = svcChain(`bench/svc${mid}:http`, 'TCP');
   const dnat = (k: number): string => `-p tcp -m comment --comment "x -> 11.0.0.${(k % 250) + 1}:8080" -j DNAT --to-destination 11.0.0.${(k % 250) + 1}:8080`;
-  const clusterIP = service(5000).clusterIP;
-  const dispatch = `-d ${clusterIP}/32 -p tcp -m comment --comment "bench/svc5000:http cluster IP" -m tcp --dport 80 -j ${svc}`;
+  const clusterIP = service(mid).clusterIP;
+  const dispatch = `-d ${clusterIP}/32 -p tcp -m comment --comment "bench/svc${mid}:http cluster IP" -m tcp --dport 80 -j ${svc}`;
   // The Service chain as a partial sync rewrites it for one endpoint change.
   const svcText = (k: number): string => {
-    const lines = [`-A ${svc} ! -s 10.0.0.0/8 -d ${clusterIP}/32 -p tcp -m comment --comment "bench/svc5000:http cluster IP" -m tcp --dport 80 -j MARK --set-xmark 0x4000/0x4000`];
+    const lines = [`-A ${svc} ! -s 10.0.0.0/8 -d ${clusterIP}/32 -p tcp -m comment --comment "bench/svc${mid}:http cluster IP" -m tcp --dport 80 -j MARK --set-xmark 0x4000/0x4000`];
     for (let j = 0; j < e; j++) {
-      const ip = j === 0 ? `11.1.${k % 250}.1` : ipv4((10 << 24) + 5000 * (e + 1) + j + 1);
+      const ip = j === 0 ? `11.1.${k % 250}.1` : ipv4((10 << 24) + mid * (e + 1) + j + 1);
       const stat = j < e - 1 ? ` -m statistic --mode random --probability ${(1 / (e - j)).toFixed(10)}` : '';
-      lines.push(`-A ${svc} -p tcp -m comment --comment "bench/svc5000:http -> ${ip}:8080"${stat} -j DNAT --to-destination ${ip}:8080`);
+      lines.push(`-A ${svc} -p tcp -m comment --comment "bench/svc${mid}:http -> ${ip}:8080"${stat} -j DNAT --to-destination ${ip}:8080`);
     }
     return lines.join('\n');
   };
@@ -116,9 +96,9 @@ try {
   // The appends above left rules 0..runs-1 in the chain: delete them one per run.
   await measure(ns, 'delete a DNAT rule from a reachable KUBE-SVC chain (`-D`)', (k) => nat(`-D ${svc} ${dnat(k)}`));
   await measure(ns, 'rewrite a KUBE-SVC chain (flush + 11 rules: one endpoint changed)', (k) => nat(`:${svc} - [0:0]\n${svcText(k)}`));
-  await measure(ns, '`-D` + `-I` of its KUBE-SERVICES rule (jump)', () => nat(`-D KUBE-SERVICES ${dispatch}\n-I KUBE-SERVICES 5001 ${dispatch}`));
+  await measure(ns, '`-D` + `-I` of its KUBE-SERVICES rule (jump)', () => nat(`-D KUBE-SERVICES ${dispatch}\n-I KUBE-SERVICES ${mid + 1} ${dispatch}`));
   // Alternately remove and re-add the rule: each run changes the table.
-  await measure(ns, '`-D` of a KUBE-SERVICES rule / `-I ... 5001` it back (alternating)', (k) => nat(k % 2 ? `-I KUBE-SERVICES 5001 ${dispatch}` : `-D KUBE-SERVICES ${dispatch}`));
+  await measure(ns, '`-D` of a KUBE-SERVICES rule / `-I` it back at its place (alternating)', (k) => nat(k % 2 ? `-I KUBE-SERVICES ${mid + 1} ${dispatch}` : `-D KUBE-SERVICES ${dispatch}`));
   await measure(ns, '`-I KUBE-SERVICES 1` / `-D` (alternating)', (k) => nat(k % 2 ? `-D KUBE-SERVICES ${dispatch}` : `-I KUBE-SERVICES 1 ${dispatch}`));
 
   // Only one built-in chain jumping into the graph: is the walk per built-in chain?
@@ -132,6 +112,4 @@ try {
   await measure(ns, 'unhooked (no jump from PREROUTING/OUTPUT): add a DNAT rule to a new chain', (k) => nat(`:KPX-TEST - [0:0]\n-A KPX-TEST ${dnat(k)}`));
   await measure(ns, 'unhooked: rewrite a KUBE-SVC chain (one endpoint changed)', (k) => nat(`:${svc} - [0:0]\n${svcText(k)}`));
   await measure(ns, 'unhooked: empty (`*nat` / `COMMIT`)', () => nat(''));
-} finally {
-  execFileSync(toolPath('ip'), ['netns', 'del', ns]);
-}
+}, 'kpx-cc');

@@ -14,16 +14,15 @@
 // gets; --semi-space MB overrides the semi-space size, --semi-space default
 // measures with Node's defaults (RSS at 10,000 Services depends more on V8's
 // young generation than on what kproxy keeps).
-import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { IptablesBackend } from '../modes/iptables/backend.ts';
 import { flagValue } from './args.ts';
+import { childrenCpu, endpoint, ipv4, pct, service as benchService, withNetns } from './fixtures.ts';
 import { netnsExec, toolPath } from '../modes/exec.ts';
 import { sepChain, svcChain } from '../modes/iptables/names.ts';
 import { silentLogger } from '../proxy/log.ts';
 import { kproxyNodeFlags } from '../test/helpers/kproxy-process.ts';
-import { fullChanges, serviceKey, type Endpoint, type NodeState, type ServicePortState } from '../proxy/model.ts';
+import { fullChanges, type Endpoint, type NodeState, type ServicePortState } from '../proxy/model.ts';
 
 interface Args { sizes: number[]; endpoints: number; variants: ('nft' | 'legacy')[]; peerTimeoutS: number; changes: number; nodeFlags: string[] }
 
@@ -54,53 +53,22 @@ function nodeFlags(semiSpace: string | undefined): string[] {
   return [...own, `--max-semi-space-size=${semiSpace}`];
 }
 
-const ipv4 = (n: number): string => `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 const clusterIP = (i: number): string => ipv4(((172 << 24) | (16 << 16)) + i + 1);
 const endpointIP = (i: number, j: number, e: number): string => ipv4((10 << 24) + i * (e + 1) + j + 1);
-
-function endpoint(ip: string): Endpoint {
-  return { ip, port: 8080, isLocal: false, ready: true, serving: true, terminating: false };
-}
-
-function service(i: number, eps: Endpoint[]): ServicePortState {
-  const name = `bench/svc${i}:http`;
-  return {
-    name, key: serviceKey(4, name, 'TCP'), namespace: 'bench', serviceName: `svc${i}`, portName: 'http', protocol: 'TCP', family: 4,
-    clusterIP: clusterIP(i), port: 80, nodePort: 0, externalIPs: [], loadBalancerIPs: [], loadBalancerSourceRanges: [],
-    healthCheckNodePort: 0, affinityTimeoutSeconds: 0, externalPolicyLocal: false, internalPolicyLocal: false,
-    clusterEndpoints: eps, localEndpoints: [], allReachableEndpoints: eps, hasEndpoints: eps.length > 0,
-  };
-}
+const service = (i: number, eps: Endpoint[]): ServicePortState => benchService(i, eps, clusterIP(i));
 
 function state(services: Map<string, ServicePortState>): NodeState {
   return { nodeName: 'bench', nodeIPs: ['192.168.0.2'], services };
 }
 
-function withNetns<T>(fn: (ns: string) => Promise<T>): Promise<T> {
-  const ns = `kpx-bench-${randomBytes(3).toString('hex')}`;
-  execFileSync(toolPath('ip'), ['netns', 'add', ns]);
-  return fn(ns).finally(() => execFileSync(toolPath('ip'), ['netns', 'del', ns]));
-}
-
-/**
- * CPU time (ms) of this process's waited-for children: the kernel tools
- * (`ip netns exec` execs the tool in place). CPU time, unlike wall time,
- * stays meaningful on a machine shared with other work. Assumes CLK_TCK=100.
- */
-function childrenCpuMs(): number {
-  const stat = readFileSync('/proc/self/stat', 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[13]) + Number(f[14])) * 10;
-}
+const childrenCpuMs = (): number => {
+  const c = childrenCpu();
+  return c.user + c.system;
+};
 
 function ownCpuMs(since: NodeJS.CpuUsage): number {
   const u = process.cpuUsage(since);
   return (u.user + u.system) / 1000;
-}
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 
 /** Runs a tool in a namespace with stdin, returning wall-clock ms, or undefined after the timeout. */

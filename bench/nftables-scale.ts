@@ -23,6 +23,7 @@ import { ToolError, type Exec } from '../modes/exec.ts';
 import { silentLogger } from '../proxy/log.ts';
 import { fullChanges, serviceKey, type Endpoint, type NodeState, type ServicePortState } from '../proxy/model.ts';
 import { flagValue } from './args.ts';
+import { endpoint, ipv4, pct, service as benchService, withNetns } from './fixtures.ts';
 
 interface Args { services: number; endpoints: number; datapath: boolean; peer: boolean; kproxy: boolean; peerTimeoutS: number; changes: number }
 
@@ -37,7 +38,6 @@ function parseArgs(argv: string[]): Args {
   return { services, endpoints, datapath: argv.includes('--datapath'), peer: !argv.includes('--no-peer'), kproxy: !argv.includes('--no-kproxy'), peerTimeoutS: Number(get('--peer-timeout') ?? 900), changes: 20 };
 }
 
-export const ipv4 = (n: number): string => `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 export const vip = (i: number): string => ipv4(((10 << 24) | (96 << 16)) + i + 1);
 /** Address of listener `j` (0-based, < 250) in the backend namespace for the first (0) or last (1) Service dialled. */
 export const listenerIP = (side: 0 | 1, j: number): string => `10.250.${side + 1}.${j + 1}`;
@@ -51,46 +51,11 @@ function endpointIP(i: number, j: number, a: Args): string {
   return syntheticIP(i, j, a.endpoints);
 }
 
-export const endpoint = (ip: string): Endpoint => ({ ip, port: 8080, isLocal: false, ready: true, serving: true, terminating: false });
-
-export function service(i: number, eps: Endpoint[]): ServicePortState {
-  const name = `bench/svc${i}:http`;
-  return {
-    name, key: serviceKey(4, name, 'TCP'), namespace: 'bench', serviceName: `svc${i}`, portName: 'http', protocol: 'TCP', family: 4,
-    clusterIP: vip(i), port: 80, nodePort: 0, externalIPs: [], loadBalancerIPs: [], loadBalancerSourceRanges: [],
-    healthCheckNodePort: 0, affinityTimeoutSeconds: 0, externalPolicyLocal: false, internalPolicyLocal: false,
-    clusterEndpoints: eps, localEndpoints: [], allReachableEndpoints: eps, hasEndpoints: eps.length > 0,
-  };
-}
+export { endpoint, withNetns };
+export const service = (i: number, eps: Endpoint[]): ServicePortState => benchService(i, eps, vip(i));
 
 export const ip = '/usr/sbin/ip';
 export const sh = (args: string[]): string => execFileSync(ip, args).toString();
-
-export async function withNetns<T>(fn: (ns: string) => Promise<T>, prefix = 'kpx-nftbench'): Promise<T> {
-  const ns = `${prefix}-${process.pid}-${randomBytes(3).toString('hex')}`;
-  sh(['netns', 'add', ns]);
-  try {
-    return await fn(ns);
-  } finally {
-    killAll(ns);
-    sh(['netns', 'del', ns]);
-  }
-}
-
-function killAll(ns: string): void {
-  for (const pid of sh(['netns', 'pids', ns]).split('\n').filter(Boolean)) {
-    try {
-      process.kill(Number(pid), 'SIGKILL');
-    } catch {
-      // gone already
-    }
-  }
-}
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-}
 
 const fmt = (ms: number | undefined): string => (ms === undefined ? 'timeout' : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
 

@@ -35,6 +35,7 @@ import { nodeObject, serviceObject, sliceObject, type ServiceSpec } from '../tes
 import { syntheticService, syntheticSlice } from '../test/fixtures/proxy/synthetic.ts';
 import { triggerTimeAnnotation } from '../proxy/tracker.ts';
 import { flagValue } from './args.ts';
+import { pct } from './fixtures.ts';
 
 type Variant = 'nft' | 'legacy';
 
@@ -361,11 +362,6 @@ async function systemVariant(): Promise<Variant> {
 
 // ---- report ----
 
-function pct(xs: readonly number[], p: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
-}
 
 const sec = (ms: number): string => (Number.isFinite(ms) ? (ms / 1000).toFixed(ms < 10_000 ? 2 : 1) : '–');
 
