@@ -3,15 +3,15 @@
 // the kernel has no dummy driver), NOTRACK/ACCEPT rules, teardown. Then the
 // whole `kproxy dns-cache` in a namespace, queried with dig.
 import test from 'ava';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { netnsExec, toolPath } from '../modes/exec.ts';
 import { silentLogger } from '../proxy/log.ts';
 import { NodeSetup, notrackRules } from '../dns-cache/node-setup.ts';
+import { createNetns, deleteNetns } from './helpers/netns.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 
@@ -26,25 +26,11 @@ function requireTools(): void {
   }
 }
 
-function newNamespace(): string {
-  const ns = `kpdns-${process.pid}-${randomBytes(3).toString('hex')}`;
-  const r = spawnSync(toolPath('ip'), ['netns', 'add', ns]);
-  if (r.status !== 0) throw new Error(`ip netns add ${ns}: ${r.stderr}`);
-  spawnSync(toolPath('ip'), ['-n', ns, 'link', 'set', 'lo', 'up']);
-  return ns;
-}
-
-function deleteNamespace(ns: string): void {
-  spawnSync(toolPath('ip'), ['netns', 'pids', ns], { encoding: 'utf8' }).stdout?.split('\n').filter(Boolean)
-    .forEach((pid) => { try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ } });
-  spawnSync(toolPath('ip'), ['netns', 'del', ns]);
-}
-
 const listen = [{ host: '169.254.20.10', port: 53 }, { host: '10.96.0.10', port: 53 }];
 
 test('set-up puts the listen addresses on the node with NOTRACK rules; teardown removes them', async (t) => {
   requireTools();
-  const ns = newNamespace();
+  const ns = await createNetns('kpdns');
   const exec = netnsExec(ns);
   try {
     const setup = new NodeSetup(exec, { interfaceName: 'nodelocaldns', addresses: listen, setupInterface: true, setupIptables: true }, silentLogger());
@@ -75,13 +61,13 @@ test('set-up puts the listen addresses on the node with NOTRACK rules; teardown 
     const addrsAfter = (await exec('ip', ['-o', 'addr', 'show'])).stdout;
     for (const a of listen) t.false(addrsAfter.includes(`${a.host}/32`), addrsAfter);
   } finally {
-    deleteNamespace(ns);
+    await deleteNetns(ns);
   }
 });
 
 test('kproxy dns-cache in a namespace: answers dig on 169.254.20.10:53, cleans up on SIGTERM unless --skip-teardown', async (t) => {
   requireTools();
-  const ns = newNamespace();
+  const ns = await createNetns('kpdns');
   const dir = mkdtempSync(join(tmpdir(), 'kproxy-dns-ns-'));
   const script = join(dir, 'run.ts');
   // One process in the namespace: the "kube-dns" test server and the cache.
@@ -123,7 +109,7 @@ process.exit(code);
     t.true((await exec('ip', ['-o', 'addr', 'show'])).stdout.includes('169.254.20.10'), '--skip-teardown keeps the address');
     t.true((await exec('iptables', ['-w', '-t', 'raw', '-S'])).stdout.includes('kproxy dns-cache'), '--skip-teardown keeps the rules');
   } finally {
-    deleteNamespace(ns);
+    await deleteNetns(ns);
     rmSync(dir, { recursive: true, force: true });
   }
 });

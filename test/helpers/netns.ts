@@ -132,6 +132,19 @@ async function killAndDelete(ns: string): Promise<void> {
   await ip(['netns', 'del', ns]).catch(() => { /* already gone */ });
 }
 
+/** A new namespace named `<prefix>-<pid>-<random>` with its loopback up. */
+export async function createNetns(prefix: string): Promise<string> {
+  const name = `${prefix}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  await ip(['netns', 'add', name]);
+  await ip(['-n', name, 'link', 'set', 'lo', 'up']);
+  return name;
+}
+
+/** Kills what runs in the namespace and removes it (no error when it is gone). */
+export function deleteNetns(name: string): Promise<void> {
+  return killAndDelete(name);
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
