@@ -1,6 +1,7 @@
 // /health (for the DaemonSet's probes) and /metrics (Prometheus), on one
 // server when both addresses are the same.
-import http from 'node:http';
+import type { ServerResponse } from 'node:http';
+import { listenHttp, sendNotFound, type HttpHandle } from '../proxy/http-server.ts';
 import type { Registry } from 'prom-client';
 import { parseHostPort } from './config.ts';
 
@@ -11,29 +12,20 @@ export interface HttpEndpoints {
   close(): Promise<void>;
 }
 
-type Route = (res: http.ServerResponse) => void;
+type Route = (res: ServerResponse) => void;
 
-function serve(addr: string, routes: Record<string, Route>): Promise<http.Server> {
+function serve(addr: string, routes: Record<string, Route>): Promise<HttpHandle> {
   const hp = parseHostPort(addr, undefined);
   if (typeof hp === 'string') return Promise.reject(new Error(hp));
-  const server = http.createServer((req, res) => {
+  return listenHttp(`dns-cache ${Object.keys(routes).join(' and ')}`, (req, res) => {
     const route = routes[(req.url ?? '/').split('?')[0]];
-    if (!route || (req.method !== 'GET' && req.method !== 'HEAD')) {
-      res.writeHead(404).end('not found\n');
-      return;
-    }
-    route(res);
-  });
-  return new Promise((resolve, reject) => {
-    server.once('error', (e) => reject(new Error(`cannot serve http on ${addr}: ${e.message}`)));
-    server.listen({ host: hp.host, port: hp.port }, () => resolve(server));
-  });
+    if (!route || (req.method !== 'GET' && req.method !== 'HEAD')) sendNotFound(res);
+    else route(res);
+  }, hp.port, hp.host);
 }
 
-function boundAddr(s: http.Server): string {
-  const a = s.address();
-  if (a === null || typeof a === 'string') return String(a);
-  return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+function boundAddr(s: HttpHandle): string {
+  return s.host.includes(':') ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`;
 }
 
 export async function startHttp(healthAddr: string, metricsAddr: string, healthy: () => string | undefined, registry: Registry): Promise<HttpEndpoints> {
@@ -48,7 +40,7 @@ export async function startHttp(healthAddr: string, metricsAddr: string, healthy
       (e: unknown) => res.writeHead(500).end(`${(e as Error).message}\n`),
     );
   };
-  const servers: http.Server[] = [];
+  const servers: HttpHandle[] = [];
   let healthBound = '';
   let metricsBound = '';
   try {
@@ -69,12 +61,12 @@ export async function startHttp(healthAddr: string, metricsAddr: string, healthy
       }
     }
   } catch (e) {
-    for (const s of servers) s.close();
+    await Promise.all(servers.map((s) => s.close()));
     throw e;
   }
   return {
     health: healthBound,
     metrics: metricsBound,
-    close: () => Promise.all(servers.map((s) => new Promise<void>((r) => { s.closeAllConnections(); s.close(() => r()); }))).then(() => undefined),
+    close: () => Promise.all(servers.map((s) => s.close())).then(() => undefined),
   };
 }
