@@ -15,6 +15,7 @@ import type { Backend, SyncResult } from '../modes/backend.ts';
 import type { Logger } from './log.ts';
 import type { Changes, NodeState, StaleUdpEndpoint } from './model.ts';
 import type { ServiceTracker } from './tracker-api.ts';
+import { Backoff } from './source/backoff.ts';
 
 export interface Clock {
   now(): number;
@@ -95,7 +96,8 @@ export class Runner {
   private tokens: number;
   private lastRefill = 0;
   private retryAt: number | undefined;
-  private backoffMs: number;
+  /** Retry delays after failed syncs (no jitter: one node's retries need no spreading). */
+  private readonly backoff: Backoff;
   private nextDriftCheck = 0;
   private lastFull = 0;
   private timer: unknown;
@@ -116,7 +118,7 @@ export class Runner {
     this.fullPeriodMs = opts.fullSyncPeriodMs ?? hour;
     this.burst = Math.max(1, opts.burstSyncs ?? 2);
     this.retryInitialMs = Math.min(opts.retryInitialMs ?? Math.max(1000, opts.minSyncPeriodMs), opts.syncPeriodMs);
-    this.backoffMs = this.retryInitialMs;
+    this.backoff = new Backoff(Math.max(1, this.retryInitialMs), Math.max(1, this.retryInitialMs, this.periodMs), 0);
     this.tokens = this.burst;
   }
 
@@ -225,7 +227,7 @@ export class Runner {
         // Only a bug gets here (backend errors are results); try again in full.
         this.deps.log.error({ err }, 'sync crashed');
         this.deps.tracker.requestFull();
-        this.retryAt = this.clock.now() + this.backoffMs;
+        this.retryAt = this.clock.now() + this.backoff.next();
       });
     }
     if (!this.busy && !this.checking && now >= this.nextDriftCheck) {
@@ -292,7 +294,7 @@ export class Runner {
     if (ok) {
       if (changes.full) this.lastFull = startedAt;
       this.retryAt = undefined;
-      this.backoffMs = this.retryInitialMs;
+      this.backoff.reset();
       this.owedUdp = undefined;
       if (this.deps.afterSync) {
         try {
@@ -305,9 +307,9 @@ export class Runner {
       // The snapshot consumed the changes; a full sync brings them back.
       tracker.requestFull();
       this.owedUdp = { staleUdpEndpoints: changes.staleUdpEndpoints, staleUdpServiceIPs: changes.staleUdpServiceIPs };
-      this.retryAt = finishedAt + this.backoffMs;
-      log.error({ err: result.error, retryInMs: this.backoffMs }, 'sync failed; retrying with a full sync');
-      this.backoffMs = Math.min(this.backoffMs * 2, this.periodMs);
+      const retryInMs = this.backoff.next();
+      this.retryAt = finishedAt + retryInMs;
+      log.error({ err: result.error, retryInMs }, 'sync failed; retrying with a full sync');
       if (queuedBefore !== undefined) this.queuedAt = Math.min(queuedBefore, this.queuedAt ?? Infinity);
     }
     const report: SyncReport = {
