@@ -2,7 +2,7 @@
 // until the initial list is complete, then builds the tracker: the IP
 // families the tracker needs depend on this node's addresses, which only
 // the listed Node object knows.
-import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
+import type { KubeConfig, V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import type { ProxyConfig } from './config.ts';
 import { KproxyError } from './errors.ts';
 import type { Logger } from './log.ts';
@@ -38,6 +38,8 @@ export interface LoadOptions {
   readonly abort?: Promise<never>;
   /** Told of each malformed Service or EndpointSlice the tracker skips (Events). */
   readonly onInvalid?: TrackerOptions['onInvalid'];
+  /** The kubeconfig, when the caller has loaded it already. */
+  readonly kubeConfig?: KubeConfig;
 }
 
 function key(o: { metadata?: { namespace?: string; name?: string } }): string {
@@ -47,7 +49,7 @@ function key(o: { metadata?: { namespace?: string; name?: string } }): string {
 export async function loadSource(config: ProxyConfig, log: Logger, opts: LoadOptions): Promise<LoadedSource> {
   const source: Source = config.sourceFile !== undefined
     ? new FileSource(config.sourceFile, log, { watch: opts.watch })
-    : new KubeSource({ kubeconfig: config.kubeconfig, nodeName: config.nodeName }, log);
+    : new KubeSource({ kubeconfig: config.kubeconfig, kubeConfig: opts.kubeConfig, nodeName: config.nodeName }, log);
   const held: SourceEvent[] = [];
   const services = new Map<string, V1Service>();
   const slices = new Map<string, V1EndpointSlice>();

@@ -22,6 +22,7 @@ import type { Logger } from './log.ts';
 import { ProxyMetrics, startMetricsServer } from './metrics.ts';
 import { healthCheckHosts, modeOptions } from './mode-options.ts';
 import { Runner, type SyncListener } from './runner.ts';
+import { loadKubeConfig } from './source/kube-config.ts';
 import { KubeEventRecorder } from './source/kube-events.ts';
 import type { ServiceTracker } from './tracker-api.ts';
 
@@ -79,13 +80,15 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
     abort.catch(() => undefined);
     // With the API server as source, malformed Services and EndpointSlices
     // also get a Warning Event, for `kubectl describe`.
-    const events = config.sourceFile === undefined
-      ? new KubeEventRecorder({ kubeconfig: config.kubeconfig, nodeName: config.nodeName }, log.child({ component: 'events' }))
+    // The kubeconfig is read once, for both.
+    const kubeConfig = config.sourceFile === undefined ? loadKubeConfig(config.kubeconfig) : undefined;
+    const events = kubeConfig
+      ? new KubeEventRecorder({ kubeConfig, nodeName: config.nodeName }, log.child({ component: 'events' }))
       : undefined;
     if (events) closers.push(() => events.close());
     let loaded: LoadedSource;
     try {
-      loaded = await loadSource(config, log, { watch: true, checkTools: true, abort, onInvalid: events?.record });
+      loaded = await loadSource(config, log, { watch: true, checkTools: true, abort, onInvalid: events?.record, kubeConfig });
     } catch (err) {
       if (stopping) {
         log.info('stopped before the first sync; rules left as they were');

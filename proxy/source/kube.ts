@@ -12,6 +12,8 @@ import type { Emit, Source, SourceEvent } from './source.ts';
 export interface KubeSourceOptions {
   /** Path of a kubeconfig file; without it: in-cluster service account, else the default kubeconfig. */
   readonly kubeconfig?: string;
+  /** An already loaded kubeconfig (wins over `kubeconfig`). */
+  readonly kubeConfig?: KubeConfig;
   /** This node's name: only its Node object is watched. */
   readonly nodeName: string;
   /** Overrides of the defaults below (tests use short retry delays). */
@@ -48,7 +50,7 @@ export class KubeSource implements Source {
 
   constructor(opts: KubeSourceOptions, log: Logger) {
     if (!opts.nodeName) throw new Error('KubeSource: nodeName is required');
-    this.#kc = loadKubeConfig(opts.kubeconfig);
+    this.#kc = opts.kubeConfig ?? loadKubeConfig(opts.kubeconfig);
     this.#nodeName = opts.nodeName;
     this.#tuning = { ...defaultTuning, ...opts.tuning };
     this.#log = log.child({ component: 'source', source: 'kube' });
