@@ -12,6 +12,8 @@ export interface ZoneCachePolicy {
   readonly capacity: number;
   /** Seconds past expiry an entry may still be served while upstreams fail. */
   readonly serveStale: number;
+  /** TTL of a stale answer (seconds). */
+  readonly staleTtl: number;
   /** Hits within one TTL that make an entry worth prefetching (0 = never). */
   readonly prefetchAmount: number;
   /** Prefetch when this percentage of the original TTL is left. */

@@ -43,6 +43,11 @@ interface Flight {
 
 const TCP_LIMIT = 65535;
 
+/** The largest answer the client's transport takes. */
+function replyLimit(origin: Origin, q: Query): number {
+  return origin.proto === 'tcp' ? TCP_LIMIT : q.udpSize;
+}
+
 export function zoneLabel(suffix: string): string {
   return suffix === '.' ? '.' : suffix.toLowerCase().replace(/\.?$/, '.');
 }
@@ -88,7 +93,7 @@ export class Resolver {
       const name = zoneLabel(s.suffix);
       const c = s.cache;
       const cache = this.cache.zone(name, {
-        capacity: c.capacity, serveStale: c.serveStale, prefetchAmount: c.prefetchAmount, prefetchPercentage: c.prefetchPercentage,
+        capacity: c.capacity, serveStale: c.serveStale, staleTtl: c.staleTtl, prefetchAmount: c.prefetchAmount, prefetchPercentage: c.prefetchPercentage,
       });
       const forwarder = new Forwarder({
         upstreams: s.upstreams, policy: s.policy, forceTcp: s.forceTcp, maxFails: s.maxFails,
@@ -124,11 +129,10 @@ export class Resolver {
       return rejectionAnswer(msg, q);
     }
     const now = Date.now();
-    const limit = origin.proto === 'tcp' ? TCP_LIMIT : q.udpSize;
     const e = this.cache.get(msg, q, now);
     const left = e === undefined ? 0 : remaining(e, now);
     if (e !== undefined && left > 0) {
-      const out = renderAnswer(e, msg, q, limit, now, -1, this.hitOut);
+      const out = renderAnswer(e, msg, q, replyLimit(origin, q), now, -1, this.hitOut);
       let slot = e.slot;
       if (slot === undefined || e.slotOrigin !== origin) {
         slot = this.metrics.slot(origin, e.zone.name, q.qtype, e.rcode, e.kind);
@@ -223,7 +227,7 @@ export class Resolver {
       return;
     }
     const out = answer
-      ? renderAnswer(answer, w.msg, w.q, w.origin.proto === 'tcp' ? TCP_LIMIT : w.q.udpSize, now)
+      ? renderAnswer(answer, w.msg, w.q, replyLimit(w.origin, w.q), now)
       : emptyAnswer(w.msg, w.q.id, w.q.flags, w.q.questionEnd, RCODE_SERVFAIL, w.q.hasEdns, false, w.q.dnssecOk);
     w.reply(out);
     this.metrics.served(w.origin, zone.name, w.q.qtype, answer ? answer.rcode : RCODE_SERVFAIL, (performance.now() - w.started) / 1000);
@@ -232,16 +236,11 @@ export class Resolver {
   private staleAnswer(e: CacheEntry, msg: Buffer, q: Query, origin: Origin, started: number): Buffer {
     const now = Date.now();
     const fresh = now - e.storedAt < e.ttl * 1000;
-    const ttl = fresh ? -1 : e.zone.policy.serveStale > 0 ? this.staleTtl(e) : -1;
-    const out = renderAnswer(e, msg, q, origin.proto === 'tcp' ? TCP_LIMIT : q.udpSize, now, ttl);
+    const ttl = fresh ? -1 : e.zone.policy.serveStale > 0 ? e.zone.policy.staleTtl : -1;
+    const out = renderAnswer(e, msg, q, replyLimit(origin, q), now, ttl);
     if (!fresh) this.metrics.servedStale(e.zone.name);
     this.metrics.served(origin, e.zone.name, q.qtype, e.rcode, (performance.now() - started) / 1000);
     return out;
-  }
-
-  private staleTtl(e: CacheEntry): number {
-    const zone = this.zoneList.find((z) => z.cache === e.zone);
-    return zone ? zone.settings.cache.staleTtl : 0;
   }
 
   close(): void {

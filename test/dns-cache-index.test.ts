@@ -56,7 +56,7 @@ function lookup(cache: AnswerCache, name: string, now: number): { state: 'fresh'
   return { state: remaining(entry, now) > 0 ? 'fresh' : 'stale', entry };
 }
 
-const policy = { capacity: 10, serveStale: 0, prefetchAmount: 0, prefetchPercentage: 10 };
+const policy = { capacity: 10, serveStale: 0, staleTtl: 10, prefetchAmount: 0, prefetchPercentage: 10 };
 
 test('the two test names really collide', (t) => {
   t.is(parsed(A).q.hash, parsed(B).q.hash);
