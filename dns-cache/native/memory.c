@@ -4,13 +4,21 @@
 // top on its own, malloc_trim(3) also releases the free pages in between.
 #define NAPI_VERSION 8
 #include <node_api.h>
+#include <stdbool.h>
+#ifdef __GLIBC__
 #include <malloc.h>
+#endif
 
 // trim() -> whether any memory was released
 static napi_value Trim(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out;
-  napi_get_boolean(env, malloc_trim(0) == 1, &out);
+#ifdef __GLIBC__
+  bool released = malloc_trim(0) == 1;
+#else
+  bool released = false;  // other C libraries give memory back on their own terms
+#endif
+  napi_get_boolean(env, released, &out);
   return out;
 }
 

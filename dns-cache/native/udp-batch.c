@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -27,22 +28,22 @@
 #define OUT_SLOT 4096
 // An address as JavaScript sees it: the sockaddr bytes, length in the last byte.
 #define ADDR_SLOT 32
-// recvmmsg rounds per turn of the event loop, so timers and TCP still get
-// turns under overload; what is left is read on the next turn (an idle
-// handle keeps the loop from blocking meanwhile: readiness is reported only
-// when new datagrams arrive).
+// recvmmsg rounds per readiness event, so timers and TCP still get turns
+// under overload. libuv polls level-triggered: what is left is reported
+// again on the next turn of the loop.
 #define ROUNDS 16
 
 typedef struct {
   uv_poll_t poll;
-  uv_idle_t more;
   int fd;
-  int uv_closed;  // libuv is done with the handle
+  int uv_closed;  // libuv is done with the poll handle
   int finalized;  // JavaScript is done with the socket object
   napi_env env;
   napi_ref on_batch;
   napi_ref buffers[4];
   napi_async_context actx;
+  // Lets the socket close its handle while Node.js tears the environment down.
+  napi_async_cleanup_hook_handle cleanup;
   uint8_t *in;       // BATCH * IN_SLOT
   int32_t *meta;     // in: [i] = length; out: [BATCH + k] = length, [2*BATCH + k] = source index
   uint8_t *addr;     // BATCH * ADDR_SLOT
@@ -106,14 +107,15 @@ static void send_queued(Sock *s, int n) {
       done += r;
     } else if (r < 0 && errno == EINTR) {
       continue;
+    } else if (r < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
+      // The socket's send buffer is full: the rest would fail alike (UDP may drop).
+      return;
     } else {
-      // The first unsent datagram failed (buffer full, unreachable): skip it.
+      // The first unsent datagram failed (unreachable, refused): skip it.
       done++;
     }
   }
 }
-
-static void on_more(uv_idle_t *h);
 
 // Reads and answers until the socket is empty or ROUNDS batches are done.
 static void drain(Sock *s) {
@@ -122,17 +124,14 @@ static void drain(Sock *s) {
     // A UDP peer address (sockaddr_in6 at most) fits the slot in front of its length byte.
     for (int i = 0; i < BATCH; i++) s->rx[i].msg_hdr.msg_namelen = ADDR_SLOT - 1;
     int n = recvmmsg(s->fd, s->rx, BATCH, MSG_DONTWAIT, NULL);
-    if (n <= 0) {
-      uv_idle_stop(&s->more);
-      return;
-    }
+    if (n <= 0) return;
     for (int i = 0; i < n; i++) {
       struct msghdr *m = &s->rx[i].msg_hdr;
       s->meta[i] = (m->msg_flags & MSG_TRUNC) ? -1 : (int32_t)s->rx[i].msg_len;
       s->addr[i * ADDR_SLOT + ADDR_SLOT - 1] = (uint8_t)m->msg_namelen;
     }
     napi_handle_scope scope;
-    napi_open_handle_scope(env, &scope);
+    if (napi_open_handle_scope(env, &scope) != napi_ok) return;
     napi_value fn, recv, argv[1], result;
     napi_get_reference_value(env, s->on_batch, &fn);
     napi_get_global(env, &recv);
@@ -166,18 +165,8 @@ static void drain(Sock *s) {
       ready++;
     }
     if (ready > 0) send_queued(s, ready);
-    if (n < BATCH) {
-      uv_idle_stop(&s->more);
-      return;
-    }
+    if (n < BATCH) return;
   }
-  uv_idle_start(&s->more, on_more);
-}
-
-static void on_more(uv_idle_t *h) {
-  Sock *s = h->data;
-  if (s->fd >= 0) drain(s);
-  else uv_idle_stop(h);
 }
 
 static void on_readable(uv_poll_t *h, int status, int events) {
@@ -189,11 +178,11 @@ static void on_readable(uv_poll_t *h, int status, int events) {
 // The memory goes once both libuv and JavaScript have let go of it.
 static void on_closed(uv_handle_t *h) {
   Sock *s = h->data;
-  if (h == (uv_handle_t *)&s->more) return;  // closed first; the poll handle closes last
   napi_env env = s->env;
   napi_delete_reference(env, s->on_batch);
   for (int i = 0; i < 4; i++) napi_delete_reference(env, s->buffers[i]);
   napi_async_destroy(env, s->actx);
+  if (s->cleanup) napi_remove_async_cleanup_hook(s->cleanup);
   s->uv_closed = 1;
   if (s->finalized) free(s);
 }
@@ -201,11 +190,14 @@ static void on_closed(uv_handle_t *h) {
 static void stop_sock(Sock *s) {
   if (s->fd < 0) return;
   uv_poll_stop(&s->poll);
-  uv_idle_stop(&s->more);
   close(s->fd);
   s->fd = -1;
-  uv_close((uv_handle_t *)&s->more, on_closed);
   uv_close((uv_handle_t *)&s->poll, on_closed);
+}
+
+static void on_env_cleanup(napi_async_cleanup_hook_handle handle, void *arg) {
+  (void)handle;
+  stop_sock(arg);
 }
 
 static void finalize_sock(napi_env env, void *data, void *hint) {
@@ -219,9 +211,9 @@ static void finalize_sock(napi_env env, void *data, void *hint) {
 
 static napi_value make_buffer(napi_env env, size_t size, void **data, napi_ref *ref) {
   napi_value ab;
-  napi_create_arraybuffer(env, size, data, &ab);
+  if (napi_create_arraybuffer(env, size, data, &ab) != napi_ok) return NULL;
   memset(*data, 0, size);
-  napi_create_reference(env, ab, 1, ref);
+  if (napi_create_reference(env, ab, 1, ref) != napi_ok) return NULL;
   return ab;
 }
 
@@ -257,7 +249,8 @@ static napi_value Open(napi_env env, napi_callback_info info) {
     close(fd);
     return throw_errno(env, "SO_REUSEPORT", e);
   }
-  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  // IPv6 sockets stay dual-stack (as Node's udp6 sockets are): IPv4 peers
+  // arrive as mapped addresses, which fit ADDR_SLOT.
   if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
   if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
     int e = errno;
@@ -266,7 +259,11 @@ static napi_value Open(napi_env env, napi_callback_info info) {
   }
   struct sockaddr_storage bound;
   socklen_t bl = sizeof bound;
-  getsockname(fd, (struct sockaddr *)&bound, &bl);
+  if (getsockname(fd, (struct sockaddr *)&bound, &bl) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "getsockname", e);
+  }
   int boundPort = ntohs(family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port : ((struct sockaddr_in6 *)&bound)->sin6_port);
 
   Sock *s = calloc(1, sizeof *s);
@@ -275,20 +272,29 @@ static napi_value Open(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
-  s->fd = fd;
   s->env = env;
   napi_value ab[4];
   ab[0] = make_buffer(env, BATCH * IN_SLOT, (void **)&s->in, &s->buffers[0]);
   ab[1] = make_buffer(env, 3 * BATCH * sizeof(int32_t), (void **)&s->meta, &s->buffers[1]);
   ab[2] = make_buffer(env, BATCH * ADDR_SLOT, (void **)&s->addr, &s->buffers[2]);
   ab[3] = make_buffer(env, BATCH * OUT_SLOT, (void **)&s->out, &s->buffers[3]);
+  uv_loop_t *loop = NULL;
+  if (!ab[0] || !ab[1] || !ab[2] || !ab[3] || napi_get_uv_event_loop(env, &loop) != napi_ok || uv_poll_init(loop, &s->poll, fd) != 0) {
+    for (int i = 0; i < 4; i++) if (s->buffers[i]) napi_delete_reference(env, s->buffers[i]);
+    close(fd);
+    free(s);
+    napi_throw_error(env, NULL, "udp-batch: cannot set up the socket's buffers or poll handle");
+    return NULL;
+  }
+  // From here on the poll handle exists: failures must close it (on_closed frees).
+  s->fd = fd;
+  s->poll.data = s;
   for (int i = 0; i < BATCH; i++) {
     s->rxiov[i].iov_base = s->in + i * IN_SLOT;
     s->rxiov[i].iov_len = IN_SLOT;
     s->rx[i].msg_hdr.msg_iov = &s->rxiov[i];
     s->rx[i].msg_hdr.msg_iovlen = 1;
     s->rx[i].msg_hdr.msg_name = s->addr + i * ADDR_SLOT;
-    s->txiov[i].iov_base = s->out + i * OUT_SLOT;
     s->tx[i].msg_hdr.msg_iov = &s->txiov[i];
     s->tx[i].msg_hdr.msg_iovlen = 1;
   }
@@ -297,17 +303,16 @@ static napi_value Open(napi_env env, napi_callback_info info) {
   napi_create_object(env, &resource);
   napi_create_string_utf8(env, "kproxy:udp-batch", NAPI_AUTO_LENGTH, &name);
   napi_async_init(env, resource, name, &s->actx);
-
-  uv_loop_t *loop;
-  napi_get_uv_event_loop(env, &loop);
-  uv_poll_init(loop, &s->poll, fd);
-  s->poll.data = s;
-  uv_idle_init(loop, &s->more);
-  s->more.data = s;
+  napi_add_async_cleanup_hook(env, on_env_cleanup, s, &s->cleanup);
 
   napi_value result, handle, p;
+  if (napi_create_external(env, s, finalize_sock, NULL, &handle) != napi_ok) {
+    s->finalized = 1;
+    stop_sock(s);
+    napi_throw_error(env, NULL, "udp-batch: cannot create the socket object");
+    return NULL;
+  }
   napi_create_object(env, &result);
-  napi_create_external(env, s, finalize_sock, NULL, &handle);
   napi_create_int32(env, boundPort, &p);
   napi_set_named_property(env, result, "handle", handle);
   napi_set_named_property(env, result, "port", p);
@@ -315,7 +320,11 @@ static napi_value Open(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, result, "meta", ab[1]);
   napi_set_named_property(env, result, "addr", ab[2]);
   napi_set_named_property(env, result, "out", ab[3]);
-  uv_poll_start(&s->poll, UV_READABLE, on_readable);
+  int r = uv_poll_start(&s->poll, UV_READABLE, on_readable);
+  if (r != 0) {
+    stop_sock(s);
+    return throw_errno(env, "uv_poll_start", -r);
+  }
   return result;
 }
 
@@ -332,12 +341,13 @@ static napi_value SendTo(napi_env env, napi_callback_info info) {
   if (!s) return NULL;
   void *data, *addr;
   size_t dl, al;
-  napi_typedarray_type t;
+  napi_typedarray_type dt, at;
   napi_value ab;
   size_t off;
-  if (napi_get_typedarray_info(env, argv[1], &t, &dl, &data, &ab, &off) != napi_ok ||
-      napi_get_typedarray_info(env, argv[2], &t, &al, &addr, &ab, &off) != napi_ok || al != ADDR_SLOT) {
-    napi_throw_type_error(env, NULL, "sendTo: data and a 32-byte address");
+  if (napi_get_typedarray_info(env, argv[1], &dt, &dl, &data, &ab, &off) != napi_ok ||
+      napi_get_typedarray_info(env, argv[2], &at, &al, &addr, &ab, &off) != napi_ok ||
+      dt != napi_uint8_array || at != napi_uint8_array || al != ADDR_SLOT) {
+    napi_throw_type_error(env, NULL, "sendTo: a Uint8Array and a 32-byte address");
     return NULL;
   }
   socklen_t namelen = ((uint8_t *)addr)[ADDR_SLOT - 1];
