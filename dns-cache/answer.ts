@@ -10,7 +10,7 @@ import {
 export type AnswerKind = 'success' | 'denial' | 'other';
 
 /** Bytes reserved in front of every stored message (see CacheEntry). */
-export const ANSWER_META = 32;
+export const ANSWER_META = 36;
 
 export interface StoredAnswer {
   /**

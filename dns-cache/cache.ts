@@ -25,6 +25,7 @@ const KINDS: readonly AnswerKind[] = ['success', 'denial', 'other'];
 // Offsets (before base) of the fields kept in the answer's slab memory: a
 // heap object costs 8 bytes per field, so an entry object holds only what
 // must be a reference.
+const HASH = 36;
 const STORED_AT = 32;
 const TTL = 24;
 const LEN = 20;
@@ -52,16 +53,18 @@ export class CacheEntry implements StoredAnswer {
   /** The next entry whose key has the same hash. */
   next: CacheEntry | undefined;
 
-  constructor(key: string, zone: ZoneCache, a: StoredAnswer) {
+  constructor(key: string, hash: number, zone: ZoneCache, a: StoredAnswer) {
     this.zone = zone;
     this.buf = a.buf;
     this.base = a.base;
     this.slot = undefined;
     this.slotOrigin = undefined;
     this.next = undefined;
-    this.take(a, key);
+    this.take(a, key, hash);
   }
 
+  /** The hash of the key it was stored under. */
+  get hash(): number { return this.buf.readInt32LE(this.base - HASH); }
   /** Length of the question's wire name. */
   get nameLen(): number { return this.buf[this.base - NAME_LEN]; }
   /** The DO/CD byte of the key. */
@@ -113,16 +116,17 @@ export class CacheEntry implements StoredAnswer {
   set hits(v: number) { this.buf.writeUInt32LE(Math.min(v, 0xffffffff), this.base - HITS); }
 
   /** Takes a refreshed answer in place. */
-  replace(a: StoredAnswer, key: string): void {
+  replace(a: StoredAnswer, key: string, hash: number): void {
     this.buf = a.buf;
     this.base = a.base;
     this.slot = undefined;
-    this.take(a, key);
+    this.take(a, key, hash);
   }
 
-  private take(a: StoredAnswer, key: string): void {
+  private take(a: StoredAnswer, key: string, hash: number): void {
     const b = this.buf;
     const at = this.base;
+    b.writeInt32LE(hash, at - HASH);
     b[at - KEY_FLAGS] = key.charCodeAt(key.length - 1);
     b[at - NAME_LEN] = keyNameLen(key);
     b.writeDoubleLE(a.storedAt, at - STORED_AT);
@@ -238,12 +242,12 @@ export class AnswerCache {
     if (old && old.zone !== zone) this.remove(old);
     else if (old) {
       this.account(old, -1);
-      old.replace(answer, key);
+      old.replace(answer, key, hash);
       this.account(old, 1);
       return;
     }
     while (zone.entries.size >= zone.policy.capacity) this.evictOne(zone);
-    const e = new CacheEntry(key, zone, answer);
+    const e = new CacheEntry(key, hash, zone, answer);
     e.next = this.byHash.get(hash);
     this.byHash.set(hash, e);
     zone.entries.add(e);
@@ -252,7 +256,7 @@ export class AnswerCache {
   }
 
   private remove(e: CacheEntry): void {
-    const hash = keyHash(e.key);
+    const hash = e.hash;
     const first = this.byHash.get(hash);
     if (first === e) {
       if (e.next) this.byHash.set(hash, e.next);
@@ -260,8 +264,8 @@ export class AnswerCache {
     } else {
       let p = first;
       while (p !== undefined && p.next !== e) p = p.next;
-      if (p === undefined) return;
-      p.next = e.next;
+      // Not in its chain cannot happen; the zone's bookkeeping is fixed regardless.
+      if (p !== undefined) p.next = e.next;
     }
     e.next = undefined;
     e.zone.entries.delete(e);

@@ -282,13 +282,18 @@ export interface ResponseInfo {
   readonly length: number;
 }
 
-/** Compares two wire names/questions ignoring ASCII case. */
+/**
+ * Compares two questions of `len` bytes (wire name, qtype, qclass): the
+ * name ignoring ASCII case, qtype and qclass exactly.
+ */
 export function sameQuestion(a: Buffer, aStart: number, b: Buffer, bStart: number, len: number): boolean {
-  if (aStart + len > a.length || bStart + len > b.length) return false;
+  if (len < 5 || aStart + len > a.length || bStart + len > b.length) return false;
+  const nameLen = len - 4;
   for (let i = 0; i < len; i++) {
     let x = a[aStart + i];
     let y = b[bStart + i];
     if (x === y) continue;
+    if (i >= nameLen) return false;
     if (x >= 0x41 && x <= 0x5a) x |= 0x20;
     if (y >= 0x41 && y <= 0x5a) y |= 0x20;
     if (x !== y) return false;

@@ -9,12 +9,15 @@ import { analyzeResponse, keyHash, parseQuery, queryKey, type Query } from '../d
 
 const C = 'other.cluster.local';
 
-function query(name: string): Buffer {
-  return dnsPacket.encode({ type: 'query', id: 1, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type: 'A', class: 'IN' }] } as dnsPacket.Packet);
+function query(name: string, dnssecOk = false): Buffer {
+  return dnsPacket.encode({
+    type: 'query', id: 1, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type: 'A', class: 'IN' }],
+    additionals: dnssecOk ? [{ name: '.', type: 'OPT', udpPayloadSize: 1232, flags: dnsPacket.DNSSEC_OK }] : [],
+  } as dnsPacket.Packet);
 }
 
-function parsed(name: string): { msg: Buffer; q: Query; key: string } {
-  const msg = query(name);
+function parsed(name: string, dnssecOk = false): { msg: Buffer; q: Query; key: string } {
+  const msg = query(name, dnssecOk);
   const q = parseQuery(msg) as Query;
   return { msg, q, key: queryKey(msg, q) };
 }
@@ -115,4 +118,32 @@ test('lookups and refresh fallbacks agree on the serve-stale window, up to its l
   t.is(cache.usable(key, at(70.001)), undefined);
   t.is(lookup(cache, C, at(70.001)).state, 'miss');
   t.is(cache.size, 0, 'an entry past the window is dropped');
+});
+
+test('removing the head of a hash chain leaves the entry behind it findable', (t) => {
+  const cache = new AnswerCache();
+  const keep = cache.zone('a.', policy);
+  const drop = cache.zone('b.', policy);
+  cache.set(parsed(A).key, keep, stored(A, '10.0.0.1'));
+  cache.set(parsed(B).key, drop, stored(B, '10.0.0.2')); // the newer entry heads the chain
+  cache.retainZones(new Set(['a.']));
+  const now = Date.now();
+  t.is(cache.size, 1);
+  t.is(lookup(cache, B, now).state, 'miss');
+  const a = lookup(cache, A, now);
+  t.is(a.state, 'fresh');
+  if (a.entry) t.is(address(a.entry), '10.0.0.1');
+});
+
+test('an entry answers only queries with its own DO and CD bits', (t) => {
+  const cache = new AnswerCache();
+  const z = cache.zone('cluster.local.', policy);
+  cache.set(parsed(C).key, z, stored(C, '10.0.0.4'));
+  const plain = parsed(C);
+  const withDo = parsed(C, true);
+  const e = cache.get(plain.msg, plain.q, Date.now());
+  t.truthy(e);
+  t.true(e?.answers(plain.msg, plain.q));
+  t.false(e?.answers(withDo.msg, withDo.q), 'a DO query is not answered by an entry stored without DO');
+  t.is(cache.get(withDo.msg, withDo.q, Date.now()), undefined);
 });

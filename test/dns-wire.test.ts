@@ -120,6 +120,16 @@ test('analyzeResponse rejects forward pointers (loops), wrong questions and over
   t.is(analyzeResponse(msg.subarray(0, msg.length - 2), qbytes(msg)), undefined);
   const other = response('b.example', []);
   t.is(analyzeResponse(other, qbytes(msg)), undefined);
+  // The name may come back in another case; qtype and qclass must match exactly
+  // (0x0041 and 0x0061 differ only in the bit that makes a letter lower case).
+  const upper = Buffer.from(msg);
+  upper[13] = 0x41;
+  t.truthy(analyzeResponse(upper, qbytes(msg)), 'A.example answers a.example');
+  const question = Buffer.from(qbytes(msg));
+  question.writeUInt16BE(0x0041, question.length - 4);
+  const answer = Buffer.from(msg);
+  answer.writeUInt16BE(0x0061, qEnd - 4);
+  t.is(analyzeResponse(answer, question), undefined, 'qtype 0x0061 does not answer 0x0041');
 });
 
 test('renderAnswer patches ID, question case, counted-down TTLs; strips OPT for non-EDNS clients; truncates', (t) => {
