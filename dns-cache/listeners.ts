@@ -160,11 +160,16 @@ export async function listen(addrs: readonly ListenAddress[], udpSockets: number
   // connection's local port; then both try again on a new one.
   const bindPair = async (a: ListenAddress): Promise<number> => {
     for (let attempt = 1; ; attempt++) {
+      // Each socket joins `udp` once bound, so a later failure closes it too.
       const first = await bindOne(a, udpSockets > 1);
       const socks = [first.sock];
+      udp.push(first.sock);
       const port = first.port;
-      for (let i = 1; i < udpSockets; i++) socks.push((await bindOne({ host: a.host, port }, true)).sock);
-      udp.push(...socks);
+      for (let i = 1; i < udpSockets; i++) {
+        const more = (await bindOne({ host: a.host, port }, true)).sock;
+        socks.push(more);
+        udp.push(more);
+      }
       try {
         tcp.push(await bindTcp(a, port, resolver, log));
         return port;

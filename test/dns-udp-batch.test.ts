@@ -88,6 +88,22 @@ test.serial('a datagram longer than any query is dropped and counted; the next q
   t.is(r.packet.rcode, 'NOERROR');
 });
 
+test.serial('hits, misses and oversize datagrams mixed in one batch: every answer reaches the client that asked', async (t) => {
+  // Hits are queued in the batch's turn in their own order while misses
+  // and dropped datagrams leave gaps: the answer queued k-th must still go
+  // to the sender of its own datagram, not of the k-th one.
+  for (let k = 0; k < 4; k++) await cache.ask(`mix${k}.default.svc.cluster.local`, 'A');
+  up.delayMs = 20;
+  const name = (c: number, i: number): string => (i % 2 === 0 ? `mix${(c + i) % 4}.default.svc.cluster.local` : `mixmiss${c}-${i}.default.svc.cluster.local`);
+  const junk = dgram.createSocket('udp4');
+  const big = Buffer.alloc(5000);
+  for (let k = 0; k < 20; k++) junk.send(big, cache.port, cache.host);
+  const got = await burst(cache.host, cache.port, 12, 30, name);
+  junk.close();
+  up.delayMs = 0;
+  checkAnswers(t, got, 12, 30, name);
+});
+
 test('IPv6 listen address', async (t) => {
   const v6 = await startTestCache(['--listen', '[::1]:0', '--zone', `cluster.local=${up.address}`]);
   try {
