@@ -8,6 +8,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import dgram from 'node:dgram';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,12 +36,21 @@ const clientCpu = cpus > 1 ? '1' : '0';
 // This process (upstream server, dnsperf output parsing) stays off the servers' CPU.
 spawnSync('taskset', ['-a', '-p', '-c', clientCpu, String(process.pid)], { stdio: 'ignore' });
 
+/** A port free on 127.0.0.1 for both UDP and TCP right now (servers bind both). */
 async function freePort(): Promise<number> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-  const p = s.address().port;
-  s.close();
-  return p;
+  for (;;) {
+    const s = dgram.createSocket('udp4');
+    await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+    const p = s.address().port;
+    const tcp = net.createServer();
+    const ok = await new Promise<boolean>((r) => {
+      tcp.once('error', () => r(false));
+      tcp.listen(p, '127.0.0.1', () => r(true));
+    });
+    if (ok) await new Promise<void>((r) => tcp.close(() => r()));
+    s.close();
+    if (ok) return p;
+  }
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'kproxy-bench-dns-'));
@@ -69,7 +79,7 @@ function start(name: string, port: number, argv: string[], env: Record<string, s
 
 async function ready(s: Server): Promise<void> {
   const until = Date.now() + 15_000;
-  while (Date.now() < until) {
+  while (Date.now() < until && s.proc.exitCode === null && s.proc.signalCode === null) {
     try {
       const r = await ask('127.0.0.1', s.port, `ready.${ZONE}`, 'A', { timeoutMs: 300 });
       if (r.packet.rcode === 'NOERROR') return;
@@ -77,6 +87,26 @@ async function ready(s: Server): Promise<void> {
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`${s.name} did not answer on 127.0.0.1:${s.port}`);
+}
+
+/**
+ * Starts a server on a free port and waits until it answers. A port taken
+ * between choosing it and the server's bind (some other socket's ephemeral
+ * port) makes the server exit: it is started again on another port.
+ */
+async function launch(name: string, argvFor: (port: number) => string[] | Promise<string[]>, env: Record<string, string> = {}): Promise<Server> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const s = start(name, port, await argvFor(port), env);
+    try {
+      await ready(s);
+      return s;
+    } catch (e) {
+      s.proc.kill('SIGKILL');
+      if (attempt >= 3) throw e;
+      console.error(`${name}: not answering on port ${port}; starting it again on another port`);
+    }
+  }
 }
 
 interface PerfResult {
@@ -139,17 +169,8 @@ const memFile = join(dir, 'mem.txt');
 writeFileSync(memFile, Array.from({ length: MEM_NAMES }, (_, i) => `m${i}.${ZONE} A\n`).join(''));
 
 // kproxy: the real entry point, with TTL caps raised so nothing expires mid-run.
-const kPort = await freePort();
-const kMetrics = await freePort();
+let kMetrics = 0;
 const kConfig = join(dir, 'kproxy.yaml');
-writeFileSync(kConfig, `listen: [127.0.0.1:${kPort}]
-health: ""
-metrics: 127.0.0.1:${kMetrics}
-zones:
-  - suffix: ${ZONE}
-    upstreams: [${upstream.address}]
-    cache: { capacity: 200000, success_ttl: 86400, denial_ttl: 86400 }
-`);
 // As the DaemonSet runs it: the kproxy command, NODE_OPTIONS from the
 // manifest, and a compile cache filled beforehand as the image build does.
 const nodeOptions = /name: NODE_OPTIONS\s+value: (.+)/.exec(readFileSync(join(repo, 'manifests/dns-cache.yaml'), 'utf8'))?.[1].trim() ?? '';
@@ -157,19 +178,29 @@ const compileCache = join(dir, 'compile-cache');
 const warmed = spawnSync(process.execPath, ['--input-type=module', '-e', `for (const m of ['proxy/cli.ts', 'dns-cache/main.ts']) await import(${JSON.stringify(repo)} + m)`],
   { env: { ...process.env, NODE_COMPILE_CACHE: compileCache }, stdio: 'inherit' });
 if (warmed.status !== 0) throw new Error('filling the compile cache failed');
-const kproxy = start('kproxy', kPort, [process.execPath, join(repo, 'bin/kproxy.js'), 'dns-cache', '--config', kConfig, '--log-level', 'warn'],
-  { NODE_OPTIONS: nodeOptions, NODE_COMPILE_CACHE: compileCache });
+const t0 = Date.now();
+const kproxy = await launch('kproxy', async (port) => {
+  kMetrics = await freePort();
+  writeFileSync(kConfig, `listen: [127.0.0.1:${port}]
+health: ""
+metrics: 127.0.0.1:${kMetrics}
+zones:
+  - suffix: ${ZONE}
+    upstreams: [${upstream.address}]
+    cache: { capacity: 200000, success_ttl: 86400, denial_ttl: 86400 }
+`);
+  return [process.execPath, join(repo, 'bin/kproxy.js'), 'dns-cache', '--config', kConfig, '--log-level', 'warn'];
+}, { NODE_OPTIONS: nodeOptions, NODE_COMPILE_CACHE: compileCache });
 
-const mPort = await freePort();
-const dnsmasq = start('dnsmasq', mPort, ['/usr/sbin/dnsmasq', '--keep-in-foreground', '--no-resolv', '--no-hosts', '--pid-file=',
-  `--server=/${ZONE}/127.0.0.1#${upstream.port}`, `--port=${mPort}`, '--listen-address=127.0.0.1', '--bind-interfaces',
+const dnsmasq = await launch('dnsmasq', (port) => ['/usr/sbin/dnsmasq', '--keep-in-foreground', '--no-resolv', '--no-hosts', '--pid-file=',
+  `--server=/${ZONE}/127.0.0.1#${upstream.port}`, `--port=${port}`, '--listen-address=127.0.0.1', '--bind-interfaces',
   '--cache-size=150000', '--max-cache-ttl=86400', '--dns-forward-max=1000', '--log-facility=-']);
 
-const uPort = await freePort();
 const uConfig = join(dir, 'unbound.conf');
-writeFileSync(uConfig, `server:
-  interface: 127.0.0.1@${uPort}
-  port: ${uPort}
+const unbound = await launch('unbound', (port) => {
+  writeFileSync(uConfig, `server:
+  interface: 127.0.0.1@${port}
+  port: ${port}
   do-daemonize: no
   chroot: ""
   username: ""
@@ -189,12 +220,11 @@ forward-zone:
   name: "${ZONE}."
   forward-addr: 127.0.0.1@${upstream.port}
 `);
-const unbound = start('unbound', uPort, ['/usr/sbin/unbound', '-d', '-c', uConfig]);
+  return ['/usr/sbin/unbound', '-d', '-c', uConfig];
+});
 
 const servers = [kproxy, dnsmasq, unbound];
-const t0 = Date.now();
 const phase = (what: string): void => console.error(`  [${((Date.now() - t0) / 1000).toFixed(1)} s] ${what}`);
-await Promise.all(servers.map(ready));
 console.log(`dns-cache bench${quick ? ' (quick)' : ''}: ${HOT_NAMES} cached names, ${SECONDS} s per run, servers on CPU ${serverCpu}, dnsperf on CPU ${clientCpu}; kproxy NODE_OPTIONS=${nodeOptions}`);
 
 phase('servers ready');
@@ -230,6 +260,10 @@ const halfRate = Math.floor((peak.get('dnsmasq')?.qps ?? 20000) / 2);
 const halfRuns = new Map<string, PerfResult[]>();
 for (let r = 0; r < ROUNDS; r++) {
   for (const s of [...servers.slice(r % servers.length), ...servers.slice(0, r % servers.length)]) {
+    // One unmeasured second at the same rate first: each server comes to its
+    // run straight from the others' runs, idle, and the JIT-compiled one
+    // needs a moment to get back to speed (a node's cache rarely idles).
+    await dnsperf(s.port, hotFile, ['-l', '1', '-c', '8', '-q', '400', '-Q', String(halfRate)]);
     const res = await dnsperf(s.port, hotFile, ['-l', String(SECONDS), '-c', '8', '-q', '400', '-Q', String(halfRate)], true);
     halfRuns.set(s.name, [...(halfRuns.get(s.name) ?? []), res]);
   }

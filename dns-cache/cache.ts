@@ -49,7 +49,6 @@ export class CacheEntry implements StoredAnswer {
   readonly zone: ZoneCache;
   /** Metric series of the last client origin that hit this entry. */
   slot: Slot | undefined;
-  slotOrigin: object | undefined;
   /** The next entry whose key has the same hash. */
   next: CacheEntry | undefined;
 
@@ -58,7 +57,6 @@ export class CacheEntry implements StoredAnswer {
     this.buf = a.buf;
     this.base = a.base;
     this.slot = undefined;
-    this.slotOrigin = undefined;
     this.next = undefined;
     this.take(a, key, hash);
   }

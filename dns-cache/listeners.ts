@@ -36,6 +36,22 @@ export interface Listeners {
   close(): Promise<void>;
 }
 
+const origins = new Map<string, Origin>();
+
+/**
+ * The one Origin of an address and protocol: every socket of it shares the
+ * object, so per-entry metric slots (checked by identity) stay valid.
+ */
+function originOf(a: ListenAddress, proto: 'udp' | 'tcp'): Origin {
+  const server = serverLabel(a);
+  let o = origins.get(`${server} ${proto}`);
+  if (o === undefined) {
+    o = { server, proto, family: a.host.includes(':') ? '2' : '1' };
+    origins.set(`${server} ${proto}`, o);
+  }
+  return o;
+}
+
 export function serverLabel(a: ListenAddress): string {
   return a.host.includes(':') ? `dns://[${a.host}]:${a.port}` : `dns://${a.host}:${a.port}`;
 }
@@ -49,7 +65,7 @@ function bindUdp(a: ListenAddress, reusePort: boolean, resolver: Resolver, log: 
     // resolver's per-send validation and deferral.
     lookup: (host: string, _opts: unknown, cb: (err: null, address: string, family: number) => void) => cb(null, host, family),
   } as dgram.SocketOptions);
-  const origin: Origin = { server: serverLabel(a), proto: 'udp', family: v6 ? '2' : '1' };
+  const origin = originOf(a, 'udp');
   let open = true;
   sock.on('close', () => { open = false; });
   sock.on('message', (msg, rinfo) => {
@@ -72,7 +88,7 @@ function bindUdp(a: ListenAddress, reusePort: boolean, resolver: Resolver, log: 
 function bindBatched(a: ListenAddress, reusePort: boolean, resolver: Resolver, log: Logger): BatchSocket {
   const native = nativeModule();
   if (native instanceof Error) throw native;
-  const origin: Origin = { server: serverLabel(a), proto: 'udp', family: a.host.includes(':') ? '2' : '1' };
+  const origin = originOf(a, 'udp');
   try {
     return openBatchSocket(native, a.host, a.port, reusePort, UDP_RECV_BUFFER,
       (msg, later) => resolver.handle(msg, origin, later),
@@ -86,7 +102,7 @@ function bindBatched(a: ListenAddress, reusePort: boolean, resolver: Resolver, l
 }
 
 function bindTcp(a: ListenAddress, port: number, resolver: Resolver, log: Logger): Promise<net.Server> {
-  const origin: Origin = { server: serverLabel(a), proto: 'tcp', family: a.host.includes(':') ? '2' : '1' };
+  const origin = originOf(a, 'tcp');
   const openConns = new Set<net.Socket>();
   const server = net.createServer({ noDelay: true }, (conn) => {
     openConns.add(conn);

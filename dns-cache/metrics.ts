@@ -33,6 +33,8 @@ export interface CacheSizes {
 
 /** The series one kind of answered query touches, resolved once. */
 export interface Slot {
+  /** The client origin the slot counts for. */
+  readonly origin: SlotOrigin;
   readonly req: CounterSeries;
   readonly resp: CounterSeries;
   readonly dur: HistogramSeries;
@@ -114,6 +116,7 @@ export class DnsMetrics {
     if (s === undefined) {
       const type = typeName(qtype);
       s = {
+        origin: o,
         req: this.requests.seriesFor({ server: o.server, zone, proto: o.proto, family: o.family, type }),
         resp: this.responses.seriesFor({ server: o.server, zone, rcode: rcodeName(rcode) }),
         dur: this.duration.seriesFor({ server: o.server, zone, type }),

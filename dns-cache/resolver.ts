@@ -134,10 +134,9 @@ export class Resolver {
     if (e !== undefined && left > 0) {
       const out = renderAnswer(e, msg, q, replyLimit(origin, q), now, -1, this.hitOut);
       let slot = e.slot;
-      if (slot === undefined || e.slotOrigin !== origin) {
+      if (slot === undefined || slot.origin !== origin) {
         slot = this.metrics.slot(origin, e.zone.name, q.qtype, e.rcode, e.kind);
         e.slot = slot;
-        e.slotOrigin = origin;
       }
       this.metrics.servedHit(slot, (performance.now() - started) / 1000);
       if (this.cache.hit(e, left)) this.prefetch(e);

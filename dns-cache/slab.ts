@@ -2,7 +2,7 @@
 // 8 KiB pool, where one long-lived answer keeps a whole pool (and the
 // short-lived buffers carved around it) alive: 100,000 cached names would
 // pin hundreds of MB. Cached answers get slabs of their own instead.
-const SLAB_SIZE = 64 * 1024;
+const SLAB_SIZE = 256 * 1024;
 const LARGE = 4096;
 
 let slab: Buffer = Buffer.allocUnsafeSlow(SLAB_SIZE);
