@@ -1,9 +1,11 @@
-// The answer cache: one map from key hash to entries, with per-zone
-// accounting so each zone has its own capacity. Expired entries stay for
-// the zone's serve-stale window; eviction takes the oldest insertion of the
-// zone that is full. Keys are not kept as strings: an entry is matched
-// against the question bytes of its own cached answer, so a hit allocates
-// nothing and 100,000 names cost no 100,000 key strings.
+// The answer cache: a hash table of entries (chained through the entries
+// themselves), with per-zone accounting so each zone has its own capacity.
+// Expired entries stay for the zone's serve-stale window; eviction takes the
+// oldest insertion of the zone that is full (a list through the entries).
+// Keys are not kept as strings: an entry is matched against the question
+// bytes of its own cached answer, so a hit allocates nothing. Per name that
+// is one object and a table slot: 100,000 names cost no 100,000 key strings,
+// Map or Set entries.
 import { remaining, type AnswerKind, type StoredAnswer } from './answer.ts';
 import type { Slot } from './metrics.ts';
 import { KEY_SUFFIX, keyFlagsByte, keyHash, keyNameLen, sameQuestion, type Query } from './wire.ts';
@@ -49,8 +51,11 @@ export class CacheEntry implements StoredAnswer {
   readonly zone: ZoneCache;
   /** Metric series of the last client origin that hit this entry. */
   slot: Slot | undefined;
-  /** The next entry whose key has the same hash. */
+  /** The next entry in the same hash table bucket. */
   next: CacheEntry | undefined;
+  /** Neighbours in the zone's insertion order. */
+  older: CacheEntry | undefined;
+  newer: CacheEntry | undefined;
 
   constructor(key: string, hash: number, zone: ZoneCache, a: StoredAnswer) {
     this.zone = zone;
@@ -58,6 +63,8 @@ export class CacheEntry implements StoredAnswer {
     this.base = a.base;
     this.slot = undefined;
     this.next = undefined;
+    this.older = undefined;
+    this.newer = undefined;
     this.take(a, key, hash);
   }
 
@@ -149,13 +156,33 @@ export function entryQuestion(e: CacheEntry): Buffer {
 export class ZoneCache {
   readonly name: string;
   policy: ZoneCachePolicy;
-  /** This zone's entries, oldest first. */
-  readonly entries = new Set<CacheEntry>();
+  /** Entries in insertion order, linked through older/newer. */
+  oldest: CacheEntry | undefined;
+  newest: CacheEntry | undefined;
+  size = 0;
   success = 0;
   denial = 0;
   constructor(name: string, policy: ZoneCachePolicy) {
     this.name = name;
     this.policy = policy;
+  }
+
+  append(e: CacheEntry): void {
+    e.older = this.newest;
+    e.newer = undefined;
+    if (this.newest) this.newest.newer = e;
+    else this.oldest = e;
+    this.newest = e;
+    this.size++;
+  }
+
+  unlink(e: CacheEntry): void {
+    if (e.older) e.older.newer = e.newer;
+    else this.oldest = e.newer;
+    if (e.newer) e.newer.older = e.older;
+    else this.newest = e.older;
+    e.older = e.newer = undefined;
+    this.size--;
   }
 }
 
@@ -164,9 +191,12 @@ function inStaleWindow(e: CacheEntry, left: number): boolean {
   return -left <= e.zone.policy.serveStale;
 }
 
+const MIN_BUCKETS = 1024;
+
 export class AnswerCache {
-  /** Key hash -> the first entry with that hash (the rest chain through `next`). */
-  private readonly byHash = new Map<number, CacheEntry>();
+  /** Hash table: bucket (hash & mask) -> first entry; the rest chain through `next`. */
+  private buckets: Array<CacheEntry | undefined> = Array.from({ length: MIN_BUCKETS }, () => undefined);
+  private mask = MIN_BUCKETS - 1;
   private readonly zones = new Map<string, ZoneCache>();
   private count = 0;
   evictions = 0;
@@ -179,7 +209,7 @@ export class AnswerCache {
       this.zones.set(name, z);
     } else {
       z.policy = policy;
-      while (z.entries.size > policy.capacity) this.evictOne(z);
+      while (z.size > policy.capacity) this.evictOne(z);
     }
     return z;
   }
@@ -188,7 +218,7 @@ export class AnswerCache {
   retainZones(names: ReadonlySet<string>): void {
     for (const [name, z] of this.zones) {
       if (names.has(name)) continue;
-      for (const e of z.entries) this.remove(e);
+      while (z.oldest) this.remove(z.oldest);
       this.zones.delete(name);
     }
   }
@@ -199,8 +229,8 @@ export class AnswerCache {
    * remaining()), else undefined (an entry past the window is dropped).
    */
   get(msg: Buffer, q: Query, now: number): CacheEntry | undefined {
-    let e = this.byHash.get(q.hash);
-    while (e !== undefined && !e.answers(msg, q)) e = e.next;
+    let e = this.buckets[q.hash & this.mask];
+    while (e !== undefined && !(e.hash === q.hash && e.answers(msg, q))) e = e.next;
     if (e === undefined) return undefined;
     const left = remaining(e, now);
     if (left > 0 || inStaleWindow(e, left)) return e;
@@ -220,8 +250,8 @@ export class AnswerCache {
   }
 
   private find(key: string, hash = keyHash(key)): CacheEntry | undefined {
-    let e = this.byHash.get(hash);
-    while (e !== undefined && !e.hasKey(key)) e = e.next;
+    let e = this.buckets[hash & this.mask];
+    while (e !== undefined && !(e.hash === hash && e.hasKey(key))) e = e.next;
     return e;
   }
 
@@ -244,31 +274,46 @@ export class AnswerCache {
       this.account(old, 1);
       return;
     }
-    while (zone.entries.size >= zone.policy.capacity) this.evictOne(zone);
+    while (zone.size >= zone.policy.capacity) this.evictOne(zone);
+    if (this.count >= this.buckets.length) this.grow();
     const e = new CacheEntry(key, hash, zone, answer);
-    e.next = this.byHash.get(hash);
-    this.byHash.set(hash, e);
-    zone.entries.add(e);
+    const b = hash & this.mask;
+    e.next = this.buckets[b];
+    this.buckets[b] = e;
+    zone.append(e);
     this.count++;
     this.account(e, 1);
   }
 
   private remove(e: CacheEntry): void {
-    const hash = e.hash;
-    const first = this.byHash.get(hash);
-    if (first === e) {
-      if (e.next) this.byHash.set(hash, e.next);
-      else this.byHash.delete(hash);
-    } else {
-      let p = first;
+    const b = e.hash & this.mask;
+    let p = this.buckets[b];
+    if (p === e) this.buckets[b] = e.next;
+    else {
       while (p !== undefined && p.next !== e) p = p.next;
-      // Not in its chain cannot happen; the zone's bookkeeping is fixed regardless.
+      // Not in its bucket cannot happen; the zone's bookkeeping is fixed regardless.
       if (p !== undefined) p.next = e.next;
     }
     e.next = undefined;
-    e.zone.entries.delete(e);
+    e.zone.unlink(e);
     this.count--;
     this.account(e, -1);
+  }
+
+  /** Doubles the table (at one entry per bucket on average) and relinks every entry. */
+  private grow(): void {
+    const old = this.buckets;
+    this.buckets = Array.from({ length: old.length * 2 }, () => undefined);
+    this.mask = this.buckets.length - 1;
+    for (let e of old) {
+      while (e !== undefined) {
+        const next = e.next;
+        const b = e.hash & this.mask;
+        e.next = this.buckets[b];
+        this.buckets[b] = e;
+        e = next;
+      }
+    }
   }
 
   get size(): number {
@@ -285,9 +330,8 @@ export class AnswerCache {
   }
 
   private evictOne(z: ZoneCache): void {
-    const first = z.entries.values().next();
-    if (first.done) return;
-    this.remove(first.value);
+    if (!z.oldest) return;
+    this.remove(z.oldest);
     this.evictions++;
   }
 }

@@ -147,3 +147,29 @@ test('an entry answers only queries with its own DO and CD bits', (t) => {
   t.false(e?.answers(withDo.msg, withDo.q), 'a DO query is not answered by an entry stored without DO');
   t.is(cache.get(withDo.msg, withDo.q, Date.now()), undefined);
 });
+
+test('the table grows past its first size and every entry stays findable; eviction keeps insertion order per zone', (t) => {
+  const cache = new AnswerCache();
+  const a = cache.zone('a.', { ...policy, capacity: 2500 });
+  const b = cache.zone('b.', { ...policy, capacity: 1000 });
+  const name = (z: string, i: number): string => `n${i}.${z}.cluster.local`;
+  const t0 = Date.now();
+  for (let i = 0; i < 3000; i++) {
+    cache.set(parsed(name('a', i)).key, a, stored(name('a', i), '10.0.0.1', t0));
+    if (i % 2 === 0) cache.set(parsed(name('b', i)).key, b, stored(name('b', i), '10.0.0.2', t0));
+  }
+  // a: 3000 inserted into 2500 places, b: 1500 into 1000.
+  t.is(cache.size, 3500);
+  t.is(cache.evictions, 1000);
+  const state = (n: string): string => lookup(cache, n, t0).state;
+  let wrong = 0;
+  for (let i = 0; i < 3000; i++) {
+    if (state(name('a', i)) !== (i < 500 ? 'miss' : 'fresh')) wrong++;
+    if (i % 2 === 0 && state(name('b', i)) !== (i < 1000 ? 'miss' : 'fresh')) wrong++;
+  }
+  t.is(wrong, 0, 'the oldest of each zone went, everything else answers');
+  cache.retainZones(new Set(['b.']));
+  t.is(cache.size, 1000);
+  t.is(state(name('a', 2999)), 'miss');
+  t.is(state(name('b', 2998)), 'fresh');
+});
