@@ -24,6 +24,7 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import type { ProxyMode } from '../modes/backend.ts';
 import { toolPath } from '../modes/exec.ts';
 import { addresses, createSandbox, requireKernelPrerequisites, run, type Sandbox } from '../test/helpers/netns.ts';
@@ -143,20 +144,13 @@ interface Prober {
 async function startProber(ns: string): Promise<Prober> {
   const child: ChildProcess = nodeIn(ns, proberScript, { host: probeIP, port: probePort, timeoutMs: 250, intervalMs: 2 });
   const answers: Answer[] = [];
-  let rest = '';
   let started!: () => void;
   const ready = new Promise<void>((r) => { started = r; });
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => {
-    rest += s;
-    let i: number;
-    while ((i = rest.indexOf('\n')) >= 0) {
-      const line = rest.slice(0, i);
-      rest = rest.slice(i + 1);
-      const sp = line.indexOf(' ');
-      const what = line.slice(sp + 1);
-      if (what === 'started') started();
-      else answers.push({ at: Number(line.slice(0, sp)), what });
-    }
+  createInterface({ input: child.stdout!, crlfDelay: Infinity }).on('line', (line) => {
+    const sp = line.indexOf(' ');
+    const what = line.slice(sp + 1);
+    if (what === 'started') started();
+    else answers.push({ at: Number(line.slice(0, sp)), what });
   });
   await withTimeout(ready, 30_000, 'prober start');
   return { answers, stop: () => { child.kill('SIGKILL'); } };

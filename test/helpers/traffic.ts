@@ -3,6 +3,7 @@
 // answers per backend. Each runs as one small Node.js process inside its
 // namespace (`ip netns exec`), so one process makes many connections.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { toolPath } from '../../modes/exec.ts';
 import type { Pod } from './netns.ts';
 
@@ -156,20 +157,13 @@ export function nodeIn(ns: string, script: string, args: unknown): ChildProcess 
 
 /** A child's stdout as lines: next() waits for one; all() waits for a clean exit. */
 function lines(child: ChildProcess, what: string): { next(): Promise<string>; all(): Promise<string> } {
-  let out = '';
   let err = '';
   const queue: string[] = [];
   const waiters: { resolve: (s: string) => void; reject: (e: Error) => void }[] = [];
   let closed: Error | undefined;
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => {
-    out += s;
-    let idx: number;
-    while ((idx = out.indexOf('\n')) >= 0) {
-      const line = out.slice(0, idx);
-      out = out.slice(idx + 1);
-      const w = waiters.shift();
-      if (w) w.resolve(line); else queue.push(line);
-    }
+  createInterface({ input: child.stdout!, crlfDelay: Infinity }).on('line', (line) => {
+    const w = waiters.shift();
+    if (w) w.resolve(line); else queue.push(line);
   });
   child.stderr!.setEncoding('utf8').on('data', (s: string) => { err += s; });
   const done = new Promise<string>((resolve, reject) => {
