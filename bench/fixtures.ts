@@ -3,7 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { toolPath } from '../modes/exec.ts';
+import { toolPath } from '../lib/exec.ts';
 import { serviceKey, type Endpoint, type ServicePortState } from '../proxy/model.ts';
 
 export const ipv4 = (n: number): string => `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;

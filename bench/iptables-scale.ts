@@ -18,9 +18,9 @@ import { spawn } from 'node:child_process';
 import { IptablesBackend } from '../modes/iptables/backend.ts';
 import { flagValue } from './args.ts';
 import { childrenCpu, endpoint, ipv4, pct, service as benchService, withNetns } from './fixtures.ts';
-import { netnsExec, toolPath } from '../modes/exec.ts';
+import { netnsExec, toolPath } from '../lib/exec.ts';
 import { sepChain, svcChain } from '../modes/iptables/names.ts';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 import { kproxyNodeFlags } from '../test/helpers/kproxy-process.ts';
 import { fullChanges, type Endpoint, type NodeState, type ServicePortState } from '../proxy/model.ts';
 

@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import type { ProxyMode } from '../modes/backend.ts';
-import { toolPath } from '../modes/exec.ts';
+import { toolPath } from '../lib/exec.ts';
 import { addresses, createSandbox, requireKernelPrerequisites, run, type Sandbox } from '../test/helpers/netns.ts';
 import { connectMany, httpGet, nodeIn, startBackends, withTimeout } from '../test/helpers/traffic.ts';
 import { metricsPort, metricValue, startKproxy, type KproxyProcess } from '../test/helpers/kproxy-process.ts';

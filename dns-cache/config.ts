@@ -7,6 +7,14 @@ import { parse as parseYaml } from 'yaml';
 import type { Policy } from './forward.ts';
 import type { UpstreamAddress } from './upstream.ts';
 import { wireName } from './zones.ts';
+import { ConfigError } from '../lib/errors.ts';
+
+export { ConfigError };
+
+/** Every problem of one dns-cache configuration source (a file, the flags), in one error. */
+export function dnsConfigError(source: string, problems: readonly string[]): ConfigError {
+  return new ConfigError(problems, { code: 'KPROXY_DNS_CONFIG_INVALID', source });
+}
 
 export interface CacheSettings {
   /** Entries this zone may hold. */
@@ -68,16 +76,6 @@ export const DEFAULT_CACHE: CacheSettings = {
 const ZONE_DEFAULTS = {
   forceTcp: false, policy: 'sequential' as Policy, maxFails: 2, healthCheckMs: 500, timeoutMs: 2000,
 };
-
-export class ConfigError extends Error {
-  readonly code = 'KPROXY_DNS_CONFIG_INVALID';
-  readonly problems: readonly string[];
-  constructor(source: string, problems: readonly string[]) {
-    super(`invalid dns-cache configuration (${source}):\n  - ${problems.join('\n  - ')}`);
-    this.name = 'ConfigError';
-    this.problems = problems;
-  }
-}
 
 /** "IP:PORT", "[IPv6]:PORT", or a bare IP with `defaultPort`. */
 export function parseHostPort(s: string, defaultPort: number | undefined): { host: string; port: number } | string {
@@ -284,7 +282,7 @@ export function configFromObject(doc: unknown, source: string): DnsCacheConfig {
   };
   if (!UDP_IO.includes(config.udpIo)) c.add('udp_io', `"${config.udpIo}": want one of ${UDP_IO.join(', ')}`);
   if (!/^[a-zA-Z0-9_.-]{1,15}$/.test(config.interfaceName)) c.add('interface_name', `"${config.interfaceName}" is not a valid interface name`);
-  if (c.problems.length) throw new ConfigError(source, c.problems);
+  if (c.problems.length) throw dnsConfigError(source, c.problems);
   return config;
 }
 
@@ -300,11 +298,11 @@ export function loadConfigFile(path: string): unknown {
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new ConfigError(path, [`cannot read the file: ${(e as Error).message}`]);
+    throw dnsConfigError(path, [`cannot read the file: ${(e as Error).message}`]);
   }
   try {
     return parseYaml(text);
   } catch (e) {
-    throw new ConfigError(path, [`not valid YAML: ${(e as Error).message}`]);
+    throw dnsConfigError(path, [`not valid YAML: ${(e as Error).message}`]);
   }
 }

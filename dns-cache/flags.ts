@@ -1,6 +1,6 @@
 // Command-line flags of `kproxy dns-cache`. Flags override the YAML file's
 // top-level settings; `--zone` flags, when given, replace the file's zones.
-import { configFromObject, ConfigError, loadConfigFile, type DnsCacheConfig } from './config.ts';
+import { configFromObject, dnsConfigError, loadConfigFile, type DnsCacheConfig } from './config.ts';
 
 export const USAGE = `usage: kproxy dns-cache [flags]
   --config FILE              YAML configuration (re-read on change and on SIGHUP)
@@ -76,7 +76,7 @@ export function parseArgs(argv: readonly string[]): DnsCacheArgs {
   }
   if (listen.length) overrides.listen = listen;
   if (zones.length) overrides.zones = zones;
-  if (problems.length) throw new ConfigError('flags', problems);
+  if (problems.length) throw dnsConfigError('flags', problems);
   return { configPath, logLevel, overrides };
 }
 

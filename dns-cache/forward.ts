@@ -1,7 +1,7 @@
 // A zone's upstreams and the policy that orders them: healthy upstreams
 // first (sequential, round robin or random), down ones last, each tried in
 // turn until one gives a usable answer or the zone's timeout runs out.
-import type { Logger } from '../proxy/log.ts';
+import type { Logger } from '../lib/log.ts';
 import { Upstream, type UpstreamAddress, type UpstreamHooks } from './upstream.ts';
 import { analyzeResponse, RCODE_REFUSED, RCODE_SERVFAIL, upstreamQuery, type ResponseInfo } from './wire.ts';
 

@@ -1,7 +1,8 @@
 // /health (for the DaemonSet's probes) and /metrics (Prometheus), on one
 // server when both addresses are the same.
+import { hostPort } from '../lib/net.ts';
 import type { ServerResponse } from 'node:http';
-import { listenHttp, sendNotFound, type HttpHandle } from '../proxy/http-server.ts';
+import { listenHttp, sendNotFound, type HttpHandle } from '../lib/http-server.ts';
 import type { Registry } from 'prom-client';
 import { parseHostPort } from './config.ts';
 
@@ -25,7 +26,7 @@ function serve(addr: string, routes: Record<string, Route>): Promise<HttpHandle>
 }
 
 function boundAddr(s: HttpHandle): string {
-  return s.host.includes(':') ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`;
+  return hostPort(s.host, s.port);
 }
 
 export async function startHttp(healthAddr: string, metricsAddr: string, healthy: () => string | undefined, registry: Registry): Promise<HttpEndpoints> {

@@ -3,7 +3,7 @@
 // being an open resolver for clients off the node.
 import dgram from 'node:dgram';
 import net from 'node:net';
-import type { Logger } from '../proxy/log.ts';
+import type { Logger } from '../lib/log.ts';
 import type { ListenAddress, UdpIo } from './config.ts';
 import type { Origin, Resolver } from './resolver.ts';
 import { nativeModule } from './native.ts';

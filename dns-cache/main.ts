@@ -2,8 +2,8 @@
 // the HTTP endpoints together; reloads on config file change or SIGHUP and
 // keeps the old config (and always the cache) when a new one is bad.
 import { unwatchFile, watchFile } from 'node:fs';
-import { hostExec, type Exec } from '../modes/exec.ts';
-import { logger, setLogLevel, type Logger } from '../proxy/log.ts';
+import { hostExec, type Exec } from '../lib/exec.ts';
+import { logger, setLogLevel, type Logger } from '../lib/log.ts';
 import { ConfigError, type DnsCacheConfig, type ListenAddress, type UdpIo } from './config.ts';
 import { parseArgs, resolveConfig, USAGE, type DnsCacheArgs } from './flags.ts';
 import { startHttp, type HttpEndpoints } from './http.ts';

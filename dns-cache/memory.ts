@@ -9,8 +9,8 @@
 // The C heap has the same holes (socket and receive buffers of the misses):
 // malloc_trim hands those pages back too (about 15 MB with 100,000 names).
 import v8 from 'node:v8';
-import { compactHeap } from '../proxy/heap.ts';
-import type { Logger } from '../proxy/log.ts';
+import { compactHeap } from '../lib/heap.ts';
+import type { Logger } from '../lib/log.ts';
 import { nativeModule } from './native.ts';
 
 export interface ReducerOptions {

@@ -3,8 +3,8 @@
 // NOTRACK rules so DNS to and from them skips conntrack (no conntrack races
 // or table exhaustion on UDP), plus filter ACCEPT rules. Teardown removes
 // only what set-up added.
-import type { Logger } from '../proxy/log.ts';
-import { ToolError, type Exec } from '../modes/exec.ts';
+import type { Logger } from '../lib/log.ts';
+import { ToolError, type Exec } from '../lib/exec.ts';
 import type { ListenAddress } from './config.ts';
 
 const COMMENT = 'kproxy dns-cache';

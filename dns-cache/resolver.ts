@@ -1,6 +1,6 @@
 // The query pipeline: parse → cache → (coalesced) forward → store → render.
 // Transport-free: listeners hand it a message and a reply function.
-import type { Logger } from '../proxy/log.ts';
+import type { Logger } from '../lib/log.ts';
 import { remaining, renderAnswer, storeAnswer, type StoredAnswer, type TtlLimits } from './answer.ts';
 import { AnswerCache, entryQuestion, type CacheEntry, type ZoneCache } from './cache.ts';
 import type { DnsCacheConfig, ZoneSettings } from './config.ts';

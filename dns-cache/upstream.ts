@@ -1,9 +1,10 @@
 // One upstream DNS server: queries over a shared UDP socket (random IDs,
 // answers checked against the question), TCP when asked or when the UDP
 // answer is truncated, and the failure count that health checks reset.
+import { hostPort } from '../lib/net.ts';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import type { Logger } from '../proxy/log.ts';
+import type { Logger } from '../lib/log.ts';
 import { sameQuestion, upstreamQuery } from './wire.ts';
 
 export interface UpstreamAddress {
@@ -12,7 +13,7 @@ export interface UpstreamAddress {
 }
 
 export function formatAddress(a: UpstreamAddress): string {
-  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+  return hostPort(a.host, a.port);
 }
 
 /** Connected UDP sockets per upstream (source ports a spoofer must guess). */

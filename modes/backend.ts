@@ -21,7 +21,7 @@ export interface ModeOptions {
    * Where the kernel tools are. Defaults to /usr/sbin; tests point it at the
    * same tools run inside a network namespace (e.g. a wrapper with `ip netns exec`).
    */
-  readonly exec?: import('./exec.ts').Exec;
+  readonly exec?: import('../lib/exec.ts').Exec;
 }
 
 export interface SyncResult {

@@ -1,9 +1,9 @@
 // Deletes conntrack entries of UDP flows whose target went away, for every
 // mode: without this, a UDP client keeps sending to a dead endpoint (or to a
 // cached REJECT) for as long as its flow lives. Called after a successful sync.
-import type { Logger } from '../proxy/log.ts';
+import type { Logger } from '../lib/log.ts';
 import type { Changes } from '../proxy/model.ts';
-import { ToolError, type Exec } from './exec.ts';
+import { ToolError, type Exec } from '../lib/exec.ts';
 
 /** conntrack exits 1 with this when nothing matched: not an error for us. */
 const nothingDeleted = /0 flow entries have been deleted/;
@@ -45,7 +45,7 @@ export async function clearStaleUdp(changes: Changes, exec: Exec, log: Logger): 
       try {
         await exec('conntrack', args);
       } catch (e) {
-        if (e instanceof ToolError && e.exitCode === 1 && nothingDeleted.test(e.stderr)) continue;
+        if (e instanceof ToolError && e.status === 1 && nothingDeleted.test(e.stderr)) continue;
         failed++;
         log.warn({ err: e, args: args.join(' ') }, 'conntrack cleanup of a stale UDP flow failed');
       }

@@ -1,6 +1,6 @@
 // Picks the backend for --proxy-mode. Each mode exports a class with this
 // constructor shape from modes/<mode>/backend.ts.
-import type { Logger } from '../proxy/log.ts';
+import type { Logger } from '../lib/log.ts';
 import type { Backend, ModeOptions, ProxyMode } from './backend.ts';
 import { IptablesBackend } from './iptables/backend.ts';
 import { NftablesBackend } from './nftables/backend.ts';

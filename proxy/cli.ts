@@ -2,9 +2,9 @@
 // then runs the proxy or one of the operator commands.
 import type { ProxyConfig } from './config.ts';
 import { loadConfig } from './config.ts';
-import { exitCodeOf, formatError, KproxyError } from './errors.ts';
+import { exitCodeOf, formatError, KproxyError } from '../lib/errors.ts';
 import { helpText } from './flags.ts';
-import { logger, setLogLevel, type Logger } from './log.ts';
+import { logger, setLogLevel, type Logger } from '../lib/log.ts';
 import { stdoutOut, type Out } from './commands/output.ts';
 
 async function dispatch(config: ProxyConfig, log: Logger, out: Out): Promise<number> {

@@ -5,8 +5,9 @@ import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import type { ProxyMode } from '../modes/backend.ts';
-import { ConfigError } from './errors.ts';
-import { cidrFamily, parseArgs, parseBindAddress, parseDuration, splitList, type BindAddress } from './flags.ts';
+import { ConfigError } from '../lib/errors.ts';
+import { cidrFamily } from '../lib/net.ts';
+import { parseArgs, parseBindAddress, parseDuration, splitList, type BindAddress } from './flags.ts';
 
 export type Command = 'run' | 'cleanup' | 'dump' | 'diff' | 'explain';
 
@@ -167,7 +168,7 @@ export function loadConfig(argv: readonly string[], opts: LoadOptions = {}): Pro
   const seenFamilies = new Set<number>();
   for (const c of clusterCIDRs) {
     const fam = cidrFamily(c);
-    if (fam === undefined) problems.push(`${w('clusterCIDR', 'cluster CIDR')}: "${c}" is not a valid CIDR`);
+    if (fam === 0) problems.push(`${w('clusterCIDR', 'cluster CIDR')}: "${c}" is not a valid CIDR`);
     else if (seenFamilies.has(fam)) problems.push(`${w('clusterCIDR', 'cluster CIDR')}: "${c}": at most one CIDR per IP family`);
     else seenFamilies.add(fam);
   }
@@ -177,7 +178,7 @@ export function loadConfig(argv: readonly string[], opts: LoadOptions = {}): Pro
   const nodePortAddresses: string[] = [];
   for (const a of s.nodePortAddresses ?? []) {
     if (a === 'primary') nodePortPrimary = true;
-    else if (cidrFamily(a) === undefined) problems.push(`${w('nodePortAddresses', 'nodeport addresses')}: "${a}" is not a CIDR or "primary"`);
+    else if (cidrFamily(a) === 0) problems.push(`${w('nodePortAddresses', 'nodeport addresses')}: "${a}" is not a CIDR or "primary"`);
     else nodePortAddresses.push(a);
   }
   if (nodePortPrimary && nodePortAddresses.length > 0) problems.push(`${w('nodePortAddresses', 'nodeport addresses')}: "primary" cannot be combined with CIDRs`);

@@ -3,7 +3,6 @@
 // (Go durations, CIDRs, host:port). Parsing never throws: every problem is
 // collected so the caller can report them all at once.
 import { isIP } from 'node:net';
-import { cidrFamily as cidrFamilyOrZero } from './validate.ts';
 
 export type FlagKind = 'string' | 'bool' | 'int';
 
@@ -135,11 +134,6 @@ export function parseDuration(text: string): number | undefined {
     pos = re.lastIndex;
   }
   return ms;
-}
-
-/** The IP family of a CIDR ("10.0.0.0/8" → 4), or undefined when it is not one. */
-export function cidrFamily(text: string): 4 | 6 | undefined {
-  return cidrFamilyOrZero(text) || undefined;
 }
 
 /** Splits a comma-separated list, dropping blanks. */

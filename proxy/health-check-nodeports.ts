@@ -4,8 +4,9 @@
 // 200 when this node has ready local endpoints and the proxy is healthy,
 // 503 otherwise, with the endpoint count in the body and in
 // X-Load-Balancing-Endpoint-Weight.
-import { listenHttp, sendJson, type HttpHandle } from './http-server.ts';
-import type { Logger } from './log.ts';
+import { hostPort } from '../lib/net.ts';
+import { listenHttp, sendJson, type HttpHandle } from '../lib/http-server.ts';
+import type { Logger } from '../lib/log.ts';
 import type { NodeState } from './model.ts';
 import type { SyncListener, SyncReport } from './runner.ts';
 
@@ -31,7 +32,7 @@ export function healthCheckTargets(state: NodeState, log?: Logger): Map<number, 
       eps.set(sp.healthCheckNodePort, t);
     }
     // Only ready endpoints count (kube-proxy: terminating fallback endpoints do not attract new LB traffic).
-    for (const e of sp.localEndpoints) if (e.ready) t.set.add(e.ip.includes(':') ? `[${e.ip}]:${e.port}` : `${e.ip}:${e.port}`);
+    for (const e of sp.localEndpoints) if (e.ready) t.set.add(hostPort(e.ip, e.port));
   }
   return new Map([...eps].map(([port, t]) => [port, { namespace: t.namespace, name: t.name, localEndpoints: t.set.size }]));
 }

@@ -10,8 +10,8 @@
 //    drain it;
 //  - /livez ignores node eligibility: a draining node is still alive.
 import type { V1Node } from '@kubernetes/client-node';
-import { listenHttp, sendJson, sendNotFound, type HttpHandle } from './http-server.ts';
-import type { Logger } from './log.ts';
+import { listenHttp, sendJson, sendNotFound, type HttpHandle } from '../lib/http-server.ts';
+import type { Logger } from '../lib/log.ts';
 import type { SyncListener, SyncReport } from './runner.ts';
 
 export interface HealthStatus {

@@ -4,8 +4,8 @@
 // the listed Node object knows.
 import type { KubeConfig, V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import type { ProxyConfig } from './config.ts';
-import { KproxyError } from './errors.ts';
-import type { Logger } from './log.ts';
+import { KproxyError } from '../lib/errors.ts';
+import type { Logger } from '../lib/log.ts';
 import type { Family } from './model.ts';
 import { ipFamilies } from './mode-options.ts';
 import { FileSource } from './source/file.ts';

@@ -9,16 +9,16 @@
 // SIGTERM/SIGINT stop everything and LEAVE the rules in place, so traffic
 // keeps flowing while kproxy restarts or is upgraded. An unreachable API
 // server never removes rules either: they stay as last programmed.
-import { hostExec, type Exec } from '../modes/exec.ts';
+import { hostExec, type Exec } from '../lib/exec.ts';
 import { clearStaleUdp } from '../modes/conntrack.ts';
 import { createBackend, otherBackends } from '../modes/registry.ts';
 import type { ProxyConfig } from './config.ts';
 import { HealthCheckNodePorts } from './health-check-nodeports.ts';
 import { ProxierHealth, startHealthServer } from './health.ts';
-import { compactHeap } from './heap.ts';
-import type { HttpHandle } from './http-server.ts';
+import { compactHeap } from '../lib/heap.ts';
+import type { HttpHandle } from '../lib/http-server.ts';
 import { loadSource, nodeAddresses, type LoadedSource } from './load-source.ts';
-import type { Logger } from './log.ts';
+import type { Logger } from '../lib/log.ts';
 import { ProxyMetrics, startMetricsServer } from './metrics.ts';
 import { healthCheckHosts, modeOptions } from './mode-options.ts';
 import { Runner, type SyncListener } from './runner.ts';

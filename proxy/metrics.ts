@@ -3,10 +3,10 @@
 // together with /healthz and /proxyMode as kube-proxy does.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ProxyMode } from '../modes/backend.ts';
-import { listenHttp, sendJson, sendNotFound, type HttpHandle } from './http-server.ts';
+import { listenHttp, sendJson, sendNotFound, type HttpHandle } from '../lib/http-server.ts';
 import type { ProxierHealth } from './health.ts';
 import { healthBody } from './health.ts';
-import type { Logger } from './log.ts';
+import type { Logger } from '../lib/log.ts';
 import type { NodeState } from './model.ts';
 import type { SyncListener, SyncReport } from './runner.ts';
 

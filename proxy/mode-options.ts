@@ -9,10 +9,10 @@
 // IPv4 side too, which is harmless.
 import { accessSync, constants } from 'node:fs';
 import type { ModeOptions, ProxyMode } from '../modes/backend.ts';
-import { toolPath, type Exec } from '../modes/exec.ts';
+import { toolPath, type Exec } from '../lib/exec.ts';
 import type { ProxyConfig } from './config.ts';
-import { cidrFamily } from './flags.ts';
-import type { Logger } from './log.ts';
+import { cidrFamily } from '../lib/net.ts';
+import type { Logger } from '../lib/log.ts';
 import type { Family } from './model.ts';
 import { BlockList, isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';

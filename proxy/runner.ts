@@ -12,10 +12,10 @@
 //  - a full sync runs at least every fullSyncPeriod (one hour) regardless.
 // The clock is injected so tests drive time by hand.
 import type { Backend, SyncResult } from '../modes/backend.ts';
-import type { Logger } from './log.ts';
+import type { Logger } from '../lib/log.ts';
 import type { Changes, NodeState, StaleUdpEndpoint } from './model.ts';
 import type { ServiceTracker } from './tracker-api.ts';
-import { Backoff } from './source/backoff.ts';
+import { Backoff } from '../lib/backoff.ts';
 
 export interface Clock {
   now(): number;

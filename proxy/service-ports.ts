@@ -3,7 +3,8 @@
 // and BaseServicePortInfo).
 import type { V1Service } from '@kubernetes/client-node';
 import { serviceKey, type Endpoint, type Family, type Protocol, type ServicePortState } from './model.ts';
-import { cidrFamily, ipFamily, serviceSourceRanges } from './validate.ts';
+import { cidrFamily, ipFamily } from '../lib/net.ts';
+import { serviceSourceRanges } from './validate.ts';
 
 /** A ServicePortState without its endpoints. */
 export type ServicePortInfo = Omit<ServicePortState,

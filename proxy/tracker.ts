@@ -5,7 +5,7 @@
 // that changes which net to nothing disappear.
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import { isIP } from 'node:net';
-import type { Logger } from './log.ts';
+import type { Logger } from '../lib/log.ts';
 import type { Changes, Family, NodeState, ServicePortState, StaleUdpEndpoint, StaleUdpServiceIP } from './model.ts';
 import type { SourceEvent } from './source/source.ts';
 import type { InvalidObject, ServiceTracker, TrackerOptions } from './tracker-api.ts';

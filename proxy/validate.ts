@@ -1,7 +1,7 @@
 // Checks Services and EndpointSlices before the tracker takes them in. A
 // malformed object is reported with every problem at once and skipped; the
 // tracker keeps the last good version of it in force.
-import { isIP } from 'node:net';
+import { cidrFamily, ipFamily } from '../lib/net.ts';
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 
 const protocols = new Set(['TCP', 'UDP', 'SCTP']);
@@ -11,26 +11,6 @@ const addressTypes = new Set(['IPv4', 'IPv6', 'FQDN']);
 
 /** The legacy annotation that carries LoadBalancer source ranges, comma-separated. */
 export const sourceRangesAnnotation = 'service.beta.kubernetes.io/load-balancer-source-ranges';
-
-/**
- * 4 or 6 for a literal IP address, 0 for anything else. An IPv6 zone
- * ("fe80::1%eth0") is no Service or endpoint address (the API server rejects
- * it too) and no kernel tool accepts it in a rule.
- */
-export function ipFamily(ip: string): 0 | 4 | 6 {
-  return ip.includes('%') ? 0 : isIP(ip) as 0 | 4 | 6;
-}
-
-/** 4 or 6 for a CIDR such as "10.0.0.0/8" or "2001:db8::/32" 0 when invalid. */
-export function cidrFamily(cidr: string): 0 | 4 | 6 {
-  const slash = cidr.indexOf('/');
-  if (slash < 0) return 0;
-  const family = ipFamily(cidr.slice(0, slash));
-  if (family === 0) return 0;
-  const bits = cidr.slice(slash + 1);
-  if (!/^\d{1,3}$/.test(bits)) return 0;
-  return Number(bits) <= (family === 4 ? 32 : 128) ? family : 0;
-}
 
 /** Source ranges of a Service: spec.loadBalancerSourceRanges, else the legacy annotation. */
 export function serviceSourceRanges(svc: V1Service): string[] {

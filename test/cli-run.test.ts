@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createSandbox } from './helpers/netns.ts';
 import { spawn } from 'node:child_process';
-import { toolPath } from '../modes/exec.ts';
+import { toolPath } from '../lib/exec.ts';
 import { healthzPort, kproxyArgs, kproxyBin, metricsPort, metricValue, startKproxy } from './helpers/kproxy-process.ts';
 import { httpGet } from './helpers/traffic.ts';
 

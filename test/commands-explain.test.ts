@@ -4,7 +4,7 @@ import test from 'ava';
 import { fileURLToPath } from 'node:url';
 import { explainCommand, parseDestination } from '../proxy/commands/explain.ts';
 import { loadConfig } from '../proxy/config.ts';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 
 const fixture = fileURLToPath(new URL('./fixtures/proxy/cluster.yaml', import.meta.url));
 

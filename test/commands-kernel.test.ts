@@ -3,14 +3,14 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { netnsExec, hostExec } from '../modes/exec.ts';
+import { netnsExec, hostExec } from '../lib/exec.ts';
 import { createBackend } from '../modes/registry.ts';
 import { cleanupCommand } from '../proxy/commands/cleanup.ts';
 import { diffCommand } from '../proxy/commands/diff.ts';
 import { dumpCommand } from '../proxy/commands/dump.ts';
 import { loadConfig } from '../proxy/config.ts';
 import { loadSource } from '../proxy/load-source.ts';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 import { modeOptions } from '../proxy/mode-options.ts';
 import { requireKernelPrerequisites } from './helpers/netns.ts';
 

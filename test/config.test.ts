@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../proxy/config.ts';
-import { ConfigError } from '../proxy/errors.ts';
+import { ConfigError } from '../lib/errors.ts';
 import { parseBindAddress, parseDuration } from '../proxy/flags.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'kproxy-config-'));

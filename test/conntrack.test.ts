@@ -5,9 +5,9 @@ import { execFileSync } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { clearStaleUdp, staleUdpCommands } from '../modes/conntrack.ts';
-import { netnsExec, ToolError, type Exec } from '../modes/exec.ts';
+import { netnsExec, ToolError, type Exec } from '../lib/exec.ts';
 import { pino } from 'pino';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 import type { Changes } from '../proxy/model.ts';
 
 const changes: Changes = {

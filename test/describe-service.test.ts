@@ -6,7 +6,7 @@ import test from 'ava';
 import type { Backend, ModeOptions, ProxyMode } from '../modes/backend.ts';
 import { parseCommand, renderElement } from '../modes/nftables/objects.ts';
 import { createBackend } from '../modes/registry.ts';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 import type { NodeState, ServicePortState } from '../proxy/model.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
 

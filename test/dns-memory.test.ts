@@ -3,7 +3,7 @@
 import test from 'ava';
 import v8 from 'node:v8';
 import { startMemoryReducer } from '../dns-cache/memory.ts';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 import { fragmentHeap } from './helpers/heap-burst.ts';
 
 test('a burst leaves heap pages behind; the reducer gives them back', async (t) => {

@@ -8,8 +8,8 @@ import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { netnsExec, toolPath } from '../modes/exec.ts';
-import { silentLogger } from '../proxy/log.ts';
+import { netnsExec, toolPath } from '../lib/exec.ts';
+import { silentLogger } from '../lib/log.ts';
 import { NodeSetup, notrackRules } from '../dns-cache/node-setup.ts';
 import { createNetns, deleteNetns } from './helpers/netns.ts';
 

@@ -3,7 +3,7 @@
 import test from 'ava';
 import { createServer } from 'node:net';
 import { HealthCheckNodePorts, healthCheckTargets } from '../proxy/health-check-nodeports.ts';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
 
 /** Free TCP ports on 127.0.0.1 (asked from the kernel, then released). */

@@ -2,7 +2,7 @@
 import test from 'ava';
 import type { V1Node } from '@kubernetes/client-node';
 import { ProxierHealth, startHealthServer } from '../proxy/health.ts';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 
 async function get(port: number, path: string): Promise<{ status: number; body: Record<string, unknown>; type: string | null }> {
   const r = await fetch(`http://127.0.0.1:${port}${path}`);

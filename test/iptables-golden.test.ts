@@ -4,7 +4,7 @@
 import test from 'ava';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { IptablesBackend } from '../modes/iptables/backend.ts';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 import { scenarios } from './fixtures/iptables/scenarios.ts';
 
 const dir = new URL('./fixtures/iptables/', import.meta.url);

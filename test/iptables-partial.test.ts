@@ -3,7 +3,7 @@
 import test from 'ava';
 import { IptablesBackend } from '../modes/iptables/backend.ts';
 import { FakeKernel } from '../modes/iptables/fake-kernel.ts';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 import { fullChanges, type Changes, type NodeState, type ServicePortState } from '../proxy/model.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
 import { nodeIP, options } from './fixtures/iptables/scenarios.ts';

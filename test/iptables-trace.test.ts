@@ -5,7 +5,7 @@ import test from 'ava';
 import { IptablesBackend } from '../modes/iptables/backend.ts';
 import { FakeKernel } from '../modes/iptables/fake-kernel.ts';
 import type { TraceOutcome, TracePacket } from '../modes/iptables/tracer.ts';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 import { fullChanges } from '../proxy/model.ts';
 import { nodeIP, scenario } from './fixtures/iptables/scenarios.ts';
 

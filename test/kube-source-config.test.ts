@@ -4,9 +4,9 @@ import test from 'ava';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { KproxyError } from '../proxy/errors.ts';
-import { silentLogger } from '../proxy/log.ts';
-import { Backoff } from '../proxy/source/backoff.ts';
+import { KproxyError } from '../lib/errors.ts';
+import { silentLogger } from '../lib/log.ts';
+import { Backoff } from '../lib/backoff.ts';
 import { KubeSource } from '../proxy/source/kube.ts';
 
 function kubeconfig(t: { teardown(fn: () => void): void }, text: string): string {

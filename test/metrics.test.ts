@@ -1,7 +1,7 @@
 // Prometheus metrics with kube-proxy's names, scraped over real HTTP.
 import test from 'ava';
 import { ProxierHealth } from '../proxy/health.ts';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 import { ProxyMetrics, startMetricsServer } from '../proxy/metrics.ts';
 import type { SyncReport } from '../proxy/runner.ts';
 import { fullChanges } from '../proxy/model.ts';

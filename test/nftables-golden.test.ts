@@ -3,7 +3,7 @@
 // A failure shows the diff; behaviour is checked by the tracer tests.
 import test from 'ava';
 import { NftablesBackend } from '../modes/nftables/backend.ts';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 import { nodeState } from './helpers/state.ts';
 import { options, scenarios } from './fixtures/nftables/scenarios.ts';
 import { addedBlocks, dedent, loaded, spaced } from './fixtures/nftables/golden.ts';

@@ -7,7 +7,7 @@ import { NftablesBackend } from '../modes/nftables/backend.ts';
 import { FakeNftKernel } from '../modes/nftables/fake-kernel.ts';
 import { describe, remember, trace } from '../modes/nftables/tracer.ts';
 import { fullChanges, type NodeState } from '../proxy/model.ts';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
 import { allServices, byName, options } from './fixtures/nftables/scenarios.ts';
 import { changesBetween, replace } from './fixtures/nftables/states.ts';

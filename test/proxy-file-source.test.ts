@@ -11,7 +11,7 @@ import type { SourceEvent } from '../proxy/source/source.ts';
 import { Tracker } from '../proxy/tracker.ts';
 import { clusterYaml, recordingLogger } from './fixtures/proxy/objects.ts';
 import { eventually } from './helpers/source-recorder.ts';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 
 const svcDoc = (name: string, ip: string, port = 80) => `apiVersion: v1
 kind: Service

@@ -2,8 +2,8 @@
 // concatenated string would hold shrinks.
 import test from 'ava';
 import v8 from 'node:v8';
-import { compactHeap } from '../proxy/heap.ts';
-import { flatString } from '../proxy/flat-string.ts';
+import { compactHeap } from '../lib/heap.ts';
+import { flatString } from '../lib/flat-string.ts';
 
 function built(i: number, proto: string, port: number): string {
   const ip = `10.${(i >> 8) & 255}.${i & 255}.1`;

@@ -2,7 +2,7 @@
 // survivors go back to the system, and what survives is untouched.
 import test from 'ava';
 import v8 from 'node:v8';
-import { compactHeap } from '../proxy/heap.ts';
+import { compactHeap } from '../lib/heap.ts';
 import { fragmentHeap } from './helpers/heap-burst.ts';
 
 test('compactHeap gives back pages that a burst left mostly empty', (t) => {

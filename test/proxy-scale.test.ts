@@ -2,7 +2,7 @@
 // change sets (timings are measured by test/fixtures/proxy/measure-tracker.ts,
 // not asserted here).
 import test from 'ava';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 import { SnapshotMapBuilder } from '../proxy/snapshot-map.ts';
 import { Tracker } from '../proxy/tracker.ts';
 import { syntheticCluster, syntheticSlice } from './fixtures/proxy/synthetic.ts';

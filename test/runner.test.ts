@@ -2,7 +2,7 @@
 // burst, retry → full, drift → full, hourly full resync, no overlap.
 import test from 'ava';
 import type { Backend, SyncResult } from '../modes/backend.ts';
-import { silentLogger } from '../proxy/log.ts';
+import { silentLogger } from '../lib/log.ts';
 import type { Changes, NodeState, StaleUdpEndpoint } from '../proxy/model.ts';
 import { Runner, type Clock, type RunnerOptions, type SyncListener } from '../proxy/runner.ts';
 import type { ServiceTracker } from '../proxy/tracker-api.ts';

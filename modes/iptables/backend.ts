@@ -1,10 +1,11 @@
 // The iptables dataplane: one `iptables-restore --noflush -w` batch per
 // sync per IP family, plus at most one `ipset restore` batch, in
 // kube-proxy's chain layout.
-import type { Logger } from '../../proxy/log.ts';
+import type { Logger } from '../../lib/log.ts';
+import { ofFamily } from '../../lib/net.ts';
 import type { Changes, Family, NodeState } from '../../proxy/model.ts';
 import type { Backend, ModeOptions, SyncResult } from '../backend.ts';
-import { hostExec, ToolError, type Exec } from '../exec.ts';
+import { hostExec, ToolError, type Exec } from '../../lib/exec.ts';
 import { describeServicePort } from './describe.ts';
 import { builtinJumps, type BuiltinJump, type FamilyOptions } from './layout.ts';
 import { loopbackSet, serviceChainPrefixes } from './names.ts';
@@ -15,12 +16,11 @@ import { detectVariant, tool, type Variant } from './variant.ts';
 const tables = ['nat', 'filter', 'mangle'] as const;
 
 function familyOptions(opts: ModeOptions, family: Family): FamilyOptions {
-  const ofFamily = (c: string): boolean => (family === 6) === c.includes(':');
   return {
     family,
-    clusterCIDR: opts.clusterCIDRs.find(ofFamily) ?? '',
+    clusterCIDR: ofFamily(opts.clusterCIDRs, family)[0] ?? '',
     masqueradeAll: opts.masqueradeAll,
-    nodePortCIDRs: opts.nodePortAddresses.filter(ofFamily),
+    nodePortCIDRs: ofFamily(opts.nodePortAddresses, family),
     mark: `0x${(1 << opts.masqueradeBit).toString(16)}`,
   };
 }
@@ -50,7 +50,7 @@ export class IptablesBackend implements Backend {
       this.famOpts.set(f, familyOptions(opts, f));
       this.records.set(f, new FamilyRecord());
     }
-    const multi = (f: Family) => opts.clusterCIDRs.filter((c) => (f === 6) === c.includes(':')).length > 1;
+    const multi = (f: Family) => ofFamily(opts.clusterCIDRs, f).length > 1;
     for (const f of this.families) {
       if (multi(f)) this.log.warn({ family: f }, 'several cluster CIDRs of one family: only the first is used for masquerade decisions');
     }

@@ -3,7 +3,7 @@
 // (unknown syntax is an error, as in the kernel tool), applies each table
 // all-or-nothing with --noflush semantics, and dumps iptables-save-like text.
 // trace() (tracer.ts) follows a packet through what it holds.
-import { ToolError, type Exec, type ExecResult } from '../exec.ts';
+import { ToolError, type Exec, type ExecResult } from '../../lib/exec.ts';
 import type { Family } from '../../proxy/model.ts';
 import { parseRule, renderRule, tokenize } from './rule.ts';
 import { trace, type TraceOutcome, type TracePacket } from './tracer.ts';

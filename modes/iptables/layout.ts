@@ -4,9 +4,10 @@
 // in the shared chains (KUBE-SERVICES, KUBE-NODEPORTS, filter chains).
 // Endpoints are DNATed straight from the Service chain: no per-endpoint
 // chain, hairpin masquerade comes from the loopback ipset instead.
-import { flatString } from '../../proxy/flat-string.ts';
+import { flatString } from '../../lib/flat-string.ts';
 import type { Endpoint, Family, ServicePortState } from '../../proxy/model.ts';
-import { chains, hostPort, loopbackSet, portProtoHash, sepChain } from './names.ts';
+import { hostCIDR, hostPort } from '../../lib/net.ts';
+import { chains, loopbackSet, portProtoHash, sepChain } from './names.ts';
 import { escapeQuoted, probability, renderMatch, renderRule, type L4, type Match, type Rule } from './rule.ts';
 
 export type Table = 'nat' | 'filter' | 'mangle';
@@ -61,8 +62,6 @@ export interface ServiceOutput {
   /** Entries of the loopback ipset ("ip,proto:port,ip"). */
   readonly loopback: readonly string[];
 }
-
-const hostCIDR = (ip: string): string => (ip.includes(':') ? `${ip}/128` : `${ip}/32`);
 
 function l4(s: ServicePortState): L4 {
   return s.protocol.toLowerCase() as L4;

@@ -2,6 +2,7 @@
 // chains have the same name on every node and across restarts:
 // base32(sha256(servicePortName + lowercase protocol)), first 16 characters.
 import { createHash } from 'node:crypto';
+import { hostPort } from '../../lib/net.ts';
 import type { Protocol } from '../../proxy/model.ts';
 
 const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
@@ -28,11 +29,6 @@ function hash16(text: string): string {
 
 export function portProtoHash(servicePortName: string, protocol: Protocol): string {
   return hash16(servicePortName + protocol.toLowerCase());
-}
-
-/** "ip:port", or "[ip]:port" for IPv6, as Go's net.JoinHostPort writes it. */
-export function hostPort(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
 
 export const svcChain = (name: string, p: Protocol): string => `KUBE-SVC-${portProtoHash(name, p)}`;

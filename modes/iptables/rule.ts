@@ -2,6 +2,8 @@
 // form iptables-save prints (so what kproxy writes and what the kernel
 // reads back compare as text), and that line parses back to the same value.
 
+import { KproxyError } from '../../lib/errors.ts';
+
 export type L4 = 'tcp' | 'udp' | 'sctp';
 
 export interface Addr {
@@ -35,10 +37,9 @@ export interface Rule {
   readonly target: Target;
 }
 
-export class RuleSyntaxError extends Error {
-  readonly code = 'KPROXY_IPTABLES_SYNTAX';
+export class RuleSyntaxError extends KproxyError {
   constructor(message: string, line: string) {
-    super(`${message} in rule: ${line}`);
+    super('KPROXY_IPTABLES_SYNTAX', `${message} in rule: ${line}`);
     this.name = 'RuleSyntaxError';
   }
 }

@@ -2,6 +2,7 @@
 // (nat then filter, as the kernel's hooks order them) and reports every
 // possible outcome with its probability: where it is DNATed, whether it is
 // masqueraded, and whether it is accepted, dropped or rejected.
+import { inCIDR } from '../../lib/net.ts';
 import { parseRule, tokenize, type Match, type Rule } from './rule.ts';
 import type { FakeSet, Tables } from './fake-kernel.ts';
 
@@ -34,25 +35,6 @@ interface Pkt {
 }
 
 type Verdict = 'continue' | 'ACCEPT' | 'DROP' | 'REJECT' | 'DNAT' | 'MASQUERADE';
-
-function ipToBig(ip: string): { v: bigint; bits: number } {
-  if (!ip.includes(':')) return { v: ip.split('.').reduce((a, o) => (a << 8n) | BigInt(Number(o)), 0n), bits: 32 };
-  const [head, tail = ''] = ip.split('::');
-  const h = head ? head.split(':') : [];
-  const t = ip.includes('::') && tail ? tail.split(':') : [];
-  const groups = ip.includes('::') ? [...h, ...Array(8 - h.length - t.length).fill('0'), ...t] : h;
-  return { v: groups.reduce((a, g) => (a << 16n) | BigInt(parseInt(g, 16)), 0n), bits: 128 };
-}
-
-export function inCIDR(ip: string, cidr: string): boolean {
-  const [net, lenStr] = cidr.split('/');
-  const a = ipToBig(ip);
-  const b = ipToBig(net);
-  if (a.bits !== b.bits) return false;
-  const len = BigInt(Number(lenStr ?? a.bits));
-  const shift = BigInt(a.bits) - len;
-  return a.v >> shift === b.v >> shift;
-}
 
 function splitHostPort(hp: string): [string, number] {
   const m = hp.match(/^\[(.*)\]:(\d+)$/) ?? hp.match(/^(.*):(\d+)$/);

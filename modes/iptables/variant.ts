@@ -1,13 +1,17 @@
 // Which iptables variant to drive. As kube-proxy does: the one that already
 // holds KUBE-* chains (so a node keeps one consistent ruleset), else the
 // system's `iptables` default. KPROXY_IPTABLES_VARIANT=nft|legacy overrides.
-import type { Exec } from '../exec.ts';
+import { KproxyError } from '../../lib/errors.ts';
+import type { Exec } from '../../lib/exec.ts';
 import type { Family } from '../../proxy/model.ts';
 
 export type Variant = 'nft' | 'legacy';
 
-export class VariantError extends Error {
-  readonly code = 'KPROXY_IPTABLES_VARIANT';
+export class VariantError extends KproxyError {
+  constructor(message: string) {
+    super('KPROXY_IPTABLES_VARIANT', message);
+    this.name = 'VariantError';
+  }
 }
 
 export function variantFromEnv(value: string | undefined): Variant | undefined {

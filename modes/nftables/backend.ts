@@ -2,9 +2,9 @@
 // changed by one `nft -f -` transaction per sync. Incremental syncs send
 // only what changed, computed from kproxy's own record of what it applied.
 import type { Changes, Family, NodeState } from '../../proxy/model.ts';
-import type { Logger } from '../../proxy/log.ts';
+import type { Logger } from '../../lib/log.ts';
 import type { Backend, ModeOptions, SyncResult } from '../backend.ts';
-import { hostExec, type Exec } from '../exec.ts';
+import { hostExec, type Exec } from '../../lib/exec.ts';
 import { describeServicePort } from './describe.ts';
 import { familySyntax, staticChains, tableName, type FamilySyntax } from './layout.ts';
 import { chainsInListing } from './listing.ts';

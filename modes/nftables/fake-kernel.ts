@@ -2,8 +2,9 @@
 // batch back, applies it all-or-nothing with the checks nft would make
 // (missing chains/sets, busy objects, duplicate or missing elements), and
 // prints tables the way `nft list table` does.
-import type { Exec } from '../exec.ts';
-import { ToolError } from '../exec.ts';
+import { KproxyError } from '../../lib/errors.ts';
+import type { Exec } from '../../lib/exec.ts';
+import { ToolError } from '../../lib/exec.ts';
 import { formatTimeout, parseCommand, type BaseChainSpec, type Command, type SetSpec } from './objects.ts';
 
 export interface FakeChain {
@@ -23,10 +24,9 @@ export interface FakeTable {
   readonly sets: Map<string, FakeSet>;
 }
 
-export class NftError extends Error {
-  readonly code = 'KPROXY_NFT_REJECTED';
+export class NftError extends KproxyError {
   constructor(message: string) {
-    super(message);
+    super('KPROXY_NFT_REJECTED', message);
     this.name = 'NftError';
   }
 }

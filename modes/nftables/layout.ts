@@ -3,6 +3,7 @@
 // meets a constant number of map lookups whatever the number of Services;
 // commits stay cheap because chains number in the tens, not one or more per
 // Service and endpoint.
+import { ofFamily } from '../../lib/net.ts';
 import type { Family } from '../../proxy/model.ts';
 import type { ModeOptions } from '../backend.ts';
 import type { BaseChainSpec, NftFamily, SetSpec } from './objects.ts';
@@ -84,22 +85,18 @@ export function literalSet(items: readonly string[]): string {
   return items.length === 1 ? items[0] : `{ ${items.join(', ')} }`;
 }
 
-export function cidrsOf(f: FamilySyntax, cidrs: readonly string[]): string[] {
-  return cidrs.filter((c) => c.includes(':') === (f.family === 6));
-}
-
 /** The match that makes a packet's destination a NodePort address, or undefined when this family has none. */
 function nodePortMatch(f: FamilySyntax, opts: ModeOptions): string | undefined {
   const local = `fib daddr type local ${f.addr} daddr != ${f.loopback}`;
   if (opts.nodePortAddresses.length === 0) return local;
-  const mine = cidrsOf(f, opts.nodePortAddresses);
+  const mine = ofFamily(opts.nodePortAddresses, f.family);
   return mine.length ? `${local} ${f.addr} daddr ${literalSet(mine)}` : undefined;
 }
 
 /** Rule (or none) marking ClusterIP traffic for masquerade: --masquerade-all, or from outside the cluster CIDRs. */
 export function clusterMasqueradeRule(f: FamilySyntax, opts: ModeOptions): string | undefined {
   if (opts.masqueradeAll) return `jump ${chains.markForMasquerade}`;
-  const cidrs = cidrsOf(f, opts.clusterCIDRs);
+  const cidrs = ofFamily(opts.clusterCIDRs, f.family);
   return cidrs.length ? `${f.addr} saddr != ${literalSet(cidrs)} jump ${chains.markForMasquerade}` : undefined;
 }
 

@@ -3,6 +3,8 @@
 // kproxy sends are modelled; rules stay text (the fake kernel and the tracer
 // read them), but their table, chain and references are checked here.
 
+import { KproxyError } from '../../lib/errors.ts';
+
 export type NftFamily = 'ip' | 'ip6';
 export type Verb = 'add' | 'delete' | 'flush';
 
@@ -42,10 +44,9 @@ export type Command =
   | { readonly verb: Verb; readonly object: 'set' | 'map'; readonly family: NftFamily; readonly table: string; readonly name: string; readonly spec?: SetSpec }
   | { readonly verb: 'add' | 'delete'; readonly object: 'element'; readonly family: NftFamily; readonly table: string; readonly set: string; readonly elements: readonly Element[] };
 
-export class NftSyntaxError extends Error {
-  readonly code = 'KPROXY_NFT_INVALID';
+export class NftSyntaxError extends KproxyError {
   constructor(message: string) {
-    super(message);
+    super('KPROXY_NFT_INVALID', message);
     this.name = 'NftSyntaxError';
   }
 }

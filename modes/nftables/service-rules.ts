@@ -5,10 +5,11 @@
 // spread chains (cluster-N, external-N, nodeport-N) and its endpoints are
 // elements of the endpoints maps.
 import { createHash } from 'node:crypto';
+import { canonicalIP, hostPort, ofFamily } from '../../lib/net.ts';
 import type { Endpoint, ServicePortState } from '../../proxy/model.ts';
 import type { ModeOptions } from '../backend.ts';
 import {
-  chains, cidrsOf, clusterMasqueradeRule, endpointsMap, literalSet, maps, nodePortEndpointsMap, spreadChainName, type L4,
+  chains, clusterMasqueradeRule, endpointsMap, literalSet, maps, nodePortEndpointsMap, spreadChainName, type L4,
   type ChainDef, type FamilySyntax, type SetDef,
 } from './layout.ts';
 
@@ -26,12 +27,6 @@ export interface Contribution {
   readonly elements: readonly ElementRef[];
   /** Shared spread chains it points at (kept while anyone uses them). */
   readonly shared: readonly string[];
-}
-
-/** Canonical text of an address, as nft prints it (IPv6 compressed, lowercase). */
-export function canonicalIP(ip: string): string {
-  if (!ip.includes(':')) return ip;
-  return new URL(`http://[${ip}]/`).hostname.slice(1, -1);
 }
 
 const base32Alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
@@ -57,8 +52,7 @@ function endpointValue(e: Endpoint): string {
 }
 
 function addrPort(e: Endpoint): string {
-  const ip = canonicalIP(e.ip);
-  return ip.includes(':') ? `[${ip}]:${e.port}` : `${ip}:${e.port}`;
+  return hostPort(canonicalIP(e.ip), e.port);
 }
 
 function sortEndpoints(list: readonly Endpoint[]): Endpoint[] {
@@ -175,7 +169,7 @@ function specialContribution(s: ServicePortState, f: FamilySyntax, opts: ModeOpt
     if (s.externalPolicyLocal) {
       // Traffic from pods and from the node itself short-circuits to the
       // internal policy's endpoints; only outside traffic is Local-only.
-      const podCIDRs = cidrsOf(f, opts.clusterCIDRs);
+      const podCIDRs = ofFamily(opts.clusterCIDRs, f.family);
       if (podCIDRs.length) rules.push(`${a} saddr ${literalSet(podCIDRs)} ${go(internalKind, internalList)}`);
       rules.push(`fib saddr type local jump ${chains.markForMasquerade}`);
       rules.push(`fib saddr type local ${go(internalKind, internalList)}`);
@@ -185,7 +179,7 @@ function specialContribution(s: ServicePortState, f: FamilySyntax, opts: ModeOpt
       rules.push(go('cluster', sortEndpoints(s.clusterEndpoints)));
     }
     out.push({ name: name.external, rules });
-    const ranges = s.loadBalancerSourceRanges.filter((r) => r.includes(':') === (f.family === 6));
+    const ranges = ofFamily(s.loadBalancerSourceRanges, f.family);
     const firewalled = s.loadBalancerSourceRanges.length > 0;
     if (firewalled && s.loadBalancerIPs.length) {
       const allow = ranges.length ? [`${a} saddr ${literalSet(ranges)} goto ${name.external}`] : [];

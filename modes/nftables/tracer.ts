@@ -4,12 +4,11 @@
 // possible destination: "TCP 10.0.0.5 → 172.30.0.41:80 goes to
 // 10.180.0.4:80 or 10.180.0.5:80, masqueraded". It understands the rule
 // forms kproxy writes, and fails loudly on anything else.
-import { BlockList, isIPv6 } from 'node:net';
+import { canonicalIP, hostPort, inCIDR } from '../../lib/net.ts';
 import type { Family, Protocol } from '../../proxy/model.ts';
 import { chains, tableName } from './layout.ts';
 import type { FakeNftKernel, FakeTable } from './fake-kernel.ts';
 import { splitTopLevel } from './objects.ts';
-import { canonicalIP } from './service-rules.ts';
 
 export interface Packet {
   readonly family: Family;
@@ -96,15 +95,6 @@ function tokenize(rule: string): string[] {
   return out;
 }
 
-function inCIDR(addr: string, cidr: string): boolean {
-  const [net, len] = cidr.split('/');
-  const type = isIPv6(net) ? 'ipv6' : 'ipv4';
-  if (isIPv6(addr) !== (type === 'ipv6')) return false;
-  const bl = new BlockList();
-  bl.addSubnet(net, Number(len), type);
-  return bl.check(addr, type);
-}
-
 function matches(value: string, rhs: string): boolean {
   const items = rhs.startsWith('{') ? splitTopLevel(rhs.slice(1, -1)) : [rhs];
   return items.some((item) => (item.includes('/') && !item.includes(' . ') ? inCIDR(value, item) : item === value));
@@ -121,7 +111,7 @@ function anonMap(text: string): Map<string, string> {
 
 function toAddrPort(value: string): string {
   const [ip, port] = value.split(' . ');
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+  return hostPort(ip, port);
 }
 
 class Tracer {

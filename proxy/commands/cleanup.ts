@@ -1,10 +1,10 @@
 // `kproxy --cleanup`: removes everything every mode owns, and nothing else,
 // in both IP families. Every mode is tried even when one fails.
-import { hostExec, type Exec } from '../../modes/exec.ts';
+import { hostExec, type Exec } from '../../lib/exec.ts';
 import { createBackend, proxyModes } from '../../modes/registry.ts';
 import type { ProxyConfig } from '../config.ts';
-import { KproxyError } from '../errors.ts';
-import type { Logger } from '../log.ts';
+import { KproxyError } from '../../lib/errors.ts';
+import type { Logger } from '../../lib/log.ts';
 import { kernelFamilies, modeOptions } from '../mode-options.ts';
 
 export async function cleanupCommand(config: ProxyConfig, log: Logger, exec: Exec = hostExec): Promise<number> {

@@ -10,13 +10,13 @@
 // the scratch namespace needs CAP_SYS_ADMIN (root on the node).
 import { randomBytes } from 'node:crypto';
 import type { ModeOptions, ProxyMode } from '../../modes/backend.ts';
-import { hostExec, netnsExec, type Exec } from '../../modes/exec.ts';
+import { hostExec, netnsExec, type Exec } from '../../lib/exec.ts';
 import { normalizeListing } from '../../modes/nftables/listing.ts';
 import { createBackend } from '../../modes/registry.ts';
 import type { ProxyConfig } from '../config.ts';
-import { KproxyError } from '../errors.ts';
+import { KproxyError } from '../../lib/errors.ts';
 import { loadSource } from '../load-source.ts';
-import type { Logger } from '../log.ts';
+import type { Logger } from '../../lib/log.ts';
 import { fullChanges, type NodeState } from '../model.ts';
 import { modeOptions } from '../mode-options.ts';
 import { unifiedDiff } from './line-diff.ts';

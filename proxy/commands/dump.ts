@@ -1,11 +1,11 @@
 // `kproxy dump`: the rules a mode would program for the given objects
 // (no root, no kernel), or with --live what the kernel holds now.
-import { hostExec, type Exec } from '../../modes/exec.ts';
+import { hostExec, type Exec } from '../../lib/exec.ts';
 import { createBackend } from '../../modes/registry.ts';
 import type { ProxyConfig } from '../config.ts';
-import { KproxyError } from '../errors.ts';
+import { KproxyError } from '../../lib/errors.ts';
 import { loadSource } from '../load-source.ts';
-import type { Logger } from '../log.ts';
+import type { Logger } from '../../lib/log.ts';
 import { kernelFamilies, modeOptions } from '../mode-options.ts';
 import type { Out } from './output.ts';
 

@@ -3,16 +3,17 @@
 // uses and why the others are left out, and the kernel objects the mode
 // would hold for that port (asked of the mode, which alone knows its
 // syntax). Reads the same source as dump; touches no kernel.
+import { hostPort } from '../../lib/net.ts';
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import { isIP } from 'node:net';
 import type { Backend } from '../../modes/backend.ts';
-import { hostExec, type Exec } from '../../modes/exec.ts';
+import { hostExec, type Exec } from '../../lib/exec.ts';
 import { createBackend } from '../../modes/registry.ts';
 import type { ProxyConfig } from '../config.ts';
 import { collectEndpoints, portKey, serviceNameLabel, type SliceEndpoint } from '../endpoints.ts';
-import { KproxyError } from '../errors.ts';
+import { KproxyError } from '../../lib/errors.ts';
 import { loadSource, type LoadedSource } from '../load-source.ts';
-import type { Logger } from '../log.ts';
+import type { Logger } from '../../lib/log.ts';
 import type { Endpoint, NodeState, Protocol, ServicePortState } from '../model.ts';
 import { modeOptions } from '../mode-options.ts';
 import { skipReason, usesClusterEndpoints, usesLocalEndpoints } from '../service-ports.ts';
@@ -68,7 +69,7 @@ function sortPorts<T extends { sp: ServicePortState }>(list: T[]): T[] {
 }
 
 function epText(e: { ip: string; port: number }): string {
-  return e.ip.includes(':') ? `[${e.ip}]:${e.port}` : `${e.ip}:${e.port}`;
+  return hostPort(e.ip, e.port);
 }
 
 function same(a: Endpoint, b: Endpoint): boolean {

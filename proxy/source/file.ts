@@ -5,7 +5,7 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
-import type { Logger } from '../log.ts';
+import type { Logger } from '../../lib/log.ts';
 import { parseObjects, type ParsedObjects } from '../objects.ts';
 import type { Emit, Source, SourceEvent } from './source.ts';
 

@@ -2,7 +2,7 @@
 // else the in-cluster service account (a DaemonSet's normal case), else the
 // client library's defaults ($KUBECONFIG, ~/.kube/config).
 import { KubeConfig } from '@kubernetes/client-node';
-import { KproxyError } from '../errors.ts';
+import { KproxyError } from '../../lib/errors.ts';
 
 export function loadKubeConfig(path?: string): KubeConfig {
   const kc = new KubeConfig();

@@ -6,7 +6,7 @@
 // failed post is logged once and never reaches syncing.
 import { createHash } from 'node:crypto';
 import { CoreV1Api, Observable, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
-import type { Logger } from '../log.ts';
+import type { Logger } from '../../lib/log.ts';
 import type { InvalidObject } from '../tracker-api.ts';
 import { loadKubeConfig } from './kube-config.ts';
 

@@ -6,8 +6,8 @@
 // A failure never clears what is known: an unreachable API server leaves
 // the node with its last state.
 import { ListWatch, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
-import type { Logger } from '../log.ts';
-import { Backoff } from './backoff.ts';
+import type { Logger } from '../../lib/log.ts';
+import { Backoff } from '../../lib/backoff.ts';
 import { listAll } from './kube-list.ts';
 import { AgentWatch } from './kube-watch.ts';
 

@@ -4,7 +4,7 @@
 // serialises them. Which Services to skip (service-proxy-name label,
 // headless) is the tracker's decision, not this source's.
 import type { KubeConfig, KubernetesObject, V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
-import type { Logger } from '../log.ts';
+import type { Logger } from '../../lib/log.ts';
 import { loadKubeConfig } from './kube-config.ts';
 import { Reflector, type ReflectorTuning, type ResourceSpec } from './kube-reflector.ts';
 import type { Emit, Source, SourceEvent } from './source.ts';

@@ -3,7 +3,7 @@
 import test from 'ava';
 import { createSandbox, nsExec, requireKernelPrerequisites, requiredTools, run, sweepLeftovers } from '../helpers/netns.ts';
 import { connectMany, openUdpSession, startBackends } from '../helpers/traffic.ts';
-import { toolPath } from '../../modes/exec.ts';
+import { toolPath } from '../../lib/exec.ts';
 
 const listNamespaces = async () => (await run(toolPath('ip'), ['netns', 'list'])).stdout;
 

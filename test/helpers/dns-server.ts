@@ -280,7 +280,7 @@ export async function ask(host: string, port: number, name: string, type: string
 
 import { startDnsCache, type DnsCacheInstance } from '../../dns-cache/main.ts';
 import { parseArgs } from '../../dns-cache/flags.ts';
-import { silentLogger } from '../../proxy/log.ts';
+import { silentLogger } from '../../lib/log.ts';
 
 export interface TestCache extends DnsCacheInstance {
   readonly host: string;

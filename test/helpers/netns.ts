@@ -9,7 +9,7 @@
 import { spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { toolPath, type ExecResult } from '../../modes/exec.ts';
+import { toolPath, type ExecResult } from '../../lib/exec.ts';
 
 /** Addresses every sandbox uses; examples/cluster.yaml matches them. */
 export const addresses = {

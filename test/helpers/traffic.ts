@@ -4,7 +4,7 @@
 // namespace (`ip netns exec`), so one process makes many connections.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { toolPath } from '../../modes/exec.ts';
+import { toolPath } from '../../lib/exec.ts';
 import type { Pod } from './netns.ts';
 
 export type Protocol = 'tcp' | 'udp';

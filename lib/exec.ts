@@ -1,19 +1,20 @@
 // Runs a kernel tool with one batch on stdin. Typed errors carry the tool's
 // stderr and exit code so a failed sync can be logged and retried.
 import { spawn } from 'node:child_process';
+import { KproxyError } from './errors.ts';
 
-export class ToolError extends Error {
-  readonly code = 'KPROXY_TOOL_FAILED';
+export class ToolError extends KproxyError {
   readonly tool: string;
   readonly args: readonly string[];
-  readonly exitCode: number | null;
+  /** The tool's exit status (null when it could not be started). */
+  readonly status: number | null;
   readonly stderr: string;
   constructor(tool: string, args: readonly string[], exitCode: number | null, stderr: string) {
-    super(`${tool} ${args.join(' ')} failed (exit ${exitCode}): ${stderr.trim().slice(0, 2000)}`);
+    super('KPROXY_TOOL_FAILED', `${tool} ${args.join(' ')} failed (exit ${exitCode}): ${stderr.trim().slice(0, 2000)}`);
     this.name = 'ToolError';
     this.tool = tool;
     this.args = args;
-    this.exitCode = exitCode;
+    this.status = exitCode;
     this.stderr = stderr;
   }
 }
