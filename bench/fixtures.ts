@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { toolPath } from '../lib/exec.ts';
 import { serviceKey, type Endpoint, type ServicePortState } from '../proxy/model.ts';
+import { resolvePort } from '../proxy/port-decisions.ts';
 
 export const ipv4 = (n: number): string => `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 
@@ -13,12 +14,11 @@ export const endpoint = (ip: string): Endpoint => ({ ip, port: 8080, isLocal: fa
 /** Service `i` of the benchmarks (bench/svc<i>:http, TCP port 80) at `clusterIP`. */
 export function service(i: number, eps: Endpoint[], clusterIP: string): ServicePortState {
   const name = `bench/svc${i}:http`;
-  return {
+  return resolvePort({
     name, key: serviceKey(4, name, 'TCP'), namespace: 'bench', serviceName: `svc${i}`, portName: 'http', protocol: 'TCP', family: 4,
     clusterIP, port: 80, nodePort: 0, externalIPs: [], loadBalancerIPs: [], loadBalancerSourceRanges: [],
     healthCheckNodePort: 0, affinityTimeoutSeconds: 0, externalPolicyLocal: false, internalPolicyLocal: false,
-    clusterEndpoints: eps, localEndpoints: [], allReachableEndpoints: eps, hasEndpoints: eps.length > 0,
-  };
+  }, { clusterEndpoints: eps, localEndpoints: [], allReachableEndpoints: eps, hasEndpoints: eps.length > 0 });
 }
 
 /** The nearest-rank percentile `p` (0-100) of `xs`; NaN when empty. */

@@ -78,10 +78,62 @@ export interface ServicePortState {
   readonly allReachableEndpoints: readonly Endpoint[];
   /**
    * The Service has usable endpoints somewhere in the cluster. False means
-   * traffic must be REJECTed at once (ICMP); true with no endpoints for a
-   * given policy means that traffic is DROPped (kube-proxy's semantics).
+   * traffic must be refused at once; true with no endpoints for a given
+   * traffic source means that traffic is dropped (kube-proxy's semantics).
    */
   readonly hasEndpoints: boolean;
+
+  // Decisions every mode needs, made once in proxy/port-decisions.ts. A mode
+  // reads these; it never derives them again from the fields above.
+
+  /** A NodePort, an externalIP or a load-balancer IP: traffic can arrive from outside the cluster. */
+  readonly externallyReachable: boolean;
+  /** Endpoints for traffic to the cluster IP, from anywhere (internalTrafficPolicy applied). */
+  readonly internalEndpoints: readonly Endpoint[];
+  /**
+   * Endpoints for traffic from outside the cluster to an external address
+   * (NodePort, externalIP, load-balancer IP), externalTrafficPolicy applied.
+   * Empty when the port is not externally reachable.
+   */
+  readonly externalEndpoints: readonly Endpoint[];
+  /**
+   * Endpoints for traffic to an external address sent by a pod of the
+   * cluster (source in the cluster CIDRs) or by the node itself. The
+   * external policy is about clients outside the cluster, so with
+   * externalTrafficPolicy Local this traffic short-circuits to the
+   * cluster-wide endpoints, whether or not this node has a local one;
+   * otherwise it equals externalEndpoints.
+   */
+  readonly externalFromClusterEndpoints: readonly Endpoint[];
+  /**
+   * Traffic from outside to an external address is masqueraded (its source
+   * replaced by the node's): always, unless externalTrafficPolicy Local keeps
+   * the client's address. Traffic to the cluster IP is masqueraded per node
+   * settings (--masquerade-all, --cluster-cidr), the same for every port.
+   */
+  readonly masqueradeExternal: boolean;
+  /**
+   * The load-balancer source-range firewall applies: the port has load-balancer
+   * IPs of this family and source ranges of this family. Only traffic to a
+   * load-balancer IP from loadBalancerSourceRanges (or from a load-balancer IP
+   * itself) gets through; NodePorts and externalIPs are not filtered.
+   */
+  readonly firewall: boolean;
+  /**
+   * With the firewall, the sources allowed through (CIDRs of this family):
+   * the source ranges plus each load-balancer IP itself, as kube-proxy
+   * allows (load balancers that send traffic from their own address).
+   * Empty without the firewall.
+   */
+  readonly firewallSources: readonly string[];
+  /**
+   * What happens to traffic whose source has no endpoint to go to:
+   * 'reject' (refused at once: a TCP reset, an ICMP port-unreachable for
+   * UDP and SCTP) when the Service has no usable endpoint anywhere, 'drop'
+   * when it has some but none for that traffic (a Local policy on a node
+   * without local endpoints).
+   */
+  readonly noEndpointVerdict: 'reject' | 'drop';
 }
 
 /** Everything the dataplane needs, for one node, at one moment. */

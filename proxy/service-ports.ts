@@ -3,12 +3,13 @@
 // and BaseServicePortInfo).
 import type { V1Service } from '@kubernetes/client-node';
 import { serviceKey, type Endpoint, type Family, type Protocol, type ServicePortState } from './model.ts';
+import type { PortDecisions } from './port-decisions.ts';
 import { cidrFamily, ipFamily } from '../lib/net.ts';
 import { serviceSourceRanges } from './validate.ts';
 
 /** A ServicePortState without its endpoints. */
 export type ServicePortInfo = Omit<ServicePortState,
-  'clusterEndpoints' | 'localEndpoints' | 'allReachableEndpoints' | 'hasEndpoints'>;
+  'clusterEndpoints' | 'localEndpoints' | 'allReachableEndpoints' | 'hasEndpoints' | keyof PortDecisions>;
 
 /** Services carrying this label belong to another proxy. */
 export const serviceProxyNameLabel = 'service.kubernetes.io/service-proxy-name';
@@ -74,12 +75,11 @@ export function servicePortInfos(svc: V1Service, family: Family): ServicePortInf
     const protocol = (p.protocol ?? 'TCP') as Protocol;
     const name = servicePortName(namespace, serviceName, portName);
     const nodePort = p.nodePort ?? 0;
-    const externallyAccessible = nodePort !== 0 || externalIPs.length > 0 || loadBalancerIPs.length > 0;
     return {
       name, key: serviceKey(family, name, protocol), namespace, serviceName, portName, protocol, family,
       clusterIP, port: p.port, nodePort, externalIPs, loadBalancerIPs, loadBalancerSourceRanges,
       healthCheckNodePort, affinityTimeoutSeconds,
-      externalPolicyLocal: etpLocal && externallyAccessible,
+      externalPolicyLocal: etpLocal && externallyReachable({ nodePort, externalIPs, loadBalancerIPs }),
       internalPolicyLocal,
     };
   });
@@ -89,7 +89,7 @@ export function servicePortInfos(svc: V1Service, family: Family): ServicePortInf
 export function usesClusterEndpoints(info: ServicePortInfo): boolean {
   // External traffic with policy Local still needs cluster endpoints for
   // pods and the node itself reaching the external address (short-circuit).
-  return !info.internalPolicyLocal || externallyAccessible(info);
+  return !info.internalPolicyLocal || externallyReachable(info);
 }
 
 /** Traffic to this port uses the Local policy (kube-proxy's UsesLocalEndpoints). */
@@ -97,7 +97,8 @@ export function usesLocalEndpoints(info: ServicePortInfo): boolean {
   return info.internalPolicyLocal || info.externalPolicyLocal;
 }
 
-export function externallyAccessible(info: ServicePortInfo): boolean {
+/** A NodePort, an externalIP or a load-balancer IP: traffic can arrive from outside the cluster. */
+export function externallyReachable(info: Pick<ServicePortInfo, 'nodePort' | 'externalIPs' | 'loadBalancerIPs'>): boolean {
   return info.nodePort !== 0 || info.externalIPs.length > 0 || info.loadBalancerIPs.length > 0;
 }
 

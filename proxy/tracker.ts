@@ -11,6 +11,7 @@ import type { SourceEvent } from './source/source.ts';
 import type { InvalidObject, ServiceTracker, TrackerOptions } from './tracker-api.ts';
 import { addStaleUdp } from './conntrack-changes.ts';
 import { categorizeEndpoints, collectEndpoints, portKey, serviceNameLabel, type SliceEndpoint } from './endpoints.ts';
+import { resolvePort } from './port-decisions.ts';
 import { samePortState, servicePortInfos, skipReason } from './service-ports.ts';
 import { SnapshotMapBuilder } from './snapshot-map.ts';
 import { servicePreference, zoneLabel } from './topology.ts';
@@ -241,7 +242,7 @@ export class Tracker implements ServiceTracker {
       const endpoints = collectEndpoints(sliceList, family, nodeName);
       for (const info of infos) {
         const eps: readonly SliceEndpoint[] = endpoints.get(portKey(info.portName, info.protocol)) ?? [];
-        out.push({ ...info, ...categorizeEndpoints(eps, info, preference, nodeName, zone) });
+        out.push(resolvePort(info, categorizeEndpoints(eps, info, preference, nodeName, zone)));
       }
     }
     return out;

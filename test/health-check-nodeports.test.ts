@@ -4,7 +4,7 @@ import test from 'ava';
 import { createServer } from 'node:net';
 import { HealthCheckNodePorts, healthCheckTargets } from '../proxy/health-check-nodeports.ts';
 import { silentLogger } from '../lib/log.ts';
-import { ep, nodeState, svc } from './helpers/state.ts';
+import { ep, nodeState, svc, withPort } from './helpers/state.ts';
 
 /** Free TCP ports on 127.0.0.1 (asked from the kernel, then released). */
 async function freePorts(n: number): Promise<number[]> {
@@ -75,7 +75,7 @@ test('servers open for Services with a healthCheckNodePort, answer 200/503 as ku
   proxyHealthy = true;
 
   // Endpoint count follows the state without reopening the server.
-  await hc.update(nodeState([{ ...withEps, localEndpoints: [local('10.180.0.4')] }, noEps]));
+  await hc.update(nodeState([withPort(withEps, { localEndpoints: [local('10.180.0.4')] }), noEps]));
   const one = await probe(p1);
   t.is(one !== 'refused' && (one.body as { localEndpoints: number }).localEndpoints, 1);
 

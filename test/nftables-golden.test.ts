@@ -298,7 +298,7 @@ const goldens: Record<string, string> = {
     }
 
     chain fw-H6FYYXJG-shop/lb/tcp/https {
-      ip saddr 192.0.2.0/24 goto ext-H6FYYXJG-shop/lb/tcp/https
+      ip saddr { 192.0.2.0/24, 198.51.100.7 } goto ext-H6FYYXJG-shop/lb/tcp/https
       drop
     }
 

@@ -8,7 +8,7 @@ import { FakeNftKernel } from '../modes/nftables/fake-kernel.ts';
 import { describe, remember, trace } from '../modes/nftables/tracer.ts';
 import { fullChanges, type NodeState } from '../proxy/model.ts';
 import { silentLogger } from '../lib/log.ts';
-import { ep, nodeState, svc } from './helpers/state.ts';
+import { ep, nodeState, svc, withPort } from './helpers/state.ts';
 import { allServices, byName, options } from './fixtures/nftables/scenarios.ts';
 import { changesBetween, replace } from './fixtures/nftables/states.ts';
 import { dedent, loaded } from './fixtures/nftables/golden.ts';
@@ -44,8 +44,8 @@ test('a sequence of incremental syncs ends in the table of one full sync', async
   const web = byName('shop/web:http');
   const sticky = byName('shop/sticky');
   const steps: [string, (s: NodeState) => NodeState][] = [
-    ['an endpoint added (3 → 4)', (s) => replace(s, { ...web, clusterEndpoints: [...web.clusterEndpoints, ep('10.244.4.14', 8080)], allReachableEndpoints: [...web.clusterEndpoints, ep('10.244.4.14', 8080)] })],
-    ['an endpoint removed (4 → 2)', (s) => replace(s, { ...web, clusterEndpoints: web.clusterEndpoints.slice(0, 2), allReachableEndpoints: web.clusterEndpoints.slice(0, 2) })],
+    ['an endpoint added (3 → 4)', (s) => replace(s, withPort(web, { clusterEndpoints: [...web.clusterEndpoints, ep('10.244.4.14', 8080)], allReachableEndpoints: [...web.clusterEndpoints, ep('10.244.4.14', 8080)] }))],
+    ['an endpoint removed (4 → 2)', (s) => replace(s, withPort(web, { clusterEndpoints: web.clusterEndpoints.slice(0, 2), allReachableEndpoints: web.clusterEndpoints.slice(0, 2) }))],
     ['a Service loses every endpoint', (s) => replace(s, svc({ name: 'shop/np', clusterIP: '10.96.0.11', port: 80, nodePort: 30080 }))],
     ['a Service gets endpoints back', (s) => replace(s, svc({ name: 'shop/none', clusterIP: '10.96.0.19', port: 80, nodePort: 30083, externalIPs: ['203.0.113.19'], clusterEndpoints: [ep('10.244.2.12', 80)] }))],
     ['affinity switched off', (s) => replace(s, { ...sticky, affinityTimeoutSeconds: 0 })],
@@ -90,14 +90,14 @@ test('random change sequences always match a full sync', async (t) => {
         next = without(state, base.key);
         break;
       case 1:
-        next = replace(state, { ...base, clusterEndpoints: eps, allReachableEndpoints: eps, localEndpoints: [], hasEndpoints: eps.length > 0 || rand(2) === 0 });
+        next = replace(state, withPort(base, { clusterEndpoints: eps, allReachableEndpoints: eps, localEndpoints: [], hasEndpoints: eps.length > 0 || rand(2) === 0 }));
         break;
       case 2:
-        next = replace(state, { ...base, affinityTimeoutSeconds: rand(2) ? 0 : 30 + rand(3) * 30 });
+        next = replace(state, withPort(base, { affinityTimeoutSeconds: rand(2) ? 0 : 30 + rand(3) * 30 }));
         break;
       case 3: {
         const local = eps.slice(0, rand(3)).map((e) => ({ ...e, isLocal: true }));
-        next = replace(state, { ...base, externalPolicyLocal: rand(2) === 0, internalPolicyLocal: rand(3) === 0, localEndpoints: local, allReachableEndpoints: [...base.clusterEndpoints, ...local] });
+        next = replace(state, withPort(base, { externalPolicyLocal: rand(2) === 0, internalPolicyLocal: rand(3) === 0, localEndpoints: local, allReachableEndpoints: [...base.clusterEndpoints, ...local] }));
         break;
       }
       default:
@@ -118,7 +118,7 @@ test('one endpoint change is a batch of two element lines', async (t) => {
   const state = nodeState(allServices);
   await backend.sync(state, fullChanges(state));
   const moved = [web.clusterEndpoints[0], web.clusterEndpoints[1], ep('10.244.3.99', 8080)];
-  const next = replace(state, { ...web, clusterEndpoints: moved, allReachableEndpoints: moved });
+  const next = replace(state, withPort(web, { clusterEndpoints: moved, allReachableEndpoints: moved }));
   const r = await backend.sync(next, changesBetween(state, next));
   t.true(r.ok);
   t.is(kernel.applied.at(-1), dedent(`

@@ -10,7 +10,7 @@ import { normalizeListing } from '../modes/nftables/listing.ts';
 import { netnsExec } from '../lib/exec.ts';
 import { fullChanges, type NodeState } from '../proxy/model.ts';
 import { silentLogger } from '../lib/log.ts';
-import { ep, nodeState, svc } from './helpers/state.ts';
+import { ep, nodeState, svc, withPort } from './helpers/state.ts';
 import { allServices, byName, options } from './fixtures/nftables/scenarios.ts';
 import { changesBetween, replace } from './fixtures/nftables/states.ts';
 import { loaded } from './fixtures/nftables/golden.ts';
@@ -47,7 +47,7 @@ test.serial('full and incremental transactions load into the real kernel and mat
   const sticky = byName('shop/sticky');
   const steps: [string, NodeState][] = [];
   const moved = [web.clusterEndpoints[0], ep('10.244.3.99', 8080)];
-  steps.push(['endpoints change', replace(state, { ...web, clusterEndpoints: moved, allReachableEndpoints: moved })]);
+  steps.push(['endpoints change', replace(state, withPort(web, { clusterEndpoints: moved, allReachableEndpoints: moved }))]);
   steps.push(['affinity timeout and endpoints change', replace(steps[0][1], { ...sticky, affinityTimeoutSeconds: 60, clusterEndpoints: sticky.clusterEndpoints.slice(1), allReachableEndpoints: sticky.clusterEndpoints.slice(1) })]);
   steps.push(['a Service loses its endpoints, another appears', replace(steps[1][1],
     svc({ name: 'shop/np', clusterIP: '10.96.0.11', port: 80, nodePort: 30080 }),

@@ -116,14 +116,18 @@ export function serviceOutput(s: ServicePortState, o: FamilyOptions): ServiceOut
   // iptables-nft every jump adds a chain to the graph the kernel re-walks on
   // each commit (about 20% of a one-Service change at 10,000 Services).
   const markMasq: Rule['target'] = { kind: 'MARK', xmark: `${o.mark}/${o.mark}` };
+  // KUBE-SVC holds the cluster-wide endpoints, KUBE-SVL this node's (when a Local policy uses them).
   const usesCluster = s.clusterEndpoints.length > 0;
   const usesLocal = s.localEndpoints.length > 0 && (s.internalPolicyLocal || s.externalPolicyLocal);
   const internalChain = s.internalPolicyLocal ? svl : svc;
-  const hasInternal = (s.internalPolicyLocal ? s.localEndpoints : s.clusterEndpoints).length > 0;
-  const hasExternal = (s.externalPolicyLocal ? s.localEndpoints : s.clusterEndpoints).length > 0;
-  const externallyReachable = s.nodePort > 0 || s.externalIPs.length > 0 || s.loadBalancerIPs.length > 0;
-  const usesExt = hasExternal && externallyReachable;
-  const usesFw = usesExt && s.loadBalancerIPs.length > 0 && s.loadBalancerSourceRanges.length > 0;
+  const hasInternal = s.internalEndpoints.length > 0;
+  const hasExternal = s.externalEndpoints.length > 0;
+  // Under externalTrafficPolicy Local, pods and the node reach the external
+  // addresses through KUBE-EXT too (short-circuit to KUBE-SVC), even when
+  // outside traffic has no local endpoint: that is dropped in filter.
+  const shortCircuit = !s.masqueradeExternal && s.externalFromClusterEndpoints.length > 0;
+  const usesExt = s.externallyReachable && (hasExternal || shortCircuit);
+  const usesFw = usesExt && s.firewall;
 
   const out: ChainContent[] = [];
   const sepDone = new Set<string>();
@@ -181,32 +185,26 @@ export function serviceOutput(s: ServicePortState, o: FamilyOptions): ServiceOut
 
   if (usesExt) {
     const rules: Rule[] = [];
-    if (!s.externalPolicyLocal) {
+    if (s.masqueradeExternal) {
       rules.push({ matches: [comment(`masquerade traffic for ${name} external destinations`)], target: markMasq });
       rules.push({ matches: [], target: { kind: 'jump', chain: svc } });
     } else {
       // Traffic from inside the cluster short-circuits to all endpoints:
       // only traffic from outside must stay on this node.
-      if (usesCluster) {
+      if (shortCircuit) {
         if (o.clusterCIDR) {
           rules.push({ src: { cidr: o.clusterCIDR }, matches: [comment(`pod traffic for ${name} external destinations`)], target: { kind: 'jump', chain: svc } });
         }
         rules.push({ matches: [comment(`masquerade LOCAL traffic for ${name} external destinations`), { kind: 'addrtype', src: 'LOCAL' }], target: markMasq });
         rules.push({ matches: [comment(`route LOCAL traffic for ${name} external destinations`), { kind: 'addrtype', src: 'LOCAL' }], target: { kind: 'jump', chain: svc } });
       }
-      rules.push({ matches: [], target: { kind: 'jump', chain: svl } });
+      if (hasExternal) rules.push({ matches: [], target: { kind: 'jump', chain: svl } });
     }
     out.push(chainContent('nat', ext, rules));
   }
   if (usesFw) {
-    const rules: Rule[] = [];
-    for (const range of s.loadBalancerSourceRanges) {
-      rules.push({ src: { cidr: range }, matches: [comment(`${name} loadbalancer IP`)], target: { kind: 'jump', chain: ext } });
-    }
-    // The load balancer's own addresses may always reach it (hairpin through the LB).
-    for (const ip of s.loadBalancerIPs) {
-      rules.push({ src: { cidr: hostCIDR(ip) }, matches: [comment(`${name} loadbalancer IP`)], target: { kind: 'jump', chain: ext } });
-    }
+    const rules: Rule[] = s.firewallSources.map((cidr) =>
+      ({ src: { cidr }, matches: [comment(`${name} loadbalancer IP`)], target: { kind: 'jump', chain: ext } }));
     out.push(chainContent('nat', fw, rules));
   }
 
@@ -221,25 +219,29 @@ export function serviceOutput(s: ServicePortState, o: FamilyOptions): ServiceOut
   const toIP = (ip: string, what: string, target: Rule['target'], table: DispatchChain): void =>
     add(table, { dst: { cidr: hostCIDR(ip) }, proto, matches: [comment(`${name} ${what}`), portMatch(s.port)], target });
 
-  const internalVerdict = !s.hasEndpoints ? 'REJECT' : 'DROP';
-  const why = !s.hasEndpoints ? 'has no endpoints' : 'has no local endpoints';
-  const filterTarget: Rule['target'] = internalVerdict === 'REJECT' ? { kind: 'REJECT', with: rejectWith } : { kind: 'DROP' };
+  const why = s.noEndpointVerdict === 'reject' ? 'has no endpoints' : 'has no local endpoints';
+  // A refusal is a TCP reset for TCP (the kernel rate-limits ICMP per client host), ICMP otherwise.
+  const filterTarget: Rule['target'] = s.noEndpointVerdict === 'drop' ? { kind: 'DROP' }
+    : { kind: 'REJECT', with: proto === 'tcp' ? 'tcp-reset' : rejectWith };
 
   if (hasInternal) toIP(s.clusterIP, 'cluster IP', { kind: 'jump', chain: internalChain }, 'nat KUBE-SERVICES');
   else toIP(s.clusterIP, why, filterTarget, 'filter KUBE-SERVICES');
 
+  // DNAT (nat) for whoever has endpoints; traffic still aimed at the
+  // external address after nat (outside traffic without endpoints) meets the filter verdict.
   const externalTarget: Rule['target'] = { kind: 'jump', chain: ext };
   for (const ip of s.externalIPs) {
-    if (hasExternal) toIP(ip, 'external IP', externalTarget, 'nat KUBE-SERVICES');
-    else toIP(ip, why, filterTarget, 'filter KUBE-EXTERNAL-SERVICES');
+    if (usesExt) toIP(ip, 'external IP', externalTarget, 'nat KUBE-SERVICES');
+    if (!hasExternal) toIP(ip, why, filterTarget, 'filter KUBE-EXTERNAL-SERVICES');
   }
   for (const ip of s.loadBalancerIPs) {
-    if (hasExternal) toIP(ip, 'loadbalancer IP', usesFw ? { kind: 'jump', chain: fw } : externalTarget, 'nat KUBE-SERVICES');
-    else toIP(ip, why, filterTarget, 'filter KUBE-EXTERNAL-SERVICES');
+    if (usesExt) toIP(ip, 'loadbalancer IP', usesFw ? { kind: 'jump', chain: fw } : externalTarget, 'nat KUBE-SERVICES');
+    if (!hasExternal) toIP(ip, why, filterTarget, 'filter KUBE-EXTERNAL-SERVICES');
   }
   if (s.nodePort > 0) {
+    if (usesExt) add('nat KUBE-NODEPORTS', { proto, matches: [comment(name), portMatch(s.nodePort)], target: externalTarget });
     if (hasExternal) {
-      add('nat KUBE-NODEPORTS', { proto, matches: [comment(name), portMatch(s.nodePort)], target: externalTarget });
+      // no filter verdict: outside traffic is answered through KUBE-EXT
     } else if (o.nodePortCIDRs.length === 0) {
       add('filter KUBE-EXTERNAL-SERVICES', { proto, matches: [comment(`${name} ${why}`), { kind: 'addrtype', dst: 'LOCAL' }, portMatch(s.nodePort)], target: filterTarget });
     } else {

@@ -63,16 +63,15 @@ function affinitySetName(tag: string, e: Endpoint): string {
   return `aff-${tag.slice(0, 8)}-${canonicalIP(e.ip).replaceAll(':', '-')}/${e.port}`;
 }
 
-/** Whether the port needs chains of its own. */
+/** Whether the port needs no chains of its own: every traffic source uses the cluster-wide endpoints, unfiltered. */
 function isPlain(s: ServicePortState): boolean {
-  const external = s.nodePort > 0 || s.externalIPs.length > 0 || s.loadBalancerIPs.length > 0;
-  return s.affinityTimeoutSeconds === 0 && !s.internalPolicyLocal && !(s.externalPolicyLocal && external) &&
-    !(s.loadBalancerSourceRanges.length > 0 && s.loadBalancerIPs.length > 0) && s.clusterEndpoints.length > 0;
+  return s.affinityTimeoutSeconds === 0 && !s.internalPolicyLocal && s.masqueradeExternal && !s.firewall &&
+    s.clusterEndpoints.length > 0;
 }
 
 /** Whether `s` owns chains or sets of its own (cheap, without building them). */
 export function ownsObjects(s: ServicePortState): boolean {
-  return s.hasEndpoints && !isPlain(s);
+  return s.noEndpointVerdict !== 'reject' && !isPlain(s);
 }
 
 /** Everything `s` puts into the table of family `f`. */
@@ -85,7 +84,7 @@ export function contribution(s: ServicePortState, f: FamilySyntax, opts: ModeOpt
   const npKey = `${p} . ${s.nodePort}`;
 
   // No endpoints anywhere: every frontend rejects at once (filter chain).
-  if (!s.hasEndpoints) {
+  if (s.noEndpointVerdict === 'reject') {
     const reject = `goto ${chains.reject}`;
     for (const ip of [...clusterIP, ...externals]) elements.push({ set: maps.noEndpointServices, key: svcKey(ip), value: reject });
     if (s.nodePort) elements.push({ set: maps.noEndpointNodePorts, key: npKey, value: reject });
@@ -146,9 +145,8 @@ function specialContribution(s: ServicePortState, f: FamilySyntax, opts: ModeOpt
   const sets: SetDef[] = [];
   const { elements, p } = fe;
   const affinity = s.affinityTimeoutSeconds > 0;
-  const internalList = sortEndpoints(s.internalPolicyLocal ? s.localEndpoints : s.clusterEndpoints);
+  const internalList = sortEndpoints(s.internalEndpoints);
   const internalKind = s.internalPolicyLocal ? 'local' : 'cluster';
-  const isExternal = s.nodePort > 0 || fe.externals.length > 0;
   const targets = new Map<'cluster' | 'local', Endpoint[]>();
 
   // A policy's endpoints, or DROP when the Service has endpoints but none for this policy.
@@ -164,30 +162,30 @@ function specialContribution(s: ServicePortState, f: FamilySyntax, opts: ModeOpt
     for (const ip of fe.clusterIP) elements.push({ set: maps.serviceIPs, key: fe.svcKey(ip), value: `goto ${name.internal}` });
   }
 
-  if (isExternal) {
+  if (s.externallyReachable) {
     const rules: string[] = [];
-    if (s.externalPolicyLocal) {
+    if (!s.masqueradeExternal) {
       // Traffic from pods and from the node itself short-circuits to the
-      // internal policy's endpoints; only outside traffic is Local-only.
+      // cluster-wide endpoints; only outside traffic is Local-only.
+      const fromCluster = sortEndpoints(s.externalFromClusterEndpoints);
       const podCIDRs = ofFamily(opts.clusterCIDRs, f.family);
-      if (podCIDRs.length) rules.push(`${a} saddr ${literalSet(podCIDRs)} ${go(internalKind, internalList)}`);
+      if (podCIDRs.length) rules.push(`${a} saddr ${literalSet(podCIDRs)} ${go('cluster', fromCluster)}`);
       rules.push(`fib saddr type local jump ${chains.markForMasquerade}`);
-      rules.push(`fib saddr type local ${go(internalKind, internalList)}`);
-      rules.push(go('local', sortEndpoints(s.localEndpoints)));
+      rules.push(`fib saddr type local ${go('cluster', fromCluster)}`);
+      rules.push(go('local', sortEndpoints(s.externalEndpoints)));
     } else {
       rules.push(`jump ${chains.markForMasquerade}`);
-      rules.push(go('cluster', sortEndpoints(s.clusterEndpoints)));
+      rules.push(go('cluster', sortEndpoints(s.externalEndpoints)));
     }
     out.push({ name: name.external, rules });
-    const ranges = ofFamily(s.loadBalancerSourceRanges, f.family);
-    const firewalled = s.loadBalancerSourceRanges.length > 0;
-    if (firewalled && s.loadBalancerIPs.length) {
-      const allow = ranges.length ? [`${a} saddr ${literalSet(ranges)} goto ${name.external}`] : [];
-      out.push({ name: name.firewall, rules: [...allow, 'drop'] });
+    if (s.firewall) {
+      // nft lists a host prefix as the bare address: write it so, and listings compare as text.
+      const sources = s.firewallSources.map((c) => c.replace(/\/(32|128)$/, ''));
+      out.push({ name: name.firewall, rules: [`${a} saddr ${literalSet(sources)} goto ${name.external}`, 'drop'] });
     }
     const lbIPs = new Set(s.loadBalancerIPs.map(canonicalIP));
     for (const ip of fe.externals) {
-      const via = firewalled && lbIPs.has(ip) && !s.externalIPs.map(canonicalIP).includes(ip) ? name.firewall : name.external;
+      const via = s.firewall && lbIPs.has(ip) && !s.externalIPs.map(canonicalIP).includes(ip) ? name.firewall : name.external;
       elements.push({ set: maps.serviceIPs, key: fe.svcKey(ip), value: `goto ${via}` });
     }
     if (s.nodePort) elements.push({ set: maps.serviceNodePorts, key: fe.npKey, value: `goto ${name.external}` });
