@@ -25,6 +25,7 @@ import { silentLogger } from '../lib/log.ts';
 import { fullChanges, type NodeState, type ServicePortState } from '../proxy/model.ts';
 import { endpoint, ip, listenerIP, measureDatapath, service, syntheticIP, vip, withNetns, type DatapathResult } from './nftables-scale.ts';
 import { flagValue } from './args.ts';
+import { syncBackend } from '../modes/sync.ts';
 
 type Mode = 'iptables' | 'nftables';
 interface Args { services: number; endpoints: number; seconds: number; variant: 'nft' | 'legacy' }
@@ -77,7 +78,7 @@ async function runMode(a: Args, mode: Mode, state: NodeState, first: number, las
   return withNetns(async (ns) => {
     const backend = newBackend(mode, ns);
     const t0 = performance.now();
-    const r = await backend.sync(state, fullChanges(state));
+    const r = await syncBackend(backend, state, fullChanges(state));
     if (!r.ok) throw r.error ?? new Error(`${mode} full sync failed`);
     const loadS = (performance.now() - t0) / 1000;
     const d = await measureDatapath(ns, dir, a.endpoints, vip(first), vip(last), a.seconds);

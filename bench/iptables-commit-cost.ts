@@ -18,6 +18,7 @@ import { netnsExec, toolPath } from '../lib/exec.ts';
 import { svcChain } from '../modes/iptables/names.ts';
 import { silentLogger } from '../lib/log.ts';
 import { fullChanges, type ServicePortState } from '../proxy/model.ts';
+import { syncBackend } from '../modes/sync.ts';
 
 const argv = process.argv.slice(2);
 const get = (flag: string, d: string): string => flagValue(argv, flag) ?? d;
@@ -63,9 +64,9 @@ await withNetns(async (ns) => {
   }
   const st = { nodeName: 'bench', nodeIPs: ['192.168.0.2'], services };
   const t0 = performance.now();
-  const r = await b.sync(st, fullChanges(st));
+  const r = await syncBackend(b, st, fullChanges(st));
   if (!r.ok) throw r.error;
-  console.log(`${variant}: loaded ${n} Services × ${e} endpoints (${r.batchLines} lines) in ${((performance.now() - t0) / 1000).toFixed(1)} s; ${runs} runs per shape`);
+  console.log(`${variant}: loaded ${n} Services × ${e} endpoints (${r.size} lines) in ${((performance.now() - t0) / 1000).toFixed(1)} s; ${runs} runs per shape`);
   console.log('\n| batch (nat table, --noflush) | wall p50 ms | tool user ms | tool system ms |\n|---|---|---|---|');
 
   // A Service in the middle of the table.

@@ -23,6 +23,7 @@ import { sepChain, svcChain } from '../modes/iptables/names.ts';
 import { silentLogger } from '../lib/log.ts';
 import { kproxyNodeFlags } from '../test/helpers/kproxy-process.ts';
 import { fullChanges, type Endpoint, type NodeState, type ServicePortState } from '../proxy/model.ts';
+import { syncBackend } from '../modes/sync.ts';
 
 interface Args { sizes: number[]; endpoints: number; variants: ('nft' | 'legacy')[]; peerTimeoutS: number; changes: number; nodeFlags: string[] }
 
@@ -147,7 +148,7 @@ async function runOurs(variant: 'nft' | 'legacy', n: number, e: number, changes:
     const t0 = performance.now();
     const cpu0 = process.cpuUsage();
     const kids0 = childrenCpuMs();
-    const r = await b.sync(st, fullChanges(st));
+    const r = await syncBackend(b, st, fullChanges(st));
     const fullWallMs = performance.now() - t0;
     const ownCpu = ownCpuMs(cpu0);
     const toolsCpuMs = childrenCpuMs() - kids0;
@@ -165,7 +166,7 @@ async function runOurs(variant: 'nft' | 'legacy', n: number, e: number, changes:
       const c0 = performance.now();
       const own0 = process.cpuUsage();
       const kids0 = childrenCpuMs();
-      const rr = await b.sync(state(services), { full: false, services: new Set([s.key]), staleUdpEndpoints: [], staleUdpServiceIPs: [] });
+      const rr = await syncBackend(b, state(services), { full: false, services: new Set([s.key]), staleUdpEndpoints: [], staleUdpServiceIPs: [] });
       lat.push(performance.now() - c0);
       cpu.push(ownCpuMs(own0) + childrenCpuMs() - kids0);
       if (!rr.ok || rr.full) throw rr.error ?? new Error('change became a full sync');
@@ -178,16 +179,16 @@ async function runOurs(variant: 'nft' | 'legacy', n: number, e: number, changes:
       const old = services.get(key)!;
       services.delete(key);
       let c0 = performance.now();
-      let rr = await b.sync(state(services), { full: false, services: new Set([key]), staleUdpEndpoints: [], staleUdpServiceIPs: [] });
+      let rr = await syncBackend(b, state(services), { full: false, services: new Set([key]), staleUdpEndpoints: [], staleUdpServiceIPs: [] });
       svcLat.push(performance.now() - c0);
       services.set(key, old);
       c0 = performance.now();
-      rr = await b.sync(state(services), { full: false, services: new Set([key]), staleUdpEndpoints: [], staleUdpServiceIPs: [] });
+      rr = await syncBackend(b, state(services), { full: false, services: new Set([key]), staleUdpEndpoints: [], staleUdpServiceIPs: [] });
       svcLat.push(performance.now() - c0);
       if (!rr.ok) throw rr.error;
     }
     return {
-      variant, services: n, lines: r.batchLines, renderMs: r.renderMs, restoreMs: r.applyMs, fullWallMs, rssMB, ownCpuMs: ownCpu, toolsCpuMs,
+      variant, services: n, lines: r.size, renderMs: r.renderMs, restoreMs: r.applyMs, fullWallMs, rssMB, ownCpuMs: ownCpu, toolsCpuMs,
       changeP50: pct(lat, 50), changeP95: pct(lat, 95), svcChangeP50: pct(svcLat, 50), changeCpuP50: pct(cpu, 50),
     };
   });

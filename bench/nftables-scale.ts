@@ -24,6 +24,7 @@ import { silentLogger } from '../lib/log.ts';
 import { fullChanges, serviceKey, type Endpoint, type NodeState, type ServicePortState } from '../proxy/model.ts';
 import { flagValue } from './args.ts';
 import { endpoint, ipv4, pct, service as benchService, withNetns } from './fixtures.ts';
+import { syncBackend } from '../modes/sync.ts';
 
 interface Args { services: number; endpoints: number; datapath: boolean; peer: boolean; kproxy: boolean; peerTimeoutS: number; changes: number }
 
@@ -96,12 +97,12 @@ async function benchKproxy(a: Args, ns: string, services: Map<string, ServicePor
   const backend = new NftablesBackend({ families: [4], clusterCIDRs: ['10.128.0.0/9'], masqueradeAll: false, nodePortAddresses: [], masqueradeBit: 14, exec: m.exec }, silentLogger());
   let state: NodeState = { nodeName: 'bench', nodeIPs: ['10.250.0.1'], services };
   const cpu0 = process.cpuUsage();
-  const full = await backend.sync(state, fullChanges(state));
+  const full = await syncBackend(backend, state, fullChanges(state));
   if (!full.ok) throw full.error;
   const fullRenderCpuMs = cpuMsOf(process.cpuUsage(cpu0));
   const fullSize = m.last();
   const t0 = performance.now();
-  const periodic = await backend.sync(state, fullChanges(state));
+  const periodic = await syncBackend(backend, state, fullChanges(state));
   if (!periodic.ok) throw periodic.error;
   const periodicMs = performance.now() - t0;
   const periodicNftCpuMs = m.last().cpuMs;
@@ -119,7 +120,7 @@ async function benchKproxy(a: Args, ns: string, services: Map<string, ServicePor
     state = { ...state, services: next };
     const t = performance.now();
     const c0 = process.cpuUsage();
-    const r = await backend.sync(state, { full: false, services: new Set([old.key]), staleUdpEndpoints: [], staleUdpServiceIPs: [] });
+    const r = await syncBackend(backend, state, { full: false, services: new Set([old.key]), staleUdpEndpoints: [], staleUdpServiceIPs: [] });
     if (!r.ok) throw r.error;
     changeMs.push(performance.now() - t);
     size = m.last();

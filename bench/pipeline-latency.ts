@@ -25,7 +25,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import type { ProxyMode } from '../modes/backend.ts';
+import type { ProxyMode } from '../modes/registry.ts';
 import { toolPath } from '../lib/exec.ts';
 import { addresses, createSandbox, requireKernelPrerequisites, run, type Sandbox } from '../test/helpers/netns.ts';
 import { connectMany, httpGet, nodeIn, startBackends, withTimeout } from '../test/helpers/traffic.ts';

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments, stringify } from 'yaml';
-import type { ProxyMode } from '../modes/backend.ts';
+import type { ProxyMode } from '../modes/registry.ts';
 import { addresses, createSandbox, requireKernelPrerequisites, sweepLeftovers, type Sandbox } from '../test/helpers/netns.ts';
 import { connectMany, startBackends, type ClientResult } from '../test/helpers/traffic.ts';
 import { runKproxy, startKproxy, type KproxyProcess } from '../test/helpers/kproxy-process.ts';

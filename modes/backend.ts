@@ -1,11 +1,16 @@
-// The interface every dataplane implements. The core hands each sync a
-// resolved NodeState plus the Changes since the previous one; a backend only
-// translates that into kernel state, in one batch per kernel tool.
+// The contract between the core and every dataplane. The core hands each
+// sync a resolved NodeState plus the Changes since the previous one; a mode
+// plans the work against its own record of what it applied (pure: the
+// record does not change), then applies it (one batch per kernel tool, or
+// one update of its forwarder) and commits the record only when the
+// dataplane accepted it. modes/sync.ts runs and times that cycle for the
+// runner, the commands and the tests alike.
+import type { Exec } from '../lib/exec.ts';
+import type { Logger } from '../lib/log.ts';
 import type { Changes, Family, NodeState } from '../proxy/model.ts';
+import type { FakeDataplane, FakeOptions } from './fake.ts';
 
-export type ProxyMode = 'iptables' | 'nftables';
-
-/** Node-wide settings a backend needs (from flags/config, validated). */
+/** Node-wide settings a backend needs (from flags and config, validated). */
 export interface ModeOptions {
   /** IP families this node programs. */
   readonly families: readonly Family[];
@@ -13,59 +18,129 @@ export interface ModeOptions {
   readonly clusterCIDRs: readonly string[];
   /** --masquerade-all: masquerade every packet sent to a Service. */
   readonly masqueradeAll: boolean;
-  /** --nodeport-addresses as CIDRs; empty = every local address ("addrtype LOCAL"). */
+  /** --nodeport-addresses as CIDRs; empty = every local address. */
   readonly nodePortAddresses: readonly string[];
   /** The fwmark bit used to tag packets for masquerade (kube-proxy default 14). */
   readonly masqueradeBit: number;
   /**
-   * Where the kernel tools are. Defaults to /usr/sbin; tests point it at the
-   * same tools run inside a network namespace (e.g. a wrapper with `ip netns exec`).
+   * The mode's own settings (its descriptor's `settings`), validated, by
+   * key; a setting left out has its default.
    */
-  readonly exec?: import('../lib/exec.ts').Exec;
-}
-
-export interface SyncResult {
-  readonly ok: boolean;
-  /** Whether the sync was a full one (a failure makes the next one full). */
-  readonly full: boolean;
-  /** Milliseconds spent rendering in TypeScript. */
-  readonly renderMs: number;
-  /** Milliseconds spent in kernel tools. */
-  readonly applyMs: number;
-  /** Size of what was sent to the kernel (lines of the batch). */
-  readonly batchLines: number;
-  /** Number of rules (iptables) or elements+rules (nftables) kproxy now holds, per table. */
-  readonly ruleCounts: Readonly<Record<string, number>>;
-  readonly error?: Error;
-}
-
-export interface Backend {
-  readonly mode: ProxyMode;
+  readonly settings?: Readonly<Record<string, unknown>>;
   /**
-   * Bring the kernel in line with `state`. Called with full changes on the
-   * first sync; a backend must then adopt (not flush) what a previous kproxy
-   * left, so traffic never sees an empty table.
+   * Where the kernel tools run. Defaults to this host; tests point it at a
+   * network namespace (netnsExec) or a fake kernel.
    */
-  sync(state: NodeState, changes: Changes): Promise<SyncResult>;
-  /** Desired rules for `state`, exactly as the batch of a full sync (for dump). */
+  readonly exec?: Exec;
+}
+
+/** What one planned sync will do. Each mode extends it with its batches. */
+export interface Plan {
+  /** A full plan rewrites everything the mode owns and removes what is stale. */
+  readonly full: boolean;
+  /** Units of work it sends (batch lines, set elements, listener changes), for logs and benchmarks. */
+  readonly size: number;
+}
+
+export interface Backend<P extends Plan = Plan> {
+  readonly mode: string;
+  /**
+   * Reads the kernel facts the next plan needs and nothing more (on the
+   * first sync, what a previous kproxy left, to adopt it without a flush).
+   * Optional; called right before plan() with the same changes.
+   */
+  prepare?(changes: Changes): Promise<void>;
+  /**
+   * The work that brings the dataplane from the mode's record to `state`.
+   * Pure: neither the record nor the dataplane changes. Full when
+   * `changes.full` or when the record is unknown (start-up, after a failed
+   * apply). Throws only on a bug.
+   */
+  plan(state: NodeState, changes: Changes): P;
+  /**
+   * Sends the plan; commits the record only when the dataplane accepted it.
+   * On failure the record is forgotten (the next plan is full) and the
+   * error is thrown.
+   */
+  apply(plan: P): Promise<void>;
+  /** Objects kproxy holds in the dataplane, per table (or listener kind), as last applied. */
+  owned(): Readonly<Record<string, number>>;
+  /** The desired dataplane state for `state`, in the mode's own syntax (what `dump` prints). */
   render(state: NodeState): string;
   /**
-   * The desired kernel objects of one service port (`key` of
-   * state.services), as lines of the mode's own syntax: its own chains and
-   * their rules, its rules in shared chains, its set/map elements one per
-   * line. Costs O(that port), not O(table); [] when the key is absent or of
-   * a family this backend does not program. Optional: `explain` falls back
-   * to saying the mode cannot describe one port.
+   * The desired objects of one service port (`key` of state.services), in
+   * the mode's own syntax, one per line. Costs O(that port); [] when the key
+   * is absent or of a family this backend does not program.
    */
   describeService?(state: NodeState, key: string): string[];
-  /** What the kernel holds of kproxy's own objects, as the kernel tool prints it. */
-  readKernel(): Promise<string>;
+  /** What the dataplane holds of kproxy's own objects, as its tool prints it (dump --live, diff). */
+  readKernel?(): Promise<string>;
   /**
-   * A cheap check, run every syncPeriod, that nobody removed kproxy's rules
-   * behind its back (a canary chain or table gone). True forces a full sync.
-   * Must not read the whole table.
+   * A cheap check, run every syncPeriod, that nobody changed what kproxy
+   * owns behind its back. True forces a full sync. Must not read whole
+   * tables. Optional for a mode with nothing outside kproxy to check.
    */
-  drifted(): Promise<boolean>;
+  drifted?(): Promise<boolean>;
   /** Remove everything this mode owns, and nothing else. */
   cleanup(): Promise<void>;
+  /** Stop any work of its own (a forwarder's sockets); kernel state stays. Optional. */
+  close?(): Promise<void>;
+}
+
+/** One setting of a mode of its own: a flag and/or a field of its config block. */
+export interface ModeSetting {
+  /** Key in ModeOptions.settings. */
+  readonly key: string;
+  /** The flag, without dashes (e.g. "ipvs-scheduler"). */
+  readonly flag?: string;
+  /** The field of the mode's KubeProxyConfiguration block (e.g. "scheduler" for ipvs.scheduler). */
+  readonly field?: string;
+  readonly kind: 'string' | 'bool' | 'int' | 'duration' | 'stringList';
+  /** The value when neither the flag nor the file sets it (durations in ms). */
+  readonly default: unknown;
+  readonly help: string;
+  /** A problem with a parsed value (durations in ms), or undefined when it is valid. */
+  validate?(value: unknown): string | undefined;
+  /**
+   * The node-wide setting this one replaces in this mode when set (kube-proxy's
+   * --ipvs-sync-period stands for --iptables-sync-period in ipvs mode).
+   */
+  readonly replaces?: 'syncPeriod' | 'minSyncPeriod';
+}
+
+/** Metric names a mode reports under, kube-proxy's where it has them. */
+export interface ModeMetricNames {
+  /** Counter of failed syncs (kube-proxy: ..._iptables_restore_failures_total). */
+  readonly syncFailures: { readonly name: string; readonly help: string };
+  /** Gauge of owned objects, labelled by `table` (from Backend.owned()); none when the mode has no such metric. */
+  readonly owned?: { readonly name: string; readonly help: string };
+}
+
+/**
+ * Everything the core knows of a mode: one of these per folder in modes/,
+ * listed in modes/registry.ts and nowhere else.
+ */
+export interface ModeDescriptor {
+  readonly name: string;
+  /** One line for --help. */
+  readonly summary: string;
+  /**
+   * The KubeProxyConfiguration block this mode reads (its sync periods and
+   * masquerade settings, when it sets them, and its own settings' fields).
+   */
+  readonly configBlock: string;
+  readonly settings: readonly ModeSetting[];
+  /**
+   * Kernel tools the mode runs for a family (checked at start-up: missing
+   * IPv4 tools stop kproxy; missing IPv6 tools turn IPv6 off with a warning).
+   */
+  tools(family: Family): readonly string[];
+  readonly metrics: ModeMetricNames;
+  create(opts: ModeOptions, log: Logger): Backend;
+  /** Removes everything this mode owns, and nothing else (--cleanup, switching modes). */
+  cleanup(opts: ModeOptions, log: Logger): Promise<void>;
+  /** readKernel() text in a canonical form, so `diff` compares as text. */
+  normalizeListing(text: string): string;
+  /** A fake dataplane with a tracer, for the behaviour table every mode must pass. */
+  fake(opts: FakeOptions): FakeDataplane;
 }

@@ -1,22 +1,30 @@
-// Picks the backend for --proxy-mode. Each mode exports a class with this
-// constructor shape from modes/<mode>/backend.ts.
-import type { Logger } from '../lib/log.ts';
-import type { Backend, ModeOptions, ProxyMode } from './backend.ts';
-import { IptablesBackend } from './iptables/backend.ts';
-import { NftablesBackend } from './nftables/backend.ts';
+// The one list of kproxy's modes. Everything mode-specific the core needs
+// (flags, config blocks, tools, metrics, cleanup, diff, the behaviour
+// tests) comes from these descriptors; adding a mode is a folder under
+// modes/ plus one line here.
+import type { ModeDescriptor } from './backend.ts';
+import { iptablesMode } from './iptables/mode.ts';
+import { nftablesMode } from './nftables/mode.ts';
 
-export const proxyModes: readonly ProxyMode[] = ['iptables', 'nftables'];
+export const modes: readonly ModeDescriptor[] = [iptablesMode, nftablesMode];
 
-export function createBackend(mode: ProxyMode, opts: ModeOptions, log: Logger): Backend {
-  switch (mode) {
-    case 'iptables':
-      return new IptablesBackend(opts, log);
-    case 'nftables':
-      return new NftablesBackend(opts, log);
-  }
+/** The name of a registered mode (--proxy-mode). */
+export type ProxyMode = string;
+
+export const defaultMode = 'iptables';
+
+export function modeNames(): string[] {
+  return modes.map((m) => m.name);
 }
 
-/** Every mode other than `mode`, for removing another mode's rules at start-up. */
-export function otherBackends(mode: ProxyMode, opts: ModeOptions, log: Logger): Backend[] {
-  return proxyModes.filter((m) => m !== mode).map((m) => createBackend(m, opts, log));
+/** The descriptor of `name`; throws for a name the registry does not hold (config validation comes first). */
+export function modeOf(name: string): ModeDescriptor {
+  const m = modes.find((x) => x.name === name);
+  if (!m) throw new Error(`no proxy mode "${name}" (known: ${modeNames().join(', ')})`);
+  return m;
+}
+
+/** Every mode other than `name`, for removing another mode's state after a mode switch. */
+export function otherModes(name: string): ModeDescriptor[] {
+  return modes.filter((m) => m.name !== name);
 }

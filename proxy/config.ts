@@ -4,10 +4,11 @@
 import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
-import type { ProxyMode } from '../modes/backend.ts';
 import { ConfigError } from '../lib/errors.ts';
 import { cidrFamily } from '../lib/net.ts';
+import { defaultMode, modeNames, modes, type ProxyMode } from '../modes/registry.ts';
 import { parseArgs, parseBindAddress, parseDuration, splitList, type BindAddress } from './flags.ts';
+import { modeSettings } from './mode-settings.ts';
 
 export type Command = 'run' | 'cleanup' | 'dump' | 'diff' | 'explain';
 
@@ -27,6 +28,8 @@ export interface ProxyConfig {
   readonly syncPeriodMs: number;
   readonly minSyncPeriodMs: number;
   readonly ipvsScheduler: string;
+  /** The chosen mode's own settings (its descriptor's `settings`), validated, by key. */
+  readonly modeSettings: Readonly<Record<string, unknown>>;
   /** null = disabled. */
   readonly metricsBindAddress: BindAddress | null;
   /** null = disabled. */
@@ -41,7 +44,7 @@ export interface ProxyConfig {
 }
 
 export const defaults = {
-  mode: 'iptables' as ProxyMode,
+  mode: defaultMode as ProxyMode,
   masqueradeBit: 14,
   syncPeriodMs: 30_000,
   minSyncPeriodMs: 1_000,
@@ -51,8 +54,8 @@ export const defaults = {
   healthzBindAddress: '0.0.0.0:10256',
 };
 
-const supportedModes: readonly string[] = ['iptables', 'nftables'];
-const knownModes: readonly string[] = ['iptables', 'nftables', 'ipvs', 'userspace', 'kernelspace'];
+/** kube-proxy's mode names: a name kproxy does not implement gets "not supported" rather than "unknown". */
+const kubeProxyModes: readonly string[] = ['iptables', 'nftables', 'ipvs', 'userspace', 'kernelspace'];
 const ipvsSchedulers = ['', 'rr', 'wrr', 'lc', 'wlc', 'lblc', 'lblcr', 'dh', 'sh', 'sed', 'nq', 'mh', 'fo', 'ovf'];
 const logLevels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 const commands: readonly string[] = ['dump', 'diff', 'explain'];
@@ -74,8 +77,14 @@ interface RawSettings {
   metricsBindAddress?: string;
   healthzBindAddress?: string;
   verbosity?: number;
-  /** The file's nftables block, used instead of its iptables block in nftables mode. */
-  nftables?: RawSettings;
+  /**
+   * The file's mode blocks other than iptables (nftables, ipvs, ...): in that
+   * mode, a block that is present stands for the iptables block's
+   * masqueradeAll, masqueradeBit, syncPeriod and minSyncPeriod.
+   */
+  blocks?: Record<string, RawSettings>;
+  /** Fields of the modes' own settings ("ipvs.scheduler") as the file gives them, with where they are. */
+  modeFields?: Map<string, { value: unknown; where: string }>;
 }
 
 export interface LoadOptions {
@@ -135,11 +144,12 @@ export function loadConfig(argv: readonly string[], opts: LoadOptions = {}): Pro
   };
   const s: RawSettings = { ...file };
   const where: Record<string, string | undefined> = { ...file.where };
-  if ((flags.mode ?? file.mode) === 'nftables' && file.nftables) {
-    const nft = file.nftables;
-    for (const k of ['masqueradeAll', 'masqueradeBit', 'syncPeriod', 'minSyncPeriod'] as const) {
-      (s as Record<string, unknown>)[k] = nft[k];
-      where[k] = nft.where?.[k];
+  const chosen = modes.find((m) => m.name === (flags.mode ?? file.mode ?? defaults.mode));
+  const block = chosen && chosen.configBlock !== 'iptables' ? file.blocks?.[chosen.configBlock] : undefined;
+  if (block) {
+    for (const k of commonBlockFields) {
+      (s as Record<string, unknown>)[k] = block[k];
+      where[k] = block.where?.[k];
     }
   }
   for (const [k, val] of Object.entries(flags)) {
@@ -151,10 +161,11 @@ export function loadConfig(argv: readonly string[], opts: LoadOptions = {}): Pro
 
   // mode
   const mode = s.mode === undefined || s.mode === '' ? defaults.mode : s.mode;
-  if (!supportedModes.includes(mode)) {
-    problems.push(knownModes.includes(mode)
-      ? `${w('mode', 'proxy mode')}: proxy mode "${mode}" is not supported by kproxy (supported: ${supportedModes.join(', ')})`
-      : `${w('mode', 'proxy mode')}: unknown proxy mode "${mode}" (supported: ${supportedModes.join(', ')})`);
+  const supported = modeNames();
+  if (!supported.includes(mode)) {
+    problems.push(kubeProxyModes.includes(mode)
+      ? `${w('mode', 'proxy mode')}: proxy mode "${mode}" is not supported by kproxy (supported: ${supported.join(', ')})`
+      : `${w('mode', 'proxy mode')}: unknown proxy mode "${mode}" (supported: ${supported.join(', ')})`);
   }
 
   // node name
@@ -182,6 +193,11 @@ export function loadConfig(argv: readonly string[], opts: LoadOptions = {}): Pro
     else nodePortAddresses.push(a);
   }
   if (nodePortPrimary && nodePortAddresses.length > 0) problems.push(`${w('nodePortAddresses', 'nodeport addresses')}: "primary" cannot be combined with CIDRs`);
+
+  // the modes' own settings (those of other modes are checked too: a typo is a typo)
+  const settings = modeSettings(mode, v, file.modeFields ?? new Map(), problems);
+  if (settings.replaced.syncPeriod) [s.syncPeriod, where.syncPeriod] = settings.replaced.syncPeriod;
+  if (settings.replaced.minSyncPeriod) [s.minSyncPeriod, where.minSyncPeriod] = settings.replaced.minSyncPeriod;
 
   // durations
   const syncPeriodMs = duration(s.syncPeriod, defaults.syncPeriodMs, w('syncPeriod', 'sync period'), problems, false);
@@ -235,6 +251,7 @@ export function loadConfig(argv: readonly string[], opts: LoadOptions = {}): Pro
     syncPeriodMs: syncPeriodMs!,
     minSyncPeriodMs: minSyncPeriodMs!,
     ipvsScheduler,
+    modeSettings: Object.freeze(settings.values),
     metricsBindAddress: metricsBindAddress === null ? null : Object.freeze(metricsBindAddress!),
     healthzBindAddress: healthzBindAddress === null ? null : Object.freeze(healthzBindAddress!),
     logLevel,
@@ -284,6 +301,11 @@ function unreadable(path: string): string | undefined {
 
 // Fields kproxy reads, with their expected YAML type.
 type FieldType = 'string' | 'bool' | 'int' | 'stringList' | 'duration';
+/** Fields of every mode's block (kube-proxy's iptables and nftables blocks have them). */
+const commonBlockFields = ['masqueradeAll', 'masqueradeBit', 'syncPeriod', 'minSyncPeriod'] as const;
+const commonBlockTypes: Record<(typeof commonBlockFields)[number], FieldType> = {
+  masqueradeAll: 'bool', masqueradeBit: 'int', syncPeriod: 'duration', minSyncPeriod: 'duration',
+};
 const usedFields: Record<string, FieldType> = {
   mode: 'string',
   'clientConnection.kubeconfig': 'string',
@@ -292,17 +314,16 @@ const usedFields: Record<string, FieldType> = {
   healthzBindAddress: 'string',
   metricsBindAddress: 'string',
   nodePortAddresses: 'stringList',
-  'iptables.masqueradeAll': 'bool',
-  'iptables.masqueradeBit': 'int',
-  'iptables.syncPeriod': 'duration',
-  'iptables.minSyncPeriod': 'duration',
-  'nftables.masqueradeAll': 'bool',
-  'nftables.masqueradeBit': 'int',
-  'nftables.syncPeriod': 'duration',
-  'nftables.minSyncPeriod': 'duration',
   'ipvs.scheduler': 'string',
   'logging.verbosity': 'int',
 };
+// Every mode's block: the common fields and the fields of its own settings.
+for (const m of modes) {
+  for (const f of commonBlockFields) usedFields[`${m.configBlock}.${f}`] = commonBlockTypes[f];
+  for (const st of m.settings) if (st.field) usedFields[`${m.configBlock}.${st.field}`] = st.kind;
+}
+/** "block.field" of a mode setting → the mode's block, for the file reader. */
+const settingFields = new Set(modes.flatMap((m) => m.settings.filter((st) => st.field).map((st) => `${m.configBlock}.${st.field}`)));
 // KubeProxyConfiguration fields kproxy accepts and does not use (anything below them is accepted).
 const ignoredFields = new Set([
   'apiVersion', 'kind', 'bindAddress', 'bindAddressHardFail', 'configSyncPeriod', 'conntrack', 'detectLocal',
@@ -313,7 +334,7 @@ const ignoredFields = new Set([
   'ipvs.tcpFinTimeout', 'ipvs.udpTimeout', 'logging.format', 'logging.flushFrequency', 'logging.options',
   'syncPeriod', 'minSyncPeriod', 'logging.vmodule',
 ]);
-const blocks = new Set(['clientConnection', 'iptables', 'nftables', 'ipvs', 'logging']);
+const blocks = new Set(['clientConnection', 'iptables', 'nftables', 'ipvs', 'logging', ...modes.map((m) => m.configBlock)]);
 
 /** Reads the file into `out`; returns the problems found, each with its line number. */
 function readConfigFile(path: string, out: RawSettings): string[] {
@@ -401,22 +422,19 @@ export function parseConfigText(text: string, path: string, out: RawSettings): s
   out.masqueradeBit = get('iptables.masqueradeBit', 'masqueradeBit');
   out.syncPeriod = get('iptables.syncPeriod', 'syncPeriod');
   out.minSyncPeriod = get('iptables.minSyncPeriod', 'minSyncPeriod');
-  // nftables mode reads the nftables block when it has one (chosen in loadConfig, once the mode is known).
-  if ([...values.keys()].some((k) => k.startsWith('nftables.'))) {
-    const whereIpt = { ...where };
-    const nft: RawSettings = {
-      masqueradeAll: get('nftables.masqueradeAll', 'masqueradeAll'),
-      masqueradeBit: get('nftables.masqueradeBit', 'masqueradeBit'),
-      syncPeriod: get('nftables.syncPeriod', 'syncPeriod'),
-      minSyncPeriod: get('nftables.minSyncPeriod', 'minSyncPeriod'),
-    };
-    nft.where = { ...where };
-    for (const k of ['masqueradeAll', 'masqueradeBit', 'syncPeriod', 'minSyncPeriod']) {
-      if (k in whereIpt) where[k] = whereIpt[k];
-      else delete where[k];
+  // Another mode's block with any of the common fields (chosen in loadConfig, once the mode is known).
+  for (const m of modes) {
+    const b = m.configBlock;
+    if (b === 'iptables' || !commonBlockFields.some((f) => values.has(`${b}.${f}`))) continue;
+    const block: RawSettings = { where: {} };
+    for (const f of commonBlockFields) {
+      if (!values.has(`${b}.${f}`)) continue;
+      (block as Record<string, unknown>)[f] = values.get(`${b}.${f}`);
+      block.where![f] = `${lines.get(`${b}.${f}`)}: ${b}.${f}`;
     }
-    out.nftables = nft;
+    (out.blocks ??= {})[b] = block;
   }
+  out.modeFields = new Map([...values].filter(([k]) => settingFields.has(k)).map(([k, value]) => [k, { value, where: `${lines.get(k)}: ${k}` }]));
   out.ipvsScheduler = get('ipvs.scheduler', 'ipvsScheduler');
   out.verbosity = get('logging.verbosity', 'verbosity');
   // kube-proxy's defaulting of the file: an empty bind address or a zero
@@ -428,7 +446,7 @@ export function parseConfigText(text: string, path: string, out: RawSettings): s
     if (r.minSyncPeriod !== undefined && parseDuration(r.minSyncPeriod) === 0) r.minSyncPeriod = undefined;
   };
   unsetZero(out);
-  if (out.nftables) unsetZero(out.nftables);
+  for (const block of Object.values(out.blocks ?? {})) unsetZero(block);
   for (const k of Object.keys(out) as (keyof RawSettings)[]) if (out[k] === undefined) delete out[k];
   out.where = where;
   return problems;

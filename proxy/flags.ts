@@ -3,6 +3,7 @@
 // (Go durations, CIDRs, host:port). Parsing never throws: every problem is
 // collected so the caller can report them all at once.
 import { isIP } from 'node:net';
+import { defaultMode, modes } from '../modes/registry.ts';
 
 export type FlagKind = 'string' | 'bool' | 'int';
 
@@ -12,8 +13,8 @@ export interface FlagSpec {
   readonly help: string;
 }
 
-export const flagSpecs: readonly FlagSpec[] = [
-  { name: 'proxy-mode', kind: 'string', help: 'iptables or nftables (default iptables)' },
+const coreFlagSpecs: readonly FlagSpec[] = [
+  { name: 'proxy-mode', kind: 'string', help: `the dataplane: ${modes.map((m) => m.name).join(', ')} (default ${defaultMode})` },
   { name: 'config', kind: 'string', help: 'KubeProxyConfiguration YAML file; flags override it' },
   { name: 'kubeconfig', kind: 'string', help: 'kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)' },
   { name: 'hostname-override', kind: 'string', help: 'this node\'s name (default: the host name)' },
@@ -33,6 +34,16 @@ export const flagSpecs: readonly FlagSpec[] = [
   { name: 'live', kind: 'bool', help: 'dump: print what the kernel holds instead of the desired rules' },
   { name: 'help', kind: 'bool', help: 'print this help' },
 ];
+
+/** Flags of every mode's settings, for the flag parser and --help. */
+function modeFlagSpecs(): FlagSpec[] {
+  return modes.flatMap((m) => m.settings.filter((s) => s.flag).map((s): FlagSpec => ({
+    name: s.flag!, kind: s.kind === 'bool' ? 'bool' : s.kind === 'int' ? 'int' : 'string', help: `${s.help} (${m.name} mode)`,
+  })));
+}
+
+/** kproxy's flags: the core's, then each mode's own (modes/registry.ts). */
+export const flagSpecs: readonly FlagSpec[] = [...coreFlagSpecs, ...modeFlagSpecs()];
 
 const specByName = new Map(flagSpecs.map((s) => [s.name, s]));
 

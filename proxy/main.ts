@@ -11,7 +11,7 @@
 // server never removes rules either: they stay as last programmed.
 import { hostExec, type Exec } from '../lib/exec.ts';
 import { clearStaleUdp } from '../modes/conntrack.ts';
-import { createBackend, otherBackends } from '../modes/registry.ts';
+import { modeOf, otherModes } from '../modes/registry.ts';
 import type { ProxyConfig } from './config.ts';
 import { HealthCheckNodePorts } from './health-check-nodeports.ts';
 import { ProxierHealth, startHealthServer } from './health.ts';
@@ -20,7 +20,7 @@ import type { HttpHandle } from '../lib/http-server.ts';
 import { loadSource, nodeAddresses, type LoadedSource } from './load-source.ts';
 import type { Logger } from '../lib/log.ts';
 import { ProxyMetrics, startMetricsServer } from './metrics.ts';
-import { healthCheckHosts, modeOptions } from './mode-options.ts';
+import { healthCheckHosts, modeOptions, requireTools } from './mode-options.ts';
 import { Runner, type SyncListener } from './runner.ts';
 import { loadKubeConfig } from './source/kube-config.ts';
 import { KubeEventRecorder } from './source/kube-events.ts';
@@ -58,7 +58,9 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
     log.info({ mode: config.mode, node: config.nodeName, source: config.sourceFile ?? 'kube', syncPeriodMs: config.syncPeriodMs, minSyncPeriodMs: config.minSyncPeriodMs }, 'kproxy starting');
 
     const health = new ProxierHealth({ healthTimeoutMs: 2 * config.syncPeriodMs });
-    const metrics = new ProxyMetrics(config.mode);
+    const mode = modeOf(config.mode);
+    requireTools(mode.name);
+    const metrics = new ProxyMetrics(mode);
     const servers: HttpHandle[] = [];
     if (config.healthzBindAddress) {
       const a = config.healthzBindAddress;
@@ -102,7 +104,8 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
 
     const opts = modeOptions(config, loaded.families, loaded.nodeIPs, exec, log);
     log.info({ families: opts.families, nodeIPs: loaded.nodeIPs, nodePortAddresses: opts.nodePortAddresses }, 'initial list complete');
-    const backend = createBackend(config.mode, opts, log.child({ component: config.mode }));
+    const backend = mode.create(opts, log.child({ component: config.mode }));
+    closers.push(async () => { await backend.close?.(); });
     // Another mode's rules (a node switched from iptables to nftables, or back)
     // are removed only once this mode's first sync is in the kernel, so the
     // node is never without rules in between.
@@ -111,8 +114,8 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
     const removeOtherModes: SyncListener = {
       onSynced: () => {
         othersRemoved ??= (async () => {
-          for (const other of otherBackends(config.mode, opts, log)) {
-            await other.cleanup().catch((err: unknown) => log.warn({ err, mode: other.mode }, 'could not remove another mode\'s rules'));
+          for (const other of otherModes(config.mode)) {
+            await other.cleanup(opts, log).catch((err: unknown) => log.warn({ err, mode: other.name }, 'could not remove another mode\'s rules'));
           }
         })();
       },

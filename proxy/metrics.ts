@@ -2,7 +2,7 @@
 // dashboards and alerts keep working, served on --metrics-bind-address
 // together with /healthz and /proxyMode as kube-proxy does.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { ProxyMode } from '../modes/backend.ts';
+import type { ModeMetricNames } from '../modes/backend.ts';
 import { listenHttp, sendJson, sendNotFound, type HttpHandle } from '../lib/http-server.ts';
 import type { ProxierHealth } from './health.ts';
 import { healthBody } from './health.ts';
@@ -24,7 +24,7 @@ const programmingBuckets = [...linear(0.25, 0.25, 2), ...linear(1, 1, 59), ...li
 
 export class ProxyMetrics implements SyncListener {
   readonly registry = new Registry();
-  private readonly mode: ProxyMode;
+  private readonly mode: string;
   private readonly now: () => number;
   private readonly syncDuration: Histogram;
   private readonly fullDuration: Histogram;
@@ -40,8 +40,9 @@ export class ProxyMetrics implements SyncListener {
   private readonly serviceChanges: Counter;
   private readonly noLocal: Gauge<'traffic_policy'>;
 
-  constructor(mode: ProxyMode, opts: { now?: () => number; processMetrics?: boolean } = {}) {
-    this.mode = mode;
+  /** `mode` and its metric names come from the mode's descriptor (modes/registry.ts). */
+  constructor(mode: { readonly name: string; readonly metrics: ModeMetricNames }, opts: { now?: () => number; processMetrics?: boolean } = {}) {
+    this.mode = mode.name;
     this.now = opts.now ?? Date.now;
     const r = [this.registry];
     this.syncDuration = new Histogram({ name: 'kubeproxy_sync_proxy_rules_duration_seconds', help: 'SyncProxyRules latency in seconds', buckets: syncBuckets, registers: r });
@@ -50,12 +51,9 @@ export class ProxyMetrics implements SyncListener {
     this.lastTimestamp = new Gauge({ name: 'kubeproxy_sync_proxy_rules_last_timestamp_seconds', help: 'The last time proxy rules were successfully synced', registers: r });
     this.lastQueued = new Gauge({ name: 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds', help: 'The last time a sync of proxy rules was queued', registers: r });
     this.programming = new Histogram({ name: 'kubeproxy_network_programming_duration_seconds', help: 'In Cluster Network Programming Latency in seconds', buckets: programmingBuckets, registers: r });
-    if (mode === 'iptables') {
-      this.rulesTotal = new Gauge({ name: 'kubeproxy_sync_proxy_rules_iptables_total', help: 'Total number of iptables rules owned by kube-proxy', labelNames: ['table'], registers: r });
-      this.restoreFailures = new Counter({ name: 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total', help: 'Cumulative proxy iptables restore failures', registers: r });
-    } else {
-      this.restoreFailures = new Counter({ name: 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total', help: 'Cumulative proxy nftables sync failures', registers: r });
-    }
+    const { owned, syncFailures } = mode.metrics;
+    if (owned) this.rulesTotal = new Gauge({ ...owned, labelNames: ['table'], registers: r });
+    this.restoreFailures = new Counter({ ...syncFailures, registers: r });
     this.endpointPending = new Gauge({ name: 'kubeproxy_sync_proxy_rules_endpoint_changes_pending', help: 'Pending proxy rules Endpoint changes', registers: r });
     this.servicePending = new Gauge({ name: 'kubeproxy_sync_proxy_rules_service_changes_pending', help: 'Pending proxy rules Service changes', registers: r });
     this.endpointChanges = new Counter({ name: 'kubeproxy_sync_proxy_rules_endpoint_changes_total', help: 'Cumulative proxy rules Endpoint changes', registers: r });
@@ -87,7 +85,7 @@ export class ProxyMetrics implements SyncListener {
     this.lastTimestamp.set(report.finishedAt / 1000);
     const now = this.now();
     for (const t of report.triggerTimes) if (t > 0 && t <= now) this.programming.observe((now - t) / 1000);
-    if (this.rulesTotal) for (const [table, n] of Object.entries(report.result.ruleCounts)) this.rulesTotal.set({ table }, n);
+    if (this.rulesTotal) for (const [table, n] of Object.entries(report.result.owned)) this.rulesTotal.set({ table }, n);
     const { internal, external } = noLocalEndpoints(report.state);
     this.noLocal.set({ traffic_policy: 'internal' }, internal);
     this.noLocal.set({ traffic_policy: 'external' }, external);
@@ -102,7 +100,7 @@ export class ProxyMetrics implements SyncListener {
     return this.registry.metrics();
   }
 
-  get proxyMode(): ProxyMode {
+  get proxyMode(): string {
     return this.mode;
   }
 }

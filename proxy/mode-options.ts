@@ -3,13 +3,14 @@
 //
 // IP families: IPv4 always; IPv6 as well when a cluster CIDR, one of the
 // Node object's addresses or a Service's clusterIP in the initial list is
-// IPv6 — and, when the kernel is to be touched
-// in iptables mode, ip6tables is installed (without it IPv6 is skipped with
-// a warning). A single-stack IPv6 cluster therefore programs an (empty)
-// IPv4 side too, which is harmless.
+// IPv6 — and, when the kernel is to be touched, the mode's IPv6 tools are
+// installed (without them IPv6 is skipped with a warning). A single-stack
+// IPv6 cluster therefore programs an (empty) IPv4 side too, which is harmless.
 import { accessSync, constants } from 'node:fs';
-import type { ModeOptions, ProxyMode } from '../modes/backend.ts';
+import type { ModeOptions } from '../modes/backend.ts';
+import { modeOf, type ProxyMode } from '../modes/registry.ts';
 import { toolPath, type Exec } from '../lib/exec.ts';
+import { KproxyError } from '../lib/errors.ts';
 import type { ProxyConfig } from './config.ts';
 import { cidrFamily } from '../lib/net.ts';
 import type { Logger } from '../lib/log.ts';
@@ -40,17 +41,31 @@ export function ipFamilies(input: FamilyInput, log?: Logger): Family[] {
   const wantsV6 = input.clusterCIDRs.some((c) => cidrFamily(c) === 6) || input.nodeIPs.some((ip) => isIP(ip) === 6) ||
     (input.serviceIPs ?? []).some((ip) => isIP(ip) === 6);
   if (!wantsV6) return [4];
-  if (input.checkTools && input.mode === 'iptables' && !hasTool('ip6tables-restore')) {
-    log?.warn('IPv6 cluster CIDR or node address, but ip6tables-restore is not installed: programming IPv4 only');
+  const missing = input.checkTools ? missingTools(input.mode, 6) : [];
+  if (missing.length > 0) {
+    log?.warn({ missing }, `IPv6 cluster CIDR or node address, but ${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} not installed: programming IPv4 only`);
     return [4];
   }
   return [4, 6];
 }
 
+/** The kernel tools `mode` needs for `family` that are not installed. */
+export function missingTools(mode: ProxyMode, family: Family): string[] {
+  return modeOf(mode).tools(family).filter((t) => !hasTool(t));
+}
+
+/** Stops start-up when the mode's IPv4 tools are missing: nothing could be programmed. */
+export function requireTools(mode: ProxyMode): void {
+  const missing = missingTools(mode, 4);
+  if (missing.length > 0) {
+    throw new KproxyError('KPROXY_SYNC_FAILED', `--proxy-mode ${mode} needs ${missing.join(', ')}, which ${missing.length === 1 ? 'is' : 'are'} not installed (install the distribution's package that ships ${missing.length === 1 ? 'it' : 'them'})`);
+  }
+}
+
 /** Families for commands that read or remove kernel state without a source (dump --live, --cleanup). */
 export function kernelFamilies(config: ProxyConfig, mode: ProxyMode): Family[] {
   if (config.clusterCIDRs.length > 0) return ipFamilies({ clusterCIDRs: config.clusterCIDRs, nodeIPs: [], mode, checkTools: true });
-  return mode === 'iptables' && !hasTool('ip6tables-restore') ? [4] : [4, 6];
+  return missingTools(mode, 6).length > 0 ? [4] : [4, 6];
 }
 
 export function modeOptions(config: ProxyConfig, families: readonly Family[], nodeIPs: readonly string[], exec: Exec | undefined, log?: Logger): ModeOptions {
@@ -65,6 +80,7 @@ export function modeOptions(config: ProxyConfig, families: readonly Family[], no
     masqueradeAll: config.masqueradeAll,
     nodePortAddresses: Object.freeze([...nodePortAddresses]),
     masqueradeBit: config.masqueradeBit,
+    settings: config.modeSettings,
     exec,
   });
 }

@@ -11,7 +11,8 @@
 //    forces a full sync;
 //  - a full sync runs at least every fullSyncPeriod (one hour) regardless.
 // The clock is injected so tests drive time by hand.
-import type { Backend, SyncResult } from '../modes/backend.ts';
+import type { Backend } from '../modes/backend.ts';
+import { syncBackend, type SyncResult } from '../modes/sync.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Changes, NodeState, StaleUdpEndpoint } from './model.ts';
 import type { ServiceTracker } from './tracker-api.ts';
@@ -251,7 +252,7 @@ export class Runner {
     const syncsBefore = this.syncCount;
     let drifted: boolean;
     try {
-      drifted = await this.deps.backend.drifted();
+      drifted = await this.deps.backend.drifted?.() ?? false;
     } catch (err) {
       this.deps.log.warn({ err }, 'drift check failed; forcing a full sync');
       drifted = true;
@@ -283,12 +284,8 @@ export class Runner {
     const snap = tracker.snapshot();
     const { state, triggerTimes } = snap;
     const changes = this.withOwedUdp(snap.changes);
-    let result: SyncResult;
-    try {
-      result = await backend.sync(state, changes);
-    } catch (err) {
-      result = { ok: false, full: changes.full, renderMs: 0, applyMs: 0, batchLines: 0, ruleCounts: {}, error: err as Error };
-    }
+    // Plan and apply, timed in one place for every mode.
+    const result: SyncResult = await syncBackend(backend, state, changes);
     const finishedAt = this.clock.now();
     const ok = result.ok;
     if (ok) {
@@ -316,7 +313,7 @@ export class Runner {
       startedAt, finishedAt, ok, full: changes.full, result, state, changes, triggerTimes,
       pendingSince: this.queuedAt,
     };
-    log.debug({ full: changes.full, changed: changes.services.size, ms: finishedAt - startedAt, lines: result.batchLines }, 'synced');
+    log.debug({ full: changes.full, changed: changes.services.size, ms: finishedAt - startedAt, size: result.size, renderMs: Math.round(result.renderMs), applyMs: Math.round(result.applyMs) }, 'synced');
     for (const l of this.deps.listeners ?? []) {
       try {
         if (ok) l.onSynced?.(report);

@@ -4,7 +4,7 @@ import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { netnsExec, hostExec } from '../lib/exec.ts';
-import { createBackend } from '../modes/registry.ts';
+import { modeOf } from '../modes/registry.ts';
 import { cleanupCommand } from '../proxy/commands/cleanup.ts';
 import { diffCommand } from '../proxy/commands/diff.ts';
 import { dumpCommand } from '../proxy/commands/dump.ts';
@@ -13,6 +13,7 @@ import { loadSource } from '../proxy/load-source.ts';
 import { silentLogger } from '../lib/log.ts';
 import { modeOptions } from '../proxy/mode-options.ts';
 import { requireKernelPrerequisites } from './helpers/netns.ts';
+import { syncBackend } from '../modes/sync.ts';
 
 const fixture = fileURLToPath(new URL('./fixtures/proxy/cluster.yaml', import.meta.url));
 const log = silentLogger();
@@ -35,9 +36,9 @@ async function capture(run: (out: (s: string) => Promise<void>) => Promise<numbe
 async function syncFixture(mode: string, ns: string): Promise<void> {
   const config = loadConfig(['--proxy-mode', mode, ...common]);
   const loaded = await loadSource(config, log, { watch: false, checkTools: true });
-  const backend = createBackend(config.mode, modeOptions(config, loaded.families, loaded.nodeIPs, netnsExec(ns), log), log);
+  const backend = modeOf(config.mode).create(modeOptions(config, loaded.families, loaded.nodeIPs, netnsExec(ns), log), log);
   const snap = loaded.tracker.snapshot();
-  const r = await backend.sync(snap.state, snap.changes);
+  const r = await syncBackend(backend, snap.state, snap.changes);
   if (!r.ok) throw r.error;
 }
 

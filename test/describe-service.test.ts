@@ -3,15 +3,15 @@
 // 2,000 others, read without walking the table, and line for line what the
 // full render holds.
 import test from 'ava';
-import type { Backend, ModeOptions, ProxyMode } from '../modes/backend.ts';
+import type { Backend, ModeOptions } from '../modes/backend.ts';
 import { parseCommand, renderElement } from '../modes/nftables/objects.ts';
-import { createBackend } from '../modes/registry.ts';
+import { modeOf, type ProxyMode } from '../modes/registry.ts';
 import { silentLogger } from '../lib/log.ts';
 import type { NodeState, ServicePortState } from '../proxy/model.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
 
 const opts: ModeOptions = { families: [4, 6], clusterCIDRs: ['10.244.0.0/16'], masqueradeAll: false, nodePortAddresses: [], masqueradeBit: 14 };
-const backend = (mode: ProxyMode): Backend => createBackend(mode, opts, silentLogger());
+const backend = (mode: ProxyMode): Backend => modeOf(mode).create(opts, silentLogger());
 
 const target = svc({
   name: 'shop/cart:http', clusterIP: '10.0.0.5', port: 80, nodePort: 30080,
@@ -102,7 +102,7 @@ for (const mode of ['iptables', 'nftables'] as const) {
   test(`${mode}: a family the backend does not program yields nothing; IPv6 stays IPv6`, (t) => {
     const v6 = svc({ name: 'shop/cart:http', clusterIP: 'fd00::5', port: 80, nodePort: 30080, clusterEndpoints: [ep('fd00:244::7', 8080)] });
     const state = nodeState([target, v6]);
-    const only4 = createBackend(mode, { ...opts, families: [4] }, silentLogger());
+    const only4 = modeOf(mode).create({ ...opts, families: [4] }, silentLogger());
     t.deepEqual(only4.describeService!(state, v6.key), []);
     const lines = backend(mode).describeService!(state, v6.key);
     t.true(lines.some((l) => l.includes('fd00::5')), lines.join('\n'));

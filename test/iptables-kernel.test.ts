@@ -14,6 +14,7 @@ import { silentLogger } from '../lib/log.ts';
 import { fullChanges, type Changes, type ServicePortState } from '../proxy/model.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
 import { nodeIP, options, scenarios } from './fixtures/iptables/scenarios.ts';
+import { syncBackend } from '../modes/sync.ts';
 
 const ip = '/usr/sbin/ip';
 const variants = ['nft', 'legacy'] as const;
@@ -69,11 +70,11 @@ for (const v of variants) {
       // Every golden scenario (their Service names are distinct) plus 400 bulk Services.
       const special = scenarios.flatMap((s) => [...s.state.services.values()]);
       const s1 = nodeState([...special, ...bulk(400, 5)]);
-      const r1 = await real.sync(s1, fullChanges(s1));
+      const r1 = await syncBackend(real, s1, fullChanges(s1));
       if (!r1.ok) return t.fail(String(r1.error));
       t.true(r1.full);
-      t.true(r1.batchLines > 3000, `full batch has ${r1.batchLines} lines`);
-      t.true((await mirror.sync(s1, fullChanges(s1))).ok);
+      t.true(r1.size > 3000, `full batch has ${r1.size} lines`);
+      t.true((await syncBackend(mirror, s1, fullChanges(s1))).ok);
 
       // Partial: endpoints change on 3 Services, one Service goes, one comes.
       const changed = bulk(400, 5, 3);
@@ -81,11 +82,11 @@ for (const v of variants) {
       const added = svc({ name: 'bulk/new:p', clusterIP: '172.31.200.1', port: 443, externalIPs: ['192.168.99.200'], clusterEndpoints: [ep('10.181.200.1', 443)] });
       const s2 = nodeState([...special, ...changed.slice(0, 399), added]);
       const keys = [changed[0].key, changed[1].key, changed[2].key, gone.key, added.key];
-      const r2 = await real.sync(s2, partial(keys));
+      const r2 = await syncBackend(real, s2, partial(keys));
       if (!r2.ok) return t.fail(String(r2.error));
       t.false(r2.full);
-      t.true(r2.batchLines < 60, `partial batch has ${r2.batchLines} lines`);
-      t.true((await mirror.sync(s2, partial(keys))).ok);
+      t.true(r2.size < 60, `partial batch has ${r2.size} lines`);
+      t.true((await syncBackend(mirror, s2, partial(keys))).ok);
 
       const kernelView = normalise(await real.readKernel());
       t.log(`kproxy view compared: ${kernelView.split("\n").length} lines`);
@@ -96,16 +97,16 @@ for (const v of variants) {
 
       // A second instance (a restart) adopts the same rules: nothing changes.
       const again = new IptablesBackend({ ...opts, exec }, silentLogger());
-      t.true((await again.sync(s2, fullChanges(s2))).ok);
+      t.true((await syncBackend(again, s2, fullChanges(s2))).ok);
       t.is(normalise(await again.readKernel()), kernelView);
 
       // A restart onto a smaller state: chains the old instance left and the
       // new state does not want (found by listing chain names) are deleted.
       const s3 = nodeState([...special.filter((x) => x.affinityTimeoutSeconds === 0), ...changed.slice(100, 399)]);
       const third = new IptablesBackend({ ...opts, exec }, silentLogger());
-      t.true((await third.sync(s3, fullChanges(s3))).ok);
+      t.true((await syncBackend(third, s3, fullChanges(s3))).ok);
       const fresh = new FakeKernel([nodeIP]);
-      t.true((await new IptablesBackend({ ...opts, exec: fresh.exec }, silentLogger()).sync(s3, fullChanges(s3))).ok);
+      t.true((await syncBackend(new IptablesBackend({ ...opts, exec: fresh.exec }, silentLogger()), s3, fullChanges(s3))).ok);
       const shrunk = normalise(await third.readKernel());
       t.notRegex(shrunk, /KUBE-SEP-/);
       t.is(shrunk, normalise(await new IptablesBackend({ ...opts, exec: fresh.exec }, silentLogger()).readKernel()));

@@ -7,6 +7,7 @@ import { silentLogger } from '../lib/log.ts';
 import { fullChanges, type Changes, type NodeState, type ServicePortState } from '../proxy/model.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
 import { nodeIP, options } from './fixtures/iptables/scenarios.ts';
+import { syncBackend } from '../modes/sync.ts';
 
 const opts = options({ families: [4, 6] });
 
@@ -39,11 +40,11 @@ test('one endpoint change writes only that Service chain', async (t) => {
   const b = backend(fake);
   const services = Array.from({ length: 50 }, (_, i) => web(i + 1, 3));
   const s1 = nodeState(services);
-  t.true((await b.sync(s1, fullChanges(s1))).ok);
+  t.true((await syncBackend(b, s1, fullChanges(s1))).ok);
   const changed = web(7, 4);
   const s2 = nodeState(services.map((s) => (s.key === changed.key ? changed : s)));
   fake.log.length = 0;
-  const r = await b.sync(s2, partial(changed.key));
+  const r = await syncBackend(b, s2, partial(changed.key));
   t.true(r.ok);
   t.false(r.full);
   const batches = restores(fake);
@@ -61,19 +62,19 @@ test('one endpoint change writes only that Service chain', async (t) => {
   const ipset = fake.log.filter((l) => l.tool === 'ipset');
   t.is(ipset.length, 1);
   t.is(ipset[0].input, 'add KUBE-LOOP-BACK 10.180.7.4,tcp:8080,10.180.7.4\n');
-  t.is(r.batchLines, 9, '8 restore lines and 1 ipset line');
+  t.is(r.size, 9, '8 restore lines and 1 ipset line');
 });
 
 test('an unchanged key in Changes sends nothing to the kernel', async (t) => {
   const fake = new FakeKernel([nodeIP]);
   const b = backend(fake);
   const s = nodeState([web(1, 2)]);
-  await b.sync(s, fullChanges(s));
+  await syncBackend(b, s, fullChanges(s));
   fake.log.length = 0;
-  const r = await b.sync(s, partial(web(1, 2).key));
+  const r = await syncBackend(b, s, partial(web(1, 2).key));
   t.true(r.ok);
   t.is(restores(fake).length, 0);
-  t.is(r.batchLines, 0);
+  t.is(r.size, 0);
 });
 
 // A small deterministic generator of Service changes.
@@ -117,7 +118,7 @@ for (const seed of [1, 2, 3, 4]) {
     for (let i = 1; i <= 30; i++) current.set(i, randomService(i, r));
     const state = (): NodeState => nodeState([...current.values()]);
     const s0 = state();
-    t.true((await b.sync(s0, fullChanges(s0))).ok);
+    t.true((await syncBackend(b, s0, fullChanges(s0))).ok);
     for (let step = 0; step < 40; step++) {
       const keys: string[] = [];
       for (let c = 0; c < 1 + Math.floor(r() * 3); c++) {
@@ -131,13 +132,13 @@ for (const seed of [1, 2, 3, 4]) {
           keys.push(s.key);
         }
       }
-      const res = await b.sync(state(), partial(...keys));
+      const res = await syncBackend(b, state(), partial(...keys));
       if (!res.ok) return t.fail(`step ${step}: ${res.error?.message}`);
       t.false(res.full);
     }
     const fresh = new FakeKernel([nodeIP]);
     const final = state();
-    t.true((await backend(fresh).sync(final, fullChanges(final))).ok);
+    t.true((await syncBackend(backend(fresh), final, fullChanges(final))).ok);
     t.is(fake.dump(4), fresh.dump(4));
     t.is(fake.dump(6), fresh.dump(6));
     t.deepEqual([...fake.sets.keys()].sort(), [...fresh.sets.keys()].sort());
@@ -149,29 +150,29 @@ test('a failed restore makes the next sync full, and it converges', async (t) =>
   const fake = new FakeKernel([nodeIP]);
   const b = backend(fake);
   const s1 = nodeState([web(1, 2), web(2, 2)]);
-  await b.sync(s1, fullChanges(s1));
+  await syncBackend(b, s1, fullChanges(s1));
   const s2 = nodeState([web(1, 3), web(2, 2)]);
   fake.failNextRestore = true;
-  const bad = await b.sync(s2, partial(web(1, 3).key));
+  const bad = await syncBackend(b, s2, partial(web(1, 3).key));
   t.false(bad.ok);
   t.truthy(bad.error);
   const s3 = nodeState([web(1, 3), web(2, 1)]);
-  const next = await b.sync(s3, partial(web(2, 1).key));
+  const next = await syncBackend(b, s3, partial(web(2, 1).key));
   t.true(next.ok);
   t.true(next.full, 'the sync after a failure is full');
   const fresh = new FakeKernel([nodeIP]);
-  await backend(fresh).sync(s3, fullChanges(s3));
+  await syncBackend(backend(fresh), s3, fullChanges(s3));
   t.is(fake.dump(4), fresh.dump(4));
 });
 
 test('restart: a new instance adopts the previous rules without flushing first, and removes stale chains', async (t) => {
   const fake = new FakeKernel([nodeIP]);
   const before = nodeState([web(1, 2), web(2, 2, { affinityTimeoutSeconds: 60 }), web(3, 1, { nodePort: 30003 })]);
-  await backend(fake).sync(before, fullChanges(before));
+  await syncBackend(backend(fake), before, fullChanges(before));
   t.regex(fake.dump(4), /KUBE-SEP-/);
   fake.log.length = 0;
   const after = nodeState([web(1, 2), web(4, 2)]);
-  const r = await backend(fake).sync(after, fullChanges(after));
+  const r = await syncBackend(backend(fake), after, fullChanges(after));
   t.true(r.ok);
   // One restore per family carries everything: no separate flush went first.
   const batches = restores(fake);
@@ -180,7 +181,7 @@ test('restart: a new instance adopts the previous rules without flushing first, 
   t.notRegex(batches[0], /^-F|^-X KUBE-SERVICES/m);
   t.regex(batches[0], /^-X KUBE-SEP-/m);
   const fresh = new FakeKernel([nodeIP]);
-  await backend(fresh).sync(after, fullChanges(after));
+  await syncBackend(backend(fresh), after, fullChanges(after));
   t.is(fake.dump(4), fresh.dump(4), 'stale chains gone, built-in jumps not duplicated');
 });
 
@@ -188,14 +189,14 @@ test('drifted(): false while the canary is there, true once the rules were flush
   const fake = new FakeKernel([nodeIP]);
   const b = backend(fake);
   const s = nodeState([web(1, 2)]);
-  await b.sync(s, fullChanges(s));
+  await syncBackend(b, s, fullChanges(s));
   t.false(await b.drifted());
   const good = fake.dump(4);
   // Someone flushes everything.
   await fake.exec('iptables-restore', [], '*mangle\n:KUBE-PROXY-CANARY - [0:0]\n-X KUBE-PROXY-CANARY\nCOMMIT\n');
   await fake.exec('iptables', ['-t', 'nat', '-D', 'PREROUTING', '-m', 'comment', '--comment', 'kubernetes service portals', '-j', 'KUBE-SERVICES']);
   t.true(await b.drifted());
-  const r = await b.sync(s, partial());
+  const r = await syncBackend(b, s, partial());
   t.true(r.full);
   t.is(fake.dump(4), good);
 });
@@ -207,24 +208,24 @@ test('cleanup removes every kproxy chain, jump and set, and nothing else', async
   const empty = fake.dump(4);
   const b = backend(fake);
   const s = nodeState([web(1, 2, { nodePort: 30001, affinityTimeoutSeconds: 10 }), web(2, 0, { hasEndpoints: false })]);
-  await b.sync(s, fullChanges(s));
+  await syncBackend(b, s, fullChanges(s));
   t.not(fake.dump(4), empty);
   await b.cleanup();
   t.is(fake.dump(4), empty);
   t.notRegex(fake.dump(6), /KUBE-/);
   t.is(fake.sets.size, 0);
   // A sync after cleanup starts from scratch and works.
-  t.true((await b.sync(s, partial())).ok);
+  t.true((await syncBackend(b, s, partial())).ok);
 });
 
 test('ruleCounts follow partial syncs', async (t) => {
   const fake = new FakeKernel([nodeIP]);
   const b = backend(fake);
   const s1 = nodeState([web(1, 2), web(2, 3)]);
-  const r1 = await b.sync(s1, fullChanges(s1));
+  const r1 = await syncBackend(b, s1, fullChanges(s1));
   const s2 = nodeState([web(1, 2)]);
-  const r2 = await b.sync(s2, partial(web(2, 3).key));
+  const r2 = await syncBackend(b, s2, partial(web(2, 3).key));
   const natRules = (dump: string): number => dump.split('\n').filter((l) => /^-A KUBE-/.test(l)).length;
-  t.is(r1.ruleCounts.nat, natRules(fake.dump(4, 'nat')) + 5); // the service's chains were 5 rules bigger
-  t.is(r2.ruleCounts.nat, natRules(fake.dump(4, 'nat')));
+  t.is(r1.owned.nat, natRules(fake.dump(4, 'nat')) + 5); // the service's chains were 5 rules bigger
+  t.is(r2.owned.nat, natRules(fake.dump(4, 'nat')));
 });

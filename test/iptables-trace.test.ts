@@ -8,11 +8,12 @@ import type { TraceOutcome, TracePacket } from '../modes/iptables/tracer.ts';
 import { silentLogger } from '../lib/log.ts';
 import { fullChanges } from '../proxy/model.ts';
 import { nodeIP, scenario } from './fixtures/iptables/scenarios.ts';
+import { syncBackend } from '../modes/sync.ts';
 
 async function load(name: string): Promise<FakeKernel> {
   const s = scenario(name);
   const fake = new FakeKernel([nodeIP, 'fd00:192:168::2']);
-  const r = await new IptablesBackend({ ...s.opts, exec: fake.exec }, silentLogger()).sync(s.state, fullChanges(s.state));
+  const r = await syncBackend(new IptablesBackend({ ...s.opts, exec: fake.exec }, silentLogger()), s.state, fullChanges(s.state));
   if (!r.ok) throw r.error;
   return fake;
 }

@@ -1,4 +1,5 @@
 // Prometheus metrics with kube-proxy's names, scraped over real HTTP.
+import { modeOf } from '../modes/registry.ts';
 import test from 'ava';
 import { ProxierHealth } from '../proxy/health.ts';
 import { silentLogger } from '../lib/log.ts';
@@ -21,14 +22,14 @@ const state = nodeState([
 function report(extra: Partial<SyncReport>): SyncReport {
   return {
     startedAt: 1_700_000_000_000, finishedAt: 1_700_000_000_250, ok: true, full: true, state, changes: fullChanges(state), triggerTimes: [],
-    result: { ok: true, full: true, renderMs: 1, applyMs: 1, batchLines: 10, ruleCounts: { nat: 42, filter: 7 } },
+    result: { ok: true, full: true, renderMs: 1, applyMs: 1, size: 10, owned: { nat: 42, filter: 7 } },
     ...extra,
   };
 }
 
 test('iptables mode: sync metrics under kube-proxy names, /proxyMode and /healthz on the metrics port', async (t) => {
   const now = 1_700_000_010_000;
-  const metrics = new ProxyMetrics('iptables', { now: () => now });
+  const metrics = new ProxyMetrics(modeOf('iptables'), { now: () => now });
   const health = new ProxierHealth({ healthTimeoutMs: 60_000, now: () => now });
   const srv = await startMetricsServer(metrics, health, 0, '127.0.0.1', silentLogger());
   t.teardown(() => srv.close());
@@ -77,7 +78,7 @@ test('iptables mode: sync metrics under kube-proxy names, /proxyMode and /health
 });
 
 test('nftables mode counts failures under the nftables name and has no iptables rule gauge', async (t) => {
-  const metrics = new ProxyMetrics('nftables', { processMetrics: false });
+  const metrics = new ProxyMetrics(modeOf('nftables'), { processMetrics: false });
   metrics.onSyncFailed(report({ ok: false }));
   metrics.onSynced(report({}));
   const text = await metrics.metricsText();

@@ -12,6 +12,7 @@ import { ep, nodeState, svc, withPort } from './helpers/state.ts';
 import { allServices, byName, options } from './fixtures/nftables/scenarios.ts';
 import { changesBetween, replace } from './fixtures/nftables/states.ts';
 import { dedent, loaded } from './fixtures/nftables/golden.ts';
+import { syncBackend } from '../modes/sync.ts';
 
 function setup() {
   const kernel = new FakeNftKernel();
@@ -37,7 +38,7 @@ function without(state: NodeState, key: string): NodeState {
 test('a sequence of incremental syncs ends in the table of one full sync', async (t) => {
   const { kernel, backend } = setup();
   let state = nodeState(allServices);
-  const first = await backend.sync(state, fullChanges(state));
+  const first = await syncBackend(backend, state, fullChanges(state));
   t.true(first.ok, first.error?.message);
   t.is(view(kernel), expected(state));
 
@@ -63,7 +64,7 @@ test('a sequence of incremental syncs ends in the table of one full sync', async
   ];
   for (const [what, change] of steps) {
     const next = change(state);
-    const r = await backend.sync(next, changesBetween(state, next));
+    const r = await syncBackend(backend, next, changesBetween(state, next));
     t.true(r.ok, `${what}: ${r.error?.message}`);
     t.false(r.full, what);
     t.is(view(kernel), expected(next), what);
@@ -79,7 +80,7 @@ test('random change sequences always match a full sync', async (t) => {
   };
   const { kernel, backend } = setup();
   let state = nodeState(allServices);
-  await backend.sync(state, fullChanges(state));
+  await syncBackend(backend, state, fullChanges(state));
   const pool = allServices;
   for (let step = 0; step < 150; step++) {
     const base = pool[rand(pool.length)];
@@ -104,7 +105,7 @@ test('random change sequences always match a full sync', async (t) => {
         next = replace(state, base);
     }
     // Now and then a periodic full sync on top of the loaded table.
-    const r = await backend.sync(next, rand(10) === 0 ? fullChanges(next) : changesBetween(state, next));
+    const r = await syncBackend(backend, next, rand(10) === 0 ? fullChanges(next) : changesBetween(state, next));
     t.true(r.ok, `step ${step}: ${r.error?.message}`);
     if (!r.ok) return;
     t.is(view(kernel), expected(next), `step ${step}`);
@@ -116,16 +117,16 @@ test('one endpoint change is a batch of two element lines', async (t) => {
   const { backend, kernel } = setup();
   const web = byName('shop/web:http');
   const state = nodeState(allServices);
-  await backend.sync(state, fullChanges(state));
+  await syncBackend(backend, state, fullChanges(state));
   const moved = [web.clusterEndpoints[0], web.clusterEndpoints[1], ep('10.244.3.99', 8080)];
   const next = replace(state, withPort(web, { clusterEndpoints: moved, allReachableEndpoints: moved }));
-  const r = await backend.sync(next, changesBetween(state, next));
+  const r = await syncBackend(backend, next, changesBetween(state, next));
   t.true(r.ok);
   t.is(kernel.applied.at(-1), dedent(`
     delete element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 2 }
     add element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 2 : 10.244.3.99 . 8080 }
   `));
-  t.is(r.batchLines, 2);
+  t.is(r.size, 2);
   const held = (fam: string): number => {
     const tbl = kernel.table(fam, 'kproxy')!;
     let n = 0;
@@ -133,16 +134,16 @@ test('one endpoint change is a batch of two element lines', async (t) => {
     for (const s of tbl.sets.values()) n += s.elements.size;
     return n;
   };
-  t.deepEqual(r.ruleCounts, { 'ip kproxy': held('ip'), 'ip6 kproxy': held('ip6') }, 'the record counts what the kernel holds');
+  t.deepEqual(r.owned, { 'ip kproxy': held('ip'), 'ip6 kproxy': held('ip6') }, 'the record counts what the kernel holds');
 });
 
 test('nothing changed: no nft call at all', async (t) => {
   const { backend, kernel } = setup();
   const state = nodeState(allServices);
-  await backend.sync(state, fullChanges(state));
-  const r = await backend.sync(state, { full: false, services: new Set([allServices[0].key]), staleUdpEndpoints: [], staleUdpServiceIPs: [] });
+  await syncBackend(backend, state, fullChanges(state));
+  const r = await syncBackend(backend, state, { full: false, services: new Set([allServices[0].key]), staleUdpEndpoints: [], staleUdpServiceIPs: [] });
   t.true(r.ok);
-  t.is(r.batchLines, 0);
+  t.is(r.size, 0);
   t.is(kernel.applied.length, 1);
 });
 
@@ -150,7 +151,7 @@ test('the first sync adopts a table left by an earlier kproxy in one atomic batc
   const { backend, kernel } = setup();
   kernel.apply('add table ip kproxy\nadd chain ip kproxy svc-OLD\nadd chain ip kproxy nat-prerouting { type nat hook prerouting priority dstnat ; policy accept ; }\nadd rule ip kproxy nat-prerouting jump svc-OLD\n');
   const state = nodeState(allServices);
-  const r = await backend.sync(state, fullChanges(state));
+  const r = await syncBackend(backend, state, fullChanges(state));
   t.true(r.ok);
   t.is(kernel.applied.length, 2, 'one batch');
   t.regex(kernel.applied[1], /^add table ip kproxy\ndelete table ip kproxy\nadd table ip kproxy\n/);
@@ -161,13 +162,13 @@ test('the first sync adopts a table left by an earlier kproxy in one atomic batc
 test('drift: a deleted kproxy table or fixed chain is noticed from the chain listing alone', async (t) => {
   const { backend, kernel } = setup();
   const state = nodeState(allServices);
-  await backend.sync(state, fullChanges(state));
+  await syncBackend(backend, state, fullChanges(state));
   t.false(await backend.drifted());
   kernel.apply('add table ip foreign\nadd chain ip foreign nat-prerouting\n');
   t.false(await backend.drifted(), 'a same-named chain in another table is not ours');
   kernel.apply('delete table ip kproxy\n');
   t.true(await backend.drifted(), 'table gone');
-  await backend.sync(state, fullChanges(state));
+  await syncBackend(backend, state, fullChanges(state));
   t.false(await backend.drifted());
   kernel.apply('flush chain ip kproxy nat-prerouting\ndelete chain ip kproxy nat-prerouting\n');
   t.true(await backend.drifted(), 'base chain gone');
@@ -176,7 +177,7 @@ test('drift: a deleted kproxy table or fixed chain is noticed from the chain lis
 test('drift: a deleted table or chain is noticed; a periodic full sync repairs flushed rules and keeps affinity', async (t) => {
   const { backend, kernel } = setup();
   const state = nodeState(allServices);
-  await backend.sync(state, fullChanges(state));
+  await syncBackend(backend, state, fullChanges(state));
   t.false(await backend.drifted());
 
   const pkt = { family: 4 as const, saddr: '10.244.1.5', daddr: '10.96.0.14', dport: 80, protocol: 'TCP' as const };
@@ -187,7 +188,7 @@ test('drift: a deleted table or chain is noticed; a periodic full sync repairs f
   // Reading rules would make nft fetch every map element (seconds at scale):
   // drifted() looks at chain declarations only, the hourly full sync repairs contents.
   t.false(await backend.drifted(), 'rules flushed inside existing chains are left to the periodic full sync');
-  const r = await backend.sync(state, fullChanges(state));
+  const r = await syncBackend(backend, state, fullChanges(state));
   t.true(r.ok, r.error?.message);
   t.regex(kernel.applied.at(-1)!, /^add table ip kproxy\nflush table ip kproxy\n/, 'with a record, a full sync flushes instead of deleting');
   t.false(await backend.drifted());
@@ -198,9 +199,9 @@ test('drift: a deleted table or chain is noticed; a periodic full sync repairs f
 test('a periodic full sync removes objects of Services gone since the last one', async (t) => {
   const { backend, kernel } = setup();
   const state = nodeState(allServices);
-  await backend.sync(state, fullChanges(state));
+  await syncBackend(backend, state, fullChanges(state));
   const next = nodeState(allServices.filter((s) => s.name !== 'shop/sticky' && s.name !== 'shop/web:http'));
-  const r = await backend.sync(next, fullChanges(next));
+  const r = await syncBackend(backend, next, fullChanges(next));
   t.true(r.ok, r.error?.message);
   t.is(view(kernel), expected(next));
 });
@@ -208,9 +209,9 @@ test('a periodic full sync removes objects of Services gone since the last one',
 test('a periodic full sync re-creates an affinity set whose timeout changed', async (t) => {
   const { backend, kernel } = setup();
   const state = nodeState(allServices);
-  await backend.sync(state, fullChanges(state));
+  await syncBackend(backend, state, fullChanges(state));
   const next = replace(state, { ...byName('shop/sticky'), affinityTimeoutSeconds: 60 });
-  const r = await backend.sync(next, fullChanges(next));
+  const r = await syncBackend(backend, next, fullChanges(next));
   t.true(r.ok, r.error?.message);
   t.regex(kernel.applied.at(-1)!, /delete set ip kproxy aff-OYG37ED3-10\.244\.2\.51\/80\n/);
   t.is(view(kernel), expected(next));
@@ -219,13 +220,13 @@ test('a periodic full sync re-creates an affinity set whose timeout changed', as
 test('a failed batch is reported and the next sync is a full one', async (t) => {
   const { backend, kernel } = setup();
   const state = nodeState(allServices);
-  await backend.sync(state, fullChanges(state));
+  await syncBackend(backend, state, fullChanges(state));
   kernel.apply('delete table ip kproxy\n'); // someone removed it behind kproxy's back
   const next = without(state, allServices[0].key);
-  const bad = await backend.sync(next, changesBetween(state, next));
+  const bad = await syncBackend(backend, next, changesBetween(state, next));
   t.false(bad.ok);
   t.regex(String(bad.error?.message), /No such file or directory/);
-  const good = await backend.sync(next, changesBetween(next, next));
+  const good = await syncBackend(backend, next, changesBetween(next, next));
   t.true(good.ok);
   t.true(good.full, 'after a failure kproxy does not trust its record');
   t.is(view(kernel), expected(next));
@@ -235,7 +236,7 @@ test('cleanup removes only kproxy tables, and is fine when there are none', asyn
   const { backend, kernel } = setup();
   kernel.apply('add table ip other\nadd chain ip other keep\n');
   const state = nodeState(allServices);
-  await backend.sync(state, fullChanges(state));
+  await syncBackend(backend, state, fullChanges(state));
   t.deepEqual(kernel.tableNames().sort(), ['ip kproxy', 'ip other', 'ip6 kproxy']);
   await backend.cleanup();
   t.deepEqual(kernel.tableNames(), ['ip other']);
@@ -248,7 +249,7 @@ test('readKernel lists both kproxy tables', async (t) => {
   const { backend, kernel } = setup();
   t.is(await backend.readKernel(), '');
   const state = nodeState(allServices);
-  await backend.sync(state, fullChanges(state));
+  await syncBackend(backend, state, fullChanges(state));
   t.is(await backend.readKernel(), kernel.dump('ip', 'kproxy') + kernel.dump('ip6', 'kproxy'));
 });
 

@@ -15,6 +15,7 @@ import { allServices, byName, options } from './fixtures/nftables/scenarios.ts';
 import { changesBetween, replace } from './fixtures/nftables/states.ts';
 import { loaded } from './fixtures/nftables/golden.ts';
 import { createNetns, deleteNetns, missingPrerequisite, nsRun } from './fixtures/nftables/netns.ts';
+import { syncBackend } from '../modes/sync.ts';
 
 const execFileP = promisify(execFile);
 
@@ -38,7 +39,7 @@ test.serial('full and incremental transactions load into the real kernel and mat
   const backend = new NftablesBackend({ ...options, exec: netnsExec(ns) }, silentLogger());
 
   let state = nodeState(allServices);
-  const full = await backend.sync(state, fullChanges(state));
+  const full = await syncBackend(backend, state, fullChanges(state));
   t.true(full.ok, full.error?.message);
   t.is(await kernelView(ns), fakeView(state), 'after the full sync');
   t.false(await backend.drifted());
@@ -53,10 +54,10 @@ test.serial('full and incremental transactions load into the real kernel and mat
     svc({ name: 'shop/np', clusterIP: '10.96.0.11', port: 80, nodePort: 30080 }),
     svc({ name: 'shop/late', clusterIP: 'fd00:96::99', port: 443, externalPolicyLocal: true, nodePort: 30999, clusterEndpoints: [ep('fd00:244:5::1', 8443)], localEndpoints: [] }))]);
   for (const [what, next] of steps) {
-    const r = await backend.sync(next, changesBetween(state, next));
+    const r = await syncBackend(backend, next, changesBetween(state, next));
     t.true(r.ok, `${what}: ${r.error?.message}`);
     t.false(r.full);
-    t.true(r.batchLines < 40, `${what}: ${r.batchLines} lines`);
+    t.true(r.size < 40, `${what}: ${r.size} lines`);
     t.is(await kernelView(ns), fakeView(next), what);
     state = next;
   }
@@ -66,11 +67,11 @@ test.serial('full and incremental transactions load into the real kernel and mat
   // (with an affinity timeout changed since the last sync: the set is re-created)
   const stickyNow = state.services.get(sticky.key)!;
   state = replace(state, { ...stickyNow, affinityTimeoutSeconds: 90 });
-  const again = await backend.sync(state, fullChanges(state));
+  const again = await syncBackend(backend, state, fullChanges(state));
   t.true(again.ok, again.error?.message);
   t.is(await kernelView(ns), fakeView(state), 'after a periodic full sync');
   const fresh = new NftablesBackend({ ...options, exec: netnsExec(ns) }, silentLogger());
-  const adopted = await fresh.sync(state, fullChanges(state));
+  const adopted = await syncBackend(fresh, state, fullChanges(state));
   t.true(adopted.ok, adopted.error?.message);
   t.is(await kernelView(ns), fakeView(state), 'after adoption');
 
@@ -88,7 +89,7 @@ test.serial('cleanup removes only kproxy tables', async (t) => {
   const backend = new NftablesBackend({ ...options, exec: netnsExec(ns) }, silentLogger());
   await backend.cleanup(); // nothing of kproxy's yet: must not fail
   const state = nodeState(allServices);
-  t.true((await backend.sync(state, fullChanges(state))).ok);
+  t.true((await syncBackend(backend, state, fullChanges(state))).ok);
   t.regex(await nsRun(ns, nftTool, ['list', 'tables']), /table ip kproxy[\s\S]*table ip6 kproxy/);
   await backend.cleanup();
   t.is(await nsRun(ns, nftTool, ['list', 'tables']), 'table ip foreign\n');
@@ -157,7 +158,7 @@ test.serial('real traffic from a forwarded client: spread, affinity, reject at o
     svc({ name: 'a/udp', clusterIP: '10.96.0.20', port: 53, protocol: 'UDP', clusterEndpoints: [ep('10.250.1.1', 5353)] }),
   ]);
   const backend = new NftablesBackend({ ...options, families: [4], exec: netnsExec(node) }, silentLogger());
-  const r = await backend.sync(state, fullChanges(state));
+  const r = await syncBackend(backend, state, fullChanges(state));
   t.true(r.ok, r.error?.message);
 
   const server = spawn('/usr/sbin/ip', ['netns', 'exec', pods, process.execPath, '-e', serverScript, '10.250.1.1'], { stdio: ['ignore', 'pipe', 'inherit'] });

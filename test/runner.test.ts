@@ -1,7 +1,7 @@
 // Runner scheduling with a hand-driven clock: min interval, coalescing,
 // burst, retry → full, drift → full, hourly full resync, no overlap.
 import test from 'ava';
-import type { Backend, SyncResult } from '../modes/backend.ts';
+import type { Backend, Plan } from '../modes/backend.ts';
 import { silentLogger } from '../lib/log.ts';
 import type { Changes, NodeState, StaleUdpEndpoint } from '../proxy/model.ts';
 import { Runner, type Clock, type RunnerOptions, type SyncListener } from '../proxy/runner.ts';
@@ -83,15 +83,21 @@ class FakeBackend implements Backend {
   constructor(clock: FakeClock) {
     this.clock = clock;
   }
-  async sync(_state: NodeState, changes: Changes): Promise<SyncResult> {
+  plan(_state: NodeState, changes: Changes): Plan {
+    return { full: changes.full, size: 1 };
+  }
+  async apply(plan: Plan): Promise<void> {
     this.active++;
     this.maxActive = Math.max(this.maxActive, this.active);
-    this.syncs.push({ at: this.clock.now(), full: changes.full });
+    this.syncs.push({ at: this.clock.now(), full: plan.full });
     if (this.gate) await this.gate;
     this.active--;
     const ok = this.failNext <= 0;
     if (!ok) this.failNext--;
-    return { ok, full: changes.full, renderMs: 0, applyMs: 0, batchLines: 1, ruleCounts: {}, error: ok ? undefined : new Error('boom') };
+    if (!ok) throw new Error('boom');
+  }
+  owned(): Record<string, number> {
+    return {};
   }
   render(): string {
     return '';

@@ -4,7 +4,8 @@
 import type { Logger } from '../../lib/log.ts';
 import { ofFamily } from '../../lib/net.ts';
 import type { Changes, Family, NodeState } from '../../proxy/model.ts';
-import type { Backend, ModeOptions, SyncResult } from '../backend.ts';
+import type { Backend, ModeOptions, Plan } from '../backend.ts';
+import { AppliedRecord } from '../record.ts';
 import { hostExec, ToolError, type Exec } from '../../lib/exec.ts';
 import { describeServicePort } from './describe.ts';
 import { builtinJumps, type BuiltinJump, type FamilyOptions } from './layout.ts';
@@ -29,27 +30,37 @@ function ipsetNames(family: Family): IpsetNames {
   return { set: loopbackSet(family), family: family === 4 ? 'inet' : 'inet6' };
 }
 
-export class IptablesBackend implements Backend {
+/** One sync's batches, per family, and the record change they bring. */
+export interface IptablesPlan extends Plan {
+  readonly families: readonly FamilyPlan[];
+  /** ipset restore lines (all families). */
+  readonly ipset: readonly string[];
+  /** The iptables-restore batch of each family, in `families` order ('' when nothing to send). */
+  readonly restores: readonly string[];
+}
+
+type Records = Map<Family, FamilyRecord>;
+
+export class IptablesBackend implements Backend<IptablesPlan> {
   readonly mode = 'iptables' as const;
   private readonly log: Logger;
   private readonly exec: Exec;
   private readonly families: readonly Family[];
   private readonly famOpts = new Map<Family, FamilyOptions>();
-  private readonly records = new Map<Family, FamilyRecord>();
+  /** Per family, what the kernel holds as far as kproxy knows. */
+  private readonly applied = new AppliedRecord<Records>();
   private variant: Variant | undefined;
-  private needFull = true;
   private setsReady = false;
   /** Service chains found in the kernel at start-up (adopted, then deleted if stale). */
   private existing: Map<Family, Set<string>> | undefined;
+  /** Jumps from built-in chains missing before a full sync (read by prepare()). */
+  private missing = new Map<Family, BuiltinJump[]>();
 
   constructor(opts: ModeOptions, log: Logger) {
     this.log = log.child({ component: 'iptables' });
     this.exec = opts.exec ?? hostExec;
     this.families = [...opts.families].sort();
-    for (const f of this.families) {
-      this.famOpts.set(f, familyOptions(opts, f));
-      this.records.set(f, new FamilyRecord());
-    }
+    for (const f of this.families) this.famOpts.set(f, familyOptions(opts, f));
     const multi = (f: Family) => ofFamily(opts.clusterCIDRs, f).length > 1;
     for (const f of this.families) {
       if (multi(f)) this.log.warn({ family: f }, 'several cluster CIDRs of one family: only the first is used for masquerade decisions');
@@ -130,71 +141,76 @@ export class IptablesBackend implements Backend {
     return `# ipset restore -exist\n${ipset.join('\n')}\n${parts.join('')}`;
   }
 
-  async sync(state: NodeState, changes: Changes): Promise<SyncResult> {
-    const full = changes.full || this.needFull;
-    const t0 = performance.now();
-    let renderMs = 0;
-    let applyMs = 0;
-    let batchLines = 0;
-    try {
-      const variant = await this.getVariant();
-      if (full && !this.existing) {
-        const existing = new Map<Family, Set<string>>();
-        for (const f of this.families) existing.set(f, await this.listServiceChains(f, variant));
-        this.existing = existing;
-      }
-      const missing = new Map<Family, BuiltinJump[]>();
-      if (full) for (const f of this.families) missing.set(f, await this.missingJumps(f, variant));
-      const r0 = performance.now();
-      const plans: FamilyPlan[] = this.families.map((f) => {
-        const o = this.famOpts.get(f)!;
-        const rec = this.records.get(f)!;
-        return full
-          ? planFull(state, o, rec, this.existing?.get(f) ?? new Set(), ipsetNames(f), missing.get(f) ?? [])
-          : planPartial(state, changes.services, o, rec, ipsetNames(f));
-      });
-      const ipsetBatch = plans.flatMap((p) => p.ipset);
-      const texts = plans.map((p) => p.batch.toString());
-      renderMs = performance.now() - r0;
-      batchLines = ipsetBatch.length + plans.reduce((n, p) => n + p.batch.lines, 0);
+  /** A full sync needs the variant, what a previous kproxy left (once) and the missing built-in jumps. */
+  async prepare(changes: Changes): Promise<void> {
+    const variant = await this.getVariant();
+    if (!this.applied.needsFull(changes.full)) return;
+    if (!this.existing) {
+      const existing = new Map<Family, Set<string>>();
+      for (const f of this.families) existing.set(f, await this.listServiceChains(f, variant));
+      this.existing = existing;
+    }
+    this.missing = new Map();
+    for (const f of this.families) this.missing.set(f, await this.missingJumps(f, variant));
+  }
 
-      const a0 = performance.now();
-      const runIpset = async (): Promise<void> => {
-        if (ipsetBatch.length) await this.exec('ipset', ['restore', '-exist'], `${ipsetBatch.join('\n')}\n`);
-      };
-      const runRestores = async (): Promise<void> => {
+  plan(state: NodeState, changes: Changes): IptablesPlan {
+    const full = this.applied.needsFull(changes.full);
+    const current = this.applied.current;
+    const families: FamilyPlan[] = this.families.map((f) => {
+      const o = this.famOpts.get(f)!;
+      return full
+        ? planFull(state, o, current?.get(f) ?? new FamilyRecord(), this.existing?.get(f) ?? new Set(), ipsetNames(f), this.missing.get(f) ?? [])
+        : planPartial(state, changes.services, o, current!.get(f)!, ipsetNames(f));
+    });
+    const ipset = families.flatMap((p) => p.ipset);
+    const restores = families.map((p) => p.batch.toString());
+    return { full, families, ipset, restores, size: ipset.length + families.reduce((n, p) => n + p.batch.lines, 0) };
+  }
+
+  async apply(plan: IptablesPlan): Promise<void> {
+    const variant = await this.getVariant();
+    const change = {
+      commit: (): Records => {
+        const records: Records = new Map();
+        for (const p of plan.families) records.set(p.family, p.commit());
+        return records;
+      },
+    };
+    try {
+      await this.applied.apply(change, async () => {
+        if (!this.setsReady) {
+          // The POSTROUTING hairpin rule names the set: create it (a tiny
+          // batch) before the restore; filling it can then run alongside.
+          const creates = plan.families.flatMap((p) => p.ipsetCreate);
+          if (creates.length) await this.exec('ipset', ['restore', '-exist'], `${creates.join('\n')}\n`);
+          this.setsReady = true;
+        }
+        const runIpset = async (): Promise<void> => {
+          if (plan.ipset.length) await this.exec('ipset', ['restore', '-exist'], `${plan.ipset.join('\n')}\n`);
+        };
         // Families are independent tables: restore them side by side.
-        await Promise.all(plans.map(async (p, i) => {
-          if (texts[i]) await this.exec(tool(p.family, variant, '-restore'), ['--noflush', '-w'], texts[i]);
-          p.commit();
+        const runRestores = Promise.all(plan.families.map(async (p, i) => {
+          if (plan.restores[i]) await this.exec(tool(p.family, variant, '-restore'), ['--noflush', '-w'], plan.restores[i]);
         }));
-      };
-      if (!this.setsReady) {
-        // The POSTROUTING hairpin rule names the set: create it (a tiny
-        // batch) before the restore; filling it can then run alongside.
-        const creates = plans.flatMap((p) => p.ipsetCreate);
-        if (creates.length) await this.exec('ipset', ['restore', '-exist'], `${creates.join('\n')}\n`);
-      }
-      this.setsReady = true;
-      await Promise.all([runIpset(), runRestores()]);
-      applyMs = performance.now() - a0;
-      this.needFull = false;
-      if (full) this.existing = new Map(); // adopted: the record now knows every chain
-      return { ok: true, full, renderMs, applyMs, batchLines, ruleCounts: this.ruleCounts() };
+        await Promise.all([runIpset(), runRestores]);
+      });
     } catch (e) {
-      const error = e instanceof Error ? e : new Error(String(e));
-      this.needFull = true;
       this.setsReady = false;
       this.existing = undefined; // re-read what the kernel holds before the next (full) sync
-      this.log.error({ err: error, full }, 'iptables sync failed; the next sync will be full');
-      applyMs = performance.now() - t0 - renderMs;
-      return { ok: false, full, renderMs, applyMs, batchLines, ruleCounts: this.ruleCounts(), error };
+      this.log.error({ err: e, full: plan.full }, 'iptables sync failed; the next sync will be full');
+      throw e;
     }
+    if (plan.full) this.existing = new Map(); // adopted: the record now knows every chain
+  }
+
+  owned(): Record<string, number> {
+    return this.ruleCounts();
   }
 
   private ruleCounts(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const [f, rec] of this.records) {
+    for (const [f, rec] of this.applied.current ?? []) {
       for (const [t, n] of Object.entries(rec.ruleCounts)) out[f === 4 ? t : `${t}6`] = n;
     }
     return out;
@@ -219,9 +235,7 @@ export class IptablesBackend implements Backend {
       } catch (e) {
         if (e instanceof ToolError) {
           this.log.warn({ family: f }, 'canary chain KUBE-PROXY-CANARY is gone: rules were flushed behind kproxy');
-          this.needFull = true;
-          this.setsReady = false;
-          this.existing = undefined;
+          this.forget();
           return true;
         }
         throw e;
@@ -262,9 +276,13 @@ export class IptablesBackend implements Backend {
           if (!(e instanceof ToolError) || !/does not exist/.test(e.stderr)) throw e;
         }
       }
-      this.records.set(f, new FamilyRecord());
     }
-    this.needFull = true;
+    this.forget();
+  }
+
+  /** The kernel no longer holds what the record says: re-read and rewrite everything next time. */
+  private forget(): void {
+    this.applied.forget();
     this.setsReady = false;
     this.existing = undefined;
   }

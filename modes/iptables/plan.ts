@@ -56,8 +56,8 @@ export interface FamilyPlan {
   readonly ipset: readonly string[];
   /** The line creating the live set, which the restore batch refers to. */
   readonly ipsetCreate: readonly string[];
-  /** Applies the plan to the record; call only after the kernel accepted it. */
-  commit(): void;
+  /** Applies the plan to the record and returns it; call only after the kernel accepted it. */
+  commit(): FamilyRecord;
 }
 
 const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
@@ -183,6 +183,7 @@ export function planFull(
       rec.chains = wanted;
       rec.loopRefs = refs;
       rec.ruleCounts = countRules(outputs, o);
+      return rec;
     },
   };
 }
@@ -287,6 +288,7 @@ export function planPartial(
         if (n > 0) rec.loopRefs.set(e, n);
         else rec.loopRefs.delete(e);
       }
+      return rec;
     },
   };
 }

@@ -21,6 +21,8 @@ export interface TraceOutcome {
   /** "ip:port" the connection is DNATed to, if any. */
   readonly dnat?: string;
   readonly masquerade: boolean;
+  /** For a reject: its --reject-with (tcp-reset, icmp-port-unreachable, ...). */
+  readonly rejectWith?: string;
 }
 
 interface Pkt {
@@ -32,6 +34,7 @@ interface Pkt {
   dnat?: string;
   masq: boolean;
   prob: number;
+  rejectWith?: string;
 }
 
 type Verdict = 'continue' | 'ACCEPT' | 'DROP' | 'REJECT' | 'DNAT' | 'MASQUERADE';
@@ -140,6 +143,9 @@ export function trace(tables: Tables, sets: ReadonlyMap<string, FakeSet>, local:
           case 'MASQUERADE':
             done.push({ k: { ...q, masq: true }, v: 'MASQUERADE' });
             break;
+          case 'REJECT':
+            done.push({ k: { ...q, rejectWith: t.with }, v: 'REJECT' });
+            break;
           default:
             done.push({ k: q, v: t.kind });
         }
@@ -154,7 +160,10 @@ export function trace(tables: Tables, sets: ReadonlyMap<string, FakeSet>, local:
   let pkts: { k: Pkt; v: Verdict }[] = [{ k: { src, dst: p.dst, dport: p.dport, proto: p.proto, mark: 0, masq: false, prob: 1 }, v: 'continue' }];
   const outcomes: TraceOutcome[] = [];
   const finish = (k: Pkt, verdict: TraceOutcome['verdict']): void => {
-    outcomes.push({ probability: k.prob, verdict, masquerade: k.masq, ...(k.dnat ? { dnat: k.dnat } : {}) });
+    outcomes.push({
+      probability: k.prob, verdict, masquerade: k.masq, ...(k.dnat ? { dnat: k.dnat } : {}),
+      ...(verdict === 'reject' && k.rejectWith ? { rejectWith: k.rejectWith } : {}),
+    });
   };
   const stage = (table: string, chain: (k: Pkt) => string | undefined): void => {
     const next: { k: Pkt; v: Verdict }[] = [];

@@ -3,7 +3,8 @@
 // only what changed, computed from kproxy's own record of what it applied.
 import type { Changes, Family, NodeState } from '../../proxy/model.ts';
 import type { Logger } from '../../lib/log.ts';
-import type { Backend, ModeOptions, SyncResult } from '../backend.ts';
+import type { Backend, ModeOptions, Plan } from '../backend.ts';
+import { AppliedRecord } from '../record.ts';
 import { hostExec, type Exec } from '../../lib/exec.ts';
 import { describeServicePort } from './describe.ts';
 import { familySyntax, staticChains, tableName, type FamilySyntax } from './layout.ts';
@@ -13,14 +14,23 @@ import { TableRecord } from './table-record.ts';
 
 export const nftTool = '/usr/sbin/nft';
 
-export class NftablesBackend implements Backend {
+/** One sync's nft transaction and the records it leaves. */
+export interface NftablesPlan extends Plan {
+  readonly batch: string;
+  /** Per family, the record once the kernel accepted the batch. */
+  readonly next: ReadonlyMap<Family, TableRecord>;
+}
+
+type Records = Map<Family, TableRecord>;
+
+export class NftablesBackend implements Backend<NftablesPlan> {
   readonly mode = 'nftables' as const;
   private readonly opts: ModeOptions;
   private readonly log: Logger;
   private readonly exec: Exec;
   private readonly families: readonly FamilySyntax[];
-  /** What the kernel holds, per family; undefined when unknown (start-up, after a failure). */
-  private records: Map<Family, TableRecord> | undefined;
+  /** What the kernel holds, per family, as far as kproxy knows. */
+  private readonly applied = new AppliedRecord<Records>();
 
   constructor(opts: ModeOptions, log: Logger) {
     this.opts = opts;
@@ -42,53 +52,46 @@ export class NftablesBackend implements Backend {
     return describeServicePort(state, key, this.families, this.opts);
   }
 
-  async sync(state: NodeState, changes: Changes): Promise<SyncResult> {
-    const started = performance.now();
-    const full = changes.full || this.records === undefined;
+  plan(state: NodeState, changes: Changes): NftablesPlan {
+    const full = this.applied.needsFull(changes.full);
+    const current = this.applied.current;
     const tx = new Transaction();
-    let next: Map<Family, TableRecord>;
-    try {
+    const next: Records = new Map();
+    for (const f of this.families) {
       if (full) {
-        next = new Map();
-        for (const f of this.families) {
-          const { record, commands } = TableRecord.full(state, f, this.opts, this.records?.get(f.family));
-          addAll(tx, commands);
-          next.set(f.family, record);
-        }
+        const { record, commands } = TableRecord.full(state, f, this.opts, current?.get(f.family));
+        addAll(tx, commands);
+        next.set(f.family, record);
       } else {
-        next = this.records!;
-        // The record changes in place; a failure below forgets it.
-        for (const r of next.values()) addAll(tx, r.update(state, changes.services));
-      }
-      if (tx.error) throw tx.error;
-    } catch (error) {
-      this.records = undefined;
-      return this.result(false, full, started, performance.now(), 0, error as Error);
-    }
-    const rendered = performance.now();
-    const batch = tx.toString();
-    if (this.log.isLevelEnabled('debug')) this.log.debug({ batch, full }, 'nft transaction');
-    if (batch !== '') {
-      try {
-        await this.exec(nftTool, ['-f', '-'], batch);
-      } catch (error) {
-        this.records = undefined;
-        this.log.error({ err: error, full, lines: tx.size }, 'nft transaction failed');
-        return this.result(false, full, started, rendered, tx.size, error as Error);
+        const staged = current!.get(f.family)!.stage();
+        addAll(tx, staged.update(state, changes.services));
+        next.set(f.family, staged);
       }
     }
-    this.records = next;
-    return this.result(true, full, started, rendered, tx.size);
+    if (tx.error) throw tx.error;
+    return { full, batch: tx.toString(), next, size: tx.size };
   }
 
-  private result(ok: boolean, full: boolean, started: number, rendered: number, lines: number, error?: Error): SyncResult {
-    const now = performance.now();
-    const ruleCounts: Record<string, number> = {};
-    for (const [, r] of this.records ?? []) ruleCounts[`${r.f.nft} ${tableName}`] = r.count();
-    return {
-      ok, full, renderMs: rendered - started, applyMs: now - rendered, batchLines: lines, ruleCounts,
-      ...(error ? { error } : {}),
+  async apply(plan: NftablesPlan): Promise<void> {
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ batch: plan.batch, full: plan.full }, 'nft transaction');
+    const change = {
+      commit: (): Records => new Map([...plan.next].map(([f, r]) => [f, r.commit()])),
     };
+    await this.applied.apply(change, async () => {
+      if (plan.batch === '') return;
+      try {
+        await this.exec(nftTool, ['-f', '-'], plan.batch);
+      } catch (error) {
+        this.log.error({ err: error, full: plan.full, lines: plan.size }, 'nft transaction failed');
+        throw error;
+      }
+    });
+  }
+
+  owned(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [, r] of this.applied.current ?? []) out[`${r.f.nft} ${tableName}`] = r.count();
+    return out;
   }
 
   async readKernel(): Promise<string> {
@@ -111,7 +114,7 @@ export class NftablesBackend implements Backend {
    * repaired by the hourly full sync.
    */
   async drifted(): Promise<boolean> {
-    if (!this.records) return true;
+    if (!this.applied.current) return true;
     for (const f of this.families) {
       let listing: string;
       try {
@@ -130,7 +133,7 @@ export class NftablesBackend implements Backend {
     // exists and is a no-op otherwise; nothing outside it is touched.
     const lines = (['ip', 'ip6'] as const).flatMap((fam) => [`add table ${fam} ${tableName}`, `delete table ${fam} ${tableName}`]);
     await this.exec(nftTool, ['-f', '-'], lines.join('\n') + '\n');
-    this.records = undefined;
+    this.applied.forget();
   }
 }
 

@@ -7,8 +7,12 @@
 // key, which service holds it (a string reference, no object per element);
 // a service's elements and chains are recomputed from its state when it
 // changes. That keeps a 10,000-Service record small and cheap to build.
+//
+// An incremental plan works on stage(): a copy-on-write view whose changes
+// reach this record only through commit(), once the kernel accepted them.
 import type { NodeState, ServicePortState } from '../../proxy/model.ts';
 import type { ModeOptions } from '../backend.ts';
+import { MapOverlay, type RecordMap } from '../record.ts';
 import type { Command, Element } from './objects.ts';
 import { spreadChain, staticChains, staticSets, tableName, type ChainDef, type FamilySyntax, type SetDef } from './layout.ts';
 import { contribution, ownsObjects, type Contribution, type ElementRef } from './service-rules.ts';
@@ -31,17 +35,54 @@ export class TableRecord {
   readonly f: FamilySyntax;
   private readonly opts: ModeOptions;
   /** The state each service port was last applied with. */
-  private readonly states = new Map<string, ServicePortState>();
+  private readonly states: RecordMap<string, ServicePortState>;
   /** set → element key → the service holding it (the smallest claimant). */
-  private readonly holders = new Map<string, Map<string, string>>();
-  /** "set\0key" → other services that claim the same key (shared hairpin IPs, conflicting input). */
-  private readonly contenders = new Map<string, Set<string>>();
-  private readonly sharedUsers = new Map<string, number>();
+  private readonly holders: Map<string, RecordMap<string, string>>;
+  /** "set\0key" → other services that claim the same key (shared hairpin IPs). Sets are replaced, never changed. */
+  private readonly contenders: RecordMap<string, ReadonlySet<string>>;
+  private readonly sharedUsers: RecordMap<string, number>;
   private ownedRules = 0;
+  /** The record this one stages changes of (undefined for a committed record). */
+  private readonly base: TableRecord | undefined;
 
-  constructor(f: FamilySyntax, opts: ModeOptions) {
+  constructor(f: FamilySyntax, opts: ModeOptions, base?: TableRecord) {
     this.f = f;
     this.opts = opts;
+    this.base = base;
+    if (!base) {
+      this.states = new Map();
+      this.holders = new Map();
+      this.contenders = new Map();
+      this.sharedUsers = new Map();
+      return;
+    }
+    const overlay = <K, V>(m: RecordMap<K, V>): MapOverlay<K, V> => new MapOverlay(m as Map<K, V>);
+    this.states = overlay(base.states);
+    this.holders = new Map([...base.holders].map(([set, keys]) => [set, overlay(keys)]));
+    this.contenders = overlay(base.contenders);
+    this.sharedUsers = overlay(base.sharedUsers);
+    this.ownedRules = base.ownedRules;
+  }
+
+  /** A view of this record to plan changes on; they reach this record only through its commit(). */
+  stage(): TableRecord {
+    if (this.base) throw new Error('stage() of a staged record');
+    return new TableRecord(this.f, this.opts, this);
+  }
+
+  /** Writes a staged record's changes into the record it was staged from, and returns that. */
+  commit(): TableRecord {
+    const base = this.base;
+    if (!base) return this;
+    (this.states as MapOverlay<string, ServicePortState>).commit();
+    for (const [set, keys] of this.holders) {
+      if (keys instanceof MapOverlay) keys.commit();
+      else base.holders.set(set, keys);
+    }
+    (this.contenders as MapOverlay<string, ReadonlySet<string>>).commit();
+    (this.sharedUsers as MapOverlay<string, number>).commit();
+    base.ownedRules = this.ownedRules;
+    return base;
   }
 
   private where() {
@@ -73,14 +114,14 @@ export class TableRecord {
         held.push(e);
       } else if (h !== owner) {
         const id = e.set + sep + e.key;
-        let others = this.contenders.get(id);
-        if (!others) this.contenders.set(id, (others = new Set()));
+        const others = new Set(this.contenders.get(id));
         if (owner < h) {
           others.add(h);
           keys.set(e.key, owner);
         } else {
           others.add(owner);
         }
+        this.contenders.set(id, others);
       }
     }
     for (const name of c.shared) this.sharedUsers.set(name, (this.sharedUsers.get(name) ?? 0) + 1);
@@ -93,7 +134,8 @@ export class TableRecord {
       const keys = this.holders.get(e.set);
       const h = keys?.get(e.key);
       const id = e.set + sep + e.key;
-      const others = this.contenders.get(id);
+      const had = this.contenders.get(id);
+      const others = had && new Set(had);
       if (h === owner) {
         let next: string | undefined;
         for (const o of others ?? []) if (next === undefined || o < next) next = o;
@@ -107,6 +149,7 @@ export class TableRecord {
         others?.delete(owner);
       }
       if (others && others.size === 0) this.contenders.delete(id);
+      else if (others) this.contenders.set(id, others);
     }
     for (const name of c.shared) {
       const n = (this.sharedUsers.get(name) ?? 0) - 1;

@@ -27,6 +27,8 @@ export interface TraceEnv {
 
 export interface Outcome {
   readonly verdict: 'accept' | 'drop' | 'reject';
+  /** How a reject answers: a TCP reset, or ICMP port-unreachable. */
+  readonly rejectWith?: 'tcp-reset' | 'icmp';
   /** "ip:port" ("[ip6]:port") the connection is DNATed to. */
   readonly dnat?: string;
   readonly masquerade: boolean;
@@ -45,6 +47,7 @@ interface St {
   dnat?: string;
   masq: boolean;
   updates: string[];
+  rejectWith?: 'tcp-reset' | 'icmp';
 }
 
 type Action =
@@ -184,7 +187,13 @@ class Tracer {
       if (tok === 'jump' || tok === 'goto') return { st, action: { kind: tok, chain: tokens[i + 1] } };
       if (tok === 'return') return { st, action: { kind: 'return' } };
       if (tok === 'accept' || tok === 'drop') return { st, action: { kind: 'verdict', verdict: tok } };
-      if (tok === 'reject') return { st, action: { kind: 'verdict', verdict: 'reject' } };
+      if (tok === 'reject') {
+        // "reject with tcp reset" carries an implicit "meta l4proto tcp".
+        const reset = tokens[i + 1] === 'with' && tokens[i + 2] === 'tcp' && tokens[i + 3] === 'reset';
+        if (reset && st.proto !== 'tcp') return noMatch;
+        st.rejectWith = reset ? 'tcp-reset' : 'icmp';
+        return { st, action: { kind: 'verdict', verdict: 'reject' } };
+      }
       if (tok === 'masquerade') {
         st.masq = true;
         return { st, action: { kind: 'verdict', verdict: 'accept' } };
@@ -305,7 +314,10 @@ export function trace(kernel: FakeNftKernel, pkt: Packet, env: TraceEnv): Outcom
   };
   const outcomes = new Map<string, Outcome>();
   const finish = (s: St, verdict: Outcome['verdict']): void => {
-    const o: Outcome = { verdict, ...(s.dnat ? { dnat: s.dnat } : {}), masquerade: s.masq, updates: [...new Set(s.updates)].sort() };
+    const o: Outcome = {
+      verdict, ...(s.dnat ? { dnat: s.dnat } : {}), masquerade: s.masq, updates: [...new Set(s.updates)].sort(),
+      ...(verdict === 'reject' && s.rejectWith ? { rejectWith: s.rejectWith } : {}),
+    };
     outcomes.set(JSON.stringify(o), o);
   };
   for (const f of tr.run(fromNode ? chains.filterOutput : chains.filterPrerouting, 0, st)) {

@@ -1,7 +1,7 @@
 // `kproxy --cleanup`: removes everything every mode owns, and nothing else,
 // in both IP families. Every mode is tried even when one fails.
 import { hostExec, type Exec } from '../../lib/exec.ts';
-import { createBackend, proxyModes } from '../../modes/registry.ts';
+import { modes } from '../../modes/registry.ts';
 import type { ProxyConfig } from '../config.ts';
 import { KproxyError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
@@ -9,10 +9,9 @@ import { kernelFamilies, modeOptions } from '../mode-options.ts';
 
 export async function cleanupCommand(config: ProxyConfig, log: Logger, exec: Exec = hostExec): Promise<number> {
   const failed: string[] = [];
-  for (const mode of proxyModes) {
-    const backend = createBackend(mode, modeOptions(config, kernelFamilies(config, mode), [], exec, log), log);
+  for (const { name: mode, cleanup } of modes) {
     try {
-      await backend.cleanup();
+      await cleanup(modeOptions(config, kernelFamilies(config, mode), [], exec, log), log);
       log.info({ mode }, 'removed this mode\'s rules');
     } catch (err) {
       log.error({ err, mode }, 'cleanup failed');

@@ -9,10 +9,10 @@
 // readKernel(). Differences are then real drift, not formatting. Creating
 // the scratch namespace needs CAP_SYS_ADMIN (root on the node).
 import { randomBytes } from 'node:crypto';
-import type { ModeOptions, ProxyMode } from '../../modes/backend.ts';
+import type { Backend, ModeOptions } from '../../modes/backend.ts';
 import { hostExec, netnsExec, type Exec } from '../../lib/exec.ts';
-import { normalizeListing } from '../../modes/nftables/listing.ts';
-import { createBackend } from '../../modes/registry.ts';
+import { modeOf, type ProxyMode } from '../../modes/registry.ts';
+import { syncBackend } from '../../modes/sync.ts';
 import type { ProxyConfig } from '../config.ts';
 import { KproxyError } from '../../lib/errors.ts';
 import { loadSource } from '../load-source.ts';
@@ -22,16 +22,16 @@ import { modeOptions } from '../mode-options.ts';
 import { unifiedDiff } from './line-diff.ts';
 import type { Out } from './output.ts';
 
-/** Listing forms that are not canonical by themselves (nft prints set elements in kernel order). */
-const canonical: Record<ProxyMode, (text: string) => string> = {
-  iptables: (t) => t,
-  nftables: normalizeListing,
-};
-
+/** The listing in its mode's canonical form (nft prints set elements in kernel order), as lines. */
 export function comparable(mode: ProxyMode, text: string): string[] {
-  return canonical[mode](text).split('\n')
+  return modeOf(mode).normalizeListing(text).split('\n')
     .map((l) => l.replace(/\s+$/, '').replace(/^(:\S+ \S+) \[\d+:\d+\]$/, '$1'))
     .filter((l) => l !== '' && !l.startsWith('#'));
+}
+
+async function readKernelOf(backend: Backend, mode: ProxyMode): Promise<string> {
+  if (!backend.readKernel) throw new KproxyError('KPROXY_KERNEL_READ_FAILED', `the ${mode} mode holds no kernel state to compare`);
+  return backend.readKernel();
 }
 
 /** Full-syncs `state` into a scratch network namespace and reads it back as the kernel holds it. */
@@ -43,10 +43,10 @@ async function inScratchNamespace(mode: ProxyMode, opts: ModeOptions, state: Nod
     throw new KproxyError('KPROXY_KERNEL_READ_FAILED', `diff builds the desired rules in a scratch network namespace and could not create one (needs root / CAP_SYS_ADMIN): ${(err as Error).message}`, { cause: err });
   }
   try {
-    const backend = createBackend(mode, { ...opts, exec: netnsExec(ns) }, log);
-    const r = await backend.sync(state, fullChanges(state));
+    const backend = modeOf(mode).create({ ...opts, exec: netnsExec(ns) }, log);
+    const r = await syncBackend(backend, state, fullChanges(state));
     if (!r.ok) throw new KproxyError('KPROXY_SYNC_FAILED', `the desired ${mode} rules do not load into an empty kernel: ${r.error?.message}`, { cause: r.error });
-    return await backend.readKernel();
+    return await readKernelOf(backend, mode);
   } finally {
     await hostExec('ip', ['netns', 'del', ns]).catch((err: unknown) => log.warn({ err, ns }, 'could not delete the scratch network namespace'));
   }
@@ -60,7 +60,7 @@ export async function diffCommand(config: ProxyConfig, log: Logger, out: Out, ex
   const desired = comparable(config.mode, await inScratchNamespace(config.mode, opts, state, log));
   let kernel: string;
   try {
-    kernel = await createBackend(config.mode, opts, log).readKernel();
+    kernel = await readKernelOf(modeOf(config.mode).create(opts, log), config.mode);
   } catch (err) {
     throw new KproxyError('KPROXY_KERNEL_READ_FAILED', `${config.mode}: ${(err as Error).message}`, { cause: err });
   }

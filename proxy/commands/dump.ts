@@ -1,7 +1,7 @@
 // `kproxy dump`: the rules a mode would program for the given objects
 // (no root, no kernel), or with --live what the kernel holds now.
 import { hostExec, type Exec } from '../../lib/exec.ts';
-import { createBackend } from '../../modes/registry.ts';
+import { modeOf } from '../../modes/registry.ts';
 import type { ProxyConfig } from '../config.ts';
 import { KproxyError } from '../../lib/errors.ts';
 import { loadSource } from '../load-source.ts';
@@ -13,7 +13,7 @@ import type { Out } from './output.ts';
 export async function desiredRules(config: ProxyConfig, log: Logger, exec: Exec): Promise<string> {
   const loaded = await loadSource(config, log, { watch: false, checkTools: false });
   try {
-    const backend = createBackend(config.mode, modeOptions(config, loaded.families, loaded.nodeIPs, exec, log), log);
+    const backend = modeOf(config.mode).create(modeOptions(config, loaded.families, loaded.nodeIPs, exec, log), log);
     return backend.render(loaded.tracker.snapshot().state);
   } finally {
     await loaded.source.stop();
@@ -21,7 +21,8 @@ export async function desiredRules(config: ProxyConfig, log: Logger, exec: Exec)
 }
 
 export async function kernelRules(config: ProxyConfig, log: Logger, exec: Exec): Promise<string> {
-  const backend = createBackend(config.mode, modeOptions(config, kernelFamilies(config, config.mode), [], exec, log), log);
+  const backend = modeOf(config.mode).create(modeOptions(config, kernelFamilies(config, config.mode), [], exec, log), log);
+  if (!backend.readKernel) return `# the ${config.mode} mode holds no kernel state of its own\n`;
   try {
     return await backend.readKernel();
   } catch (err) {

@@ -8,7 +8,7 @@ import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import { isIP } from 'node:net';
 import type { Backend } from '../../modes/backend.ts';
 import { hostExec, type Exec } from '../../lib/exec.ts';
-import { createBackend } from '../../modes/registry.ts';
+import { modeOf } from '../../modes/registry.ts';
 import type { ProxyConfig } from '../config.ts';
 import { collectEndpoints, portKey, serviceNameLabel, type SliceEndpoint } from '../endpoints.ts';
 import { KproxyError } from '../../lib/errors.ts';
@@ -173,7 +173,7 @@ export async function explainCommand(config: ProxyConfig, log: Logger, out: Out,
   const loaded = await loadSource(config, log, { watch: false, checkTools: false, keepObjects: true });
   try {
     const state = loaded.tracker.snapshot().state;
-    const backend = createBackend(config.mode, modeOptions(config, loaded.families, loaded.nodeIPs, exec, log), log);
+    const backend = modeOf(config.mode).create(modeOptions(config, loaded.families, loaded.nodeIPs, exec, log), log);
     const ctx: Context = { loaded, state, backend, nodeName: config.nodeName };
     const lines: string[] = [];
     if (dest) {

@@ -5,7 +5,7 @@ import test, { type ExecutionContext } from 'ava';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ProxyMode } from '../../modes/backend.ts';
+import type { ProxyMode } from '../../modes/registry.ts';
 import { addresses, createSandbox, requireKernelPrerequisites } from '../helpers/netns.ts';
 import { startBackends } from '../helpers/traffic.ts';
 import { startKproxy, type KproxyProcess } from '../helpers/kproxy-process.ts';

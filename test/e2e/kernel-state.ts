@@ -1,6 +1,6 @@
 // Reads what the node namespace's netfilter holds, independently of kproxy,
 // to check which mode's rules are present.
-import type { ProxyMode } from '../../modes/backend.ts';
+import type { ProxyMode } from '../../modes/registry.ts';
 import type { Sandbox } from '../helpers/netns.ts';
 
 const builtinChains = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING']);

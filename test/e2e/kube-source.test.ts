@@ -6,7 +6,7 @@ import test from 'ava';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ProxyMode } from '../../modes/backend.ts';
+import type { ProxyMode } from '../../modes/registry.ts';
 import { addresses, createSandbox, requireKernelPrerequisites } from '../helpers/netns.ts';
 import { connectMany, startBackends, type ClientResult } from '../helpers/traffic.ts';
 import { startKproxy } from '../helpers/kproxy-process.ts';

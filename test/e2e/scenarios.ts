@@ -2,7 +2,7 @@
 // (kernel-modes.test.ts) in its own sandbox with its own kproxy, driven
 // through the YAML file source exactly as an operator would drive it.
 import type { ExecutionContext } from 'ava';
-import type { ProxyMode } from '../../modes/backend.ts';
+import type { ProxyMode } from '../../modes/registry.ts';
 import { addresses, type Sandbox } from '../helpers/netns.ts';
 import { runKproxy, type KproxyProcess } from '../helpers/kproxy-process.ts';
 import { connectMany, httpGet, openUdpSession, shares, startContinuousClient, type ClientResult } from '../helpers/traffic.ts';

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { toolPath } from '../../lib/exec.ts';
-import type { ProxyMode } from '../../modes/backend.ts';
+import type { ProxyMode } from '../../modes/registry.ts';
 import { addresses, runStatus, type Sandbox } from './netns.ts';
 import { httpGet } from './traffic.ts';
 

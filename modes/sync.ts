@@ -1,0 +1,40 @@
+// One sync of a backend: prepare, plan, apply, timed in one place for every
+// mode. Used by the runner, by the commands that build rules (diff) and by
+// tests and benchmarks, so they all drive a mode the same way.
+import type { Changes, NodeState } from '../proxy/model.ts';
+import type { Backend } from './backend.ts';
+
+export interface SyncResult {
+  readonly ok: boolean;
+  /** Whether the sync was a full one (a failure makes the next one full). */
+  readonly full: boolean;
+  /** Milliseconds spent planning (rendering) in kproxy. */
+  readonly renderMs: number;
+  /** Milliseconds spent preparing and applying: kernel tools, or the forwarder's update. */
+  readonly applyMs: number;
+  /** Units of work sent (Plan.size). */
+  readonly size: number;
+  /** Objects the mode holds per table after the sync (Backend.owned()). */
+  readonly owned: Readonly<Record<string, number>>;
+  readonly error?: Error;
+}
+
+export async function syncBackend(backend: Backend, state: NodeState, changes: Changes): Promise<SyncResult> {
+  const t0 = performance.now();
+  let renderMs = 0;
+  let full = changes.full;
+  let size = 0;
+  try {
+    await backend.prepare?.(changes);
+    const r0 = performance.now();
+    const plan = backend.plan(state, changes);
+    renderMs = performance.now() - r0;
+    full = plan.full;
+    size = plan.size;
+    await backend.apply(plan);
+    return { ok: true, full, renderMs, applyMs: performance.now() - t0 - renderMs, size, owned: backend.owned() };
+  } catch (e) {
+    const error = e instanceof Error ? e : new Error(String(e));
+    return { ok: false, full, renderMs, applyMs: performance.now() - t0 - renderMs, size, owned: backend.owned(), error };
+  }
+}
