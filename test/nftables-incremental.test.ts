@@ -49,16 +49,16 @@ test('a sequence of incremental syncs ends in the table of one full sync', async
     ['an endpoint removed (4 → 2)', (s) => replace(s, withPort(web, { clusterEndpoints: web.clusterEndpoints.slice(0, 2), allReachableEndpoints: web.clusterEndpoints.slice(0, 2) }))],
     ['a Service loses every endpoint', (s) => replace(s, svc({ name: 'shop/np', clusterIP: '10.96.0.11', port: 80, nodePort: 30080 }))],
     ['a Service gets endpoints back', (s) => replace(s, svc({ name: 'shop/none', clusterIP: '10.96.0.19', port: 80, nodePort: 30083, externalIPs: ['203.0.113.19'], clusterEndpoints: [ep('10.244.2.12', 80)] }))],
-    ['affinity switched off', (s) => replace(s, { ...sticky, affinityTimeoutSeconds: 0 })],
-    ['affinity on again with another timeout', (s) => replace(s, { ...sticky, affinityTimeoutSeconds: 60 })],
-    ['affinity timeout changed, endpoints kept', (s) => replace(s, { ...sticky, affinityTimeoutSeconds: 120 })],
+    ['affinity switched off', (s) => replace(s, withPort(sticky, { affinityTimeoutSeconds: 0 }))],
+    ['affinity on again with another timeout', (s) => replace(s, withPort(sticky, { affinityTimeoutSeconds: 60 }))],
+    ['affinity timeout changed, endpoints kept', (s) => replace(s, withPort(sticky, { affinityTimeoutSeconds: 120 }))],
     ['affinity endpoint removed', (s) => replace(s, { ...sticky, affinityTimeoutSeconds: 120, clusterEndpoints: sticky.clusterEndpoints.slice(1), allReachableEndpoints: sticky.clusterEndpoints.slice(1) })],
-    ['externalTrafficPolicy Local switched off', (s) => replace(s, { ...byName('shop/etp'), externalPolicyLocal: false, localEndpoints: [] })],
-    ['LB source ranges removed', (s) => replace(s, { ...byName('shop/lb:https'), loadBalancerSourceRanges: [] })],
+    ['externalTrafficPolicy Local switched off', (s) => replace(s, withPort(byName('shop/etp'), { externalPolicyLocal: false, localEndpoints: [] }))],
+    ['LB source ranges removed', (s) => replace(s, withPort(byName('shop/lb:https'), { loadBalancerSourceRanges: [] }))],
     ['a Service deleted', (s) => without(s, byName('shop/multi:https').key)],
     ['a Service added sharing an endpoint IP (hairpin kept)', (s) => replace(s, svc({ name: 'shop/new', clusterIP: '10.96.0.99', port: 8080, clusterEndpoints: [ep('10.244.2.21', 9090)] }))],
-    ['the ClusterIP of a Service changed', (s) => replace(s, { ...byName('shop/ext'), clusterIP: '10.96.0.112' })],
-    ['an IPv6 Service changed and an IPv4 one deleted at once', (s) => without(replace(s, { ...byName('shop/v6'), clusterEndpoints: [ep('fd00:244:9::1', 80)], allReachableEndpoints: [ep('fd00:244:9::1', 80)] }), byName('shop/sctp').key)],
+    ['the ClusterIP of a Service changed', (s) => replace(s, withPort(byName('shop/ext'), { clusterIP: '10.96.0.112' }))],
+    ['an IPv6 Service changed and an IPv4 one deleted at once', (s) => without(replace(s, withPort(byName('shop/v6'), { clusterEndpoints: [ep('fd00:244:9::1', 80)], allReachableEndpoints: [ep('fd00:244:9::1', 80)] })), byName('shop/sctp').key)],
     ['every Service deleted', () => nodeState([])],
     ['every Service back', () => nodeState(allServices)],
   ];
@@ -210,7 +210,7 @@ test('a periodic full sync re-creates an affinity set whose timeout changed', as
   const { backend, kernel } = setup();
   const state = nodeState(allServices);
   await syncBackend(backend, state, fullChanges(state));
-  const next = replace(state, { ...byName('shop/sticky'), affinityTimeoutSeconds: 60 });
+  const next = replace(state, withPort(byName('shop/sticky'), { affinityTimeoutSeconds: 60 }));
   const r = await syncBackend(backend, next, fullChanges(next));
   t.true(r.ok, r.error?.message);
   t.regex(kernel.applied.at(-1)!, /delete set ip kproxy aff-OYG37ED3-10\.244\.2\.51\/80\n/);
