@@ -52,7 +52,7 @@ test('a sequence of incremental syncs ends in the table of one full sync', async
     ['affinity switched off', (s) => replace(s, withPort(sticky, { affinityTimeoutSeconds: 0 }))],
     ['affinity on again with another timeout', (s) => replace(s, withPort(sticky, { affinityTimeoutSeconds: 60 }))],
     ['affinity timeout changed, endpoints kept', (s) => replace(s, withPort(sticky, { affinityTimeoutSeconds: 120 }))],
-    ['affinity endpoint removed', (s) => replace(s, { ...sticky, affinityTimeoutSeconds: 120, clusterEndpoints: sticky.clusterEndpoints.slice(1), allReachableEndpoints: sticky.clusterEndpoints.slice(1) })],
+    ['affinity endpoint removed', (s) => replace(s, withPort(sticky, { affinityTimeoutSeconds: 120, clusterEndpoints: sticky.clusterEndpoints.slice(1), allReachableEndpoints: sticky.clusterEndpoints.slice(1) }))],
     ['externalTrafficPolicy Local switched off', (s) => replace(s, withPort(byName('shop/etp'), { externalPolicyLocal: false, localEndpoints: [] }))],
     ['LB source ranges removed', (s) => replace(s, withPort(byName('shop/lb:https'), { loadBalancerSourceRanges: [] }))],
     ['a Service deleted', (s) => without(s, byName('shop/multi:https').key)],
