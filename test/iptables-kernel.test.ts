@@ -13,7 +13,7 @@ import { netnsExec } from '../lib/exec.ts';
 import { silentLogger } from '../lib/log.ts';
 import { fullChanges, type Changes, type ServicePortState } from '../proxy/model.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
-import { nodeIP, options, scenarios } from './fixtures/iptables/scenarios.ts';
+import { allServices, nodeIP, options } from './fixtures/services.ts';
 import { syncBackend } from '../modes/sync.ts';
 
 const ip = '/usr/sbin/ip';
@@ -67,8 +67,8 @@ for (const v of variants) {
       const fake = new FakeKernel([nodeIP]);
       const mirror = new IptablesBackend({ ...opts, exec: fake.exec }, silentLogger());
 
-      // Every golden scenario (their Service names are distinct) plus 400 bulk Services.
-      const special = scenarios.flatMap((s) => [...s.state.services.values()]);
+      // Every Service of the shared table (their names are distinct) plus 400 bulk Services.
+      const special = allServices;
       const s1 = nodeState([...special, ...bulk(400, 5)]);
       const r1 = await syncBackend(real, s1, fullChanges(s1));
       if (!r1.ok) return t.fail(String(r1.error));

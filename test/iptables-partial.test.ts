@@ -6,10 +6,11 @@ import { FakeKernel } from '../modes/iptables/fake-kernel.ts';
 import { silentLogger } from '../lib/log.ts';
 import { fullChanges, type Changes, type NodeState, type ServicePortState } from '../proxy/model.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
-import { nodeIP, options } from './fixtures/iptables/scenarios.ts';
+import { nodeIP, options } from './fixtures/services.ts';
 import { syncBackend } from '../modes/sync.ts';
 
-const opts = options({ families: [4, 6] });
+// This file's Services use kube-proxy's test addresses (pods in 10.180.0.0/16).
+const opts = options({ families: [4, 6], clusterCIDRs: ['10.180.0.0/16', 'fd00:10:180::/64'] });
 
 function backend(fake: FakeKernel): IptablesBackend {
   return new IptablesBackend({ ...opts, exec: fake.exec }, silentLogger());

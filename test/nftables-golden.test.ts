@@ -5,7 +5,7 @@ import test from 'ava';
 import { NftablesBackend } from '../modes/nftables/backend.ts';
 import { silentLogger } from '../lib/log.ts';
 import { nodeState } from './helpers/state.ts';
-import { options, scenarios } from './fixtures/nftables/scenarios.ts';
+import { byId, defaultOptions as options, scenarios, stateOf } from './fixtures/services.ts';
 import { addedBlocks, dedent, loaded, spaced } from './fixtures/nftables/golden.ts';
 
 test('the table of a node without Services', (t) => {
@@ -124,7 +124,7 @@ test('the table of a node without Services', (t) => {
 });
 
 test('a full sync is one batch that rebuilds the table atomically', (t) => {
-  const batch = new NftablesBackend({ ...options, families: [4] }, silentLogger()).render(nodeState(scenarios['ClusterIP, 3 endpoints']));
+  const batch = new NftablesBackend({ ...options, families: [4] }, silentLogger()).render(stateOf(byId('clusterip-3-endpoints')));
   t.is(batch, dedent(`
     add table ip kproxy
     delete table ip kproxy
@@ -545,11 +545,105 @@ const goldens: Record<string, string> = {
       dnat ip to ip daddr . sctp dport . numgen random mod 2 map @endpoints-sctp
     }
 `,
+  "NodePorts on --nodeport-addresses only": `
+    map service-ips {
+      type ipv4_addr . inet_proto . inet_service : verdict
+      elements = { 10.96.0.24 . tcp . 80 : goto cluster-2 }
+    }
+
+    map service-nodeports {
+      type inet_proto . inet_service : verdict
+      elements = { tcp . 30090 : goto nodeport-2 }
+    }
+
+    map endpoints-tcp {
+      typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport
+      elements = { 10.96.0.24 . 80 . 0 : 10.244.2.121 . 80,
+             10.96.0.24 . 80 . 1 : 10.244.3.122 . 80 }
+    }
+
+    map nodeport-endpoints-tcp {
+      typeof tcp dport . numgen random mod 1 : ip daddr . tcp dport
+      elements = { 30090 . 0 : 10.244.2.121 . 80,
+             30090 . 1 : 10.244.3.122 . 80 }
+    }
+
+    map no-endpoint-services {
+      type ipv4_addr . inet_proto . inet_service : verdict
+      elements = { 10.96.0.25 . tcp . 80 : goto reject-chain }
+    }
+
+    map no-endpoint-nodeports {
+      type inet_proto . inet_service : verdict
+      elements = { tcp . 30091 : goto reject-chain }
+    }
+
+    chain cluster-2 {
+      ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+      dnat ip to ip daddr . tcp dport . numgen random mod 2 map @endpoints-tcp
+      dnat ip to ip daddr . udp dport . numgen random mod 2 map @endpoints-udp
+      dnat ip to ip daddr . sctp dport . numgen random mod 2 map @endpoints-sctp
+    }
+
+    chain nodeport-2 {
+      jump mark-for-masquerade
+      dnat ip to tcp dport . numgen random mod 2 map @nodeport-endpoints-tcp
+      dnat ip to udp dport . numgen random mod 2 map @nodeport-endpoints-udp
+      dnat ip to sctp dport . numgen random mod 2 map @nodeport-endpoints-sctp
+    }
+`,
+  "terminating endpoints as a fallback": `
+    map service-ips {
+      type ipv4_addr . inet_proto . inet_service : verdict
+      elements = { 10.96.0.26 . tcp . 80 : goto cluster-1 }
+    }
+
+    map endpoints-tcp {
+      typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport
+      elements = { 10.96.0.26 . 80 . 0 : 10.244.2.131 . 80 }
+    }
+
+    chain cluster-1 {
+      ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+      dnat ip to ip daddr . tcp dport . numgen random mod 1 map @endpoints-tcp
+      dnat ip to ip daddr . udp dport . numgen random mod 1 map @endpoints-udp
+      dnat ip to ip daddr . sctp dport . numgen random mod 1 map @endpoints-sctp
+    }
+`,
+  "UDP without endpoints": `
+    map no-endpoint-services {
+      type ipv4_addr . inet_proto . inet_service : verdict
+      elements = { 10.96.0.27 . udp . 53 : goto reject-chain }
+    }
+
+    map no-endpoint-nodeports {
+      type inet_proto . inet_service : verdict
+      elements = { udp . 30053 : goto reject-chain }
+    }
+`,
+  "--masquerade-all": `
+    map service-ips {
+      type ipv4_addr . inet_proto . inet_service : verdict
+      elements = { 10.96.0.28 . tcp . 80 : goto cluster-1 }
+    }
+
+    map endpoints-tcp {
+      typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport
+      elements = { 10.96.0.28 . 80 . 0 : 10.244.2.141 . 80 }
+    }
+
+    chain cluster-1 {
+      jump mark-for-masquerade
+      dnat ip to ip daddr . tcp dport . numgen random mod 1 map @endpoints-tcp
+      dnat ip to ip daddr . udp dport . numgen random mod 1 map @endpoints-udp
+      dnat ip to ip daddr . sctp dport . numgen random mod 1 map @endpoints-sctp
+    }
+`,
 };
 
-for (const [name, svcs] of Object.entries(scenarios)) {
-  test(`golden: ${name}`, (t) => {
-    t.truthy(goldens[name], 'every scenario has a golden');
-    t.is(addedBlocks(nodeState(svcs), options, name === 'IPv6' ? 'ip6' : 'ip'), dedent(goldens[name]));
+for (const s of scenarios) {
+  test(`golden: ${s.title}`, (t) => {
+    t.truthy(goldens[s.title], 'every scenario has a golden');
+    t.is(addedBlocks(stateOf(s), s.opts, s.id === 'ipv6' ? 'ip6' : 'ip'), dedent(goldens[s.title] ?? ''));
   });
 }

@@ -9,7 +9,7 @@ import { describe, remember, trace } from '../modes/nftables/tracer.ts';
 import { fullChanges, type NodeState } from '../proxy/model.ts';
 import { silentLogger } from '../lib/log.ts';
 import { ep, nodeState, svc, withPort } from './helpers/state.ts';
-import { allServices, byName, options } from './fixtures/nftables/scenarios.ts';
+import { allServices, byName, defaultOptions as options } from './fixtures/services.ts';
 import { changesBetween, replace } from './fixtures/nftables/states.ts';
 import { dedent, loaded } from './fixtures/nftables/golden.ts';
 import { syncBackend } from '../modes/sync.ts';

@@ -11,7 +11,7 @@ import { netnsExec } from '../lib/exec.ts';
 import { fullChanges, type NodeState } from '../proxy/model.ts';
 import { silentLogger } from '../lib/log.ts';
 import { ep, nodeState, svc, withPort } from './helpers/state.ts';
-import { allServices, byName, options } from './fixtures/nftables/scenarios.ts';
+import { allServices, byName, defaultOptions as options } from './fixtures/services.ts';
 import { changesBetween, replace } from './fixtures/nftables/states.ts';
 import { loaded } from './fixtures/nftables/golden.ts';
 import { createNetns, deleteNetns, missingPrerequisite, nsRun } from './fixtures/nftables/netns.ts';

@@ -5,7 +5,7 @@ import test from 'ava';
 import { describe, remember, trace, type Packet } from '../modes/nftables/tracer.ts';
 import type { Protocol } from '../proxy/model.ts';
 import { nodeState } from './helpers/state.ts';
-import { allServices, nodeIP, nodeIP6, options } from './fixtures/nftables/scenarios.ts';
+import { allServices, nodeIP, nodeIP6, defaultOptions as options } from './fixtures/services.ts';
 import { loaded } from './fixtures/nftables/golden.ts';
 
 const kernel = loaded(nodeState(allServices, 'node-a', [nodeIP, nodeIP6]), options);

@@ -30,7 +30,7 @@ export function svc(input: SvcInput): ServicePortState {
   }, { clusterEndpoints, localEndpoints, allReachableEndpoints: all, hasEndpoints });
 }
 
-export function nodeState(services: ServicePortState[], nodeName = 'node-a', nodeIPs: string[] = ['192.168.0.2']): NodeState {
+export function nodeState(services: readonly ServicePortState[], nodeName = 'node-a', nodeIPs: string[] = ['192.168.0.2']): NodeState {
   return { nodeName, nodeIPs, services: new Map(services.map((s) => [s.key, s])) };
 }
 
