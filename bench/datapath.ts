@@ -17,8 +17,7 @@
 import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { IptablesBackend } from '../modes/iptables/backend.ts';
-import { NftablesBackend, nftTool } from '../modes/nftables/backend.ts';
+import { modeOf } from '../modes/registry.ts';
 import { netnsExec, toolPath } from '../lib/exec.ts';
 import type { Backend, ModeOptions } from '../modes/backend.ts';
 import { silentLogger } from '../lib/log.ts';
@@ -69,7 +68,7 @@ function kubeServicesOrder(batch: string): string[] {
 const options = (ns: string): ModeOptions => ({ families: [4], clusterCIDRs: ['10.128.0.0/9'], masqueradeAll: false, nodePortAddresses: [], masqueradeBit: 14, exec: netnsExec(ns) });
 
 function newBackend(mode: Mode, ns: string): Backend {
-  return mode === 'iptables' ? new IptablesBackend(options(ns), silentLogger()) : new NftablesBackend(options(ns), silentLogger());
+  return modeOf(mode).create(options(ns), silentLogger());
 }
 
 interface Row extends DatapathResult { mode: string; loadS: number }
@@ -89,7 +88,7 @@ async function runMode(a: Args, mode: Mode, state: NodeState, first: number, las
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces): run as root');
-  const tools: [string, string][] = [[nftTool, 'nftables'], [ip, 'iproute2'], [toolPath(`iptables-${a.variant}-restore`), 'iptables'], ['/usr/sbin/sysctl', 'procps']];
+  const tools: [string, string][] = [[toolPath('nft'), 'nftables'], [ip, 'iproute2'], [toolPath(`iptables-${a.variant}-restore`), 'iptables'], ['/usr/sbin/sysctl', 'procps']];
   for (const [tool, pkg] of tools) {
     try {
       accessSync(tool, constants.X_OK);

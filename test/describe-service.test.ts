@@ -4,7 +4,6 @@
 // full render holds.
 import test from 'ava';
 import type { Backend, ModeOptions } from '../modes/backend.ts';
-import { parseCommand, renderElement } from '../modes/nftables/objects.ts';
 import { modeOf, type ProxyMode } from '../modes/registry.ts';
 import { silentLogger } from '../lib/log.ts';
 import type { NodeState, ServicePortState } from '../proxy/model.ts';
@@ -33,6 +32,12 @@ function others(n: number): ServicePortState[] {
   return out;
 }
 
+/** The set and elements of an nft "add element" line (elements never hold a comma: the renderer refuses them). */
+function elementLine(line: string): { set: string; elements: string[] } | undefined {
+  const m = /^add element \S+ \S+ (\S+) \{ (.*) \}$/.exec(line);
+  return m ? { set: m[1], elements: m[2].split(', ') } : undefined;
+}
+
 const mentionsOther = /other-|\b10\.[12]\.|\b3[1-9]\d{3}\b/;
 
 for (const mode of ['iptables', 'nftables'] as const) {
@@ -47,8 +52,7 @@ for (const mode of ['iptables', 'nftables'] as const) {
       t.true(np.some((l) => l === 'add element ip kproxy nodeport-endpoints-tcp { 30080 . 1 : 10.244.3.9 . 8080 }'), np.join('\n'));
       // One element per line: never a batch line listing several.
       for (const l of lines.filter((x) => x.startsWith('add element'))) {
-        const c = parseCommand(l);
-        t.true(c.object === 'element' && c.elements.length === 1, l);
+        t.is(elementLine(l)?.elements.length, 1, l);
       }
     } else {
       t.true(np.some((l) => /^-A KUBE-NODEPORTS -p tcp .*--dport 30080 -j KUBE-EXT-[A-Z2-7]{16}$/.test(l)), np.join('\n'));
@@ -80,9 +84,8 @@ for (const mode of ['iptables', 'nftables'] as const) {
     if (mode === 'nftables') {
       // The render batches 1,000 elements per line: compare element by element.
       const elementLines = (ls: string[]): string[] => ls.filter((l) => l.startsWith('add element')).flatMap((l) => {
-        const c = parseCommand(l);
-        if (c.object !== 'element') return [];
-        return c.elements.map((e) => `${c.set} ${renderElement(e)}`);
+        const c = elementLine(l);
+        return c ? c.elements.map((e) => `${c.set} ${e}`) : [];
       });
       // The hairpin set holds each address once, whichever ports use it.
       t.deepEqual([...new Set(elementLines(described))].sort(), elementLines(rendered).sort());
