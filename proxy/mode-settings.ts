@@ -3,7 +3,7 @@
 // checked here for every mode, so a typo in another mode's flag is reported
 // too; only the chosen mode's values go on to its backend.
 import { modes } from '../modes/registry.ts';
-import type { ModeSetting } from '../modes/backend.ts';
+import type { ModeDescriptor, ModeSetting } from '../modes/backend.ts';
 import { parseDuration, splitList } from './flags.ts';
 
 export interface ResolvedSettings {
@@ -28,10 +28,11 @@ function parse(s: ModeSetting, raw: unknown): { value: unknown } | { problem: st
 
 export function modeSettings(
   mode: string, flags: ReadonlyMap<string, unknown>, fileFields: ReadonlyMap<string, { value: unknown; where: string }>, problems: string[],
+  registry: readonly ModeDescriptor[] = modes,
 ): ResolvedSettings {
   const values: Record<string, unknown> = {};
   const replaced: ResolvedSettings['replaced'] = {};
-  for (const m of modes) {
+  for (const m of registry) {
     for (const s of m.settings) {
       const fromFlag = s.flag !== undefined && flags.has(s.flag) ? { value: flags.get(s.flag), where: `--${s.flag}` } : undefined;
       const given = fromFlag ?? (s.field !== undefined ? fileFields.get(`${m.configBlock}.${s.field}`) : undefined);

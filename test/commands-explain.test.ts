@@ -54,7 +54,7 @@ test('externalTrafficPolicy Local via the NodePort on the node address', async (
 test('no EndpointSlice: connections are rejected', async (t) => {
   const out = await explain('default/empty', 'nftables');
   t.regex(out, /cluster-policy endpoints \(0\): none — no EndpointSlice for this Service/);
-  t.regex(out, /=> no usable endpoints anywhere: connections are rejected \(ICMP unreachable\); no EndpointSlice for this Service/);
+  t.regex(out, /=> no usable endpoints anywhere: connections are rejected at once \(TCP reset\); no EndpointSlice for this Service/);
   t.regex(out, /nftables rules of this port \([1-9]\d* lines\):/);
   t.regex(out, /172\.30\.0\.51/);
 });

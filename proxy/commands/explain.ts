@@ -149,8 +149,10 @@ function describePort(ctx: Context, sp: ServicePortState, how: string | undefine
       out.push(`    ${epText(ep).padEnd(24)} ${where(ep).padEnd(22)} ${why}`);
     }
   }
-  if (!sp.hasEndpoints) out.push(`  => no usable endpoints anywhere: connections are rejected (ICMP unreachable)${slices.length === 0 ? '; no EndpointSlice for this Service' : ''}`);
-  else if (usesLocal && sp.localEndpoints.length === 0) {
+  if (sp.noEndpointVerdict === 'reject') {
+    const how = sp.protocol === 'TCP' ? 'TCP reset' : 'ICMP port-unreachable';
+    out.push(`  => no usable endpoints anywhere: connections are rejected at once (${how})${slices.length === 0 ? '; no EndpointSlice for this Service' : ''}`);
+  } else if (usesLocal && sp.localEndpoints.length === 0) {
     out.push(usesCluster
       ? '  => traffic under the Local policy is dropped on this node (no local endpoint); traffic under the Cluster policy is load-balanced'
       : '  => traffic from this node is dropped (internalTrafficPolicy Local, no local endpoint)');
