@@ -5,7 +5,7 @@ import type { Endpoint, Family, ServicePortState } from './model.ts';
 import { usesClusterEndpoints, usesLocalEndpoints, type ServicePortInfo } from './service-ports.ts';
 import { topologyFilter, type TopologyPreference } from './topology.ts';
 
-export const serviceNameLabel = 'kubernetes.io/service-name';
+export { serviceNameLabel } from './validate.ts';
 
 /** An endpoint with the hints only categorisation needs. */
 export interface SliceEndpoint {

@@ -28,6 +28,16 @@ const serviceCases: [string, V1Service, RegExp[]][] = [
   ['two IPv4 clusterIPs', bad((s) => { s.spec!.clusterIPs = ['172.30.0.1', '172.30.0.2']; }), [/more than one IPv4/]],
   ['no ports', bad((s) => { s.spec!.ports = []; }), [/spec\.ports is empty/]],
   ['port 0', bad((s) => { s.spec!.ports![0].port = 0; }), [/spec\.ports\[0\] \(http\)\.port 0 is not in 1-65535/]],
+  // Names are data: anything the API server would refuse is refused here too, whatever the source.
+  ['a port name carrying iptables syntax', bad((s) => { s.spec!.ports![0].name = 'x"\n-I PREROUTING 1 -p tcp -d 10.96.10.10 --dport 80 -j DNAT --to-destination 10.123.3.2:8080\n#'; }), [/spec\.ports\[0\]\.name .* is not a DNS-1123 label/]],
+  ['a name with a newline', bad((s) => { s.metadata!.name = 'web\n-A INPUT -j DROP'; }), [/metadata\.name .* is not a DNS-1035 label/]],
+  ['a namespace with a space', bad((s) => { s.metadata!.namespace = 'shop front'; }), [/metadata\.namespace "shop front" is not a DNS-1123 label/]],
+  ...['a"b', 'a@b', 'a#b', 'a;b', 'a$b', 'a{b}', 'a\\b', 'dépôt', 'Web'].map((n): [string, V1Service, RegExp[]] =>
+    [`the name ${JSON.stringify(n)}`, bad((s) => { s.metadata!.name = n; }), [/metadata\.name .* is not a DNS-1035 label/]]),
+  ['a 300-character namespace', bad((s) => { s.metadata!.namespace = 'a'.repeat(300); }), [/metadata\.namespace "a{76}\.\.\. is not a DNS-1123 label/]],
+  ['a 64-character port name', bad((s) => { s.spec!.ports![0].name = 'p'.repeat(64); }), [/spec\.ports\[0\]\.name .* is not a DNS-1123 label/]],
+  ['a targetPort name that is no IANA service name', bad((s) => { s.spec!.ports![0].targetPort = 'http--x' as never; }), [/targetPort "http--x" is not a port number or an IANA service name/]],
+  ['a label value with a newline', bad((s) => { s.metadata!.labels = { app: 'a\nb' }; }), [/metadata\.labels\["app"\] value "a\\nb" is not a label value/]],
   ['port 70000', bad((s) => { s.spec!.ports![0].port = 70000; }), [/\.port 70000/]],
   ['port as text', bad((s) => { (s.spec!.ports![0] as { port: unknown }).port = '80'; }), [/\.port "80"/]],
   ['bad protocol', bad((s) => { s.spec!.ports![0].protocol = 'ICMP'; }), [/protocol "ICMP" is not TCP, UDP or SCTP/]],
@@ -82,6 +92,12 @@ const sliceCases: [string, V1EndpointSlice, RegExp[]][] = [
   ['address of the wrong family', badSlice((s) => { s.endpoints![0].addresses = ['fd00::1']; }), [/"fd00::1" is not an IPv4/]],
   ['no addresses', badSlice((s) => { s.endpoints![0].addresses = []; }), [/endpoints\[0\]\.addresses is empty/]],
   ['condition not a boolean', badSlice((s) => { (s.endpoints![0].conditions as Record<string, unknown>).ready = 'yes'; }), [/conditions\.ready "yes"/]],
+  ['a slice name with a quote', badSlice((s) => { s.metadata!.name = 'web-1"'; }), [/metadata\.name "web-1\\"" is not a DNS-1123 subdomain/]],
+  ['a port name with a space', badSlice((s) => { s.ports![0].name = 'h ttp'; }), [/ports\[0\]\.name "h ttp" is not a DNS-1123 label/]],
+  ['a service-name label that is no Service name', badSlice((s) => { s.metadata!.labels!['kubernetes.io/service-name'] = 'Web;x'; }), [/label kubernetes\.io\/service-name "Web;x" is not a Service name/]],
+  ['a nodeName with a newline', badSlice((s) => { s.endpoints![0].nodeName = 'node-a\nx'; }), [/endpoints\[0\]\.nodeName .* is not a node name/]],
+  ['a zone with a space', badSlice((s) => { s.endpoints![0].zone = 'zone a'; }), [/endpoints\[0\]\.zone "zone a" is not a zone name/]],
+  ['a hostname with a dot', badSlice((s) => { s.endpoints![0].hostname = 'a.b'; }), [/endpoints\[0\]\.hostname "a\.b" is not a DNS-1123 label/]],
 ];
 
 test('a well-formed slice, an FQDN slice and a slice without ports have no problems', (t) => {
