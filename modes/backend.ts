@@ -9,6 +9,7 @@ import type { Exec } from '../lib/exec.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Changes, Family, NodeState } from '../proxy/model.ts';
 import type { FakeDataplane, FakeOptions } from './fake.ts';
+import type { RefusedPort } from './values.ts';
 
 /** Node-wide settings a backend needs (from flags and config, validated). */
 export interface ModeOptions {
@@ -40,6 +41,8 @@ export interface Plan {
   readonly full: boolean;
   /** Units of work it sends (batch lines, set elements, listener changes), for logs and benchmarks. */
   readonly size: number;
+  /** Service ports left out because a value could not be written safely (reported by the runner). */
+  readonly refused?: readonly RefusedPort[];
 }
 
 export interface Backend<P extends Plan = Plan> {

@@ -3,6 +3,7 @@
 // tests and benchmarks, so they all drive a mode the same way.
 import type { Changes, NodeState } from '../proxy/model.ts';
 import type { Backend } from './backend.ts';
+import type { RefusedPort } from './values.ts';
 
 export interface SyncResult {
   readonly ok: boolean;
@@ -16,6 +17,8 @@ export interface SyncResult {
   readonly size: number;
   /** Objects the mode holds per table after the sync (Backend.owned()). */
   readonly owned: Readonly<Record<string, number>>;
+  /** Service ports the plan left out (Plan.refused). */
+  readonly refused?: readonly RefusedPort[];
   readonly error?: Error;
 }
 
@@ -32,7 +35,10 @@ export async function syncBackend(backend: Backend, state: NodeState, changes: C
     full = plan.full;
     size = plan.size;
     await backend.apply(plan);
-    return { ok: true, full, renderMs, applyMs: performance.now() - t0 - renderMs, size, owned: backend.owned() };
+    return {
+      ok: true, full, renderMs, applyMs: performance.now() - t0 - renderMs, size, owned: backend.owned(),
+      ...(plan.refused?.length ? { refused: plan.refused } : {}),
+    };
   } catch (e) {
     const error = e instanceof Error ? e : new Error(String(e));
     return { ok: false, full, renderMs, applyMs: performance.now() - t0 - renderMs, size, owned: backend.owned(), error };

@@ -39,6 +39,7 @@ export class ProxyMetrics implements SyncListener {
   private readonly endpointChanges: Counter;
   private readonly serviceChanges: Counter;
   private readonly noLocal: Gauge<'traffic_policy'>;
+  private readonly refused: Counter;
 
   /** `mode` and its metric names come from the mode's descriptor (modes/registry.ts). */
   constructor(mode: { readonly name: string; readonly metrics: ModeMetricNames }, opts: { now?: () => number; processMetrics?: boolean } = {}) {
@@ -58,6 +59,7 @@ export class ProxyMetrics implements SyncListener {
     this.servicePending = new Gauge({ name: 'kubeproxy_sync_proxy_rules_service_changes_pending', help: 'Pending proxy rules Service changes', registers: r });
     this.endpointChanges = new Counter({ name: 'kubeproxy_sync_proxy_rules_endpoint_changes_total', help: 'Cumulative proxy rules Endpoint changes', registers: r });
     this.serviceChanges = new Counter({ name: 'kubeproxy_sync_proxy_rules_service_changes_total', help: 'Cumulative proxy rules Service changes', registers: r });
+    this.refused = new Counter({ name: 'kproxy_sync_refused_service_ports_total', help: 'Service ports a sync left out of the dataplane because a value could not be written safely', registers: r });
     this.noLocal = new Gauge({ name: 'kubeproxy_sync_proxy_rules_no_local_endpoints_total', help: 'Number of services with a Local traffic policy and no endpoints', labelNames: ['traffic_policy'], registers: r });
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }
@@ -86,6 +88,7 @@ export class ProxyMetrics implements SyncListener {
     const now = this.now();
     for (const t of report.triggerTimes) if (t > 0 && t <= now) this.programming.observe((now - t) / 1000);
     if (this.rulesTotal) for (const [table, n] of Object.entries(report.result.owned)) this.rulesTotal.set({ table }, n);
+    if (report.result.refused) this.refused.inc(report.result.refused.length);
     const { internal, external } = noLocalEndpoints(report.state);
     this.noLocal.set({ traffic_policy: 'internal' }, internal);
     this.noLocal.set({ traffic_policy: 'external' }, external);

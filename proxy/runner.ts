@@ -110,6 +110,8 @@ export class Runner {
    * next successful sync's conntrack cleanup.
    */
   private owedUdp: Pick<Changes, 'staleUdpEndpoints' | 'staleUdpServiceIPs'> | undefined;
+  /** Refused service ports already logged (port and reason), so each is logged once. */
+  private readonly refusedSeen = new Set<string>();
 
   constructor(opts: RunnerOptions, deps: RunnerDeps) {
     this.deps = deps;
@@ -286,6 +288,13 @@ export class Runner {
     const changes = this.withOwedUdp(snap.changes);
     // Plan and apply, timed in one place for every mode.
     const result: SyncResult = await syncBackend(backend, state, changes);
+    for (const r of result.refused ?? []) {
+      const id = `${r.key}\u0000${r.reason}`;
+      if (this.refusedSeen.has(id)) continue;
+      if (this.refusedSeen.size >= 10_000) this.refusedSeen.clear();
+      this.refusedSeen.add(id);
+      log.warn({ servicePort: r.key, reason: r.reason }, 'service port left out of the dataplane: a value could not be written safely');
+    }
     const finishedAt = this.clock.now();
     const ok = result.ok;
     if (ok) {

@@ -165,7 +165,10 @@ export class IptablesBackend implements Backend<IptablesPlan> {
     });
     const ipset = families.flatMap((p) => p.ipset);
     const restores = families.map((p) => p.batch.toString());
-    return { full, families, ipset, restores, size: ipset.length + families.reduce((n, p) => n + p.batch.lines, 0) };
+    return {
+      full, families, ipset, restores, size: ipset.length + families.reduce((n, p) => n + p.batch.lines, 0),
+      refused: families.flatMap((p) => p.refused),
+    };
   }
 
   async apply(plan: IptablesPlan): Promise<void> {

@@ -6,6 +6,7 @@
 import type { NodeState } from '../../proxy/model.ts';
 import { dispatchChains, serviceOutput, type FamilyOptions, type Table } from './layout.ts';
 import { loopbackSet } from './names.ts';
+import { RuleSyntaxError } from './rule.ts';
 
 const tableOrder: readonly Table[] = ['filter', 'nat'];
 /** A packet goes FW → EXT → SVC/SVL → SEP. */
@@ -16,7 +17,13 @@ export function describeServicePort(state: NodeState, key: string, famOpts: Read
   const s = state.services.get(key);
   const o = s && famOpts.get(s.family);
   if (!s || !o) return [];
-  const out = serviceOutput(s, o);
+  let out: ReturnType<typeof serviceOutput>;
+  try {
+    out = serviceOutput(s, o);
+  } catch (e) {
+    if (e instanceof RuleSyntaxError) return [`# left out of the batch: ${e.message}`];
+    throw e;
+  }
   const own = [...out.chains].sort((a, b) => rank(a.name) - rank(b.name) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   // ipset restore syntax, for the set the hairpin rule in KUBE-POSTROUTING
   // matches; ahead of the table sections, as the sync runs it.

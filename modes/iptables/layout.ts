@@ -8,7 +8,8 @@ import { flatString } from '../../lib/flat-string.ts';
 import type { Endpoint, Family, ServicePortState } from '../../proxy/model.ts';
 import { hostCIDR, hostPort } from '../../lib/net.ts';
 import { chains, loopbackSet, portProtoHash, sepChain } from './names.ts';
-import { escapeQuoted, probability, renderMatch, renderRule, type L4, type Match, type Rule } from './rule.ts';
+import { escapeQuoted, probability, renderMatch, renderRule, RuleSyntaxError, type L4, type Match, type Rule } from './rule.ts';
+import { isPrintable, unsafeValue } from '../values.ts';
 
 export type Table = 'nat' | 'filter' | 'mangle';
 
@@ -101,10 +102,17 @@ function dnatChain(chain: string, first: Rule | undefined, eps: readonly Endpoin
   return { table: 'nat', name: chain, text: parts.join(''), count: n + (first ? 1 : 0) };
 }
 
+/**
+ * Everything one service port writes. Throws (RuleSyntaxError) when the
+ * port holds a value no rule may carry: the plan leaves that port out.
+ */
 export function serviceOutput(s: ServicePortState, o: FamilyOptions): ServiceOutput {
+  const unsafe = unsafeValue(s);
+  if (unsafe) throw new RuleSyntaxError(unsafe, s.key);
   const proto = l4(s);
-  const name = s.name;
-  const hash = portProtoHash(name, s.protocol); // one sha256 per Service port
+  const hash = portProtoHash(s.name, s.protocol); // one sha256 per Service port
+  // Comments carry the port's name only when it is plain text; otherwise its hash.
+  const name = isPrintable(s.name) ? s.name : `service port ${hash}`;
   const svc = `KUBE-SVC-${hash}`;
   const svl = `KUBE-SVL-${hash}`;
   const ext = `KUBE-EXT-${hash}`;
@@ -152,7 +160,7 @@ export function serviceOutput(s: ServicePortState, o: FamilyOptions): ServiceOut
     }
     // Per-endpoint chains only where affinity needs them (`-m recent` per endpoint).
     const rules: Rule[] = first ? [first] : [];
-    const seps = eps.map((e) => sepChain(name, s.protocol, e.ip, e.port));
+    const seps = eps.map((e) => sepChain(s.name, s.protocol, e.ip, e.port));
     eps.forEach((e, i) => {
       rules.push({
         matches: [

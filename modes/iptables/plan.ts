@@ -5,7 +5,9 @@
 // The record of what was applied lives here and is updated only after the
 // kernel accepted the batch (commit()).
 import { hash } from 'node:crypto';
-import type { Family, NodeState } from '../../proxy/model.ts';
+import type { Family, NodeState, ServicePortState } from '../../proxy/model.ts';
+import type { RefusedPort } from '../values.ts';
+import { RuleSyntaxError } from './rule.ts';
 import { RestoreBatch } from './batch.ts';
 import {
   dispatchChains, fixedChains, fixedContents, serviceOutput, servicesTail,
@@ -56,6 +58,8 @@ export interface FamilyPlan {
   readonly ipset: readonly string[];
   /** The line creating the live set, which the restore batch refers to. */
   readonly ipsetCreate: readonly string[];
+  /** Service ports left out because a value could not be written safely. */
+  readonly refused: readonly RefusedPort[];
   /** Applies the plan to the record and returns it; call only after the kernel accepted it. */
   commit(): FamilyRecord;
 }
@@ -99,6 +103,17 @@ export function familyServices(state: NodeState, family: Family): ServiceOutputI
 }
 type ServiceOutputInput = Parameters<typeof serviceOutput>[0];
 
+/** The port's output, or undefined (and the reason added to `refused`) when it cannot be written safely. */
+function outputOrRefused(s: ServicePortState, o: FamilyOptions, refused: RefusedPort[]): ServiceOutput | undefined {
+  try {
+    return serviceOutput(s, o);
+  } catch (e) {
+    if (!(e instanceof RuleSyntaxError)) throw e;
+    refused.push({ key: s.key, reason: e.message });
+    return undefined;
+  }
+}
+
 export interface IpsetNames {
   readonly set: string;
   readonly family: 'inet' | 'inet6';
@@ -128,8 +143,10 @@ export function planFull(
   // Each Service's chain text goes straight into the batch; the record keeps digests.
   const outputs: Recorded[] = [];
   const wanted = new Set<string>();
+  const refused: RefusedPort[] = [];
   for (const svc of familyServices(state, o.family)) {
-    const s = serviceOutput(svc, o);
+    const s = outputOrRefused(svc, o, refused);
+    if (!s) continue;
     for (const c of s.chains) {
       wanted.add(`${c.table} ${c.name}`);
       b.declareChain(c.table, c.name);
@@ -176,7 +193,7 @@ export function planFull(
   ];
 
   return {
-    family: o.family, batch: b, ipset, ipsetCreate: [ipsetCreate(set.set, set.family)],
+    family: o.family, batch: b, ipset, ipsetCreate: [ipsetCreate(set.set, set.family)], refused,
     commit() {
       rec.services = new Map(outputs.map((s) => [s.key, s]));
       rec.order = order;
@@ -195,9 +212,11 @@ export function planPartial(
   const b = new RestoreBatch();
   const prefix = `${o.family}/`;
   const changed: { key: string; old?: Recorded; neu?: ServiceOutput; neuRec?: Recorded }[] = [];
+  const refused: RefusedPort[] = [];
   for (const key of [...keys].filter((k) => k.startsWith(prefix)).sort()) {
     const s = state.services.get(key);
-    const neu = s ? serviceOutput(s, o) : undefined;
+    // A port that cannot be rendered safely goes as if it were removed.
+    const neu = s ? outputOrRefused(s, o, refused) : undefined;
     const old = rec.services.get(key);
     // Digested once: compared here, kept by commit().
     if (old || neu) changed.push({ key, old, neu, neuRec: neu && recorded(neu) });
@@ -272,7 +291,7 @@ export function planPartial(
   }
 
   return {
-    family: o.family, batch: b, ipset, ipsetCreate: [],
+    family: o.family, batch: b, ipset, ipsetCreate: [], refused,
     commit() {
       for (const { key, old, neuRec } of changed) {
         if (old) addCounts(rec.ruleCounts, old, -1);

@@ -69,6 +69,8 @@ function renderAddr(flag: string, a: Addr): string {
 export function renderMatch(m: Match): string {
   switch (m.kind) {
     case 'comment':
+      // Quotes and backslashes are escaped; a line break or other control character can never be.
+      if (!/^[\x20-\x7e]{1,255}$/.test(m.text)) throw new RuleSyntaxError('a comment must be 1-255 printable characters', JSON.stringify(m.text));
       return `-m comment --comment ${quote(m.text)}`;
     case 'port':
       return m.dport === undefined ? `-m ${m.proto}` : `-m ${m.proto} --dport ${m.dport}`;

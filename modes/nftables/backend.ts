@@ -5,6 +5,7 @@ import type { Changes, Family, NodeState } from '../../proxy/model.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Backend, ModeOptions, Plan } from '../backend.ts';
 import { AppliedRecord } from '../record.ts';
+import type { RefusedPort } from '../values.ts';
 import { hostExec, type Exec } from '../../lib/exec.ts';
 import { describeServicePort } from './describe.ts';
 import { familySyntax, staticChains, tableName, type FamilySyntax } from './layout.ts';
@@ -57,19 +58,20 @@ export class NftablesBackend implements Backend<NftablesPlan> {
     const current = this.applied.current;
     const tx = new Transaction();
     const next: Records = new Map();
+    const refused: RefusedPort[] = [];
     for (const f of this.families) {
       if (full) {
-        const { record, commands } = TableRecord.full(state, f, this.opts, current?.get(f.family));
+        const { record, commands } = TableRecord.full(state, f, this.opts, current?.get(f.family), refused);
         addAll(tx, commands);
         next.set(f.family, record);
       } else {
         const staged = current!.get(f.family)!.stage();
-        addAll(tx, staged.update(state, changes.services));
+        addAll(tx, staged.update(state, changes.services, refused));
         next.set(f.family, staged);
       }
     }
     if (tx.error) throw tx.error;
-    return { full, batch: tx.toString(), next, size: tx.size };
+    return { full, batch: tx.toString(), next, size: tx.size, ...(refused.length ? { refused } : {}) };
   }
 
   async apply(plan: NftablesPlan): Promise<void> {

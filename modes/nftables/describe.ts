@@ -6,13 +6,14 @@ import type { NodeState } from '../../proxy/model.ts';
 import type { ModeOptions } from '../backend.ts';
 import { spreadChain, tableName, type ChainDef, type FamilySyntax } from './layout.ts';
 import { render, type Command } from './objects.ts';
-import { contribution } from './service-rules.ts';
+import { checkedContribution, isRefused } from './service-rules.ts';
 
 export function describeServicePort(state: NodeState, key: string, families: readonly FamilySyntax[], opts: ModeOptions): string[] {
   const s = state.services.get(key);
   const f = s && families.find((x) => x.family === s.family);
   if (!s || !f) return [];
-  const c = contribution(s, f, opts);
+  const c = checkedContribution(s, f, opts);
+  if (isRefused(c)) return [`# left out of the table: ${c.reason}`];
   const w = { family: f.nft, table: tableName } as const;
   const cmds: Command[] = [];
   const chain = (def: ChainDef): void => {

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { canonicalIP, hostPort, ofFamily } from '../../lib/net.ts';
 import type { Endpoint, ServicePortState } from '../../proxy/model.ts';
 import type { ModeOptions } from '../backend.ts';
+import { unsafeValue, type RefusedPort } from '../values.ts';
 import {
   chains, clusterMasqueradeRule, endpointsMap, literalSet, maps, nodePortEndpointsMap, spreadChainName, type L4,
   type ChainDef, type FamilySyntax, type SetDef,
@@ -41,10 +42,16 @@ function hashTag(text: string): string {
   return out;
 }
 
-/** "HASH-ns/name/proto/port": unique per service port, readable in dumps. */
+/**
+ * "HASH-ns/name/proto/port": unique per service port, readable in dumps.
+ * The readable part only when it fits nft's identifier grammar (letters,
+ * digits, / _ . -), else the hash alone: a name is never syntax.
+ */
 function serviceTag(s: ServicePortState): string {
   const proto = s.protocol.toLowerCase();
-  return `${hashTag(`${s.name}/${proto}`)}-${s.namespace}/${s.serviceName}/${proto}/${s.portName || s.port}`;
+  const hash = hashTag(`${s.name}/${proto}`);
+  const readable = `${s.namespace}/${s.serviceName}/${proto}/${s.portName || s.port}`;
+  return readable.length <= 200 && /^[A-Za-z0-9/_.-]+$/.test(readable) ? `${hash}-${readable}` : hash;
 }
 
 function endpointValue(e: Endpoint): string {
@@ -74,7 +81,20 @@ export function ownsObjects(s: ServicePortState): boolean {
   return s.noEndpointVerdict !== 'reject' && !isPlain(s);
 }
 
-/** Everything `s` puts into the table of family `f`. */
+/**
+ * Everything `s` puts into the table of family `f`, or why it puts nothing:
+ * a port holding a value no command may carry is left out of the table.
+ */
+export function checkedContribution(s: ServicePortState, f: FamilySyntax, opts: ModeOptions): Contribution | RefusedPort {
+  const unsafe = unsafeValue(s);
+  return unsafe ? { key: s.key, reason: unsafe } : contribution(s, f, opts);
+}
+
+export function isRefused(c: Contribution | RefusedPort): c is RefusedPort {
+  return 'reason' in c;
+}
+
+/** Everything `s` puts into the table of family `f` (its values must have passed unsafeValue). */
 export function contribution(s: ServicePortState, f: FamilySyntax, opts: ModeOptions): Contribution {
   const p = s.protocol.toLowerCase() as L4;
   const clusterIP = s.clusterIP ? [canonicalIP(s.clusterIP)] : [];

@@ -15,7 +15,8 @@ import type { ModeOptions } from '../backend.ts';
 import { MapOverlay, type RecordMap } from '../record.ts';
 import type { Command, Element } from './objects.ts';
 import { spreadChain, staticChains, staticSets, tableName, type ChainDef, type FamilySyntax, type SetDef } from './layout.ts';
-import { contribution, ownsObjects, type Contribution, type ElementRef } from './service-rules.ts';
+import { checkedContribution, isRefused, ownsObjects, type Contribution, type ElementRef } from './service-rules.ts';
+import type { RefusedPort } from '../values.ts';
 
 /** Elements per `add element` line of a full sync: nft parses big lists much faster than one line each. */
 const elementsPerLine = 1000;
@@ -89,8 +90,13 @@ export class TableRecord {
     return { family: this.f.nft, table: tableName } as const;
   }
 
-  private contributionOf(s: ServicePortState | undefined): Contribution {
-    return s && s.family === this.f.family ? contribution(s, this.f, this.opts) : noContribution;
+  /** What `s` puts into the table; nothing for a port whose values cannot be written safely. */
+  private contributionOf(s: ServicePortState | undefined, refused?: RefusedPort[]): Contribution {
+    if (!s || s.family !== this.f.family) return noContribution;
+    const c = checkedContribution(s, this.f, this.opts);
+    if (!isRefused(c)) return c;
+    refused?.push(c);
+    return noContribution;
   }
 
   /** Rules plus elements kproxy holds in this table. */
@@ -160,7 +166,7 @@ export class TableRecord {
   }
 
   /** A fresh record of `state`, with the elements of a full sync grouped per set. */
-  static of(state: NodeState, f: FamilySyntax, opts: ModeOptions): { record: TableRecord; elements: Map<string, Element[]>; owned: Contribution[] } {
+  static of(state: NodeState, f: FamilySyntax, opts: ModeOptions, refused: RefusedPort[] = []): { record: TableRecord; elements: Map<string, Element[]>; owned: Contribution[] } {
     const r = new TableRecord(f, opts);
     const elements = new Map<string, Element[]>(staticSets(f).map((s) => [s.name, []]));
     const owned: Contribution[] = [];
@@ -170,7 +176,7 @@ export class TableRecord {
       const s = state.services.get(key)!;
       if (s.family !== f.family) continue;
       r.states.set(key, s);
-      const c = contribution(s, f, opts);
+      const c = r.contributionOf(s, refused);
       if (c.chains.length || c.sets.length) owned.push(c);
       for (const e of r.claim(key, c)) {
         let list = elements.get(e.set);
@@ -200,8 +206,8 @@ export class TableRecord {
    * flushed and re-added, maps refilled, dynamic affinity sets kept, and
    * objects the previous record had but this one lacks are deleted.
    */
-  static full(state: NodeState, f: FamilySyntax, opts: ModeOptions, previous: TableRecord | undefined): { record: TableRecord; commands: Command[] } {
-    const { record, elements, owned } = TableRecord.of(state, f, opts);
+  static full(state: NodeState, f: FamilySyntax, opts: ModeOptions, previous: TableRecord | undefined, refused: RefusedPort[] = []): { record: TableRecord; commands: Command[] } {
+    const { record, elements, owned } = TableRecord.of(state, f, opts, refused);
     const w = record.where();
     const cmds: Command[] = [{ verb: 'add', object: 'table', ...w }];
     if (previous) cmds.push({ verb: 'flush', object: 'table', ...w });
@@ -237,7 +243,7 @@ export class TableRecord {
    * Updates the record for the service ports `keys` (present in `state`, or
    * removed) and returns the commands that bring the kernel along.
    */
-  update(state: NodeState, keys: Iterable<string>): Command[] {
+  update(state: NodeState, keys: Iterable<string>, refused: RefusedPort[] = []): Command[] {
     const w = this.where();
     // Pass 1, before any change to the record: old and new contributions and
     // the value every touched element key has now.
@@ -258,7 +264,7 @@ export class TableRecord {
       if (!old && !next) continue;
       const prev = this.contributionOf(old);
       prevOf.set(key, prev);
-      changed.push({ key, prev, next: this.contributionOf(next), s: next });
+      changed.push({ key, prev, next: this.contributionOf(next, refused), s: next });
     }
     const touched = new Map<string, { set: string; key: string; before: { value: string | undefined } | undefined }>();
     for (const { prev, next } of changed) {
