@@ -25,6 +25,8 @@ export interface ProxyConfig {
   readonly nodePortAddresses: readonly string[];
   /** --nodeport-addresses primary: NodePorts answer on the Node object's addresses only. */
   readonly nodePortPrimary: boolean;
+  /** --external-ip-cidrs: externalIPs outside these are refused; empty = all allowed. */
+  readonly externalIPCIDRs: readonly string[];
   readonly syncPeriodMs: number;
   readonly minSyncPeriodMs: number;
   readonly ipvsScheduler: string;
@@ -184,6 +186,10 @@ export function loadConfig(argv: readonly string[], opts: LoadOptions = {}): Pro
     else seenFamilies.add(fam);
   }
 
+  // externalIPs allowed (kproxy's own flag: refuses CVE-2020-8554 interception without an admission webhook)
+  const externalIPCIDRs = splitList(str('external-ip-cidrs') ?? '');
+  for (const c of externalIPCIDRs) if (cidrFamily(c) === 0) problems.push(`--external-ip-cidrs: "${c}" is not a CIDR`);
+
   // nodeport addresses
   let nodePortPrimary = false;
   const nodePortAddresses: string[] = [];
@@ -248,6 +254,7 @@ export function loadConfig(argv: readonly string[], opts: LoadOptions = {}): Pro
     masqueradeBit,
     nodePortAddresses: Object.freeze(nodePortAddresses),
     nodePortPrimary,
+    externalIPCIDRs: Object.freeze(externalIPCIDRs),
     syncPeriodMs: syncPeriodMs!,
     minSyncPeriodMs: minSyncPeriodMs!,
     ipvsScheduler,

@@ -21,6 +21,7 @@ const coreFlagSpecs: readonly FlagSpec[] = [
   { name: 'cluster-cidr', kind: 'string', help: 'pod CIDRs, comma-separated, one per family' },
   { name: 'masquerade-all', kind: 'bool', help: 'SNAT all traffic sent to Services' },
   { name: 'iptables-masquerade-bit', kind: 'int', help: 'fwmark bit for masquerade, 0-31 (default 14)' },
+  { name: 'external-ip-cidrs', kind: 'string', help: 'CIDRs Services\' externalIPs must lie in, comma-separated (default: any; others are refused and reported)' },
   { name: 'nodeport-addresses', kind: 'string', help: 'CIDRs NodePorts answer on, comma-separated, or "primary" (default: all local addresses)' },
   { name: 'iptables-sync-period', kind: 'string', help: 'drift check and retry period, Go duration (default 30s)' },
   { name: 'iptables-min-sync-period', kind: 'string', help: 'minimum time between syncs, Go duration (default 1s; 0s allowed)' },

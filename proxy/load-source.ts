@@ -83,7 +83,7 @@ export async function loadSource(config: ProxyConfig, log: Logger, opts: LoadOpt
   if (!node) log.warn({ node: config.nodeName }, 'no Node object for this node: no node addresses, topology hints need its zone label');
   const serviceIPs = held.flatMap((e) => (e.kind === 'Service' ? e.object.spec?.clusterIPs ?? [] : []));
   const families = ipFamilies({ clusterCIDRs: config.clusterCIDRs, nodeIPs, serviceIPs, mode: config.mode, checkTools: opts.checkTools }, log);
-  tracker = new Tracker({ nodeName: config.nodeName, families, onInvalid: opts.onInvalid }, log.child({ component: 'tracker' }));
+  tracker = new Tracker({ nodeName: config.nodeName, families, onInvalid: opts.onInvalid, externalIPCIDRs: config.externalIPCIDRs }, log.child({ component: 'tracker' }));
   for (const e of held) tracker.apply(e);
   return Object.assign(loaded, { source, tracker, families, nodeIPs, node, services, slices });
 }

@@ -24,7 +24,7 @@ import { healthCheckHosts, modeOptions, requireTools } from './mode-options.ts';
 import { Runner, type SyncListener } from './runner.ts';
 import { loadKubeConfig } from './source/kube-config.ts';
 import { KubeEventRecorder } from './source/kube-events.ts';
-import type { ServiceTracker } from './tracker-api.ts';
+import type { InvalidObject, ServiceTracker } from './tracker-api.ts';
 
 export interface RunHooks {
   /** Resolves when kproxy should stop (default: SIGTERM or SIGINT). */
@@ -90,7 +90,11 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
     if (events) closers.push(() => events.close());
     let loaded: LoadedSource;
     try {
-      loaded = await loadSource(config, log, { watch: true, checkTools: true, abort, onInvalid: events?.record, kubeConfig });
+      const onInvalid = (invalid: InvalidObject): void => {
+        metrics.objectRefused(invalid.action ?? 'skip');
+        events?.record(invalid);
+      };
+      loaded = await loadSource(config, log, { watch: true, checkTools: true, abort, onInvalid, kubeConfig });
     } catch (err) {
       if (stopping) {
         log.info('stopped before the first sync; rules left as they were');

@@ -6,8 +6,15 @@ import type { SourceEvent } from './source/source.ts';
 
 /** A Service or EndpointSlice the tracker skipped, with every problem found in it. */
 export type InvalidObject =
-  | { readonly kind: 'Service'; readonly object: V1Service; readonly problems: readonly string[] }
-  | { readonly kind: 'EndpointSlice'; readonly object: V1EndpointSlice; readonly problems: readonly string[] };
+  | { readonly kind: 'Service'; readonly object: V1Service; readonly problems: readonly string[]; readonly action?: ObjectAction }
+  | { readonly kind: 'EndpointSlice'; readonly object: V1EndpointSlice; readonly problems: readonly string[]; readonly action?: ObjectAction };
+
+/**
+ * What kproxy does about an object: 'skip' it whole (malformed; the last
+ * valid version stays), or 'refuse' part of it (an address or NodePort an
+ * older Service holds, an externalIP outside --external-ip-cidrs).
+ */
+export type ObjectAction = 'skip' | 'refuse';
 
 export interface TrackerOptions {
   /** This node's name (--hostname-override or the host name). */
@@ -21,6 +28,8 @@ export interface TrackerOptions {
    * logged and ignored).
    */
   readonly onInvalid?: (invalid: InvalidObject) => void;
+  /** --external-ip-cidrs: externalIPs outside these are refused (empty: all allowed, as kube-proxy). */
+  readonly externalIPCIDRs?: readonly string[];
 }
 
 export interface ServiceTracker {

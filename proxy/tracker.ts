@@ -12,7 +12,9 @@ import type { InvalidObject, ServiceTracker, TrackerOptions } from './tracker-ap
 import { addStaleUdp } from './conntrack-changes.ts';
 import { categorizeEndpoints, collectEndpoints, portKey, serviceNameLabel, type SliceEndpoint } from './endpoints.ts';
 import { resolvePort } from './port-decisions.ts';
-import { samePortState, servicePortInfos, skipReason } from './service-ports.ts';
+import { externallyReachable, samePortState, servicePortInfos, skipReason, type ServicePortInfo } from './service-ports.ts';
+import { addressClaim, ClaimBook, nodePortClaim, rankOf } from './claims.ts';
+import { hostPort, inCIDR } from '../lib/net.ts';
 import { SnapshotMapBuilder } from './snapshot-map.ts';
 import { servicePreference, zoneLabel } from './topology.ts';
 import { validateEndpointSlice, validateService } from './validate.ts';
@@ -44,6 +46,25 @@ export function nodeAddresses(node: V1Node | undefined): string[] {
     if ((a.type === 'InternalIP' || a.type === 'ExternalIP') && a.address && !ips.includes(a.address)) ips.push(a.address);
   }
   return ips;
+}
+
+/** A Service's ports without endpoints, one list per family it has, and what was already taken out. */
+interface PortInfos {
+  readonly svc: V1Service;
+  readonly byFamily: readonly (readonly ServicePortInfo[])[];
+  readonly problems: readonly string[];
+}
+
+/** `info` with some external addresses or its NodePort taken away; externalTrafficPolicy Local only while still reachable from outside. */
+function withExternal(info: ServicePortInfo, change: Partial<Pick<ServicePortInfo, 'externalIPs' | 'loadBalancerIPs' | 'nodePort'>>): ServicePortInfo {
+  const next = { ...info, ...change };
+  const reachable = externallyReachable(next);
+  return {
+    ...next,
+    externalPolicyLocal: info.externalPolicyLocal && reachable,
+    healthCheckNodePort: reachable ? info.healthCheckNodePort : 0,
+    loadBalancerSourceRanges: next.loadBalancerIPs.length > 0 ? info.loadBalancerSourceRanges : [],
+  };
 }
 
 export class Tracker implements ServiceTracker {
@@ -211,6 +232,9 @@ export class Tracker implements ServiceTracker {
     this.#fullRequested = true;
   }
 
+  /** Who holds each address:port:protocol and NodePort (claims.ts). */
+  readonly #claims = new ClaimBook();
+
   /** Services already warned about: an address family this node does not program. */
   readonly #offFamilyWarned = new Set<string>();
 
@@ -226,37 +250,119 @@ export class Tracker implements ServiceTracker {
     this.#log.warn({ service: key, addresses: off, families: this.#opts.families }, 'Service address of an IP family this node does not program: no rules for it (restart kproxy to enable that family)');
   }
 
-  /** The service ports of one Service as of now, from its Service and slices. */
-  #compute(key: string): ServicePortState[] {
+  /**
+   * The service ports of one Service without their endpoints, per family,
+   * with externalIPs outside --external-ip-cidrs taken out (and reported).
+   */
+  #infos(key: string): PortInfos | undefined {
     const svc = this.#services.get(key);
-    if (!svc || skipReason(svc)) return [];
+    if (!svc || skipReason(svc)) return undefined;
+    this.#warnOffFamily(key, svc);
+    const allowed = this.#opts.externalIPCIDRs ?? [];
+    const problems: string[] = [];
+    const byFamily: ServicePortInfo[][] = [];
+    for (const family of this.#opts.families as readonly Family[]) {
+      let infos = servicePortInfos(svc, family);
+      if (allowed.length > 0) {
+        infos = infos.map((info) => {
+          const kept = info.externalIPs.filter((ip) => allowed.some((c) => inCIDR(ip, c)));
+          if (kept.length === info.externalIPs.length) return info;
+          for (const ip of info.externalIPs) if (!kept.includes(ip)) problems.push(`externalIP ${ip} is outside --external-ip-cidrs`);
+          return withExternal(info, { externalIPs: kept });
+        });
+      }
+      if (infos.length > 0) byFamily.push(infos);
+    }
+    return { svc, byFamily, problems: [...new Set(problems)] };
+  }
+
+  /** The addresses and NodePorts the Service claims (claims.ts). */
+  static #claimsOf(p: PortInfos | undefined): string[] {
+    const out = new Set<string>();
+    for (const infos of p?.byFamily ?? []) {
+      for (const i of infos) {
+        for (const ip of [i.clusterIP, ...i.externalIPs, ...i.loadBalancerIPs]) out.add(addressClaim(i.family, ip, i.protocol, i.port));
+        if (i.nodePort) out.add(nodePortClaim(i.protocol, i.nodePort));
+      }
+    }
+    return [...out];
+  }
+
+  /**
+   * The service ports of one Service as of now, from its Service and slices,
+   * less what an older Service holds: a port whose cluster IP:port another
+   * Service holds is left out, an externalIP, load-balancer IP or NodePort
+   * held by another is taken off this port only.
+   */
+  #compute(key: string, p: PortInfos | undefined): ServicePortState[] {
+    if (!p) return [];
+    const { svc } = p;
     const out: ServicePortState[] = [];
+    const problems = [...p.problems];
     const sliceList = [...(this.#slicesOf.get(key)?.values() ?? [])];
     const preference = servicePreference(svc);
     const { nodeName } = this.#opts;
     const zone = this.#nodeLabels[zoneLabel] || undefined;
-    this.#warnOffFamily(key, svc);
-    for (const family of this.#opts.families as readonly Family[]) {
-      const infos = servicePortInfos(svc, family);
-      if (infos.length === 0) continue;
+    const held = (claim: string, what: string): boolean => {
+      const holder = this.#claims.heldBy(key, claim);
+      if (holder !== undefined) problems.push(`${what} is already used by Service ${holder}`);
+      return holder !== undefined;
+    };
+    for (const infos of p.byFamily) {
+      const family = infos[0].family;
       const endpoints = collectEndpoints(sliceList, family, nodeName);
-      for (const info of infos) {
+      for (let info of infos) {
+        const where = (ip: string): string => `${hostPort(ip, info.port)}/${info.protocol}`;
+        if (held(addressClaim(family, info.clusterIP, info.protocol, info.port), `cluster IP ${where(info.clusterIP)}`)) continue;
+        const externalIPs = info.externalIPs.filter((ip) => !held(addressClaim(family, ip, info.protocol, info.port), `externalIP ${where(ip)}`));
+        const loadBalancerIPs = info.loadBalancerIPs.filter((ip) => !held(addressClaim(family, ip, info.protocol, info.port), `load-balancer IP ${where(ip)}`));
+        const nodePort = info.nodePort && held(nodePortClaim(info.protocol, info.nodePort), `NodePort ${info.nodePort}/${info.protocol}`) ? 0 : info.nodePort;
+        if (externalIPs !== info.externalIPs || loadBalancerIPs !== info.loadBalancerIPs || nodePort !== info.nodePort) {
+          info = withExternal(info, { externalIPs, loadBalancerIPs, nodePort });
+        }
         const eps: readonly SliceEndpoint[] = endpoints.get(portKey(info.portName, info.protocol)) ?? [];
         out.push(resolvePort(info, categorizeEndpoints(eps, info, preference, nodeName, zone)));
       }
     }
+    if (problems.length > 0) this.#refuse(key, svc, [...new Set(problems)]);
+    else this.#reported.delete(`Refused ${key}`);
     return out;
+  }
+
+  /** Logs (once per version and problem list) and reports the claims a Service was refused. */
+  #refuse(key: string, svc: V1Service, problems: string[]): void {
+    const id = `Refused ${key}`;
+    const m = svc.metadata;
+    const seen = `${m?.uid ?? ''}@${m?.resourceVersion ?? ''}\n${problems.join('\n')}`;
+    if (this.#reported.get(id) === seen) return;
+    this.#reported.set(id, seen);
+    this.#log.warn({ service: key, problems }, 'part of a Service refused');
+    try {
+      this.#opts.onInvalid?.({ kind: 'Service', object: svc, problems, action: 'refuse' });
+    } catch (err) {
+      this.#log.warn({ err, service: key }, 'onInvalid hook failed');
+    }
   }
 
   snapshot(): { state: NodeState; changes: Changes; triggerTimes: readonly number[] } {
     const changed = new Set<string>();
     const staleUdpEndpoints: StaleUdpEndpoint[] = [];
     const staleUdpServiceIPs: StaleUdpServiceIP[] = [];
-    const work = this.#allDirty ? new Set([...this.#services.keys(), ...this.#portsOf.keys()]) : this.#dirty;
+    const work = new Set(this.#allDirty ? [...this.#services.keys(), ...this.#portsOf.keys()] : this.#dirty);
+
+    // Claims of the Services that changed first: a Service sharing an
+    // address or NodePort with one of them may win or lose it now, so it is
+    // computed again too.
+    const infos = new Map<string, PortInfos | undefined>();
+    for (const key of [...work]) {
+      const p = this.#infos(key);
+      infos.set(key, p);
+      for (const other of this.#claims.set(key, p && rankOf(p.svc, key), Tracker.#claimsOf(p))) work.add(other);
+    }
 
     for (const key of work) {
       const before = this.#portsOf.get(key) ?? [];
-      const computed = this.#compute(key);
+      const computed = this.#compute(key, infos.has(key) ? infos.get(key) : this.#infos(key));
       const kept: ServicePortState[] = [];
       const newKeys = new Set<string>();
       for (const next of computed) {

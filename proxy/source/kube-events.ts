@@ -18,6 +18,9 @@ export const invalidReasons: Readonly<Record<InvalidObject['kind'], string>> = {
   EndpointSlice: 'InvalidEndpointSlice',
 };
 
+/** The reason of an Event about a refused claim (an address or NodePort another Service holds). */
+export const refusedReason = 'ServicePortRefused';
+
 const apiVersions: Readonly<Record<InvalidObject['kind'], string>> = {
   Service: 'v1',
   EndpointSlice: 'discovery.k8s.io/v1',
@@ -55,7 +58,10 @@ export function invalidObjectEvent(invalid: InvalidObject, nodeName: string, at:
     .update([invalid.kind, m.uid ?? '', m.resourceVersion ?? '', ...invalid.problems].join('\n'))
     .digest('hex').slice(0, 16);
   const list = invalid.problems.join('; ');
-  const message = `kproxy skips this ${invalid.kind} (kept the last valid version, if any): ${list}`;
+  const refuse = invalid.action === 'refuse';
+  const message = refuse
+    ? `kproxy refuses part of this ${invalid.kind} (the rest is proxied): ${list}`
+    : `kproxy skips this ${invalid.kind} (kept the last valid version, if any): ${list}`;
   return {
     metadata: { name: `${m.name!.slice(0, 253 - 1 - digest.length)}.${digest}`, namespace: m.namespace },
     involvedObject: {
@@ -63,8 +69,8 @@ export function invalidObjectEvent(invalid: InvalidObject, nodeName: string, at:
       namespace: m.namespace, name: m.name, uid: m.uid, resourceVersion: m.resourceVersion,
     },
     type: 'Warning',
-    reason: invalidReasons[invalid.kind],
-    action: 'Skip',
+    reason: refuse ? refusedReason : invalidReasons[invalid.kind],
+    action: refuse ? 'Refuse' : 'Skip',
     message: message.length > maxMessage ? `${message.slice(0, maxMessage - 3)}...` : message,
     source: { component: reportingComponent, host: nodeName },
     reportingComponent,
