@@ -14,6 +14,7 @@ import { categorizeEndpoints, collectEndpoints, portKey, serviceNameLabel, type 
 import { resolvePort } from './port-decisions.ts';
 import { externallyReachable, samePortState, servicePortInfos, skipReason, type ServicePortInfo } from './service-ports.ts';
 import { addressClaim, ClaimBook, nodePortClaim, rankOf } from './claims.ts';
+import { unmatchedPort, unusedSlices } from './slice-notes.ts';
 import { hostPort, inCIDR } from '../lib/net.ts';
 import { SnapshotMapBuilder } from './snapshot-map.ts';
 import { servicePreference, zoneLabel } from './topology.ts';
@@ -295,7 +296,11 @@ export class Tracker implements ServiceTracker {
    * held by another is taken off this port only.
    */
   #compute(key: string, p: PortInfos | undefined): ServicePortState[] {
-    if (!p) return [];
+    if (!p) {
+      this.#reported.delete(`Refused ${key}`);
+      this.#reported.delete(`Notes ${key}`);
+      return [];
+    }
     const { svc } = p;
     const out: ServicePortState[] = [];
     const problems = [...p.problems];
@@ -326,7 +331,26 @@ export class Tracker implements ServiceTracker {
     }
     if (problems.length > 0) this.#refuse(key, svc, [...new Set(problems)]);
     else this.#reported.delete(`Refused ${key}`);
+    this.#note(key, sliceList, out);
     return out;
+  }
+
+  /** Says once (until the reasons change) why slices or ports of a Service give no endpoints. */
+  #note(key: string, slices: readonly V1EndpointSlice[], ports: readonly ServicePortState[]): void {
+    const notes = unusedSlices(slices, this.#opts.families);
+    for (const sp of ports) {
+      const why = unmatchedPort(slices, sp.family, sp.portName, sp.protocol);
+      if (why) notes.push(`${sp.name} (${sp.protocol}, IPv${sp.family}): ${why}`);
+    }
+    const id = `Notes ${key}`;
+    if (notes.length === 0) {
+      this.#reported.delete(id);
+      return;
+    }
+    const seen = notes.join('\n');
+    if (this.#reported.get(id) === seen) return;
+    this.#reported.set(id, seen);
+    this.#log.info({ service: key, notes }, 'endpoints not used');
   }
 
   /** Logs (once per version and problem list) and reports the claims a Service was refused. */

@@ -18,6 +18,8 @@ import type { Endpoint, NodeState, Protocol, ServicePortState } from '../model.t
 import { modeOptions } from '../mode-options.ts';
 import { skipReason, usesClusterEndpoints, usesLocalEndpoints } from '../service-ports.ts';
 import { servicePreference, zoneLabel } from '../topology.ts';
+import { unmatchedPort, unusedSlices } from '../slice-notes.ts';
+import type { InvalidObject } from '../tracker-api.ts';
 import type { Out } from './output.ts';
 
 export interface Destination {
@@ -81,6 +83,8 @@ interface Context {
   readonly state: NodeState;
   readonly backend: Backend;
   readonly nodeName: string;
+  /** What the tracker skipped or refused, by "namespace/name" of the object. */
+  readonly reports: ReadonlyMap<string, readonly InvalidObject[]>;
 }
 
 function slicesOf(loaded: LoadedSource, namespace: string, name: string): V1EndpointSlice[] {
@@ -129,6 +133,12 @@ function describePort(ctx: Context, sp: ServicePortState, how: string | undefine
     out.push(`  ${title} (${list.length}):${list.length === 0 ? ` none — ${emptyWhy}` : ''}`);
     for (const e of list) out.push(`    ${epText(e).padEnd(24)} ${where(e).padEnd(22)} ${state(e)}`);
   };
+  // Whatever kproxy left out of this Service, and why.
+  const refused = (ctx.reports.get(`${sp.namespace}/${sp.serviceName}`) ?? []).filter((r) => r.kind === 'Service' && r.action === 'refuse');
+  for (const r of refused) for (const p of r.problems) out.push(`  refused: ${p}`);
+  for (const n of unusedSlices(slices, ctx.loaded.families)) out.push(`  not used: ${n}`);
+  const unmatched = unmatchedPort(slices, sp.family, sp.portName, sp.protocol);
+  if (unmatched) out.push(`  not used: ${unmatched}`);
   const usesCluster = usesClusterEndpoints(sp);
   const usesLocal = usesLocalEndpoints(sp);
   const noneWhy = slices.length === 0 ? 'no EndpointSlice for this Service' : all.length === 0 ? 'the EndpointSlices list no endpoint for this port' : 'no ready or serving-terminating endpoint';
@@ -172,11 +182,17 @@ export async function explainCommand(config: ProxyConfig, log: Logger, out: Out,
   const target = config.target!;
   const dest = parseDestination(target);
   if (typeof dest === 'string') throw new KproxyError('KPROXY_BAD_CONFIG', `explain ${target}: ${dest}`);
-  const loaded = await loadSource(config, log, { watch: false, checkTools: false, keepObjects: true });
+  const reports = new Map<string, InvalidObject[]>();
+  const onInvalid = (r: InvalidObject): void => {
+    const m = r.object.metadata;
+    const key = `${m?.namespace}/${r.kind === 'EndpointSlice' ? m?.labels?.[serviceNameLabel] : m?.name}`;
+    reports.set(key, [...(reports.get(key) ?? []), r]);
+  };
+  const loaded = await loadSource(config, log, { watch: false, checkTools: false, keepObjects: true, onInvalid });
   try {
     const state = loaded.tracker.snapshot().state;
     const backend = modeOf(config.mode).create(modeOptions(config, loaded.families, loaded.nodeIPs, exec, log), log);
-    const ctx: Context = { loaded, state, backend, nodeName: config.nodeName };
+    const ctx: Context = { loaded, state, backend, nodeName: config.nodeName, reports };
     const lines: string[] = [];
     if (dest) {
       const matches = matchDestination(state, dest);
@@ -187,9 +203,16 @@ export async function explainCommand(config: ProxyConfig, log: Logger, out: Out,
     } else {
       const found = findService(loaded, target);
       const ports = sortPorts([...state.services.values()].filter((sp) => sp.namespace === found.namespace && sp.serviceName === found.name).map((sp) => ({ sp })));
-      if (ports.length === 0) {
+      const skipped = (reports.get(`${found.namespace}/${found.name}`) ?? []).filter((r) => r.kind === 'Service' && r.action !== 'refuse');
+      if (skipped.length > 0) {
+        lines.push(`${found.namespace}/${found.name}: skipped by kproxy as malformed (the last valid version stays in force, if any):`);
+        for (const p of skipped.flatMap((r) => r.problems)) lines.push(`  - ${p}`);
+      } else if (ports.length === 0) {
         const why = skipReason(found.svc) ?? 'it has no port kproxy can proxy (or none of an IP family this node uses)';
         lines.push(`${found.namespace}/${found.name}: not proxied by kproxy: ${why}`);
+      }
+      for (const r of (reports.get(`${found.namespace}/${found.name}`) ?? []).filter((x) => x.kind === 'EndpointSlice')) {
+        lines.push(`EndpointSlice ${r.object.metadata?.name ?? '(unnamed)'} of this Service skipped as malformed: ${r.problems.join('; ')}`);
       }
       for (const { sp } of ports) lines.push(...describePort(ctx, sp, undefined), '');
     }
