@@ -46,6 +46,9 @@ const dns: ServiceSpec = {
   name: 'dns', clusterIP: '10.96.0.53', ports: [{ name: 'dns', port: 53, targetPort: udpPort, protocol: 'UDP' }], endpoints: eps([1, 2, 3]),
 };
 
+/** A rule that would hijack another Service, hidden in a name. */
+const injectedRule = '-I PREROUTING 1 -p tcp -d 10.96.0.10 --dport 80 -j DNAT --to-destination 10.123.3.2:8080';
+
 const show = (r: ClientResult): string => JSON.stringify({ ...r, failures: r.failures.slice(0, 10) });
 
 function allAnswered(t: ExecutionContext, r: ClientResult, what: string): void {
@@ -207,6 +210,31 @@ export const scenarios: readonly Scenario[] = [
       const after = await connectMany(sandbox.client, '10.96.0.10', 80, { count: 30 });
       allAnswered(t, after, 'after a later change');
       onlyBackends(t, after, ['pod-1'], 'after a later change');
+    },
+  },
+  {
+    title: 'names carrying rule syntax never reach the kernel; every other Service keeps working',
+    services: [
+      web(),
+      web({ name: 'evil-port', clusterIP: '10.96.0.31', ports: [{ name: `x"\n${injectedRule}\n#`, port: 80, targetPort: tcpPort }] }),
+      web({ name: 'evil\n-A INPUT -j DROP', clusterIP: '10.96.0.32' }),
+      web({ name: 'evil-ns', namespace: 'shop front{;}', clusterIP: '10.96.0.33' }),
+      web({ name: 'dépôt', clusterIP: '10.96.0.34' }),
+      web({ name: 'e'.repeat(300), clusterIP: '10.96.0.35' }),
+      web({ name: 'quote"s@#;$', clusterIP: '10.96.0.36' }),
+    ],
+    async run({ t, sandbox, kproxy }) {
+      const r = await connectMany(sandbox.client, '10.96.0.10', 80, { count: 60 });
+      allAnswered(t, r, 'the valid Service next to hostile ones');
+      const kernel = [
+        (await sandbox.exec(sandbox.node, 'iptables-save', [])).stdout,
+        (await sandbox.exec(sandbox.node, 'nft', ['list', 'ruleset'])).stdout,
+      ].join('\n');
+      t.false(kernel.includes('10.123.3.2'), 'no injected DNAT rule');
+      t.false(/-A INPUT -j DROP/.test(kernel), 'no injected DROP rule');
+      t.false(/10\.96\.0\.3[1-6]/.test(kernel), 'nothing of the hostile Services');
+      const skipped = kproxy.logs().split('\n').filter((l) => l.includes('invalid Service skipped')).length;
+      t.true(skipped >= 6, `each hostile Service is logged as skipped (${skipped}):\n${kproxy.logs().slice(-3000)}`);
     },
   },
   {
