@@ -6,6 +6,7 @@ import test from 'ava';
 import { FakeIpvsKernel, IpvsKernelError } from '../modes/ipvs/fake-kernel.ts';
 import type { ServiceKey } from '../modes/ipvs/ipvsadm.ts';
 import { schedule, type SchedServer } from '../modes/ipvs/schedulers.ts';
+import { parseProcIpVs } from '../modes/ipvs/proc-ip-vs.ts';
 import { traceIpvs } from '../modes/ipvs/tracer.ts';
 
 const vip = { protocol: 'tcp', address: '10.96.0.1', port: 80 } as const satisfies ServiceKey;
@@ -141,10 +142,11 @@ test('ipset restore: all-or-nothing with ipset\'s preconditions; -exist forgives
     ['add KUBE-NOPE 10.96.0.1\n', /The set with the given name does not exist/],
     ['add KUBE-CLUSTER-IP 10.96.0.1,tcp:443\n', /it's already added/],
     ['del KUBE-CLUSTER-IP 10.96.0.99,tcp:443\n', /it's not added/],
-    ['add KUBE-CLUSTER-IP 10.96.0.99\n', /not an entry of a hash:ip,port set/],
+    ['add KUBE-CLUSTER-IP 10.96.0.99\n', /Syntax error: Second element is missing from 10.96.0.99\./],
+    ['add KUBE-CLUSTER-IP 10.96.0.9,tcp:80,10.1.1.1\n', /Two elem separators in 10.96.0.9,tcp:80,10.1.1.1, but settype hash:ip,port supports one\./],
     ['add KUBE-CLUSTER-IP fd00::9,tcp:80\n', /resolving to IPv4 address failed/],
-    ['add KUBE-NODE-PORT-TCP 10.96.0.1,tcp:80\n', /not an entry of a bitmap:port set/],
-    ['add KUBE-LOAD-BALANCER-SOURCE-CIDR 1.2.3.4,tcp:80,10.0.0.0/8 comment "x"\n', /Comment extension is not supported/],
+    ['add KUBE-NODE-PORT-TCP 10.96.0.1,tcp:80\n', /Elem separator in 10.96.0.1,tcp:80, but settype bitmap:port supports none\./],
+    ['add KUBE-LOAD-BALANCER-SOURCE-CIDR 1.2.3.4,tcp:80,10.0.0.0/8 comment "x"\n', /Comment cannot be used: set was created without comment support/],
     ['create X bitmap:port range 30000-32767\nadd X 80\n', /out of the range/],
     ['create X bitmap:port range 0-65535\nswap X KUBE-CLUSTER-IP\n', /their type does not match/],
     ['swap KUBE-CLUSTER-IP KUBE-6-CLUSTER-IP\n', /their type does not match/],
@@ -292,4 +294,35 @@ test('tracer: mh keeps most clients when a fourth server is added; dh sends one 
   const dh = kernelWith('-A -t 10.96.0.1:80 -s dh\n-a -t 10.96.0.1:80 -r 10.180.0.11:80 -m -w 1\n-a -t 10.96.0.1:80 -r 10.180.0.12:80 -m -w 1\n');
   const picks = new Set(clients.map((src) => traceIpvs(dh, { src, dst: '10.96.0.1', protocol: 'tcp', dport: 80 }).next?.address));
   t.is(picks.size, 1);
+});
+
+test('/proc/net/ip_vs parses: hex addresses and ports, IPv6, flags, counts', (t) => {
+  // Read inside the user-mode-linux test kernel (6.1).
+  const text = `IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port Forward Weight ActiveConn InActConn
+TCP  C0A80101:7580 lc  persistent 6000 FFFFFF00
+SCTP  0A600002:0009 mh  
+  -> 0AB4000D:0009      Masq    3      0          0         
+TCP  [fd00:0000:0000:0000:0000:0000:0000:0001]:0050 wlc 
+  -> [fd00:0244:0000:0000:0000:0000:0000:0002]:0050      Masq    1      0          0         
+TCP  0A600001:0050 rr  
+  -> 0AB4000C:1F90      Masq    0      2          7         
+  -> 0AB4000B:1F90      Masq    1      0          0         
+FWM  00000001 rr  
+  -> 0AB4000B:0000      Masq    1      0          0         
+UDP  0A60000A:0035 sh  persistent 1080000 FFFFFFFF
+  -> 0AB4000B:0035      Masq    1      0          0         
+`;
+  const services = parseProcIpVs(text);
+  t.deepEqual(services.map((s) => `${s.service.protocol} ${s.service.address}:${s.service.port} ${s.scheduler} [${s.flags}] ${s.servers.length}`), [
+    'tcp 192.168.1.1:30080 lc [persistent 6000 FFFFFF00] 0',
+    'sctp 10.96.0.2:9 mh [] 1',
+    'tcp fd00::1:80 wlc [] 1',
+    'tcp 10.96.0.1:80 rr [] 2',
+    'udp 10.96.0.10:53 sh [persistent 1080000 FFFFFFFF] 1',
+  ]);
+  t.deepEqual(services[3].servers[0], { address: '10.180.0.12', port: 8080, forward: 'Masq', weight: 0, active: 2, inactive: 7 });
+  t.is(services[2].servers[0].address, 'fd00:244::2');
+  t.throws(() => parseProcIpVs('h\nh\nh\nTCP  0A600001:XX rr\n'), { message: /line 4: bad address:port/ });
 });

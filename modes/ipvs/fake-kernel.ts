@@ -121,6 +121,7 @@ function mergeSort<T>(items: readonly T[], cmp: (a: T, b: T) => number): T[] {
 }
 
 const setDefaults = { hashsize: 1024, maxelem: 65536 };
+const elementsOf: Readonly<Record<SetType, number>> = { 'hash:ip': 1, 'hash:ip,port': 2, 'hash:ip,port,ip': 3, 'hash:ip,port,net': 3, 'bitmap:port': 1 };
 
 function sameSpec(a: SetSpec, b: SetSpec): boolean {
   if (a.type !== b.type || Boolean(a.comment) !== Boolean(b.comment)) return false;
@@ -259,7 +260,7 @@ export class FakeIpvsKernel {
           set.entries.delete(key);
           return;
         }
-        if (cmd.comment !== undefined && !set.spec.comment) throw new Error('Comment extension is not supported by the set');
+        if (cmd.comment !== undefined && !set.spec.comment) throw new Error('Comment cannot be used: set was created without comment support');
         if (set.entries.has(key)) {
           if (exist) return;
           throw new Error("Element cannot be added to the set: it's already added");
@@ -293,7 +294,17 @@ export class FakeIpvsKernel {
 
   private checkFits(spec: SetSpec, entry: SetEntry): void {
     const type: SetType = entryType(entry);
-    if (type !== spec.type) throw new Error(`Syntax error: ${renderEntry(entry)} is not an entry of a ${spec.type} set`);
+    if (type !== spec.type) {
+      // ipset's own words for an entry of the wrong shape.
+      const text = renderEntry(entry);
+      const have = text.split(',').length;
+      const want = elementsOf[spec.type];
+      if (have < want) throw new Error(`Syntax error: ${have === 1 ? 'Second' : 'Third'} element is missing from ${text}.`);
+      if (have > want) {
+        throw new Error(`Syntax error: ${have - 1 === 1 ? 'Elem separator' : 'Two elem separators'} in ${text}, but settype ${spec.type} supports ${want === 1 ? 'none' : 'one'}.`);
+      }
+      throw new Error(`Syntax error: cannot parse ${text}`);
+    }
     if (spec.type === 'bitmap:port') {
       if (entry.port! < spec.range[0] || entry.port! > spec.range[1]) throw new Error('Element is out of the range of the set');
       return;
