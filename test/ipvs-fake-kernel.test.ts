@@ -41,7 +41,7 @@ test('ipvsadm -R: all-or-nothing, with the failing line and ipvsadm\'s message',
     ['-e -t 10.96.0.1:80 -r 10.180.0.99:8080 -m -w 1\n', 1, /No such destination/],
     ['-E -t 10.96.0.99:80 -s rr\n', 1, /No such service/],
     ['-D -t 10.96.0.99:80\n', 1, /No such service/],
-    ['-A -t 10.96.0.2:80 -s rr\n\n', 2, /expected -A/],
+    ['-A -t 10.96.0.2:80 -s rr\n# a comment\n', 2, /expected -A/],
     ['-A -t 10.96.0.2:80 -s rr\n-A -t 10.96.0.3:80 -s rr -q\n', 2, /unexpected "-q"/],
   ];
   for (const [batch, line, message] of cases) {

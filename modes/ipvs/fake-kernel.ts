@@ -4,10 +4,11 @@
 // models and applies each all-or-nothing, refusing what the real tools
 // refuse with their messages (a duplicate virtual service, a real server
 // for a missing one, a scheduler whose module is missing, an entry that
-// does not fit its set, ...). The real tools are not all-or-nothing: a
-// failed `ipvsadm -R` line is skipped and the rest applied, `ipset restore`
-// and `ip -batch` stop at the first failure and keep what came before (see
-// README.md); a sync must treat any failure as a failed sync either way.
+// does not fit its set, ...). The real tools are not all-or-nothing: a line
+// `ipvsadm -R` cannot apply is reported and skipped (its exit status is the
+// last line's), `ipset restore` and `ip -batch` stop at the first failure
+// and keep what came before (README.md); a sync must treat any failure as
+// a failed sync either way.
 //
 // Listings follow `ipvsadm -Sn`, `ipvsadm -Ln` and `ipset save` exactly,
 // except what the kernel makes up itself: a hash set's random `initval`
@@ -187,13 +188,13 @@ export class FakeIpvsKernel {
     this.applyLines('ip', batch, (state, line) => this.ipOne(state, parseIp(line)), true);
   }
 
-  private applyLines(tool: 'ipvsadm' | 'ipset' | 'ip', batch: string, one: (state: State, line: string) => void, blankOk: boolean): void {
+  private applyLines(tool: 'ipvsadm' | 'ipset' | 'ip', batch: string, one: (state: State, line: string) => void, commentsOk: boolean): void {
     const work = clone(this.state);
     const lines = batch.endsWith('\n') ? batch.slice(0, -1).split('\n') : batch.split('\n');
     if (batch === '') lines.length = 0;
     lines.forEach((line, i) => {
-      // ipset and ip skip blank and comment lines; ipvsadm -R fails on them.
-      if (blankOk && (line.trim() === '' || line.trimStart().startsWith('#'))) return;
+      // Blank lines are skipped; ipset and ip skip comment lines too, ipvsadm -R fails on them.
+      if (line.trim() === '' || (commentsOk && line.trimStart().startsWith('#'))) return;
       try {
         one(work, line);
       } catch (e) {

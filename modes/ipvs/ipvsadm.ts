@@ -5,9 +5,10 @@
 // (no fwmark services, no -M netmask), masquerading real servers (-m).
 //
 // `-E` and `-e` replace the whole entry in the kernel: an -E without -s
-// resets the scheduler to wlc and an -e without -m switches the server to
-// direct routing (checked in user-mode-linux), so edits always carry the
-// full spec here.
+// resets the scheduler to wlc and drops persistence, and an -e without -m
+// means direct routing (the server turns to -g, or is not found when its
+// port differs from the service's; checked in user-mode-linux), so edits
+// always carry the full spec here.
 import type { LineModel } from './batch.ts';
 import { checkHostAddress, checkInteger, checkPort, ipvsHostPort, IpvsSyntaxError, show, splitHostPort } from './checks.ts';
 
@@ -26,9 +27,9 @@ export const schedulerFlags = {
 } as const;
 export type SchedulerFlag = (typeof schedulerFlags)[keyof typeof schedulerFlags][number];
 
-/** ipvsadm's limit for a persistence timeout: 31 days. */
+/** ipvsadm's limit for a persistence timeout: 31 days (checked). */
 export const maxPersistence = 86400 * 31;
-/** ipvsadm's range for a weight. */
+/** kproxy's cap for a weight (ipvsadm takes up to 2^31-1; kproxy sends 0 and 1, and small wrr weights). */
 export const maxWeight = 65535;
 
 export interface ServiceKey {

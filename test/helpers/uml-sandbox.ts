@@ -197,3 +197,25 @@ export async function openHeldConnection(uml: Uml, ns: string, host: string, por
     },
   };
 }
+
+// One TCP connection (optionally from a fixed local port) that reads until
+// the server closes and prints {kind, answer}.
+const onceClientScript = String.raw`
+const net = require('node:net');
+const a = JSON.parse(process.env.KP_ARGS);
+const say = (o) => { process.stdout.write(JSON.stringify(o) + '\n'); };
+const s = net.connect({ host: a.host, port: a.port, ...(a.localPort ? { localPort: a.localPort } : {}) });
+let buf = '';
+const timer = setTimeout(() => { say({ kind: 'TIMEOUT', answer: buf.trim() }); process.exit(0); }, a.timeoutMs);
+s.setEncoding('utf8');
+s.on('data', (d) => { buf += d; });
+s.on('end', () => { clearTimeout(timer); say({ kind: 'ok', answer: buf.trim() }); });
+s.on('error', (e) => { clearTimeout(timer); say({ kind: e.code || 'ERROR', answer: '' }); });
+`;
+
+/** One short TCP connection from namespace `ns`: which backend answered (or how it failed). */
+export async function connectOnceInUml(uml: Uml, ns: string, host: string, port: number, opts: { localPort?: number; timeoutMs?: number } = {}): Promise<HeldAnswer> {
+  const args = { host, port, localPort: opts.localPort, timeoutMs: opts.timeoutMs ?? 2000 };
+  const r = await uml.exec(['ip', 'netns', 'exec', ns, node, '-e', onceClientScript], { env: { KP_ARGS: JSON.stringify(args) }, input: '' });
+  return JSON.parse(r.stdout) as HeldAnswer;
+}
