@@ -151,13 +151,20 @@ add M 10.0.0.1
 
 test('the fake kernel refuses what the real tools refuse, in their words', async (t) => {
   const sh = await freshNamespace(t);
-  const command = { ipvsadm: 'ipvsadm -C; ipvsadm -R', ipset: 'ipset destroy; ipset restore', ip: 'ip link del kube-ipvs0 2>/dev/null; ip -batch -' } as const;
+  const reset = { ipvsadm: 'ipvsadm -C', ipset: 'ipset destroy', ip: 'ip link del kube-ipvs0 2>/dev/null' } as const;
+  const restore = { ipvsadm: 'ipvsadm -R', ipset: 'ipset restore', ip: 'ip -batch -' } as const;
   const applyTo = (fake: FakeIpvsKernel, tool: 'ipvsadm' | 'ipset' | 'ip', batch: string): void => {
     if (tool === 'ipvsadm') fake.applyIpvsadm(batch);
     else if (tool === 'ipset') fake.applyIpset(batch);
     else fake.applyIp(batch);
   };
-  for (const { tool, setup, batch } of refusals) {
+  // One shell runs every case (a process start costs tens of ms in the guest); each
+  // case prints its setup's exit status, then the refused batch's stderr.
+  const script = refusals.map(({ tool, setup, batch }, i) =>
+    `${reset[tool]} >/dev/null 2>&1\n${restore[tool]} <<'EOF' >/dev/null 2>&1\n${setup}EOF\necho "@@ ${i} setup $?"\n${restore[tool]} <<'EOF' 2>&1\n${batch}EOF\n`).join('');
+  const out = (await sh(script)).stdout.split(/^@@ /m).slice(1);
+  t.is(out.length, refusals.length);
+  refusals.forEach(({ tool, setup, batch }, i) => {
     const fake = new FakeIpvsKernel();
     applyTo(fake, tool, setup);
     let message = '';
@@ -167,11 +174,10 @@ test('the fake kernel refuses what the real tools refuse, in their words', async
       message = (e as Error).message.split('\n')[0].replace(/^\w+: line \d+: /, '');
     }
     t.not(message, '', `the fake accepted ${batch}`);
-    const real = await sh(`${command[tool]} >/dev/null 2>&1; ${tool === 'ipvsadm' ? 'ipvsadm -R' : tool === 'ipset' ? 'ipset restore' : 'ip -batch -'}`, setup);
-    t.is(real.code, 0, `setup: ${real.stderr}`);
-    const refused = await sh(tool === 'ipvsadm' ? 'ipvsadm -R' : tool === 'ipset' ? 'ipset restore' : 'ip -batch -', batch);
-    t.true(refused.stderr.includes(message), `${tool} ${batch.trim()}: the fake says "${message}", the tool said "${refused.stderr.trim()}"`);
-  }
+    const [status, ...said] = out[i].split('\n');
+    t.is(status, `${i} setup 0`, `${tool} setup`);
+    t.true(said.join('\n').includes(message), `${tool} ${batch.trim()}: the fake says "${message}", the tool said "${said.join(' ').trim()}"`);
+  });
 });
 
 test('the fake lists a table exactly as ipvsadm -Sn and -Ln do, and its sets as ipset save does (but initval and hash order)', async (t) => {
@@ -275,10 +281,14 @@ test('the tracer picks the real server the kernel picks for sh, mh and dh (weigh
 `;
   // Clients are addresses of the namespace itself; real servers are unreachable, which does not matter:
   // IPVS records its choice at the first SYN (/proc/net/ip_vs_conn).
-  await sh(`ip link set lo up && ip link add kube-ipvs0 type dummy && ip link add cl0 type dummy && ip link set cl0 up
-ip route add 10.180.0.0/24 dev cl0
-${clients.map((c) => `ip addr add ${c}/32 dev cl0`).join('\n')}
-${Array.from({ length: 8 }, (_, i) => `ip addr add 10.96.0.${i + 1}/32 dev kube-ipvs0`).join('\n')}
+  await sh(`ip -batch - <<'EOF'
+link add kube-ipvs0 type dummy
+link add cl0 type dummy
+link set cl0 up
+route add 10.180.0.0/24 dev cl0
+${clients.map((c) => `addr add ${c}/32 dev cl0`).join('\n')}
+${Array.from({ length: 8 }, (_, i) => `addr add 10.96.0.${i + 1}/32 dev kube-ipvs0`).join('\n')}
+EOF
 ipvsadm -R`, batch);
   const fake = new FakeIpvsKernel();
   fake.applyIpvsadm(batch);
