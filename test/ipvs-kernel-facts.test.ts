@@ -9,11 +9,12 @@ import { parseIpsetSave } from '../modes/ipvs/ipset.ts';
 import { parseProcIpVs } from '../modes/ipvs/proc-ip-vs.ts';
 import { traceIpvs } from '../modes/ipvs/tracer.ts';
 import { bootUml, guestPath, type RunResult, type Uml } from './helpers/uml.ts';
-import { connectManyInUml, connectOnceInUml, createUmlSandbox, openHeldConnection, startUmlBackends, type UmlBackends, type UmlSandbox } from './helpers/uml-sandbox.ts';
+import { connectManyInUml, createUmlSandbox, startUmlBackends, startUmlClient, type UmlBackends, type UmlClient, type UmlSandbox } from './helpers/uml-sandbox.ts';
 
 let uml: Uml;
 let sandbox: UmlSandbox;
 let backends: UmlBackends | undefined;
+let client: UmlClient | undefined;
 const answerPort = 8080;
 const heldPort = 9090;
 
@@ -22,8 +23,10 @@ test.before(async (t) => {
   t.log(`boot ${uml.bootMs} ms, modules ${uml.modulesMs} ms`);
   sandbox = await createUmlSandbox(uml, { pods: 3 });
   backends = await startUmlBackends(uml, sandbox.pods, { tcp: [answerPort], held: [heldPort] });
+  client = await startUmlClient(uml, sandbox.client);
 });
 test.after.always(async () => {
+  await client?.stop();
   await backends?.stop();
   await sandbox?.destroy();
   await uml?.halt();
@@ -355,7 +358,7 @@ async function sysctl(t: ExecutionContext, name: string, value: number): Promise
 test.serial('weight 0: no new connections, an established one keeps working, /proc/net/ip_vs counts it; with every weight 0 new connections are refused', async (t) => {
   const vip = '10.96.1.1';
   await program(t, vip, servers(vip, 80, answerPort) + servers(vip, 90, heldPort));
-  const held = await openHeldConnection(uml, sandbox.client, vip, 90);
+  const held = await client!.open(vip, 90);
   t.teardown(() => held.close());
   t.regex(held.backend, /^pod-[123]$/);
   await node('ipvsadm -R', weightLine(vip, 80, answerPort, held.backend, 0) + weightLine(vip, 90, heldPort, held.backend, 0));
@@ -381,12 +384,12 @@ test.serial('weight 0: no new connections, an established one keeps working, /pr
 test.serial('a deleted real server: its established connection hangs with expire_nodest_conn=0, is reset at the next packet with 1', async (t) => {
   const vip = '10.96.2.1';
   await program(t, vip, servers(vip, 90, heldPort));
-  const first = await openHeldConnection(uml, sandbox.client, vip, 90, { timeoutMs: 2000 });
+  const first = await client!.open(vip, 90, { timeoutMs: 2000 });
   t.teardown(() => first.close());
   await node('ipvsadm -R', `-d -t ${vip}:90 -r 10.180.0.${10 + Number(first.backend.slice(4))}:${heldPort}\n`);
   t.deepEqual(await first.ask('hello'), { kind: 'TIMEOUT', answer: '' });
   await sysctl(t, 'expire_nodest_conn', 1);
-  const second = await openHeldConnection(uml, sandbox.client, vip, 90, { timeoutMs: 2000 });
+  const second = await client!.open(vip, 90, { timeoutMs: 2000 });
   t.teardown(() => second.close());
   await node('ipvsadm -R', `-d -t ${vip}:90 -r 10.180.0.${10 + Number(second.backend.slice(4))}:${heldPort}\n`);
   const started = Date.now();
@@ -398,7 +401,7 @@ test.serial('a deleted real server: its established connection hangs with expire
 test.serial('conn_reuse_mode: a client port reused towards a weight-0 server is rescheduled with 1 (default), sent back to it with 0', async (t) => {
   const vip = '10.96.3.1';
   await program(t, vip, servers(vip, 80, answerPort));
-  const once = (localPort: number) => connectOnceInUml(uml, sandbox.client, vip, 80, { localPort, timeoutMs: 3000 });
+  const once = (localPort: number) => client!.once(vip, 80, { localPort, timeoutMs: 3000 });
   const a = await once(42001);
   t.is(a.kind, 'ok');
   await node('ipvsadm -R', weightLine(vip, 80, answerPort, a.answer, 0));
@@ -416,7 +419,7 @@ test.serial('conn_reuse_mode: a client port reused towards a weight-0 server is 
 test.serial('persistence: with expire_quiescent_template=0 a client keeps going to its weight-0 server; with 1 it moves', async (t) => {
   const vip = '10.96.4.1';
   await program(t, vip, servers(vip, 80, answerPort, ' -p 300'));
-  const once = () => connectOnceInUml(uml, sandbox.client, vip, 80, { timeoutMs: 3000 });
+  const once = () => client!.once(vip, 80, { timeoutMs: 3000 });
   const first = await once();
   t.is((await once()).answer, first.answer, 'persistence keeps the client on one server');
   await node('ipvsadm -R', weightLine(vip, 80, answerPort, first.answer, 0));

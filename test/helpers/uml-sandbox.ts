@@ -3,12 +3,13 @@
 //
 //   client (192.168.50.2) ── veth ── node (192.168.50.1, br0 10.180.0.1) ── br0 ── pod-1..N (10.180.0.11..)
 //
-// `node` holds the IPVS table. Backends answer with their pod's name (the
-// host helpers' scripts, run by the guest's Node.js); a held connection
-// stays open and echoes lines, for what happens to an established
-// connection while its real server drains or goes.
+// `node` holds the IPVS table. Backends answer with their pod's name; a
+// held connection stays open and echoes lines, for what happens to an
+// established connection while its real server drains or goes. Starting
+// Node.js costs 0.5-1 s in the guest, so each pod runs one server process
+// and each client namespace one client process that takes requests.
 import { addresses, type Pod } from './netns.ts';
-import { clientScript, serverScript, withTimeout, type ClientResult, type ConnectOptions } from './traffic.ts';
+import { clientScript, type ClientResult, type ConnectOptions } from './traffic.ts';
 import { guestPath, type GuestProcess, type RunOptions, type RunResult, type Uml } from './uml.ts';
 
 export { addresses };
@@ -89,38 +90,43 @@ function nodeIn(uml: Uml, ns: string, script: string, args: unknown): Promise<Gu
   return uml.spawn(['ip', 'netns', 'exec', ns, node, '-e', script], { env: { KP_ARGS: JSON.stringify(args) } });
 }
 
-// A TCP port whose connections stay open: the server says its name, then
-// answers every line with "name:line".
-const heldServerScript = String.raw`
-const net = require('node:net');
+// Answers with its pod's name: on `tcp` ports then closes, on `udp` ports per
+// datagram; on `held` ports it keeps the connection and answers every line
+// with "name:line". Prints "ready" once every port listens.
+const backendScript = String.raw`
+const net = require('node:net'), dgram = require('node:dgram');
 const a = JSON.parse(process.env.KP_ARGS);
-let pending = a.held.length;
+let pending = a.tcp.length + a.udp.length + a.held.length;
+const ready = () => { if (--pending === 0) process.stdout.write('ready\n'); };
+for (const port of a.tcp) net.createServer((s) => { s.on('error', () => {}); s.end(a.id + '\n'); }).listen(port, '0.0.0.0', ready);
+for (const port of a.udp) {
+  const u = dgram.createSocket('udp4');
+  u.on('message', (m, r) => u.send(a.id + '\n', r.port, r.address));
+  u.bind(port, '0.0.0.0', ready);
+}
 for (const port of a.held) {
   net.createServer((s) => {
     s.on('error', () => {});
     s.write(a.id + '\n');
     let buf = '';
     s.on('data', (d) => { buf += d; let i; while ((i = buf.indexOf('\n')) >= 0) { s.write(a.id + ':' + buf.slice(0, i) + '\n'); buf = buf.slice(i + 1); } });
-  }).listen(port, '0.0.0.0', () => { if (--pending === 0) process.stdout.write('ready\n'); });
+  }).listen(port, '0.0.0.0', ready);
 }
+if (pending === 0) process.stdout.write('ready\n');
 `;
 
 export interface UmlBackends {
   stop(): Promise<void>;
 }
 
-/** One server per pod answering with its name: TCP and UDP ports answer and close, `held` ports stay open. */
+/** One server per pod answering with its name (see backendScript). */
 export async function startUmlBackends(uml: Uml, pods: readonly Pod[], ports: { tcp?: readonly number[]; udp?: readonly number[]; held?: readonly number[] }): Promise<UmlBackends> {
   const started: GuestProcess[] = [];
   const stop = async (): Promise<void> => {
     for (const p of started) await p.kill();
   };
   try {
-    for (const p of pods) {
-      const answer = await nodeIn(uml, p.ns, serverScript, { id: p.name, tcp: ports.tcp ?? [], udp: ports.udp ?? [] });
-      started.push(answer);
-      if (ports.held?.length) started.push(await nodeIn(uml, p.ns, heldServerScript, { id: p.name, held: ports.held }));
-    }
+    for (const p of pods) started.push(await nodeIn(uml, p.ns, backendScript, { id: p.name, tcp: ports.tcp ?? [], udp: ports.udp ?? [], held: ports.held ?? [] }));
     for (const p of started) {
       const line = await p.nextLine(60_000);
       if (line !== 'ready') throw new Error(`a backend said ${line}`);
@@ -132,7 +138,7 @@ export async function startUmlBackends(uml: Uml, pods: readonly Pod[], ports: { 
   return { stop };
 }
 
-/** Makes `count` connections (or datagrams) from namespace `ns` of the guest and counts answers per backend. */
+/** Makes `count` connections (or datagrams) from namespace `ns` of the guest and counts answers per backend (the host helpers' client). */
 export async function connectManyInUml(uml: Uml, ns: string, host: string, port: number, opts: ConnectOptions = {}): Promise<ClientResult> {
   const args = {
     host, port, protocol: opts.protocol ?? 'tcp', count: opts.count ?? 100,
@@ -142,25 +148,55 @@ export async function connectManyInUml(uml: Uml, ns: string, host: string, port:
   return JSON.parse(r.stdout) as ClientResult;
 }
 
-// One TCP connection kept open: prints {kind:'hello', answer} with the
-// server's first line, then one {kind, answer} per stdin line sent.
-const heldClientScript = String.raw`
+// A client process that takes one JSON request per stdin line and answers
+// each with one JSON line carrying the same id:
+//   {op:'once', host, port, localPort?, timeoutMs}  connect, read until the server closes
+//   {op:'open', host, port, localPort?, timeoutMs}  connect and keep it; answers the greeting
+//   {op:'ask', conn, line, timeoutMs}               send a line on a kept connection, wait for its echo
+//   {op:'close', conn}                              close a kept connection with FIN
+const clientAgentScript = String.raw`
 const net = require('node:net'), readline = require('node:readline');
-const a = JSON.parse(process.env.KP_ARGS);
 const say = (o) => process.stdout.write(JSON.stringify(o) + '\n');
-const s = net.connect({ host: a.host, port: a.port, ...(a.localPort ? { localPort: a.localPort } : {}) });
-let buf = '', waiting = null, greeted = false;
-const answer = (o) => { if (waiting) { clearTimeout(waiting); waiting = null; say(o); } };
-s.setEncoding('utf8');
-s.on('data', (d) => { buf += d; let i; while ((i = buf.indexOf('\n')) >= 0) { const l = buf.slice(0, i); buf = buf.slice(i + 1); if (!greeted) { greeted = true; say({ kind: 'hello', answer: l }); } else answer({ kind: 'ok', answer: l }); } });
-s.on('error', (e) => { if (!greeted) { greeted = true; say({ kind: e.code || 'ERROR', answer: '' }); } else answer({ kind: e.code || 'ERROR', answer: '' }); });
-s.on('end', () => answer({ kind: 'END', answer: '' }));
-readline.createInterface({ input: process.stdin }).on('line', (l) => {
-  if (l === 'close') { s.end(); return; }
-  waiting = setTimeout(() => { waiting = null; say({ kind: 'TIMEOUT', answer: '' }); }, a.timeoutMs);
-  s.write(l + '\n');
+const conns = new Map();
+let next = 0;
+function connect(r, onLine, onFail) {
+  const s = net.connect({ host: r.host, port: r.port, ...(r.localPort ? { localPort: r.localPort } : {}) });
+  s.setEncoding('utf8');
+  let buf = '';
+  s.on('data', (d) => { buf += d; let i; while ((i = buf.indexOf('\n')) >= 0) { const l = buf.slice(0, i); buf = buf.slice(i + 1); onLine(l); } });
+  s.on('error', (e) => onFail(e.code || 'ERROR'));
+  s.on('end', () => onFail('END', buf));
+  return s;
+}
+readline.createInterface({ input: process.stdin }).on('line', (line) => {
+  const r = JSON.parse(line);
+  if (r.op === 'once') {
+    let done = false, got = '';
+    const finish = (kind, answer) => { if (!done) { done = true; clearTimeout(t); if (kind !== 'ok') s.destroy(); say({ id: r.id, kind, answer }); } };
+    const t = setTimeout(() => finish('TIMEOUT', got.trim()), r.timeoutMs);
+    const s = connect(r, (l) => { got += l + '\n'; }, (kind, rest) => finish(kind === 'END' ? 'ok' : kind, kind === 'END' ? (got + (rest || '')).trim() : ''));
+  } else if (r.op === 'open') {
+    const c = { id: ++next, waiting: null, greeted: false };
+    const answer = (o) => { if (c.waiting) { const w = c.waiting; c.waiting = null; clearTimeout(w.timer); say({ id: w.id, ...o }); } };
+    const t = setTimeout(() => { if (!c.greeted) { c.greeted = true; say({ id: r.id, conn: c.id, kind: 'TIMEOUT', answer: '' }); } }, r.timeoutMs);
+    c.socket = connect(r, (l) => {
+      if (!c.greeted) { c.greeted = true; clearTimeout(t); say({ id: r.id, conn: c.id, kind: 'hello', answer: l }); } else answer({ kind: 'ok', answer: l });
+    }, (kind) => {
+      if (!c.greeted) { c.greeted = true; clearTimeout(t); say({ id: r.id, conn: c.id, kind, answer: '' }); } else answer({ kind, answer: '' });
+    });
+    conns.set(c.id, c);
+  } else if (r.op === 'ask') {
+    const c = conns.get(r.conn);
+    if (!c) return say({ id: r.id, kind: 'NOCONN', answer: '' });
+    c.waiting = { id: r.id, timer: setTimeout(() => { c.waiting = null; say({ id: r.id, kind: 'TIMEOUT', answer: '' }); }, r.timeoutMs) };
+    c.socket.write(r.line + '\n');
+  } else if (r.op === 'close') {
+    const c = conns.get(r.conn);
+    if (c) { c.socket.end(); conns.delete(r.conn); }
+    say({ id: r.id, kind: 'ok', answer: '' });
+  }
 });
-process.stdin.on('end', () => { s.destroy(); process.exit(0); });
+say({ id: 0, kind: 'ready', answer: '' });
 `;
 
 export interface HeldAnswer {
@@ -174,48 +210,67 @@ export interface HeldConnection {
   readonly backend: string;
   /** Sends a line and waits for its echo ("pod-2:line"), a timeout or an error. */
   ask(line: string): Promise<HeldAnswer>;
-  /** Closes the connection cleanly (FIN) and ends the client. */
+  /** Closes the connection cleanly (FIN). */
   close(): Promise<void>;
 }
 
-/** Opens one long-lived TCP connection from namespace `ns` (optionally from a fixed local port). */
-export async function openHeldConnection(uml: Uml, ns: string, host: string, port: number, opts: { localPort?: number; timeoutMs?: number } = {}): Promise<HeldConnection> {
-  const timeoutMs = opts.timeoutMs ?? 2000;
-  const p = await nodeIn(uml, ns, heldClientScript, { host, port, localPort: opts.localPort, timeoutMs });
-  const read = async (): Promise<HeldAnswer> => JSON.parse(await p.nextLine(timeoutMs + 30_000)) as HeldAnswer;
-  const hello = await read();
-  return {
-    backend: hello.kind === 'hello' ? hello.answer : hello.kind,
-    async ask(line) {
-      await p.write(`${line}\n`);
-      return read();
-    },
-    async close() {
-      await p.write('close\n').catch(() => { /* gone */ });
-      await p.end().catch(() => { /* gone */ });
-      await withTimeout(p.exited, 10_000, 'held connection close').catch(() => p.kill());
-    },
-  };
+export interface UmlClient {
+  /** One short TCP connection: which backend answered (or how it failed). */
+  once(host: string, port: number, opts?: { localPort?: number; timeoutMs?: number }): Promise<HeldAnswer>;
+  /** One long-lived TCP connection to a `held` port. */
+  open(host: string, port: number, opts?: { localPort?: number; timeoutMs?: number }): Promise<HeldConnection>;
+  stop(): Promise<void>;
 }
 
-// One TCP connection (optionally from a fixed local port) that reads until
-// the server closes and prints {kind, answer}.
-const onceClientScript = String.raw`
-const net = require('node:net');
-const a = JSON.parse(process.env.KP_ARGS);
-const say = (o) => { process.stdout.write(JSON.stringify(o) + '\n'); };
-const s = net.connect({ host: a.host, port: a.port, ...(a.localPort ? { localPort: a.localPort } : {}) });
-let buf = '';
-const timer = setTimeout(() => { say({ kind: 'TIMEOUT', answer: buf.trim() }); process.exit(0); }, a.timeoutMs);
-s.setEncoding('utf8');
-s.on('data', (d) => { buf += d; });
-s.on('end', () => { clearTimeout(timer); say({ kind: 'ok', answer: buf.trim() }); });
-s.on('error', (e) => { clearTimeout(timer); say({ kind: e.code || 'ERROR', answer: '' }); });
-`;
-
-/** One short TCP connection from namespace `ns`: which backend answered (or how it failed). */
-export async function connectOnceInUml(uml: Uml, ns: string, host: string, port: number, opts: { localPort?: number; timeoutMs?: number } = {}): Promise<HeldAnswer> {
-  const args = { host, port, localPort: opts.localPort, timeoutMs: opts.timeoutMs ?? 2000 };
-  const r = await uml.exec(['ip', 'netns', 'exec', ns, node, '-e', onceClientScript], { env: { KP_ARGS: JSON.stringify(args) }, input: '' });
-  return JSON.parse(r.stdout) as HeldAnswer;
+/** Starts the client process of namespace `ns`; requests run one after another in the order sent. */
+export async function startUmlClient(uml: Uml, ns: string): Promise<UmlClient> {
+  const p = await nodeIn(uml, ns, clientAgentScript, {});
+  const waiting = new Map<number, (m: HeldAnswer & { conn?: number }) => void>();
+  let ids = 0;
+  let failed: Error | undefined;
+  const pump = (async () => {
+    for (;;) {
+      const m = JSON.parse(await p.nextLine(3_600_000)) as HeldAnswer & { id: number; conn?: number };
+      waiting.get(m.id)?.(m);
+      waiting.delete(m.id);
+    }
+  })();
+  pump.catch((e: Error) => {
+    failed = e;
+    for (const w of waiting.values()) w({ kind: 'CLIENT-EXITED', answer: e.message });
+    waiting.clear();
+  });
+  const ready = new Promise<unknown>((r) => waiting.set(0, r));
+  await ready;
+  const request = async (body: Record<string, unknown>): Promise<HeldAnswer & { conn?: number }> => {
+    if (failed) throw failed;
+    const id = ++ids;
+    const answer = new Promise<HeldAnswer & { conn?: number }>((r) => waiting.set(id, r));
+    await p.write(`${JSON.stringify({ id, ...body })}\n`);
+    return answer;
+  };
+  return {
+    async once(host, port, o = {}) {
+      const { kind, answer } = await request({ op: 'once', host, port, localPort: o.localPort, timeoutMs: o.timeoutMs ?? 2000 });
+      return { kind, answer };
+    },
+    async open(host, port, o = {}) {
+      const timeoutMs = o.timeoutMs ?? 2000;
+      const hello = await request({ op: 'open', host, port, localPort: o.localPort, timeoutMs });
+      const conn = hello.conn;
+      return {
+        backend: hello.kind === 'hello' ? hello.answer : hello.kind,
+        async ask(line) {
+          const { kind, answer } = await request({ op: 'ask', conn, line, timeoutMs });
+          return { kind, answer };
+        },
+        async close() {
+          await request({ op: 'close', conn });
+        },
+      };
+    },
+    async stop() {
+      await p.kill();
+    },
+  };
 }
