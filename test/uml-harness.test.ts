@@ -5,7 +5,10 @@
 import test from 'ava';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { bootUml, guestPath, type Uml } from './helpers/uml.ts';
+import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+import { kproxyBin, kproxyNodeFlags } from './helpers/kproxy-process.ts';
+import { bootUml, guestPath, missingUmlPrerequisites, type Uml } from './helpers/uml.ts';
 
 let uml: Uml;
 
@@ -115,4 +118,53 @@ test.serial('per-command cost inside the guest (logged, not judged; runs alone)'
   const roundTrip = (Date.now() - started) / runs;
   t.log(`run(['true']): ${roundTrip.toFixed(1)} ms per call, ${(inside / runs).toFixed(1)} ms of it the process inside the guest`);
   t.true(roundTrip > 0);
+});
+
+test('a missing prerequisite is named with the Debian package to install', (t) => {
+  t.is(missingUmlPrerequisites(), undefined);
+  const problem = missingUmlPrerequisites([
+    { path: '/nonexistent/linux.uml', pkg: 'user-mode-linux', what: 'the UML kernel' },
+    { path: '/nonexistent/modprobe', pkg: 'kmod', what: 'modprobe' },
+    { path: '/usr/sbin/ip', pkg: 'iproute2', what: 'ip' },
+  ]);
+  t.is(problem, 'cannot boot the IPVS test kernel: missing the UML kernel (/nonexistent/linux.uml), modprobe (/nonexistent/modprobe); install with: apt-get install -y user-mode-linux kmod');
+});
+
+test('halt stops the guest with all its host processes and removes its directory; a guest that does not halt is killed', async (t) => {
+  const gone = (pid: number): boolean => {
+    try {
+      process.kill(-pid, 0);
+      return false;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'ESRCH';
+    }
+  };
+  const [clean, stuck] = await Promise.all([bootUml({ memMB: 256 }), bootUml({ memMB: 256 })]);
+  let started = Date.now();
+  await clean.halt();
+  t.log(`halt ${Date.now() - started} ms`);
+  t.true(gone(clean.pid));
+  t.false(existsSync(clean.dir));
+  // Stop the agent: the guest no longer answers and never halts by itself.
+  const never = stuck.run(['sh', '-c', 'kill -STOP $PPID']);
+  never.catch(() => { /* rejected when the guest is killed */ });
+  await new Promise((r) => setTimeout(r, 500));
+  started = Date.now();
+  await stuck.halt(2000);
+  t.true(Date.now() - started >= 1900);
+  t.true(gone(stuck.pid));
+  t.false(existsSync(stuck.dir));
+  await t.throwsAsync(never, { message: /linux.uml exited/ });
+  await t.throwsAsync(stuck.run(['true']), { message: /the guest has exited/ });
+});
+
+test('the kproxy command runs inside the guest from the host\'s checkout', async (t) => {
+  const cluster = fileURLToPath(new URL('../examples/cluster.yaml', import.meta.url));
+  const started = Date.now();
+  const p = await uml.spawn([guestPath(process.execPath), ...kproxyNodeFlags(), guestPath(kproxyBin), 'dump', '--proxy-mode', 'nftables',
+    '--source-file', guestPath(cluster), '--hostname-override', 'node-a']);
+  t.regex(await p.nextLine(60_000), /^#|^(add|flush|delete) /);
+  t.deepEqual(await p.exited, { code: 0, signal: null });
+  t.regex(p.output(), /add table ip kproxy/);
+  t.log(`kproxy dump inside the guest: ${Date.now() - started} ms`);
 });

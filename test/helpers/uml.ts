@@ -78,11 +78,11 @@ function moduleVersion(): string | undefined {
 }
 
 /**
- * Throws, naming the Debian packages to install, when this machine cannot
- * boot the test kernel. Never skip an IPVS test silently.
+ * What is missing to boot the test kernel, naming the Debian packages to
+ * install, or undefined when nothing is. `files` is for tests.
  */
-export function requireUmlPrerequisites(): void {
-  const missing = requiredFiles.filter(({ path }) => {
+export function missingUmlPrerequisites(files: readonly { readonly path: string; readonly pkg: string; readonly what: string }[] = requiredFiles): string | undefined {
+  const missing = files.filter(({ path }) => {
     try {
       accessSync(path, constants.X_OK);
       return false;
@@ -92,12 +92,34 @@ export function requireUmlPrerequisites(): void {
   });
   const problems = missing.map((m) => `${m.what} (${m.path})`);
   const pkgs = new Set(missing.map((m) => m.pkg));
-  if (!missing.some((m) => m.pkg === 'user-mode-linux') && !moduleVersion()) {
+  if (files === requiredFiles && !missing.some((m) => m.pkg === 'user-mode-linux') && !moduleVersion()) {
     problems.push(`kernel modules under ${umlModulesRoot}/<version>`);
     pkgs.add('user-mode-linux');
   }
-  if (problems.length > 0) {
-    throw new Error(`cannot boot the IPVS test kernel: missing ${problems.join(', ')}; install with: apt-get install -y ${[...pkgs].join(' ')}`);
+  if (problems.length === 0) return undefined;
+  return `cannot boot the IPVS test kernel: missing ${problems.join(', ')}; install with: apt-get install -y ${[...pkgs].join(' ')}`;
+}
+
+/** Throws when this machine cannot boot the test kernel. Never skip an IPVS test silently. */
+export function requireUmlPrerequisites(): void {
+  const problem = missingUmlPrerequisites();
+  if (problem) throw new Error(problem);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes the directories of earlier boots whose test process is gone (a crashed run). */
+function sweepLeftovers(base: string): void {
+  for (const name of readdirSync(base)) {
+    const m = /^kproxy-uml-(\d+)-/.exec(name);
+    if (m && !alive(Number(m[1]))) rmSync(join(base, name), { recursive: true, force: true });
   }
 }
 
@@ -140,6 +162,8 @@ export interface GuestProcess {
 }
 
 export interface Uml {
+  /** The linux.uml process on the host (it leads its own process group). */
+  readonly pid: number;
   /** A directory on the host, visible at guestPath(dir) inside: for large files both sides read. */
   readonly dir: string;
   readonly kernelVersion: string;
@@ -217,7 +241,8 @@ export async function bootUml(opts: { memMB?: number; modules?: readonly string[
   requireUmlPrerequisites();
   const base = process.env.KPROXY_UML_TMPDIR ?? '/var/tmp';
   mkdirSync(base, { recursive: true });
-  const dir = mkdtempSync(join(base, 'kproxy-uml-'));
+  sweepLeftovers(base);
+  const dir = mkdtempSync(join(base, `kproxy-uml-${process.pid}-`));
   const modulesDir = '/tmp/kproxy-modules';
   const initPath = join(dir, 'init.sh');
   let shim: string;
@@ -240,6 +265,14 @@ export async function bootUml(opts: { memMB?: number; modules?: readonly string[
   // its line close and halts; this catches a normal exit that skipped halt().
   const killGroup = (): void => {
     try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ }
+  };
+  const groupAlive = (): boolean => {
+    try {
+      process.kill(-child.pid!, 0);
+      return true;
+    } catch {
+      return false;
+    }
   };
   process.once('exit', killGroup);
 
@@ -288,6 +321,25 @@ export async function bootUml(opts: { memMB?: number; modules?: readonly string[
   });
   child.on('error', (e) => failAll(`linux.uml could not run: ${e.message}`));
 
+  const early = new Map<number, Record<string, unknown>[]>();
+  const deliver = (s: ProcessState, m: Record<string, unknown>): void => {
+    if (m.event === 'exit') {
+      s.onExit({ code: m.code as number | null, signal: m.signal as string | null });
+      return;
+    }
+    const data = String(m.data);
+    s.all += data;
+    if (m.stream !== 'stdout') return;
+    s.stdout += data;
+    let nl: number;
+    while ((nl = s.stdout.indexOf('\n')) >= 0) {
+      const l = s.stdout.slice(0, nl);
+      s.stdout = s.stdout.slice(nl + 1);
+      const w = s.waiters.shift();
+      if (w) w.resolve({ line: l }); else s.lines.push(l);
+    }
+  };
+
   createInterface({ input: channel, crlfDelay: Infinity }).on('line', (line) => {
     let m: Record<string, unknown>;
     try {
@@ -302,24 +354,15 @@ export async function bootUml(opts: { memMB?: number; modules?: readonly string[
       flush();
     } else if (m.event === 'ready') {
       onReady?.(Number(m.uptime));
-    } else if (m.event === 'out') {
+    } else if (m.event === 'out' || m.event === 'exit') {
       const s = processes.get(Number(m.pid));
-      if (!s) return;
-      const data = String(m.data);
-      s.all += data;
-      if (m.stream === 'stdout') {
-        s.stdout += data;
-        let nl: number;
-        while ((nl = s.stdout.indexOf('\n')) >= 0) {
-          const l = s.stdout.slice(0, nl);
-          s.stdout = s.stdout.slice(nl + 1);
-          const w = s.waiters.shift();
-          if (w) w.resolve({ line: l }); else s.lines.push(l);
-        }
+      // Output can arrive in the same read as the answer to the spawn request,
+      // before the caller has registered the process: keep it until then.
+      if (!s) {
+        early.set(Number(m.pid), [...(early.get(Number(m.pid)) ?? []), m]);
+        return;
       }
-    } else if (m.event === 'exit') {
-      const s = processes.get(Number(m.pid));
-      if (s) s.onExit({ code: m.code as number | null, signal: m.signal as string | null });
+      deliver(s, m);
     } else if (m.event === 'error') {
       keep(Buffer.from(`[agent] ${String(m.error)}\n`));
     } else if (typeof m.id === 'number') {
@@ -386,6 +429,7 @@ export async function bootUml(opts: { memMB?: number; modules?: readonly string[
   let kernelVersion = '';
   let modulesMs = 0;
   const uml: Uml = {
+    pid: child.pid!,
     dir,
     get kernelVersion() { return kernelVersion; },
     bootMs,
@@ -409,6 +453,8 @@ export async function bootUml(opts: { memMB?: number; modules?: readonly string[
         },
       };
       processes.set(pid, state);
+      for (const m of early.get(pid) ?? []) deliver(state, m);
+      early.delete(pid);
       return {
         pid,
         exited: exitedP,
@@ -449,6 +495,7 @@ export async function bootUml(opts: { memMB?: number; modules?: readonly string[
         }
         // UML's helper processes share the group: make sure none is left.
         killGroup();
+        for (let i = 0; i < 100 && groupAlive(); i++) await new Promise((r) => setTimeout(r, 50));
         rmSync(dir, { recursive: true, force: true });
       })();
       return halted;
