@@ -22,13 +22,13 @@
 // Costs measured on the development machine (2 cores shared with other
 // work, Debian 12, user-mode-linux 6.1um4, Node 24; test/uml-harness.test.ts
 // logs them on every run):
-//   boot until the agent answers        1.6-3.2 s (the kernel itself 0.3 s, the rest
+//   boot until the agent answers        2.0-3.2 s (the kernel itself 0.3 s, the rest
 //                                       Node.js starting the agent inside)
-//   loading the modules below           0.2-0.4 s (one modprobe)
-//   run(['true'])                       26-30 ms round trip, of which 3 ms is the channel
+//   loading the modules below           0.2-0.6 s (one modprobe)
+//   run(['true'])                       26-56 ms round trip, of which 1-4 ms is the channel
 //                                       and the rest starting a process inside the guest
-//   a Node.js process started inside    0.5-1 s until its first line
-//   halt                                0.1-0.5 s
+//   a Node.js process started inside    0.5-1 s until its first line; `kproxy dump` 7.5-8.7 s
+//   halt                                0.1-0.3 s
 // On hosts whose CPUs have a large XSAVE area (AVX-512, AMX) Debian's 6.1
 // UML kernel cannot restore FPU state through ptrace and panics at its first
 // process; a tiny LD_PRELOAD shim (uml-xstate-shim.c, built here with gcc)
