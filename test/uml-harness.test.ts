@@ -145,7 +145,7 @@ test('halt stops the guest with all its host processes and removes its directory
   t.log(`halt ${Date.now() - started} ms`);
   t.true(gone(clean.pid));
   t.false(existsSync(clean.dir));
-  // Stop the agent: the guest no longer answers and never halts by itself.
+  // Stop the runner: the guest no longer answers and never halts by itself.
   const never = stuck.run(['sh', '-c', 'kill -STOP $PPID']);
   never.catch(() => { /* rejected when the guest is killed */ });
   await new Promise((r) => setTimeout(r, 500));

@@ -138,7 +138,7 @@ export async function startUmlBackends(uml: Uml, pods: readonly Pod[], ports: { 
   return { stop };
 }
 
-/** Makes `count` connections (or datagrams) from namespace `ns` of the guest and counts answers per backend (the host helpers' client). */
+/** Makes `count` connections (or datagrams) from namespace `ns` of the guest and counts answers per backend (traffic.ts's client). */
 export async function connectManyInUml(uml: Uml, ns: string, host: string, port: number, opts: ConnectOptions = {}): Promise<ClientResult> {
   const args = {
     host, port, protocol: opts.protocol ?? 'tcp', count: opts.count ?? 100,
@@ -154,7 +154,7 @@ export async function connectManyInUml(uml: Uml, ns: string, host: string, port:
 //   {op:'open', host, port, localPort?, timeoutMs}  connect and keep it; answers the greeting
 //   {op:'ask', conn, line, timeoutMs}               send a line on a kept connection, wait for its echo
 //   {op:'close', conn}                              close a kept connection with FIN
-const clientAgentScript = String.raw`
+const clientRunnerScript = String.raw`
 const net = require('node:net'), readline = require('node:readline');
 const say = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 const conns = new Map();
@@ -224,7 +224,7 @@ export interface UmlClient {
 
 /** Starts the client process of namespace `ns`; requests run one after another in the order sent. */
 export async function startUmlClient(uml: Uml, ns: string): Promise<UmlClient> {
-  const p = await nodeIn(uml, ns, clientAgentScript, {});
+  const p = await nodeIn(uml, ns, clientRunnerScript, {});
   const waiting = new Map<number, (m: HeldAnswer & { conn?: number }) => void>();
   let ids = 0;
   let failed: Error | undefined;

@@ -2,7 +2,7 @@
 // ordinary process, once per test file, with the host's root filesystem
 // mounted through hostfs (so the project's Node.js, its node_modules and the
 // kernel tools run inside unchanged). Commands run inside it from the host
-// test process through a small agent (uml-agent.ts) reached over a UML
+// test process through a small runner (uml-runner.ts) reached over a UML
 // serial line: one boot serves many commands, long-running processes
 // (servers in namespaces, a kproxy process) and namespaces made inside.
 //
@@ -22,8 +22,8 @@
 // Costs measured on the development machine (2 cores shared with other
 // work, Debian 12, user-mode-linux 6.1um4, Node 24; test/uml-harness.test.ts
 // logs them on every run):
-//   boot until the agent answers        2.0-3.2 s (the kernel itself 0.3 s, the rest
-//                                       Node.js starting the agent inside)
+//   boot until the runner answers       2.0-3.2 s (the kernel itself 0.3 s, the rest
+//                                       Node.js starting the runner inside)
 //   loading the modules below           0.2-0.6 s (one modprobe)
 //   run(['true'])                       26-56 ms round trip, of which 1-4 ms is the channel
 //                                       and the rest starting a process inside the guest
@@ -42,7 +42,7 @@ import { fileURLToPath } from 'node:url';
 
 export const umlKernel = '/usr/bin/linux.uml';
 export const umlModulesRoot = '/usr/lib/uml/modules';
-const agentPath = fileURLToPath(new URL('./uml-agent.ts', import.meta.url));
+const runnerPath = fileURLToPath(new URL('./uml-runner.ts', import.meta.url));
 const shimSource = fileURLToPath(new URL('./uml-xstate-shim.c', import.meta.url));
 
 /** Modules every boot loads: IPVS and its schedulers, links, and what iptables-legacy, ipset and conntrack need. */
@@ -167,7 +167,7 @@ export interface Uml {
   /** A directory on the host, visible at guestPath(dir) inside: for large files both sides read. */
   readonly dir: string;
   readonly kernelVersion: string;
-  /** Time from spawning linux.uml until the agent answered, and to load the modules. */
+  /** Time from spawning linux.uml until the runner answered, and to load the modules. */
   readonly bootMs: number;
   readonly modulesMs: number;
   /** Runs a command to its end; resolves whatever its exit status. */
@@ -202,9 +202,9 @@ mount -t tmpfs tmpfs /tmp
 mkdir -p ${modulesDir}/lib/modules
 ln -s ${umlModulesRoot}/$(uname -r) ${modulesDir}/lib/modules/$(uname -r)
 ip link set lo up
-echo "kproxy-uml: starting the agent"
-${guestPath(process.execPath)} ${guestPath(agentPath)} /dev/ttyS0
-echo "kproxy-uml: agent exited ($?), halting"
+echo "kproxy-uml: starting the runner"
+${guestPath(process.execPath)} ${guestPath(runnerPath)} /dev/ttyS0
+echo "kproxy-uml: runner exited ($?), halting"
 halt -f || poweroff -f
 `;
 }
@@ -261,7 +261,7 @@ export async function bootUml(opts: { memMB?: number; modules?: readonly string[
     `init=${guestPath(initPath)}`, 'con=null', 'con0=fd:0,fd:1', 'ssl=null', 'ssl0=fd:3,fd:3',
     'quiet', `uml_dir=${dir}`, `umid=${umid}`,
   ], { stdio: ['pipe', 'pipe', 'pipe', 'pipe'], detached: true, env: { ...process.env, LD_PRELOAD: shim } });
-  // If this process dies without halt(), the guest goes with it: the agent sees
+  // If this process dies without halt(), the guest goes with it: the runner sees
   // its line close and halts; this catches a normal exit that skipped halt().
   const killGroup = (): void => {
     try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ }
@@ -364,7 +364,7 @@ export async function bootUml(opts: { memMB?: number; modules?: readonly string[
       }
       deliver(s, m);
     } else if (m.event === 'error') {
-      keep(Buffer.from(`[agent] ${String(m.error)}\n`));
+      keep(Buffer.from(`[runner] ${String(m.error)}\n`));
     } else if (typeof m.id === 'number') {
       const p = pending.get(m.id);
       pending.delete(m.id);
@@ -393,7 +393,7 @@ export async function bootUml(opts: { memMB?: number; modules?: readonly string[
   const bootTimeoutMs = opts.bootTimeoutMs ?? 90_000;
   try {
     await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`the guest did not start its agent within ${bootTimeoutMs} ms\n--- guest console ---\n${consoleTail()}`)), bootTimeoutMs);
+      const timer = setTimeout(() => reject(new Error(`the guest did not start its runner within ${bootTimeoutMs} ms\n--- guest console ---\n${consoleTail()}`)), bootTimeoutMs);
       onReady = (u) => { clearTimeout(timer); resolve(u); };
       onBootFailure = (e) => { clearTimeout(timer); reject(new Error(`booting ${umlKernel} failed: ${e.message}`)); };
     });
@@ -493,7 +493,7 @@ export async function bootUml(opts: { memMB?: number; modules?: readonly string[
           await gone;
           clearTimeout(timer);
         }
-        // UML's helper processes share the group: make sure none is left.
+        // UML's other host processes share the group: make sure none is left.
         killGroup();
         for (let i = 0; i < 100 && groupAlive(); i++) await new Promise((r) => setTimeout(r, 50));
         rmSync(dir, { recursive: true, force: true });

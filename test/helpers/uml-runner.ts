@@ -11,7 +11,7 @@
 //                 and { event: 'out' | 'exit', pid, ... } for spawned processes
 //
 // When the line closes (the host died) or a halt request comes, every
-// process it started is killed and the agent exits; the init script then
+// process it started is killed and the runner exits; the init script then
 // halts the guest.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, readFileSync, rmSync } from 'node:fs';
