@@ -7,7 +7,8 @@
 // Per table size, in a fresh namespace of the guest: rendering the batch
 // (host, TypeScript), `ipvsadm -R` of every virtual service and real server
 // into an empty table, a 20-line incremental batch on the loaded table (and
-// the same 20 changes as 20 ipvsadm processes), reading /proc/net/ip_vs and
+// the same 20 changes as 20 ipvsadm processes; medians of 6 runs, applied and
+// taken back in turn), reading /proc/net/ip_vs and
 // /proc/net/ip_vs_conn, `ipvsadm -Ln -t VIP:PORT --stats` of one service,
 // `ipvsadm -Sn` and `-Ln` of the whole table, `ipset restore` of one entry
 // per service (and 100 `ipset add` processes), `ip -batch` adding one /32
@@ -31,6 +32,13 @@ if (sizes.some((n) => !Number.isInteger(n) || n < 20) || !Number.isInteger(perSe
   throw new Error('--services takes integers ≥ 20 (comma-separated), --servers an integer in 2..250');
 }
 const sampled = 100;
+const rounds = quick ? 1 : 3;
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
 
 const vipOf = (i: number): ServiceKey => ({ protocol: 'tcp', address: ipv4(((10 << 24) | (96 << 16)) + i + 1), port: 80 });
 const serverOf = (i: number, j: number): string => ipv4(((10 << 24) | (128 << 16)) + i * perService + j + 1);
@@ -67,13 +75,27 @@ async function measure(uml: Uml, ns: string, n: number): Promise<[string, string
   for (let k = 0; k < 10; k++) changes.add({ verb: 'edit', object: 'server', service: vipOf(k * step), server: { address: serverOf(k * step, 0), port: 8080 }, weight: 0 });
   for (let k = 10; k < 15; k++) changes.add({ verb: 'add', object: 'server', service: vipOf(k * step), server: { address: serverOf(n + k, 0), port: 8080 }, weight: 1 });
   for (let k = 15; k < 20; k++) changes.add({ verb: 'delete', object: 'server', service: vipOf(k * step), server: { address: serverOf(k * step, 1), port: 8080 } });
-  const batch = await timed('ipvsadm -R: 20-line incremental batch on that table', 'ipvsadm -R', changes.toString());
-  // The same 20 changes undone, one ipvsadm process each.
-  const undo = changes.commands.map((c) => {
+  // Each round applies the 20 changes as one batch and takes them back as one
+  // batch, then does the same as one ipvsadm process per line; medians are shown.
+  const line = (c: (typeof changes.commands)[number], undo: boolean): string => {
     const where = `-t ${c.service.address}:80 -r ${c.object === 'server' ? `${c.server.address}:8080` : ''}`;
-    return c.verb === 'edit' ? `ipvsadm -e ${where} -m -w 1` : c.verb === 'add' ? `ipvsadm -d ${where}` : `ipvsadm -a ${where} -m -w 1`;
-  });
-  const single = await timed('the same 20 changes as 20 ipvsadm processes', `set -e\n${undo.join('\n')}`);
+    if (c.verb === 'edit') return `-e ${where} -m -w ${undo ? 1 : 0}`;
+    return (c.verb === 'add') !== undo ? `-a ${where} -m -w 1` : `-d ${where}`;
+  };
+  const forward = changes.commands.map((c) => line(c, false));
+  const back = changes.commands.map((c) => line(c, true));
+  const batchTimes: number[] = [];
+  const processTimes: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    batchTimes.push(await run('batch', 'ipvsadm -R', `${forward.join('\n')}\n`));
+    batchTimes.push(await run('batch', 'ipvsadm -R', `${back.join('\n')}\n`));
+    processTimes.push(await run('processes', `set -e\n${forward.map((l) => `ipvsadm ${l}`).join('\n')}`));
+    processTimes.push(await run('processes', `set -e\n${back.map((l) => `ipvsadm ${l}`).join('\n')}`));
+  }
+  const batch = median(batchTimes);
+  const single = median(processTimes);
+  rows.push([`ipvsadm -R: 20-line incremental batch on that table (median of ${batchTimes.length})`, `${fmt(batch)} (${fmt(Math.min(...batchTimes))}-${fmt(Math.max(...batchTimes))})`]);
+  rows.push([`the same 20 changes as 20 ipvsadm processes (median of ${processTimes.length})`, `${fmt(single)} (${fmt(Math.min(...processTimes))}-${fmt(Math.max(...processTimes))})`]);
   rows.push(['  ratio processes / batch', `${(single / batch).toFixed(1)}×`]);
 
   const proc = await uml.run(['ip', 'netns', 'exec', ns, 'cat', '/proc/net/ip_vs']);
