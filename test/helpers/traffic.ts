@@ -29,7 +29,7 @@ export interface ClientResult {
 }
 
 // Answers with its identity; prints "ready" once every port listens.
-export const serverScript = String.raw`
+const serverScript = String.raw`
 const net = require('node:net'), dgram = require('node:dgram');
 const a = JSON.parse(process.env.KP_ARGS);
 let pending = a.tcp.length + a.udp.length;
