@@ -47,7 +47,7 @@ if (pending === 0) process.stdout.write('ready\n');
 
 // Makes attempts (a fixed count, or continuously until stdin closes) and
 // prints one JSON result.
-const clientScript = String.raw`
+export const clientScript = String.raw`
 const net = require('node:net'), dgram = require('node:dgram');
 const a = JSON.parse(process.env.KP_ARGS);
 const t0 = Date.now();
