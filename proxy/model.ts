@@ -6,6 +6,8 @@
 // clusterEndpoints and localEndpoints. Modes never re-implement Kubernetes
 // semantics; they only translate this into kernel state.
 
+import type { SchedulerChoice } from './scheduler.ts';
+
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
 export type Family = 4 | 6;
 
@@ -56,6 +58,12 @@ export interface ServicePortState {
   readonly healthCheckNodePort: number;
   /** ClientIP session affinity timeout in seconds, or 0 when affinity is None. */
   readonly affinityTimeoutSeconds: number;
+  /**
+   * The load-balancing algorithm the Service asks for by annotation
+   * (proxy/scheduler.ts), checked; undefined: the node's default. Modes that
+   * choose endpoints themselves (ipvs, userspace) read it.
+   */
+  readonly scheduler?: SchedulerChoice;
 
   /** externalTrafficPolicy: Local, and the Service is externally reachable. */
   readonly externalPolicyLocal: boolean;

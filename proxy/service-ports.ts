@@ -4,6 +4,7 @@
 import type { V1Service } from '@kubernetes/client-node';
 import { serviceKey, type Endpoint, type Family, type Protocol, type ServicePortState } from './model.ts';
 import type { PortDecisions } from './port-decisions.ts';
+import { sameScheduler, type SchedulerChoice } from './scheduler.ts';
 import { cidrFamily, ipFamily } from '../lib/net.ts';
 import { serviceSourceRanges } from './validate.ts';
 
@@ -47,7 +48,7 @@ function uniqueOfFamily(values: Iterable<string>, family: Family, familyOf: (v: 
  * when the Service has no cluster IP of that family. The Service must have
  * passed validateService and skipReason.
  */
-export function servicePortInfos(svc: V1Service, family: Family): ServicePortInfo[] {
+export function servicePortInfos(svc: V1Service, family: Family, scheduler?: SchedulerChoice): ServicePortInfo[] {
   const spec = svc.spec!;
   const clusterIP = clusterIPOf(svc, family);
   if (!clusterIP) return [];
@@ -78,7 +79,7 @@ export function servicePortInfos(svc: V1Service, family: Family): ServicePortInf
     return {
       name, key: serviceKey(family, name, protocol), namespace, serviceName, portName, protocol, family,
       clusterIP, port: p.port, nodePort, externalIPs, loadBalancerIPs, loadBalancerSourceRanges,
-      healthCheckNodePort, affinityTimeoutSeconds,
+      healthCheckNodePort, affinityTimeoutSeconds, ...(scheduler ? { scheduler } : {}),
       externalPolicyLocal: etpLocal && externallyReachable({ nodePort, externalIPs, loadBalancerIPs }),
       internalPolicyLocal,
     };
@@ -124,6 +125,7 @@ export function samePortState(a: ServicePortState, b: ServicePortState): boolean
   return a === b || (
     a.key === b.key && a.clusterIP === b.clusterIP && a.port === b.port && a.nodePort === b.nodePort &&
     a.healthCheckNodePort === b.healthCheckNodePort && a.affinityTimeoutSeconds === b.affinityTimeoutSeconds &&
+    sameScheduler(a.scheduler, b.scheduler) &&
     a.externalPolicyLocal === b.externalPolicyLocal && a.internalPolicyLocal === b.internalPolicyLocal &&
     a.hasEndpoints === b.hasEndpoints &&
     sameStrings(a.externalIPs, b.externalIPs) && sameStrings(a.loadBalancerIPs, b.loadBalancerIPs) &&

@@ -15,6 +15,7 @@ import { resolvePort } from './port-decisions.ts';
 import { externallyReachable, samePortState, servicePortInfos, skipReason, type ServicePortInfo } from './service-ports.ts';
 import { addressClaim, ClaimBook, nodePortClaim, rankOf } from './claims.ts';
 import { unmatchedPort, unusedSlices } from './slice-notes.ts';
+import { schedulerChoice } from './scheduler.ts';
 import { hostPort, inCIDR } from '../lib/net.ts';
 import { SnapshotMapBuilder } from './snapshot-map.ts';
 import { servicePreference, zoneLabel } from './topology.ts';
@@ -261,9 +262,10 @@ export class Tracker implements ServiceTracker {
     this.#warnOffFamily(key, svc);
     const allowed = this.#opts.externalIPCIDRs ?? [];
     const problems: string[] = [];
+    const scheduler = schedulerChoice(svc, problems);
     const byFamily: ServicePortInfo[][] = [];
     for (const family of this.#opts.families as readonly Family[]) {
-      let infos = servicePortInfos(svc, family);
+      let infos = servicePortInfos(svc, family, scheduler);
       if (allowed.length > 0) {
         infos = infos.map((info) => {
           const kept = info.externalIPs.filter((ip) => allowed.some((c) => inCIDR(ip, c)));
