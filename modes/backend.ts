@@ -43,6 +43,11 @@ export interface Plan {
   readonly size: number;
   /** Service ports left out because a value could not be written safely (reported by the runner). */
   readonly refused?: readonly RefusedPort[];
+  /**
+   * Service ports programmed with a fallback because the mode cannot do what
+   * they ask (a scheduler it lacks); reported by the runner like refusals.
+   */
+  readonly warnings?: readonly RefusedPort[];
 }
 
 export interface Backend<P extends Plan = Plan> {
@@ -76,6 +81,11 @@ export interface Backend<P extends Plan = Plan> {
    * is absent or of a family this backend does not program.
    */
   describeService?(state: NodeState, key: string): string[];
+  /**
+   * What the dataplane holds for one service port now, with its live
+   * counters (connections per endpoint), one per line; O(that port). Optional.
+   */
+  describeServiceLive?(state: NodeState, key: string): Promise<string[]>;
   /** What the dataplane holds of kproxy's own objects, as its tool prints it (dump --live, diff). */
   readKernel?(): Promise<string>;
   /**
@@ -138,6 +148,14 @@ export interface ModeDescriptor {
    * IPv4 tools stop kproxy; missing IPv6 tools turn IPv6 off with a warning).
    */
   tools(family: Family): readonly string[];
+  /**
+   * Why this kernel cannot run the mode at all (no IPVS, no nf_tables), or
+   * undefined. Start-up stops with it; --cleanup and a mode switch skip the
+   * mode, since nothing of it can be there. Optional.
+   */
+  unsupported?(exec: Exec): Promise<string | undefined>;
+  /** Checks at start-up that depend on the mode's settings (a scheduler the kernel lacks); throws a KproxyError. Optional. */
+  checkStart?(input: { readonly settings: Readonly<Record<string, unknown>>; readonly exec: Exec; readonly masqueradeBit: number }): Promise<void>;
   readonly metrics: ModeMetricNames;
   create(opts: ModeOptions, log: Logger): Backend;
   /** Removes everything this mode owns, and nothing else (--cleanup, switching modes). */

@@ -19,6 +19,8 @@ export interface SyncResult {
   readonly owned: Readonly<Record<string, number>>;
   /** Service ports the plan left out (Plan.refused). */
   readonly refused?: readonly RefusedPort[];
+  /** Service ports programmed with a fallback (Plan.warnings). */
+  readonly warnings?: readonly RefusedPort[];
   readonly error?: Error;
 }
 
@@ -38,6 +40,7 @@ export async function syncBackend(backend: Backend, state: NodeState, changes: C
     return {
       ok: true, full, renderMs, applyMs: performance.now() - t0 - renderMs, size, owned: backend.owned(),
       ...(plan.refused?.length ? { refused: plan.refused } : {}),
+      ...(plan.warnings?.length ? { warnings: plan.warnings } : {}),
     };
   } catch (e) {
     const error = e instanceof Error ? e : new Error(String(e));
