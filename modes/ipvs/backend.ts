@@ -12,8 +12,10 @@
 // IPVS mode's) state is adopted without a flush.
 //
 // Graceful termination: a TCP or SCTP real server that goes away keeps
-// serving its connections at weight 0 and is deleted once it has none
-// (active and inactive) or after --ipvs-graceful-termination-period; a
+// serving its connections at weight 0 and is deleted once none of them can
+// carry data any more (no active connection, and the inactive ones, if any,
+// only in TIME_WAIT or CLOSE: IPVS keeps those for minutes, and they need no
+// server) or after --ipvs-graceful-termination-period; a
 // virtual service whose port went away drains the same way. A UDP one goes
 // at once. A drain checker reads the counts of the draining services only
 // (`ipvsadm -Ln` per service, /proc/net/ip_vs when many drain) about once a
@@ -33,7 +35,7 @@ import {
   type IpvsCommand, type ServiceKey,
 } from './ipvsadm.ts';
 import {
-  nodeAddresses, readAddresses, readIpvsTable, readSave, readServiceListing, readSets,
+  nodeAddresses, readAddresses, readIpvsTable, readSave, readServiceListing, readSets, serversWithLiveConnections,
   type ServerCounts,
 } from './kernel-read.ts';
 import { builtinJumps, layoutChains, type BuiltinJump, type LayoutOptions } from './layout.ts';
@@ -82,7 +84,7 @@ export class IpvsBackend implements Backend<IpvsPlan> {
   private driftCursor = 0;
 
   constructor(opts: ModeOptions, log: Logger, hooks: IpvsBackendHooks = {}) {
-    this.log = log.child({ component: 'ipvs' });
+    this.log = log;
     this.exec = opts.exec ?? hostExec;
     this.families = [...opts.families].sort();
     this.settings = ipvsSettingsOf(opts.settings);
@@ -447,6 +449,24 @@ export class IpvsBackend implements Backend<IpvsPlan> {
       this.log.warn({ err }, 'could not read the connection counts of draining real servers');
       return;
     }
+    // A server with only inactive connections is done once none of them can carry data
+    // (TIME_WAIT lasts two minutes and needs no server); read the connection table only then.
+    const waiting = new Set<string>();
+    for (const id of ids) {
+      for (const [sid, s] of rec.vs.get(id)?.servers ?? []) {
+        const n = counts.get(id)?.get(sid);
+        if (s.drainUntil !== undefined && n && n.active === 0 && n.inactive > 0 && now < s.drainUntil) waiting.add(sid);
+      }
+    }
+    let live = new Set<string>();
+    if (waiting.size) {
+      try {
+        live = serversWithLiveConnections((await this.exec('cat', ['/proc/net/ip_vs_conn'])).stdout, waiting);
+      } catch (err) {
+        this.log.warn({ err }, 'could not read the IPVS connections of draining real servers');
+        live = waiting;
+      }
+    }
     if (this.syncing || this.applied.current !== rec) return;
     const ipvs = new LineBatch<IpvsCommand>(ipvsLines);
     const ip = new LineBatch<IpCommand>(ipLines);
@@ -461,7 +481,7 @@ export class IpvsBackend implements Backend<IpvsPlan> {
       for (const [sid, s] of v.servers) {
         if (s.drainUntil === undefined) continue;
         const n = c?.get(sid);
-        if (n && n.active + n.inactive > 0 && now < s.drainUntil) continue;
+        if (n && (n.active > 0 || live.has(sid)) && now < s.drainUntil) continue;
         if (n) ipvs.addChecked({ verb: 'delete', object: 'server', service: v.key, server: { address: s.address, port: s.port } });
         servers.delete(sid);
       }

@@ -499,6 +499,7 @@ export class FakeIpvsKernel {
           return ok();
       }
     } catch (e) {
+      if (e instanceof ToolError) throw e;
       throw new ToolError(tool, args, name === 'ipvsadm' ? 255 : 1, (e as Error).message);
     }
     throw new ToolError(tool, args, 2, `the fake IPVS kernel does not run ${tool} ${argv}`);

@@ -42,6 +42,8 @@ export class FakeIpvsDataplane implements FakeDataplane {
   readonly sysctls = new Map(Object.entries(sysctlDefaults));
   timeouts = { tcp: 900, tcpFin: 120, udp: 300 };
   readonly serviceAddressesLocal = true;
+  /** Lines of /proc/net/ip_vs_conn (tests set them). */
+  readonly connections: string[] = [];
   /** Every command run, for tests that count processes. */
   readonly calls: { readonly tool: string; readonly args: readonly string[] }[] = [];
 
@@ -81,6 +83,8 @@ export class FakeIpvsDataplane implements FakeDataplane {
         return ok('iptables v1.8.9 (legacy)\n');
       case 'cat /proc/net/ip_vs':
         return ok(this.kernel.procIpVs());
+      case 'cat /proc/net/ip_vs_conn':
+        return ok(`Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n${this.connections.join('\n')}${this.connections.length ? '\n' : ''}`);
       case 'ipvsadm -Ln --timeout':
         return ok(`Timeout (tcp tcpfin udp): ${this.timeouts.tcp} ${this.timeouts.tcpFin} ${this.timeouts.udp}\n`);
       case 'ipset list -n':

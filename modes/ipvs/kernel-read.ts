@@ -2,7 +2,7 @@
 // (start-up, after a failed sync or detected drift, the periodic drift check,
 // cleanup, `dump --live`): `ipvsadm -Sn`, `ip -o addr show`, `ipset save`
 // and `iptables-save`. Never on an ordinary sync: those plan from the record.
-import { inCIDR, ipFamily } from '../../lib/net.ts';
+import { canonicalIP, inCIDR, ipFamily } from '../../lib/net.ts';
 import type { Family } from '../../proxy/model.ts';
 import { parseIpvs, vsId, type IpvsProtocol, type ServiceKey, type ServiceSpec } from './ipvsadm.ts';
 import { dummyDevice, setName } from './names.ts';
@@ -173,6 +173,30 @@ export function readSave(text: string): SaveTables {
     }
   }
   return { chains };
+}
+
+/** States of an IPVS connection that carries no more data (or a persistence template). */
+const finished = new Set(['TIME_WAIT', 'CLOSE', 'CLOSED', 'NONE']);
+
+function procAddress(text: string): string {
+  if (/^[0-9A-F]{8}$/.test(text)) return [0, 2, 4, 6].map((i) => parseInt(text.slice(i, i + 2), 16)).join('.');
+  return canonicalIP(text.includes(':') ? text : text.replace(/(.{4})(?!$)/g, '$1:'));
+}
+
+/**
+ * Reads /proc/net/ip_vs_conn: the real servers (by serverId) that still have
+ * a connection that may carry data (any state but TIME_WAIT, CLOSE and
+ * persistence templates), among `wanted`.
+ */
+export function serversWithLiveConnections(text: string, wanted: ReadonlySet<string>): Set<string> {
+  const live = new Set<string>();
+  for (const line of text.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 8 || f[0] === 'Pro') continue;
+    const sid = serverId(procAddress(f[5]), parseInt(f[6], 16));
+    if (wanted.has(sid) && !finished.has(f[7])) live.add(sid);
+  }
+  return live;
 }
 
 export interface ServerCounts {
