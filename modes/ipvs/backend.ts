@@ -47,7 +47,7 @@ import { missingSchedulers } from './probe.ts';
 import { parseProcIpVs, type ProcFwmarkService } from './proc-ip-vs.ts';
 import { portWant, RefusedPortError, type PortContext } from './service-port.ts';
 import { ipvsSettingsOf, type IpvsSettings } from './settings.ts';
-import { serverId, type IpvsRecord, type KernelView, type NodeAddresses, type VsState } from './state.ts';
+import { memberCommand, serverId, serverOf, type IpvsRecord, type KernelView, type NodeAddresses, type VsState } from './state.ts';
 import { ensureSysctls, ensureTimeouts, wantedSysctls } from './sysctl.ts';
 import { detectVariant, type Variant } from './variant.ts';
 
@@ -262,7 +262,7 @@ export class IpvsBackend implements Backend<IpvsPlan> {
         if (r === 'ipvsIPs') {
           for (const a of record.addrs.keys()) if ((a.includes(':') ? 6 : 4) === f) out.push(renderIpset({ verb: 'add', set: name, entry: { ip: a } }));
         } else {
-          for (const m of record.sets.get(name)?.values() ?? []) out.push(renderIpset({ verb: 'add', set: name, entry: m.entry, ...(m.skbmark ? { skbmark: m.skbmark } : {}) }));
+          for (const id of record.sets.get(name)?.keys() ?? []) out.push(renderIpset(memberCommand(id, 'add')));
         }
       }
     }
@@ -413,7 +413,7 @@ export class IpvsBackend implements Backend<IpvsPlan> {
         problems.push(`virtual service ${id} is gone`);
         continue;
       }
-      const same = listing.size === v.servers.size && [...v.servers].every(([sid, s]) => listing.get(sid)?.weight === s.weight);
+      const same = listing.size === v.servers.size && [...v.servers].every(([sid, w]) => listing.get(sid)?.weight === w);
       if (!same) problems.push(`virtual service ${id} changed`);
     }
     if (problems.length === 0) return false;
@@ -453,9 +453,9 @@ export class IpvsBackend implements Backend<IpvsPlan> {
     // (TIME_WAIT lasts two minutes and needs no server); read the connection table only then.
     const waiting = new Set<string>();
     for (const id of ids) {
-      for (const [sid, s] of rec.vs.get(id)?.servers ?? []) {
+      for (const [sid, until] of rec.vs.get(id)?.drain ?? []) {
         const n = counts.get(id)?.get(sid);
-        if (s.drainUntil !== undefined && n && n.active === 0 && n.inactive > 0 && now < s.drainUntil) waiting.add(sid);
+        if (n && n.active === 0 && n.inactive > 0 && now < until) waiting.add(sid);
       }
     }
     let live = new Set<string>();
@@ -478,12 +478,13 @@ export class IpvsBackend implements Backend<IpvsPlan> {
       if (!v) continue;
       const c = counts.get(id);
       const servers = new Map(v.servers);
-      for (const [sid, s] of v.servers) {
-        if (s.drainUntil === undefined) continue;
+      const drain = new Map(v.drain);
+      for (const [sid, until] of v.drain ?? []) {
         const n = c?.get(sid);
-        if (n && (n.active > 0 || live.has(sid)) && now < s.drainUntil) continue;
-        if (n) ipvs.addChecked({ verb: 'delete', object: 'server', service: v.key, server: { address: s.address, port: s.port } });
+        if (n && (n.active > 0 || live.has(sid)) && now < until) continue;
+        if (n) ipvs.addChecked({ verb: 'delete', object: 'server', service: v.key, server: serverOf(sid) });
         servers.delete(sid);
+        drain.delete(sid);
       }
       if (v.owner === undefined && servers.size === 0) {
         if (c !== undefined) ipvs.addChecked({ verb: 'delete', object: 'service', service: v.key });
@@ -491,7 +492,8 @@ export class IpvsBackend implements Backend<IpvsPlan> {
         const a = !isFwmark(v.key) && !rec.nodeAddrs.local[serviceFamily(v.key)].includes(v.key.address) ? v.key.address : undefined;
         if (a) releases.push(a);
       } else if (servers.size !== v.servers.size) {
-        updates.set(id, { ...v, servers });
+        const { drain: _, ...rest } = v;
+        updates.set(id, drain.size ? { ...rest, servers, drain } : { ...rest, servers });
       }
     }
     if (updates.size === 0) return;
@@ -520,7 +522,7 @@ export class IpvsBackend implements Backend<IpvsPlan> {
     for (const [id, v] of updates) {
       if (v) rec.vs.set(id, v);
       else rec.vs.delete(id);
-      if (!v || ![...v.servers.values()].some((s) => s.drainUntil !== undefined)) rec.draining.delete(id);
+      if (!v?.drain?.size) rec.draining.delete(id);
     }
     rec.addrs.clear();
     for (const [a, n] of addrs) rec.addrs.set(a, n);
@@ -633,7 +635,7 @@ export class IpvsBackend implements Backend<IpvsPlan> {
 
 function vsLines(v: Pick<VsState, 'key' | 'spec' | 'servers'>): string[] {
   const out = [renderIpvs({ verb: 'add', object: 'service', service: v.key, spec: v.spec })];
-  for (const s of v.servers.values()) out.push(renderIpvs({ verb: 'add', object: 'server', service: v.key, server: { address: s.address, port: s.port }, weight: s.weight }));
+  for (const [sid, weight] of v.servers) out.push(renderIpvs({ verb: 'add', object: 'server', service: v.key, server: serverOf(sid), weight }));
   return out;
 }
 

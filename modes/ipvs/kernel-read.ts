@@ -6,12 +6,13 @@ import { canonicalIP, inCIDR, ipFamily } from '../../lib/net.ts';
 import type { Family } from '../../proxy/model.ts';
 import { parseIpvs, vsId, type IpvsProtocol, type ServiceKey, type ServiceSpec } from './ipvsadm.ts';
 import { dummyDevice, setName } from './names.ts';
-import { serverId, type NodeAddresses, type ServerState } from './state.ts';
+import { serverId, type NodeAddresses } from './state.ts';
 
 export interface TableEntry {
   readonly key: ServiceKey;
   readonly spec: ServiceSpec;
-  readonly servers: Map<string, ServerState>;
+  /** Real servers: serverId → weight. */
+  readonly servers: Map<string, number>;
 }
 
 export interface IpvsTable {
@@ -53,7 +54,7 @@ export function readIpvsTable(text: string): IpvsTable {
     if (cmd.object === 'service' && cmd.verb === 'add') {
       services.set(id, { key: cmd.service, spec: cmd.spec, servers: new Map() });
     } else if (cmd.object === 'server' && cmd.verb === 'add') {
-      services.get(id)?.servers.set(serverId(cmd.server.address, cmd.server.port), { address: cmd.server.address, port: cmd.server.port, weight: cmd.weight });
+      services.get(id)?.servers.set(serverId(cmd.server.address, cmd.server.port), cmd.weight);
     }
   }
   return { services, unreadable };

@@ -80,6 +80,14 @@ export function setSpec(role: SetRole, family: Family): SetSpec {
   }
 }
 
+const typeByName = new Map<string, SetSpec['type']>();
+for (const f of [4, 6] as const) for (const r of setRoles) typeByName.set(setName(r, f), setSpec(r, f).type);
+
+/** The type of one of this mode's sets, by name. */
+export function setTypeOf(name: string): SetSpec['type'] | undefined {
+  return typeByName.get(name);
+}
+
 /** Every set name of this mode for a family. */
 export function setNames(family: Family): string[] {
   return setRoles.map((r) => setName(r, family));

@@ -19,7 +19,7 @@ import { type BuiltinJump, type Chain, type LayoutOptions, layoutChains } from '
 import { dummyDevice, fwmarkOf, maxFwmarkId, setName, setRoles, setSpec } from './names.ts';
 import { portWant, RefusedPortError, type PortContext, type WantedEntry, type WantedVs } from './service-port.ts';
 import {
-  serverId, type IpvsRecord, type KernelView, type NodeAddresses, type PortRecord, type ServerState, type SetMember, type VsState,
+  memberCommand, serverId, serverOf, type IpvsRecord, type KernelView, type NodeAddresses, type PortRecord, type VsState,
 } from './state.ts';
 
 export interface PlanOptions {
@@ -138,9 +138,9 @@ export function planSync(state: NodeState, changes: Changes, record: IpvsRecord 
   const addrs: RecordMap<string, number> = full ? new Map() : new MapOverlay(record!.addrs);
   const draining = new Set(full ? none : record!.draining);
   const claimed = new Set<string>();
-  const baseSets = full ? new Map<string, Map<string, SetMember>>() : record!.sets;
-  const sets = new Map<string, RecordMap<string, SetMember>>();
-  const setOf = (name: string): RecordMap<string, SetMember> => {
+  const baseSets = full ? new Map<string, Map<string, number>>() : record!.sets;
+  const sets = new Map<string, RecordMap<string, number>>();
+  const setOf = (name: string): RecordMap<string, number> => {
     let m = sets.get(name);
     if (!m) {
       let base = baseSets.get(name);
@@ -213,56 +213,61 @@ export function planSync(state: NodeState, changes: Changes, record: IpvsRecord 
   }
 
   // Virtual services.
-  const addAll = (id: string, v: WantedVs): void => {
+  const serverKey = (sid: string) => serverOf(sid);
+  const addAll = (id: string, v: WantedVs, owner: string): void => {
     ipvs.addChecked({ verb: 'add', object: 'service', service: v.key, spec: v.spec });
-    for (const server of v.servers) ipvs.addChecked({ verb: 'add', object: 'server', service: v.key, server, weight: 1 });
-    const servers = new Map<string, ServerState>();
-    for (const s of v.servers) servers.set(serverId(s.address, s.port), { address: s.address, port: s.port, weight: 1 });
-    vs.set(id, { key: v.key, protocol: v.protocol, spec: v.spec, servers });
+    const servers = new Map<string, number>();
+    for (const server of v.servers) {
+      ipvs.addChecked({ verb: 'add', object: 'server', service: v.key, server, weight: 1 });
+      servers.set(serverId(server.address, server.port), 1);
+    }
+    vs.set(id, { key: v.key, protocol: v.protocol, spec: v.spec, servers, owner });
   };
-  const drainTo = (cur: VsState, keep: (id: string) => boolean, servers: Map<string, ServerState>): void => {
-    for (const [sid, s] of cur.servers) {
+  /** Drains (TCP, SCTP) or deletes (UDP) the servers of `cur` that `keep` does not keep, into `servers` and `drain`. */
+  const drainTo = (cur: VsState, keep: (sid: string) => boolean, servers: Map<string, number>, drain: Map<string, number>): void => {
+    for (const [sid, weight] of cur.servers) {
       if (keep(sid)) continue;
       if (cur.protocol === 'udp') {
         // UDP has no connection to finish: removed at once (its conntrack entries go too).
-        ipvs.addChecked({ verb: 'delete', object: 'server', service: cur.key, server: { address: s.address, port: s.port } });
+        ipvs.addChecked({ verb: 'delete', object: 'server', service: cur.key, server: serverKey(sid) });
         continue;
       }
-      if (s.weight > 0) ipvs.addChecked({ verb: 'edit', object: 'server', service: cur.key, server: { address: s.address, port: s.port }, weight: 0 });
-      servers.set(sid, { address: s.address, port: s.port, weight: 0, drainUntil: s.drainUntil ?? o.now + o.graceMs });
+      if (weight > 0) ipvs.addChecked({ verb: 'edit', object: 'server', service: cur.key, server: serverKey(sid), weight: 0 });
+      servers.set(sid, 0);
+      drain.set(sid, cur.drain?.get(sid) ?? o.now + o.graceMs);
     }
   };
+  const withDrain = (v: Omit<VsState, 'drain'>, drain: Map<string, number>): VsState => (drain.size ? { ...v, drain } : v);
   const reconcile = (v: WantedVs, owner: string): void => {
     claimed.add(v.id);
     const cur = vs.get(v.id);
     if (!cur) {
-      addAll(v.id, v);
-      vs.set(v.id, { ...vs.get(v.id)!, owner });
+      addAll(v.id, v, owner);
       draining.delete(v.id);
       return;
     }
     if (!full && cur.owner === undefined) releaseDrainAddress(cur);
     if (!sameSpec(cur.spec, v.spec)) ipvs.addChecked({ verb: 'edit', object: 'service', service: v.key, spec: v.spec });
-    const servers = new Map<string, ServerState>();
-    const wanted = new Set<string>();
+    const servers = new Map<string, number>();
+    const drain = new Map<string, number>();
     for (const s of v.servers) {
       const sid = serverId(s.address, s.port);
-      wanted.add(sid);
-      const c = cur.servers.get(sid);
-      if (!c) ipvs.addChecked({ verb: 'add', object: 'server', service: v.key, server: s, weight: 1 });
+      const w = cur.servers.get(sid);
+      if (w === undefined) ipvs.addChecked({ verb: 'add', object: 'server', service: v.key, server: s, weight: 1 });
       // A server that comes back while it drains (or that a previous run left at weight 0) gets its weight back.
-      else if (c.weight !== 1) ipvs.addChecked({ verb: 'edit', object: 'server', service: v.key, server: s, weight: 1 });
-      servers.set(sid, { address: s.address, port: s.port, weight: 1 });
+      else if (w !== 1) ipvs.addChecked({ verb: 'edit', object: 'server', service: v.key, server: s, weight: 1 });
+      servers.set(sid, 1);
     }
-    drainTo({ ...cur, key: v.key }, (sid) => wanted.has(sid), servers);
-    vs.set(v.id, { key: v.key, protocol: v.protocol, spec: v.spec, servers, owner });
-    if ([...servers.values()].some((s) => s.weight === 0)) draining.add(v.id);
+    drainTo({ ...cur, key: v.key }, (sid) => servers.has(sid), servers, drain);
+    vs.set(v.id, withDrain({ key: v.key, protocol: v.protocol, spec: v.spec, servers, owner }, drain));
+    if (drain.size) draining.add(v.id);
     else draining.delete(v.id);
   };
   const gone = (id: string): void => {
     const cur = vs.get(id)!;
-    const servers = new Map<string, ServerState>();
-    drainTo(cur, () => false, servers);
+    const servers = new Map<string, number>();
+    const drain = new Map<string, number>();
+    drainTo(cur, () => false, servers, drain);
     if (servers.size === 0) {
       ipvs.addChecked({ verb: 'delete', object: 'service', service: cur.key });
       if (!full && cur.owner === undefined) releaseDrainAddress(cur);
@@ -270,27 +275,26 @@ export function planSync(state: NodeState, changes: Changes, record: IpvsRecord 
       draining.delete(id);
       return;
     }
-    const next: VsState = { key: cur.key, protocol: cur.protocol, spec: cur.spec, servers };
+    const next = withDrain({ key: cur.key, protocol: cur.protocol, spec: cur.spec, servers }, drain);
     vs.set(id, next);
     draining.add(id);
     if (!full && cur.owner !== undefined) holdDrainAddress(next);
   };
 
   // Set members and addresses, counted.
-  const memberOf = (e: WantedEntry): SetMember => ({ set: e.set, entry: e.entry, ...(e.skbmark ? { skbmark: e.skbmark } : {}), count: 1 });
   const inc = (e: WantedEntry): void => {
     const m = setOf(e.set);
-    const cur = m.get(e.id);
-    if (!full && !touched.has(e.id)) touched.set(e.id, { set: e.set, before: cur !== undefined });
-    m.set(e.id, cur ? { ...cur, count: cur.count + 1 } : memberOf(e));
+    const n = m.get(e.id);
+    if (!full && !touched.has(e.id)) touched.set(e.id, { set: e.set, before: n !== undefined });
+    m.set(e.id, (n ?? 0) + 1);
   };
   const dec = (set: string, id: string): void => {
     const m = setOf(set);
-    const cur = m.get(id);
-    if (!cur) return;
+    const n = m.get(id);
+    if (n === undefined) return;
     if (!touched.has(id)) touched.set(id, { set, before: true });
-    if (cur.count <= 1) m.delete(id);
-    else m.set(id, { ...cur, count: cur.count - 1 });
+    if (n <= 1) m.delete(id);
+    else m.set(id, n - 1);
   };
   const incAddr = (a: string): void => {
     if (!full && !touchedAddrs.has(a)) touchedAddrs.set(a, addrs.has(a));
@@ -387,7 +391,7 @@ export function planSync(state: NodeState, changes: Changes, record: IpvsRecord 
         if (name === setName('ipvsIPs', f)) {
           for (const a of addrs.keys()) if (familyOfAddr(a) === f) ipset.addChecked({ verb: 'add', set: scratch, entry: { ip: a } });
         } else {
-          for (const m of setOf(name).values()) ipset.addChecked({ verb: 'add', set: scratch, entry: m.entry, ...(m.skbmark ? { skbmark: m.skbmark } : {}) });
+          for (const id of setOf(name).keys()) ipset.addChecked(memberCommand(id, 'add', scratch));
         }
         ipset.addChecked({ verb: 'swap', set: scratch, other: name });
         ipset.addChecked({ verb: 'destroy', set: scratch });
@@ -400,13 +404,9 @@ export function planSync(state: NodeState, changes: Changes, record: IpvsRecord 
     }
   } else {
     for (const [id, t] of touched) {
-      const m = setOf(t.set).get(id);
-      if (t.before && !m) {
-        const before = baseSets.get(t.set)?.get(id);
-        if (before) ipsetDels.push({ verb: 'del', set: t.set, entry: before.entry });
-      } else if (!t.before && m) {
-        ipsetAdds.push({ verb: 'add', set: t.set, entry: m.entry, ...(m.skbmark ? { skbmark: m.skbmark } : {}) });
-      }
+      const now = setOf(t.set).has(id);
+      if (t.before && !now) ipsetDels.push(memberCommand(id, 'del'));
+      else if (!t.before && now) ipsetAdds.push(memberCommand(id, 'add'));
     }
   }
 
@@ -448,7 +448,7 @@ export function planSync(state: NodeState, changes: Changes, record: IpvsRecord 
     commit(): IpvsRecord {
       const committedVs = vs.commit();
       for (const v of committedVs.values()) if ((v as { foreign?: boolean }).foreign !== undefined) delete (v as { foreign?: boolean }).foreign;
-      const finalSets = new Map<string, Map<string, SetMember>>();
+      const finalSets = new Map<string, Map<string, number>>();
       for (const [name, m] of baseSets) {
         const o2 = sets.get(name);
         finalSets.set(name, o2 instanceof MapOverlay ? o2.commit() : m);

@@ -19,12 +19,13 @@ import type { Endpoint, Family, ServicePortState } from '../../proxy/model.ts';
 import { unsafeValue } from '../values.ts';
 import { checkHostAddress, networkOf } from './checks.ts';
 import { validateIp } from './ip-batch.ts';
-import { renderEntry, renderSkbMark, validateIpset, type SetEntry, type SkbMark } from './ipset.ts';
+import { validateIpset, type SetEntry, type SkbMark } from './ipset.ts';
 import {
   maxPersistence, schedulerFlags, validateIpvs, vsId,
   type IpvsProtocol, type Scheduler, type SchedulerFlag, type ServerKey, type ServiceKey, type ServiceSpec,
 } from './ipvsadm.ts';
 import { dummyDevice, fwmarkMask, setName, type SetRole } from './names.ts';
+import { memberId } from './state.ts';
 
 export interface PortContext {
   readonly family: Family;
@@ -137,7 +138,7 @@ export function portWant(s: ServicePortState, ctx: PortContext): PortWant {
   const entry = (role: SetRole, e: SetEntry, skbmark?: SkbMark): void => {
     const set = setName(role, f);
     validateIpset({ verb: 'add', set, entry: e, ...(skbmark ? { skbmark } : {}) });
-    entries.push({ id: `${set} ${renderEntry(e)}${skbmark ? ` skbmark ${renderSkbMark(skbmark)}` : ''}`, set, entry: e, ...(skbmark ? { skbmark } : {}) });
+    entries.push({ id: memberId(set, e, skbmark), set, entry: e, ...(skbmark ? { skbmark } : {}) });
   };
   const onDummy = (ip: string): void => {
     if (ctx.localAddrs.has(ip) || addrs.includes(ip)) return;

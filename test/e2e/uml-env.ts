@@ -35,10 +35,11 @@ export async function umlEnv(uml: Uml, sandbox: UmlSandbox, modes: readonly Prox
   };
   return {
     name: 'uml',
-    connect: (from, host, port, opts) => connectManyInUml(uml, from === 'client' ? sandbox.client : sandbox.node, host, port, opts),
+    // The guest's one CPU is shared with the host's other work: an attempt gets three times the host's time.
+    connect: (from, host, port, opts) => connectManyInUml(uml, from === 'client' ? sandbox.client : sandbox.node, host, port, { ...opts, timeoutMs: 3 * (opts?.timeoutMs ?? 1000) }),
     async continuous(host, port, opts = {}): Promise<ContinuousClient> {
       const p = await spawnIn(sandbox.client, clientScript, {
-        host, port, protocol: 'tcp', count: 0, concurrency: 1, timeoutMs: opts.timeoutMs ?? 1000, continuous: true, intervalMs: opts.intervalMs ?? 20,
+        host, port, protocol: 'tcp', count: 0, concurrency: 1, timeoutMs: 3 * (opts.timeoutMs ?? 1000), continuous: true, intervalMs: opts.intervalMs ?? 20,
       });
       const first = await p.nextLine(60_000);
       if (first !== 'started') throw new Error(`continuous client said ${first}`);
