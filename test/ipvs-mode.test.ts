@@ -334,3 +334,31 @@ test('an incremental sync among 1,000 Services sends only the change', async (t)
   t.is(inc.size, 2);
   t.deepEqual(r.take(), [{ tool: 'ipvsadm', args: '-R', input: '-a -t 10.96.1.244:80 -r 10.244.9.9:8080 -m -w 1\n-e -t 10.96.1.244:80 -r 10.244.2.20:8080 -m -w 0\n' }]);
 });
+
+test('on a kernel without IPVS, `kproxy --proxy-mode ipvs` stops at start-up with one message (and runs where the kernel has it)', async (t) => {
+  const { createNetns, run: runTool } = await import('./helpers/netns.ts');
+  const { netnsExec, toolPath } = await import('../lib/exec.ts');
+  const { kproxyBin, kproxyNodeFlags } = await import('./helpers/kproxy-process.ts');
+  const { spawn } = await import('node:child_process');
+  const ns = await createNetns('kproxy-ipvs-start');
+  t.teardown(() => runTool(toolPath('ip'), ['netns', 'del', ns]).then(() => undefined, () => undefined));
+  const why = await ipvsMode.unsupported!(netnsExec(ns));
+  const fixture = new URL('../examples/cluster.yaml', import.meta.url).pathname;
+  const child = spawn(toolPath('ip'), ['netns', 'exec', ns, process.execPath, ...kproxyNodeFlags(), kproxyBin, '--proxy-mode', 'ipvs',
+    '--source-file', fixture, '--hostname-override', 'node-a', '--healthz-bind-address', '127.0.0.1:0', '--metrics-bind-address', ''], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (s: string) => { out += s; });
+  child.stderr.setEncoding('utf8').on('data', (s: string) => { out += s; });
+  const exit = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  if (why) {
+    t.is(await exit, 1, out);
+    t.true(out.includes(`kproxy: KPROXY_KERNEL_MISSING: ${why}\n`), out);
+    t.regex(why, /^--proxy-mode ipvs needs IP Virtual Server in the kernel, and this one has none \(ipvsadm: .+\); load the ip_vs module or choose another --proxy-mode$/);
+  } else {
+    // This host's kernel has IPVS: kproxy gets past the check and syncs.
+    for (const until = Date.now() + 60_000; !out.includes('first sync done') && Date.now() < until;) await new Promise((r) => setTimeout(r, 100));
+    child.kill('SIGKILL');
+    await exit;
+    t.regex(out, /first sync done/);
+  }
+});

@@ -19,7 +19,9 @@ export const ipvsMode: ModeDescriptor = {
       await exec('ipvsadm', ['-Ln', '--timeout']);
       return undefined;
     } catch (e) {
-      const why = e instanceof ToolError ? e.stderr.trim().split('\n')[0] : (e as Error).message;
+      const lines = (e instanceof ToolError ? e.stderr : (e as Error).message).split('\n').map((l) => l.trim()).filter(Boolean);
+      // ipvsadm's own words say it best; modprobe's may come first.
+      const why = lines.find((l) => /initialize ipvs/.test(l)) ?? lines[0] ?? 'no answer';
       return `--proxy-mode ipvs needs IP Virtual Server in the kernel, and this one has none (ipvsadm: ${why}); load the ip_vs module or choose another --proxy-mode`;
     }
   },
