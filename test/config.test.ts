@@ -61,6 +61,9 @@ test('every flag in both spellings', (t) => {
   // --ipvs-scheduler is the ipvs mode's setting: checked whatever the mode, handed on in ipvs mode.
   t.is(loadConfig(['--proxy-mode', 'ipvs', '--ipvs-scheduler', 'lc'], { hostname: 'n' }).modeSettings.scheduler, 'lc');
   t.is(loadConfig(['--proxy-mode=ipvs', '--ipvs-scheduler=sh'], { hostname: 'n' }).modeSettings.scheduler, 'sh');
+  // kube-proxy's --ipvs-sync-period and --ipvs-min-sync-period stand for the iptables ones in ipvs mode.
+  t.like(loadConfig(['--proxy-mode', 'ipvs', '--ipvs-sync-period', '5s', '--ipvs-min-sync-period', '0s'], { hostname: 'n' }), { syncPeriodMs: 5000, minSyncPeriodMs: 0 });
+  t.like(loadConfig(['--ipvs-sync-period', '5s'], { hostname: 'n' }), { syncPeriodMs: 30_000 }, 'not in another mode');
 });
 
 test('commands and their arguments', (t) => {

@@ -319,7 +319,10 @@ export class IpvsBackend implements Backend<IpvsPlan> {
         const { stdout } = await this.exec('ipvsadm', ['-Ln', ...svc.split(' ')]);
         out.push(...stdout.split('\n').slice(2).filter(Boolean));
       } catch (e) {
-        out.push(`${svc}: ${e instanceof ToolError ? e.stderr.trim() : (e as Error).message}`);
+        const lines = (e instanceof ToolError ? e.stderr : (e as Error).message).split('\n').map((l) => l.trim()).filter(Boolean);
+        const noIpvs = lines.find((l) => /initialize ipvs/.test(l));
+        if (noIpvs) throw new Error(`this kernel has no IPVS (ipvsadm: ${noIpvs})`);
+        out.push(`${svc}: ${lines[0] ?? 'no answer'}`);
       }
     }
     return out;
