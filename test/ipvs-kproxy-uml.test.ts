@@ -13,7 +13,7 @@ import { clusterYaml, type EndpointSpec, type ServiceSpec } from './e2e/cluster.
 import { requireKernelPrerequisites } from './helpers/netns.ts';
 import { bootUml, umlModules, type Uml } from './helpers/uml.ts';
 import { runUmlKproxy, startUmlKproxy, startUmlProber, type UmlKproxy, type UmlProber } from './helpers/uml-kproxy.ts';
-import { addresses, createUmlSandbox, startUmlBackends, startUmlClient, type UmlBackends, type UmlClient, type UmlSandbox } from './helpers/uml-sandbox.ts';
+import { addresses, connectManyInUml, createUmlSandbox, startUmlBackends, startUmlClient, type UmlBackends, type UmlClient, type UmlSandbox } from './helpers/uml-sandbox.ts';
 
 const held = 9090;
 const tcp = 8080;
@@ -44,6 +44,11 @@ const services = new Map<string, ServiceSpec>([
   ['mh', service('mh', '10.96.0.13', 80, tcp, eps([1, 2, 3]), 'mh')],
   ['drain', service('drain', '10.96.0.14', 80, held, eps([1, 2, 3]))],
   ['sed', service('sed', '10.96.0.15', 80, tcp, eps([1, 2]), 'sed')],
+  // externalTrafficPolicy Local, both endpoints on another node.
+  ['local', {
+    name: 'local', clusterIP: '10.96.0.16', type: 'NodePort', externalTrafficPolicy: 'Local', healthCheckNodePort: 30310, externalIPs: ['203.0.113.7'],
+    ports: [{ name: 'p', port: 80, targetPort: tcp, nodePort: 30090 }], endpoints: [2, 3].map((i) => ({ ip: addresses.podIP(i), nodeName: 'node-b' })),
+  }],
 ]);
 
 async function apply(name: string, spec: ServiceSpec): Promise<void> {
@@ -60,7 +65,9 @@ async function node(script: string): Promise<string> {
 test.before(async (t) => {
   requireKernelPrerequisites();
   // Without ip_vs_sed: this kernel cannot load it on demand (its modprobe looks elsewhere).
-  uml = await bootUml({ modules: umlModules.filter((m) => m !== 'ip_vs_sed') });
+  // With br_netfilter, as clusters with a bridge CNI have it: a pod's traffic to
+  // another pod through a Service comes back through the node's netfilter.
+  uml = await bootUml({ modules: [...umlModules.filter((m) => m !== 'ip_vs_sed'), 'br_netfilter'] });
   sandbox = await createUmlSandbox(uml, { pods: 4 });
   await sandbox.exec(sandbox.client, ['sh', '-c', Array.from({ length: clients }, (_, i) => `ip addr add ${clientAddr(i)}/24 dev eth0`).join('\n')]);
   backends = await startUmlBackends(uml, sandbox.pods, { tcp: [tcp], held: [held] });
@@ -71,7 +78,8 @@ test.before(async (t) => {
   kproxy = await startUmlKproxy(uml, sandbox, prober, {
     mode: 'ipvs', sourceFile,
     // A FIN-closed connection stays an inactive IPVS connection for the tcpfin timeout: keep it short.
-    extraArgs: ['--ipvs-tcpfin-timeout', '2s', '--ipvs-sync-period', '3s'],
+    // NodePorts on the Node object's address only, so that diff's scratch namespace builds the same ones.
+    extraArgs: ['--ipvs-tcpfin-timeout', '2s', '--ipvs-sync-period', '3s', '--nodeport-addresses', 'primary'],
   });
   t.log(`kproxy healthy ${Date.now() - started} ms after it started in the guest`);
 });
@@ -181,6 +189,18 @@ test.serial('a scheduler whose kernel module is missing: the Service falls back 
   t.is(r.kind, 'ok', JSON.stringify(r));
 });
 
+test.serial('externalTrafficPolicy Local without a local endpoint: outside traffic is dropped, the node\'s and pods\' own reach every endpoint (firewall-mark virtual server)', async (t) => {
+  const outside = await client.once('203.0.113.7', 80, { timeoutMs: 1500 });
+  t.is(outside.kind, 'TIMEOUT', `dropped, not refused: ${JSON.stringify(outside)}`);
+  const fromNode = await connectManyInUml(uml, sandbox.node, addresses.nodeIP, 30090, { count: 20, concurrency: 1, timeoutMs: 3000 });
+  t.is(fromNode.answered, 20, JSON.stringify(fromNode));
+  t.deepEqual(Object.keys(fromNode.byBackend).sort(), ['pod-2', 'pod-3']);
+  const fromPod = await connectManyInUml(uml, sandbox.pods[0].ns, '203.0.113.7', 80, { count: 20, concurrency: 1, timeoutMs: 3000 });
+  t.is(fromPod.answered, 20, JSON.stringify(fromPod));
+  t.deepEqual(Object.keys(fromPod.byBackend).sort(), ['pod-2', 'pod-3']);
+  t.regex(await node('ipvsadm -Ln'), /FWM {2}\d+ rr\n {2}-> 10\.180\.0\.12:8080 +Masq +1 .*\n {2}-> 10\.180\.0\.13:8080 +Masq +1 /);
+});
+
 test.serial('a foreign change to the virtual services, sets or chains is repaired after the next drift check', async (t) => {
   await node('ipvsadm -D -t 10.96.0.10:80; ipset flush KUBE-CLUSTER-IP; iptables-legacy -t nat -F KUBE-IPVS-SERVICES');
   t.is((await client.once('10.96.0.10', 80, { timeoutMs: 500 })).kind, 'ECONNREFUSED', 'broken meanwhile');
@@ -199,7 +219,7 @@ test.serial('a foreign change to the virtual services, sets or chains is repaire
 
 test.serial('explain shows a Service\'s virtual server with its real servers\' weights and connections; diff finds the kernel as desired', async (t) => {
   const conn = await client.open('10.96.0.14', 80);
-  const args = ['--proxy-mode', 'ipvs', '--source-file', sourceFile, '--hostname-override', 'node-a', '--cluster-cidr', addresses.clusterCIDR];
+  const args = ['--proxy-mode', 'ipvs', '--source-file', sourceFile, '--hostname-override', 'node-a', '--cluster-cidr', addresses.clusterCIDR, '--nodeport-addresses', 'primary'];
   const e = await runUmlKproxy(uml, sandbox.node, ['explain', ...args, 'default/drain']);
   t.is(e.code, 0, e.stderr);
   t.regex(e.stdout, /ipvs rules of this port \(\d+ lines\):\n {4}-A -t 10\.96\.0\.14:80 -s rr/);

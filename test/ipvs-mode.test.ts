@@ -314,6 +314,10 @@ test('dump renders every port\'s lines; describeService is one port\'s, looked u
   t.true(lines.includes('address add 10.0.0.5/32 dev kube-ipvs0'), lines.join('\n'));
   t.deepEqual(lines.filter((l) => /other-|10\.[12]\.|\b31\d{3}\b/.test(l)), []);
   t.deepEqual(b.describeService!(nodeState([...others(2000), target]), target.key), lines);
+  // One port is looked up, never the whole table.
+  const services = new Map([target, ...others(2000)].map((x) => [x.key, x]));
+  const noWalk: NodeState = { nodeName: 'node-a', nodeIPs: ['192.168.0.2'], services: { get: (k: string) => services.get(k), has: (k: string) => services.has(k), get size(): number { throw new Error('walked'); } } as unknown as ReadonlyMap<string, ServicePortState> };
+  t.deepEqual(b.describeService!(noWalk, target.key), lines);
   const state = nodeState([target, ...others(12)]);
   const rendered = new Set(b.render(state).split('\n'));
   const described = [...state.services.keys()].flatMap((k) => b.describeService!(state, k));

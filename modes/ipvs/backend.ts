@@ -419,7 +419,8 @@ export class IpvsBackend implements Backend<IpvsPlan> {
       const same = listing.size === v.servers.size && [...v.servers].every(([sid, w]) => listing.get(sid)?.weight === w);
       if (!same) problems.push(`virtual service ${id} changed`);
     }
-    if (problems.length === 0) return false;
+    // A sync that began meanwhile may have made (or seen) what was read: the next check decides.
+    if (problems.length === 0 || this.syncing || this.applied.current !== rec) return false;
     this.log.warn({ problems: problems.slice(0, 20), count: problems.length }, 'IPVS state changed behind kproxy: the next sync reads the kernel and repairs it');
     this.applied.forget();
     return true;
