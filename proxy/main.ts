@@ -46,10 +46,10 @@ function signals(): { promise: Promise<string>; dispose(): void } {
 
 /**
  * A proxy may be busy for minutes (a source rewritten faster than it is
- * read, a storm of changes): a pause of tens of milliseconds delays a sync
- * by as much, which costs less than a heap left at its high-water mark costs
- * the node. So busy or not, it compacts once memory has grown 24 MB, and
- * spends at most 2% of its CPU time doing so.
+ * read, a storm of changes), so it compacts once memory has grown 24 MB,
+ * busy or not, and spends at most 2% of its CPU time doing so. The price: a
+ * compaction delays a sync by its pause (at 10,000 Services about 0.3 s of
+ * CPU, one every 15-20 s under 100 EndpointSlice changes a second).
  */
 const proxyReducer: ReducerOptions = { intervalMs: 2000, slackBytes: 24 * 1024 * 1024, minGapMs: 2000, cpuShare: 0.02, busyAbove: 1 };
 
