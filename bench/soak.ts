@@ -16,7 +16,7 @@
 // Every tenth of the run a row is printed: kproxy's RSS and V8 heap, the
 // incremental syncs of that window from kproxy's own "synced" log lines
 // (count, service ports changed, batch lines, mean and slowest duration),
-// its heap compactions and their pauses, and the CPU kproxy and its kernel
+// its heap compactions (pause, CPU), and the CPU kproxy and its kernel
 // tools used. At the end the churn stops, the last change is waited for,
 // RSS is read again and `kproxy diff` (the desired rules against the
 // kernel's) must be clean.
@@ -118,6 +118,7 @@ interface LogLine {
   lines?: number;
   ms?: number;
   pauseMs?: number;
+  cpuMs?: number;
 }
 
 function logLines(kproxy: KproxyProcess): LogLine[] {
@@ -144,6 +145,8 @@ interface Window {
   readonly maxMs: number;
   readonly compactions: number;
   readonly maxPauseMs: number;
+  /** CPU time of one compaction, mean (less swayed by other work on the machine than the pause). */
+  readonly compactionCpuMs: number;
   readonly cpuS: number;
   readonly childCpuS: number;
   readonly end: Sample;
@@ -178,6 +181,7 @@ function windowOf(a: Sample, b: Sample, logs: readonly LogLine[]): Window {
     meanChanged: mean(partial.map((l) => l.changed ?? 0)), meanLines: mean(partial.map((l) => l.lines ?? 0)),
     meanMs: mean(partial.map((l) => l.ms ?? 0)), maxMs: Math.max(...partial.map((l) => l.ms ?? 0)),
     compactions: compactions.length, maxPauseMs: Math.max(0, ...compactions.map((l) => l.pauseMs ?? 0)),
+    compactionCpuMs: mean(compactions.map((l) => l.cpuMs ?? 0)),
     cpuS: b.cpuS - a.cpuS, childCpuS: b.childCpuS - a.childCpuS, end: b,
   };
 }
@@ -298,12 +302,12 @@ function report(args: Args, results: readonly Result[]): void {
   for (const r of results) {
     console.log(`\n${r.mode}: per window, the incremental syncs (from kproxy's "synced" log lines: means per sync), heap compactions, CPU`);
     table(
-      ['window s', 'slices changed', 'incr. syncs', 'full', 'ports changed', 'batch lines', 'mean ms', 'max ms', 'compactions', 'max pause ms', 'kproxy CPU s', 'tools CPU s', 'RSS MB', 'heap used MB'],
+      ['window s', 'slices changed', 'incr. syncs', 'full', 'ports changed', 'batch lines', 'mean ms', 'max ms', 'compactions', 'max pause ms', 'CPU per compaction ms', 'kproxy CPU s', 'tools CPU s', 'RSS MB', 'heap used MB'],
       r.windows.map((w) => {
         const f = (x: number, d = 0): string => (Number.isFinite(x) ? x.toFixed(d) : '–');
         return [
           `${w.fromS.toFixed(0)}-${w.toS.toFixed(0)}`, String(w.changes), String(w.syncs), String(w.fullSyncs),
-          f(w.meanChanged), f(w.meanLines), f(w.meanMs), f(w.maxMs), String(w.compactions), f(w.maxPauseMs),
+          f(w.meanChanged), f(w.meanLines), f(w.meanMs), f(w.maxMs), String(w.compactions), f(w.maxPauseMs), f(w.compactionCpuMs),
           w.cpuS.toFixed(1), w.childCpuS.toFixed(1), w.end.rssMB.toFixed(0), w.end.heapUsedMB.toFixed(0),
         ];
       }),
