@@ -8,7 +8,7 @@ import { ConfigError, type DnsCacheConfig, type ListenAddress, type UdpIo } from
 import { parseArgs, resolveConfig, USAGE, type DnsCacheArgs } from './flags.ts';
 import { startHttp, type HttpEndpoints } from './http.ts';
 import { listen } from './listeners.ts';
-import { startMemoryReducer } from './memory.ts';
+import { startDnsMemoryReducer } from './memory.ts';
 import { DnsMetrics } from './metrics.ts';
 import { NodeSetup } from './node-setup.ts';
 import { Resolver } from './resolver.ts';
@@ -154,7 +154,7 @@ export async function runDnsCache(argv: string[]): Promise<number> {
     log.error({ err: (e as Error).message }, 'dns-cache failed to start');
     return 1;
   }
-  const stopReducer = startMemoryReducer(log);
+  const stopReducer = startDnsMemoryReducer(log);
   return new Promise<number>((resolve) => {
     const onHup = (): void => { instance.reload(); };
     const onStop = (signal: string): void => {
