@@ -30,7 +30,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ProxyMode } from '../modes/backend.ts';
+import type { ProxyMode } from '../modes/registry.ts';
 import { addresses, createSandbox, requireKernelPrerequisites, type Sandbox } from '../test/helpers/netns.ts';
 import { httpGet } from '../test/helpers/traffic.ts';
 import { metricsPort, metricValue, runKproxy, startKproxy, type KproxyProcess } from '../test/helpers/kproxy-process.ts';

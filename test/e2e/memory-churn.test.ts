@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import type { ProxyMode } from '../../modes/backend.ts';
+import type { ProxyMode } from '../../modes/registry.ts';
 import { addresses, createSandbox, requireKernelPrerequisites } from '../helpers/netns.ts';
 import { startKproxy } from '../helpers/kproxy-process.ts';
 import { nodeObject, writeAtomically } from './cluster.ts';
