@@ -40,6 +40,8 @@ export interface EngineSnapshot {
   readonly listening: number;
   /** Open TCP connections and UDP flows. */
   readonly open: number;
+  /** Bytes accepted from one side and not yet handed to the other's socket (back-pressure bounds it). */
+  readonly buffered: number;
 }
 
 type Listener = TcpListener | UdpListener;
@@ -139,6 +141,7 @@ export class Engine {
     for (const [k, c] of this.#counters) services[k] = { ...c };
     let open = 0;
     let listening = 0;
+    let buffered = 0;
     for (const l of this.#all()) {
       if (this.#listeners.get(l.state.key) === l && l.accepting) listening++;
       const c = services[`${l.state.spec.protocol} ${l.state.spec.service}`];
@@ -146,6 +149,7 @@ export class Engine {
         open += l.conns.size;
         for (const conn of l.conns) {
           if (conn.upstream === undefined) continue;
+          buffered += conn.upstream.writableLength + conn.client.writableLength;
           c.bytesToEndpoints += conn.upstream.bytesWritten - conn.countedUp;
           c.bytesToClients += conn.client.bytesWritten - conn.countedDown;
         }
@@ -168,7 +172,7 @@ export class Engine {
       key: e.key, active: e.active, ejected: e.ejected(now), ejectedForMs: Math.max(0, e.ejectedUntil - now),
       failures: e.failures, lastError: e.lastError, uses: e.uses,
     }));
-    return { services, ejected, endpoints, listening, open };
+    return { services, ejected, endpoints, listening, open, buffered };
   }
 
   /** Stops accepting on every listener (a successor took over); open connections go on. */

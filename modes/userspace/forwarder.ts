@@ -32,6 +32,7 @@ export interface ForwarderSnapshot {
   readonly endpoints: readonly EndpointReport[];
   readonly listening: number;
   readonly open: number;
+  readonly buffered: number;
   readonly workers: number;
 }
 
@@ -231,9 +232,11 @@ export function mergeSnapshots(snaps: readonly EngineSnapshot[], workers: number
   const endpoints = new Map<string, EndpointReport>();
   let listening = 0;
   let open = 0;
+  let buffered = 0;
   for (const s of snaps) {
     listening += s.listening;
     open += s.open;
+    buffered += s.buffered;
     for (const [k, c] of Object.entries(s.services)) {
       const sum = (services[k] ??= newCounters());
       for (const n of counterNames) sum[n] += c[n];
@@ -247,5 +250,5 @@ export function mergeSnapshots(snaps: readonly EngineSnapshot[], workers: number
       });
     }
   }
-  return { services, ejected, endpoints: [...endpoints.values()], listening, open, workers };
+  return { services, ejected, endpoints: [...endpoints.values()], listening, open, buffered, workers };
 }
