@@ -2,12 +2,13 @@
 // spreading, retry past a refused endpoint, half-close, resets both ways,
 // refusal and drop verdicts, draining, idle timeout, and UDP flows with
 // 64 KiB datagrams answered from the address the client used.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { once } from 'node:events';
 import { silentLogger } from '../lib/log.ts';
 import { Engine } from '../modes/userspace/engine.ts';
+import { relayModule } from '../modes/userspace/native-tcp.ts';
 import type { EngineOptions } from '../modes/userspace/listener-state.ts';
 import type { EndpointSpec, ForwarderTable, ListenerSpec } from '../modes/userspace/table.ts';
 
@@ -44,6 +45,23 @@ async function deadPort(): Promise<EndpointSpec> {
   return b.ep;
 }
 
+type Relay = 'native' | 'node';
+
+/** Each test runs against both TCP relays: the C one and Node's sockets (the fallback). */
+function both(title: string, fn: (t: ExecutionContext<{ relay: Relay }>) => Promise<void>): void {
+  for (const relay of ['native', 'node'] as const) {
+    test(`[${relay}] ${title}`, async (t) => {
+      t.context = { relay };
+      await fn(t as ExecutionContext<{ relay: Relay }>);
+    });
+  }
+}
+
+test('the native TCP relay is built (not only the Node.js fallback)', (t) => {
+  const m = relayModule();
+  t.false(m instanceof Error, m instanceof Error ? `${m.message}: install g++, make and python3, then npm ci` : '');
+});
+
 let nextPort = 21000 + (process.pid % 2000) * 10;
 const freePort = () => nextPort++;
 
@@ -52,8 +70,8 @@ function listener(port: number, endpoints: EndpointSpec[], over: Partial<Listene
 }
 const table = (...listeners: ListenerSpec[]): ForwarderTable => ({ nodeLocalSources: [], listeners });
 
-function engine(t: { teardown(fn: () => Promise<void> | void): void }, opts: Partial<EngineOptions> = {}): Engine {
-  const e = new Engine(silentLogger(), { reusePort: false, ...opts });
+function engine(t: { teardown(fn: () => Promise<void> | void): void; context: unknown }, opts: Partial<EngineOptions> = {}): Engine {
+  const e = new Engine(silentLogger(), { reusePort: false, tcpRelay: (t.context as { relay: Relay }).relay, ...opts });
   t.teardown(() => e.stop(0));
   return e;
 }
@@ -75,7 +93,7 @@ function ask(port: number, send?: string, opts: { host?: string; end?: boolean }
   });
 }
 
-test('TCP round robin over three endpoints, counters per Service port', async (t) => {
+both('TCP round robin over three endpoints, counters per Service port', async (t) => {
   const backends = await Promise.all(['a', 'b', 'c'].map(named));
   t.teardown(() => Promise.all(backends.map((b) => b.close())).then(() => {}));
   const e = engine(t);
@@ -94,14 +112,16 @@ test('TCP round robin over three endpoints, counters per Service port', async (t
   t.is(c.bytesToClients, 60);
 });
 
-test('a refused endpoint is retried on the next one and ejected after three failures', async (t) => {
+both('a refused endpoint is retried on the next one and ejected after three failures', async (t) => {
   const live = await Promise.all(['a', 'b'].map(named));
   t.teardown(() => Promise.all(live.map((b) => b.close())).then(() => {}));
   const dead = await deadPort();
   const e = engine(t, { health: { threshold: 3, ejectMs: 60_000, maxEjectMs: 60_000 } });
   const port = freePort();
   await e.apply(table(listener(port, [dead, live[0].ep, live[1].ep])));
-  const results = await Promise.all(Array.from({ length: 60 }, () => ask(port)));
+  // One at a time, so each connection sees what the previous ones learnt.
+  const results = [];
+  for (let i = 0; i < 60; i++) results.push(await ask(port));
   t.deepEqual(results.filter((r) => r.error !== undefined || r.data === ''), []);
   const c = e.snapshot().services[`TCP test/svc${port}:p`];
   t.is(c.connectFailures, 3, 'only the failures before the ejection');
@@ -112,7 +132,7 @@ test('a refused endpoint is retried on the next one and ejected after three fail
   t.is(e.snapshot().ejected[`TCP test/svc${port}:p`], 1);
 });
 
-test('every endpoint refusing: the client gets a reset after the bounded attempts', async (t) => {
+both('every endpoint refusing: the client gets a reset after the bounded attempts', async (t) => {
   const e = engine(t, { connectTimeoutsMs: [100, 100] });
   const port = freePort();
   await e.apply(table(listener(port, [await deadPort(), await deadPort(), await deadPort()])));
@@ -123,7 +143,7 @@ test('every endpoint refusing: the client gets a reset after the bounded attempt
   t.is(c.refused, 1);
 });
 
-test('half-close: a client that ends its side still gets the whole answer', async (t) => {
+both('half-close: a client that ends its side still gets the whole answer', async (t) => {
   // Answers only after the client's end: the byte count it read, then a large body.
   const b = await tcpBackend((s) => {
     let n = 0;
@@ -140,7 +160,7 @@ test('half-close: a client that ends its side still gets the whole answer', asyn
   t.is(r.data.length, 'got 300000\n'.length + (1 << 20));
 });
 
-test('resets pass through both ways', async (t) => {
+both('resets pass through both ways', async (t) => {
   const sawReset: string[] = [];
   const b = await tcpBackend((s) => {
     s.on('error', (err: NodeJS.ErrnoException) => sawReset.push(err.code ?? '?'));
@@ -162,7 +182,7 @@ test('resets pass through both ways', async (t) => {
   t.is(e.snapshot().open, 0);
 });
 
-test('no endpoints: reset at once; outside the source ranges: held without an answer', async (t) => {
+both('no endpoints: reset at once; outside the source ranges: held without an answer', async (t) => {
   const b = await named('a');
   t.teardown(() => b.close());
   const e = engine(t);
@@ -186,7 +206,7 @@ test('no endpoints: reset at once; outside the source ranges: held without an an
   t.is(s.services[`TCP test/svc${ranged}:p`].dropped, 1);
 });
 
-test('a removed endpoint drains: its open connection goes on, new ones avoid it, the grace period ends it', async (t) => {
+both('a removed endpoint drains: its open connection goes on, new ones avoid it, the grace period ends it', async (t) => {
   const echo = (name: string) => tcpBackend((s) => s.on('data', (d) => s.write(`${name}:${d}`)));
   const [a, b] = [await echo('a'), await echo('b')];
   t.teardown(() => Promise.all([a.close(), b.close()]).then(() => {}));
@@ -221,7 +241,7 @@ test('a removed endpoint drains: its open connection goes on, new ones avoid it,
   t.true(closedAt - removedAt >= 1400 && closedAt - removedAt < 3000, `${closedAt - removedAt} ms`);
 });
 
-test('an idle connection is closed after the idle timeout', async (t) => {
+both('an idle connection is closed after the idle timeout', async (t) => {
   const b = await tcpBackend(() => {});
   t.teardown(() => b.close());
   const e = engine(t, { tcpIdleMs: 300 });
@@ -233,7 +253,7 @@ test('an idle connection is closed after the idle timeout', async (t) => {
   t.true(Date.now() - started >= 250);
 });
 
-test('UDP: one flow per client port, 64 KiB datagrams intact, replies from the address the client used', async (t) => {
+both('UDP: one flow per client port, 64 KiB datagrams intact, replies from the address the client used', async (t) => {
   const server = dgram.createSocket('udp4');
   server.on('message', (m, r) => server.send(Buffer.concat([Buffer.from(`${r.port}:`), m]), r.port, r.address));
   server.bind(0, '127.0.0.1');
@@ -270,7 +290,7 @@ test('UDP: one flow per client port, 64 KiB datagrams intact, replies from the a
   t.is(s.open, 20);
 });
 
-test('UDP without endpoints is not bound, so the kernel refuses; endpoints appearing bind it', async (t) => {
+both('UDP without endpoints is not bound, so the kernel refuses; endpoints appearing bind it', async (t) => {
   const e = engine(t);
   const port = freePort();
   const spec = listener(port, [], { protocol: 'UDP' });
@@ -293,7 +313,7 @@ test('UDP without endpoints is not bound, so the kernel refuses; endpoints appea
   t.is(m.toString(), 'pong');
 });
 
-test('a listener that cannot bind is reported, the others serve', async (t) => {
+both('a listener that cannot bind is reported, the others serve', async (t) => {
   const b = await named('a');
   t.teardown(() => b.close());
   const e = engine(t);

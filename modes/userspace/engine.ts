@@ -9,8 +9,10 @@ import { AffinityTable } from './balancer.ts';
 import { HealthTracker, type EndpointState } from './health.ts';
 import { defaultEngineOptions, ListenerState, newCounters, type EngineOptions, type ForwardContext, type ServiceCounters } from './listener-state.ts';
 import { listenerKey, type ForwarderTable, type ListenerSpec } from './table.ts';
+import { NativeRelay, NativeTcpListener, relayModule } from './native-tcp.ts';
 import { TcpListener } from './tcp-forward.ts';
 import { UdpListener } from './udp-forward.ts';
+import { KproxyError } from '../../lib/errors.ts';
 
 export interface ApplyResult {
   /** Listeners that could not be opened, with the reason (e.g. EADDRNOTAVAIL). */
@@ -42,9 +44,11 @@ export interface EngineSnapshot {
   readonly open: number;
   /** Bytes accepted from one side and not yet handed to the other's socket (back-pressure bounds it). */
   readonly buffered: number;
+  /** Which TCP relay this process uses. */
+  readonly tcpRelay: 'native' | 'node';
 }
 
-type Listener = TcpListener | UdpListener;
+type Listener = TcpListener | NativeTcpListener | UdpListener;
 
 export class Engine {
   readonly options: EngineOptions;
@@ -58,6 +62,7 @@ export class Engine {
   readonly #ctx: ForwardContext;
   #sweeper: NodeJS.Timeout | undefined;
   #stopped = false;
+  readonly #relay: NativeRelay | undefined;
 
   constructor(log: Logger, options: Partial<EngineOptions> = {}, now: () => number = Date.now) {
     this.options = { ...defaultEngineOptions, ...options };
@@ -89,6 +94,13 @@ export class Engine {
       },
       released: () => { /* forgotten at the next sweep */ },
     };
+    if (this.options.tcpRelay !== 'node') {
+      const mod = relayModule();
+      if (mod instanceof Error) {
+        if (this.options.tcpRelay === 'native') throw new KproxyError('KPROXY_FORWARDER_FAILED', mod.message);
+        log.info({ reason: mod.message }, 'TCP is relayed through Node.js sockets');
+      } else this.#relay = new NativeRelay(mod, this.#ctx);
+    }
     this.#sweeper = setInterval(() => this.#sweep(), 1000);
     this.#sweeper.unref();
   }
@@ -117,7 +129,7 @@ export class Engine {
         continue;
       }
       const state = new ListenerState(spec, this.#ctx);
-      l = spec.protocol === 'TCP' ? new TcpListener(state, this.#ctx) : new UdpListener(state, this.#ctx);
+      l = spec.protocol === 'UDP' ? new UdpListener(state, this.#ctx) : this.#relay ? new NativeTcpListener(state, this.#relay) : new TcpListener(state, this.#ctx);
       this.#listeners.set(key, l);
       const opened = l;
       opening.push(opened.listen().catch((e: NodeJS.ErrnoException) => {
@@ -141,18 +153,16 @@ export class Engine {
     for (const [k, c] of this.#counters) services[k] = { ...c };
     let open = 0;
     let listening = 0;
-    let buffered = 0;
+    let buffered = this.#relay?.buffered() ?? 0;
     for (const l of this.#all()) {
       if (this.#listeners.get(l.state.key) === l && l.accepting) listening++;
       const c = services[`${l.state.spec.protocol} ${l.state.spec.service}`];
-      if (l instanceof TcpListener) {
+      if (!(l instanceof UdpListener)) {
         open += l.conns.size;
-        for (const conn of l.conns) {
-          if (conn.upstream === undefined) continue;
-          buffered += conn.upstream.writableLength + conn.client.writableLength;
-          c.bytesToEndpoints += conn.upstream.bytesWritten - conn.countedUp;
-          c.bytesToClients += conn.client.bytesWritten - conn.countedDown;
-        }
+        const b = l.openBytes();
+        c.bytesToEndpoints += b.toEndpoints;
+        c.bytesToClients += b.toClients;
+        buffered += b.buffered;
       } else {
         open += l.flows.size;
         for (const f of l.flows.values()) {
@@ -172,7 +182,7 @@ export class Engine {
       key: e.key, active: e.active, ejected: e.ejected(now), ejectedForMs: Math.max(0, e.ejectedUntil - now),
       failures: e.failures, lastError: e.lastError, uses: e.uses,
     }));
-    return { services, ejected, endpoints, listening, open, buffered };
+    return { services, ejected, endpoints, listening, open, buffered, tcpRelay: this.#relay ? 'native' : 'node' };
   }
 
   /** Stops accepting on every listener (a successor took over); open connections go on. */
@@ -183,7 +193,7 @@ export class Engine {
   /** Open connections and flows, draining ones included. */
   openConnections(): number {
     let n = 0;
-    for (const l of this.#all()) n += l instanceof TcpListener ? l.conns.size : l.flows.size;
+    for (const l of this.#all()) n += l instanceof UdpListener ? l.flows.size : l.conns.size;
     return n;
   }
 
@@ -197,6 +207,7 @@ export class Engine {
     const deadline = Date.now() + graceMs;
     while (this.openConnections() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const l of this.#all()) this.#closeAll(l);
+    this.#relay?.destroy();
     clearInterval(this.#sweeper);
     this.#sweeper = undefined;
   }
@@ -210,12 +221,12 @@ export class Engine {
     l.stopAccepting();
     l.state.close();
     const deadline = this.#health.now() + this.options.drainGraceMs;
-    if (l instanceof TcpListener) {
-      for (const c of l.conns) c.drainDeadline = deadline;
-      if (l.conns.size > 0) this.#draining.add(l);
-    } else {
+    if (l instanceof UdpListener) {
       // UDP flows of a removed Service end at once, as the kernel modes clear their conntrack entries.
       l.closeFlows();
+    } else {
+      for (const c of l.conns) c.drainDeadline = deadline;
+      if (l.conns.size > 0) this.#draining.add(l);
     }
   }
 
@@ -224,30 +235,32 @@ export class Engine {
     const deadline = this.#health.now() + this.options.drainGraceMs;
     for (const l of this.#listeners.values()) {
       const keep = l.state.endpointKeys();
-      if (l instanceof TcpListener) {
+      if (l instanceof UdpListener) {
+        for (const f of l.flows.values()) if (!keep.has(f.endpoint.key)) f.drainDeadline = this.#health.now();
+      } else {
         for (const c of l.conns) {
-          const gone = c.endpoint !== undefined && !keep.has(c.endpoint.key);
+          if (c.endpoint === undefined) continue; // connecting, or held (dropped): their own deadlines
+          const gone = !keep.has(c.endpoint.key);
           if (gone && c.drainDeadline === 0) c.drainDeadline = deadline;
           else if (!gone) c.drainDeadline = 0;
         }
-      } else {
-        for (const f of l.flows.values()) if (!keep.has(f.endpoint.key)) f.drainDeadline = this.#health.now();
       }
     }
   }
 
   #closeAll(l: Listener): void {
-    if (l instanceof TcpListener) for (const c of l.conns) c.abort();
-    else l.closeFlows();
+    if (l instanceof UdpListener) l.closeFlows();
+    else for (const c of l.conns) c.abort();
   }
 
   #sweep(): void {
     const now = this.#health.now();
     for (const l of this.#all()) {
-      if (l instanceof TcpListener) {
+      if (l instanceof UdpListener) l.sweep(now);
+      else {
         for (const c of l.conns) if (c.drainDeadline !== 0 && now >= c.drainDeadline) c.abort();
         if (l.conns.size === 0) this.#draining.delete(l);
-      } else l.sweep(now);
+      }
     }
     for (const a of this.#affinity.values()) a.sweep(now);
     this.#health.sweep();

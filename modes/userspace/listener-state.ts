@@ -21,6 +21,11 @@ export interface EngineOptions {
   readonly reusePort: boolean;
   /** Listen backlog of TCP listeners. */
   readonly backlog: number;
+  /**
+   * How TCP is relayed: `native` (the C relay, splice), `node` (Node's
+   * sockets), or `auto` (native when the addon is built).
+   */
+  readonly tcpRelay: 'auto' | 'native' | 'node';
 }
 
 export const defaultEngineOptions: EngineOptions = {
@@ -31,6 +36,7 @@ export const defaultEngineOptions: EngineOptions = {
   udpIdleMs: 30_000,
   reusePort: true,
   backlog: 4096,
+  tcpRelay: 'auto',
 };
 
 /** Counters of one Service port and protocol in one process (summed over processes for metrics). */

@@ -64,6 +64,20 @@ export class TcpListener {
     });
   }
 
+  /** Bytes moved so far by the open connections, and bytes in their write buffers. */
+  openBytes(): { toEndpoints: number; toClients: number; buffered: number } {
+    let toEndpoints = 0;
+    let toClients = 0;
+    let buffered = 0;
+    for (const conn of this.conns) {
+      if (conn.upstream === undefined) continue;
+      toEndpoints += conn.upstream.bytesWritten - conn.countedUp;
+      toClients += conn.client.bytesWritten - conn.countedDown;
+      buffered += conn.upstream.writableLength + conn.client.writableLength;
+    }
+    return { toEndpoints, toClients, buffered };
+  }
+
   /** Stops accepting; open connections go on. */
   stopAccepting(): void {
     if (!this.#accepting) return;

@@ -244,7 +244,9 @@ test.serial('UDP: flows from many client ports each get their answer, from the S
   t.is(r.answered, 600, JSON.stringify({ errors: r.errors, timedOut: r.timedOut }));
   for (const p of ['pod-1', 'pod-2', 'pod-3']) t.true((r.byBackend[p] ?? 0) > 120, JSON.stringify(r.byBackend));
   const c = (await fwd.snapshot()).services['UDP e2e/web:53'];
-  t.is(c.connections, 600, 'one flow per client port');
+  // One flow per client address and port: the client's kernel may hand a closed socket's port to a later one,
+  // which then continues that flow while it is open.
+  t.true(c.connections >= 580 && c.connections <= 600, `${c.connections} flows`);
   // The client's sockets are connected to the VIP: an answer from any other address would never reach them.
 });
 
