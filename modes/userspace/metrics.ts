@@ -12,7 +12,7 @@ type Labels = { service_port: string; protocol: string };
 /** "TCP ns/name:port" → labels. */
 function labels(key: string): Labels {
   const space = key.indexOf(' ');
-  return { protocol: key.slice(0, space), service_port: key.slice(space + 1) };
+  return { service_port: key.slice(space + 1), protocol: key.slice(0, space) };
 }
 
 export const forwarderMetricNames = [
