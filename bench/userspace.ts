@@ -277,7 +277,7 @@ async function main(): Promise<void> {
   };
   try {
     const snap = await lab.fwd.snapshot();
-    console.log(`userspace: ${a.rounds} round(s) of ${a.seconds} s per figure, peers interleaved; kproxy TCP relay: ${snap.tcpRelay}, ${snap.workers} workers`);
+    console.log(`userspace: ${a.rounds} round(s) of ${a.seconds} s per figure, peers interleaved; kproxy relays: ${snap.relay}, ${snap.workers} workers`);
     for (let round = 0; round < a.rounds; round++) {
       for (const peer of PEERS) {
         const pids = pidsOf(lab, peer);

@@ -9,6 +9,7 @@ import { once } from 'node:events';
 import { silentLogger } from '../lib/log.ts';
 import { Engine } from '../modes/userspace/engine.ts';
 import { relayModule } from '../modes/userspace/native-tcp.ts';
+import { udpRelayModule } from '../modes/userspace/native-udp.ts';
 import type { EngineOptions } from '../modes/userspace/listener-state.ts';
 import type { EndpointSpec, ForwarderTable, ListenerSpec } from '../modes/userspace/table.ts';
 
@@ -57,9 +58,10 @@ function both(title: string, fn: (t: ExecutionContext<{ relay: Relay }>) => Prom
   }
 }
 
-test('the native TCP relay is built (not only the Node.js fallback)', (t) => {
-  const m = relayModule();
-  t.false(m instanceof Error, m instanceof Error ? `${m.message}: install g++, make and python3, then npm ci` : '');
+test('the native TCP and UDP relays are built (not only the Node.js fallback)', (t) => {
+  for (const m of [relayModule(), udpRelayModule()]) {
+    t.false(m instanceof Error, m instanceof Error ? `${m.message}: install g++, make and python3, then npm ci` : '');
+  }
 });
 
 let nextPort = 21000 + (process.pid % 2000) * 10;
@@ -71,7 +73,7 @@ function listener(port: number, endpoints: EndpointSpec[], over: Partial<Listene
 const table = (...listeners: ListenerSpec[]): ForwarderTable => ({ nodeLocalSources: [], listeners });
 
 function engine(t: { teardown(fn: () => Promise<void> | void): void; context: unknown }, opts: Partial<EngineOptions> = {}): Engine {
-  const e = new Engine(silentLogger(), { reusePort: false, tcpRelay: (t.context as { relay: Relay }).relay, ...opts });
+  const e = new Engine(silentLogger(), { reusePort: false, relay: (t.context as { relay: Relay }).relay, ...opts });
   t.teardown(() => e.stop(0));
   return e;
 }

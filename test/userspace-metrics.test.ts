@@ -13,7 +13,7 @@ function snap(connections: number): ForwarderSnapshot {
       'UDP kube-system/dns:dns': { ...newCounters(), connections: 7, dropped: 4 },
     },
     ejected: { 'TCP default/web:http': 1, 'UDP kube-system/dns:dns': 0 },
-    endpoints: [], listening: 2, open: 2, buffered: 0, workers: 2, tcpRelay: 'native',
+    endpoints: [], listening: 2, open: 2, buffered: 0, workers: 2, relay: 'native',
   };
 }
 

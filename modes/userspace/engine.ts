@@ -12,6 +12,7 @@ import { listenerKey, type ForwarderTable, type ListenerSpec } from './table.ts'
 import { NativeRelay, NativeTcpListener, relayModule } from './native-tcp.ts';
 import { TcpListener } from './tcp-forward.ts';
 import { UdpListener } from './udp-forward.ts';
+import { NativeUdpListener, NativeUdpRelay, udpRelayModule } from './native-udp.ts';
 import { KproxyError } from '../../lib/errors.ts';
 
 export interface ApplyResult {
@@ -44,11 +45,16 @@ export interface EngineSnapshot {
   readonly open: number;
   /** Bytes accepted from one side and not yet handed to the other's socket (back-pressure bounds it). */
   readonly buffered: number;
-  /** Which TCP relay this process uses. */
-  readonly tcpRelay: 'native' | 'node';
+  /** Which relays this process uses: the native ones, or Node's sockets. */
+  readonly relay: 'native' | 'node';
 }
 
-type Listener = TcpListener | NativeTcpListener | UdpListener;
+type UdpLike = UdpListener | NativeUdpListener;
+type Listener = TcpListener | NativeTcpListener | UdpLike;
+
+function isUdp(l: Listener): l is UdpLike {
+  return l instanceof UdpListener || l instanceof NativeUdpListener;
+}
 
 export class Engine {
   readonly options: EngineOptions;
@@ -63,6 +69,7 @@ export class Engine {
   #sweeper: NodeJS.Timeout | undefined;
   #stopped = false;
   readonly #relay: NativeRelay | undefined;
+  readonly #udpRelay: NativeUdpRelay | undefined;
 
   constructor(log: Logger, options: Partial<EngineOptions> = {}, now: () => number = Date.now) {
     this.options = { ...defaultEngineOptions, ...options };
@@ -94,12 +101,17 @@ export class Engine {
       },
       released: () => { /* forgotten at the next sweep */ },
     };
-    if (this.options.tcpRelay !== 'node') {
-      const mod = relayModule();
-      if (mod instanceof Error) {
-        if (this.options.tcpRelay === 'native') throw new KproxyError('KPROXY_FORWARDER_FAILED', mod.message);
-        log.info({ reason: mod.message }, 'TCP is relayed through Node.js sockets');
-      } else this.#relay = new NativeRelay(mod, this.#ctx);
+    if (this.options.relay !== 'node') {
+      const tcp = relayModule();
+      const udp = udpRelayModule();
+      const missing = tcp instanceof Error ? tcp : udp instanceof Error ? udp : undefined;
+      if (missing !== undefined) {
+        if (this.options.relay === 'native') throw new KproxyError('KPROXY_FORWARDER_FAILED', missing.message);
+        log.info({ reason: missing.message }, 'traffic is relayed through Node.js sockets');
+      } else {
+        this.#relay = new NativeRelay(tcp as Exclude<typeof tcp, Error>, this.#ctx);
+        this.#udpRelay = new NativeUdpRelay(udp as Exclude<typeof udp, Error>, this.#ctx);
+      }
     }
     this.#sweeper = setInterval(() => this.#sweep(), 1000);
     this.#sweeper.unref();
@@ -125,11 +137,12 @@ export class Engine {
       let l = this.#listeners.get(key);
       if (l !== undefined) {
         l.state.update(spec);
-        if (l instanceof UdpListener) opening.push(l.listen().catch((e: Error) => { failed.push({ key, error: e.message }); }));
+        if (isUdp(l)) opening.push(l.listen().catch((e: Error) => { failed.push({ key, error: e.message }); }));
         continue;
       }
       const state = new ListenerState(spec, this.#ctx);
-      l = spec.protocol === 'UDP' ? new UdpListener(state, this.#ctx) : this.#relay ? new NativeTcpListener(state, this.#relay) : new TcpListener(state, this.#ctx);
+      if (spec.protocol === 'UDP') l = this.#udpRelay ? new NativeUdpListener(state, this.#udpRelay) : new UdpListener(state, this.#ctx);
+      else l = this.#relay ? new NativeTcpListener(state, this.#relay) : new TcpListener(state, this.#ctx);
       this.#listeners.set(key, l);
       const opened = l;
       opening.push(opened.listen().catch((e: NodeJS.ErrnoException) => {
@@ -157,7 +170,7 @@ export class Engine {
     for (const l of this.#all()) {
       if (this.#listeners.get(l.state.key) === l && l.accepting) listening++;
       const c = services[`${l.state.spec.protocol} ${l.state.spec.service}`];
-      if (!(l instanceof UdpListener)) {
+      if (!isUdp(l)) {
         open += l.conns.size;
         const b = l.openBytes();
         c.bytesToEndpoints += b.toEndpoints;
@@ -182,7 +195,7 @@ export class Engine {
       key: e.key, active: e.active, ejected: e.ejected(now), ejectedForMs: Math.max(0, e.ejectedUntil - now),
       failures: e.failures, lastError: e.lastError, uses: e.uses,
     }));
-    return { services, ejected, endpoints, listening, open, buffered, tcpRelay: this.#relay ? 'native' : 'node' };
+    return { services, ejected, endpoints, listening, open, buffered, relay: this.#relay ? 'native' : 'node' };
   }
 
   /** Stops accepting on every listener (a successor took over); open connections go on. */
@@ -193,7 +206,7 @@ export class Engine {
   /** Open connections and flows, draining ones included. */
   openConnections(): number {
     let n = 0;
-    for (const l of this.#all()) n += l instanceof UdpListener ? l.flows.size : l.conns.size;
+    for (const l of this.#all()) n += isUdp(l) ? l.flows.size : l.conns.size;
     return n;
   }
 
@@ -208,6 +221,7 @@ export class Engine {
     while (this.openConnections() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const l of this.#all()) this.#closeAll(l);
     this.#relay?.destroy();
+    this.#udpRelay?.destroy();
     clearInterval(this.#sweeper);
     this.#sweeper = undefined;
   }
@@ -221,7 +235,7 @@ export class Engine {
     l.stopAccepting();
     l.state.close();
     const deadline = this.#health.now() + this.options.drainGraceMs;
-    if (l instanceof UdpListener) {
+    if (isUdp(l)) {
       // UDP flows of a removed Service end at once, as the kernel modes clear their conntrack entries.
       l.closeFlows();
     } else {
@@ -235,7 +249,7 @@ export class Engine {
     const deadline = this.#health.now() + this.options.drainGraceMs;
     for (const l of this.#listeners.values()) {
       const keep = l.state.endpointKeys();
-      if (l instanceof UdpListener) {
+      if (isUdp(l)) {
         for (const f of l.flows.values()) if (!keep.has(f.endpoint.key)) f.drainDeadline = this.#health.now();
       } else {
         for (const c of l.conns) {
@@ -249,14 +263,14 @@ export class Engine {
   }
 
   #closeAll(l: Listener): void {
-    if (l instanceof UdpListener) l.closeFlows();
+    if (isUdp(l)) l.closeFlows();
     else for (const c of l.conns) c.abort();
   }
 
   #sweep(): void {
     const now = this.#health.now();
     for (const l of this.#all()) {
-      if (l instanceof UdpListener) l.sweep(now);
+      if (isUdp(l)) l.sweep(now);
       else {
         for (const c of l.conns) if (c.drainDeadline !== 0 && now >= c.drainDeadline) c.abort();
         if (l.conns.size === 0) this.#draining.delete(l);

@@ -34,7 +34,7 @@ export interface ForwarderSnapshot {
   readonly open: number;
   readonly buffered: number;
   readonly workers: number;
-  readonly tcpRelay: string;
+  readonly relay: string;
 }
 
 const workerScript = fileURLToPath(new URL('./worker.ts', import.meta.url));
@@ -251,5 +251,5 @@ export function mergeSnapshots(snaps: readonly EngineSnapshot[], workers: number
       });
     }
   }
-  return { services, ejected, endpoints: [...endpoints.values()], listening, open, buffered, workers, tcpRelay: [...new Set(snaps.map((s) => s.tcpRelay))].join(',') };
+  return { services, ejected, endpoints: [...endpoints.values()], listening, open, buffered, workers, relay: [...new Set(snaps.map((s) => s.relay))].join(',') };
 }

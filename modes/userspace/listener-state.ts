@@ -22,10 +22,10 @@ export interface EngineOptions {
   /** Listen backlog of TCP listeners. */
   readonly backlog: number;
   /**
-   * How TCP is relayed: `native` (the C relay, splice), `node` (Node's
-   * sockets), or `auto` (native when the addon is built).
+   * How traffic is relayed: `native` (the C relays: splice for TCP), `node`
+   * (Node's sockets), or `auto` (native when the addon is built).
    */
-  readonly tcpRelay: 'auto' | 'native' | 'node';
+  readonly relay: 'auto' | 'native' | 'node';
 }
 
 export const defaultEngineOptions: EngineOptions = {
@@ -36,7 +36,7 @@ export const defaultEngineOptions: EngineOptions = {
   udpIdleMs: 30_000,
   reusePort: true,
   backlog: 4096,
-  tcpRelay: 'auto',
+  relay: 'auto',
 };
 
 /** Counters of one Service port and protocol in one process (summed over processes for metrics). */
