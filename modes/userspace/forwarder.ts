@@ -8,6 +8,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { KproxyError } from '../../lib/errors.ts';
+import { compactHeap } from '../../lib/heap.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { ApplyResult, EndpointReport, EngineSnapshot } from './engine.ts';
 import { boundSockets, enableMigrateReq, procKey, successorReady } from './handover.ts';
@@ -155,6 +156,7 @@ export class Forwarder {
     const failed = new Map<string, string>();
     for (const r of results) for (const f of r.result.failed) failed.set(f.key, f.error);
     this.#failed = new Set(failed.keys());
+    if (table.listeners.length >= 2000) compactHeap();
     return { failed: [...failed].map(([key, error]) => ({ key, error })), listeners: table.listeners.length - failed.size };
   }
 
