@@ -27,12 +27,22 @@ export function replicasFor(listeners: number, workers: number, budgetPerWorker:
   return Math.max(1, Math.min(workers, Math.floor((workers * budgetPerWorker) / listeners)));
 }
 
-/** The table each of `workers` processes serves. */
+/**
+ * The table each of `workers` processes serves. Listeners of a Service
+ * port with ClientIP affinity all go to one process (chosen by the Service
+ * port's name): the kernel spreads a client's connections over the
+ * processes by source port, and affinity is remembered per process.
+ */
 export function placeListeners(table: ForwarderTable, workers: number, budgetPerWorker: number): ForwarderTable[] {
   const replicas = replicasFor(table.listeners.length, workers, budgetPerWorker);
-  if (replicas === workers) return Array.from({ length: workers }, () => table);
+  const sticky = table.listeners.some((l) => l.affinitySeconds > 0);
+  if (replicas === workers && !sticky) return Array.from({ length: workers }, () => table);
   const parts = Array.from({ length: workers }, () => [] as (typeof table.listeners)[number][]);
   for (const l of table.listeners) {
+    if (l.affinitySeconds > 0) {
+      parts[hashAddress(l.service) % workers].push(l);
+      continue;
+    }
     const first = hashAddress(listenerKey(l)) % workers;
     for (let j = 0; j < replicas; j++) parts[(first + j) % workers].push(l);
   }

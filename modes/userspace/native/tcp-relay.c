@@ -297,12 +297,15 @@ static void scope_close(Relay *r, Scope *s) {
 
 static void js_close(Conn *c, int why) {
   Relay *r = c->r;
+  Scope s;
+  scope_open(r, &s);
   napi_value argv[4];
   napi_create_uint32(r->env, c->id, &argv[0]);
   napi_create_double(r->env, c->d[0].bytes, &argv[1]);
   napi_create_double(r->env, c->d[1].bytes, &argv[2]);
   napi_create_int32(r->env, why, &argv[3]);
   call_js(r, r->on_close, 4, argv);
+  scope_close(r, &s);
 }
 
 // ---- relaying ----
@@ -433,9 +436,7 @@ static void connect_done(Conn *c, int err);
 static void on_conn_event(uv_poll_t *h, int status, int events) {
   Conn *c = h->data;
   if (!c) return;
-  Relay *r = c->r;
-  Scope s;
-  scope_open(r, &s);
+  // JavaScript is entered (with its own scope) only when the connection ends or a connect completes.
   if (c->state == ST_CONNECTING) {
     int err = 0;
     socklen_t el = sizeof err;
@@ -455,7 +456,6 @@ static void on_conn_event(uv_poll_t *h, int status, int events) {
         int err = client_side ? cerr : uerr;
         js_close(c, err == ECONNRESET ? (client_side ? END_CLIENT_RESET : END_UPSTREAM_RESET) : END_ERROR);
         conn_free(c, !client_side, client_side);
-        scope_close(r, &s);
         return;
       }
       // No pending error: let the splices find out (they see EOF or the error).
@@ -464,7 +464,6 @@ static void on_conn_event(uv_poll_t *h, int status, int events) {
     (void)events;
     pump(c);
   }
-  scope_close(r, &s);
 }
 
 static void start_relay(Conn *c) {
@@ -485,10 +484,13 @@ static void connect_done(Conn *c, int err) {
     c->ufd = -1;
     c->state = ST_ACCEPTED;
   }
+  Scope s;
+  scope_open(r, &s);
   napi_value argv[2];
   napi_create_uint32(r->env, id, &argv[0]);
   napi_create_int32(r->env, err, &argv[1]);
   call_js(r, r->on_connect, 2, argv);
+  scope_close(r, &s);
   if (conn_get(r, id) != c) return;  // JavaScript rejected it
   if (err == 0) {
     start_relay(c);
@@ -547,15 +549,9 @@ static void on_tick(uv_timer_t *t) {
   Relay *r = t->data;
   if (!r || r->destroyed) return;
   uint64_t now = now_ms(r);
-  Scope s;
-  int opened = 0;
   for (Conn *c = r->connecting, *next; c; c = next) {
     next = c->cnext;
     if (now < c->deadline) continue;
-    if (!opened) {
-      scope_open(r, &s);
-      opened = 1;
-    }
     connect_done(c, ETIMEDOUT);
     // The callback may have freed other connections on the list: start over from the head.
     next = r->connecting;
@@ -573,15 +569,10 @@ static void on_tick(uv_timer_t *t) {
     for (uint32_t id = 1; id < r->next_id; id++) {
       Conn *c = r->conns[id];
       if (!c || c->state != ST_RELAY || now - c->last_active < r->idle_ms) continue;
-      if (!opened) {
-        scope_open(r, &s);
-        opened = 1;
-      }
       js_close(c, END_IDLE);
       conn_free(c, 0, 0);
     }
   }
-  if (opened) scope_close(r, &s);
 }
 
 // ---- the JavaScript API ----
