@@ -24,6 +24,8 @@ export interface ForwarderOptions {
   readonly logLevel?: string;
   /** Listeners one worker may hold (default: a share of its open-file limit). */
   readonly listenerBudget?: number;
+  /** Set net.ipv4.tcp_migrate_req=1 in this network namespace (default true; tests on the host's loopback say false). */
+  readonly migrateReq?: boolean;
 }
 
 export interface ForwarderSnapshot {
@@ -78,6 +80,8 @@ class Worker {
       if (m.type === 'error') p.reject(new KproxyError('KPROXY_FORWARDER_FAILED', `forwarder worker ${index}: ${m.message}`));
       else p.resolve(m);
     });
+    // A send to a worker that is exiting fails through the send callback; nothing else to report here.
+    this.child.on('error', () => {});
     this.child.on('exit', (code, signal) => {
       this.exited = true;
       for (const p of this.#pending.values()) p.reject(new KproxyError('KPROXY_FORWARDER_FAILED', `forwarder worker ${index} exited (${code ?? signal})`));
@@ -91,7 +95,10 @@ class Worker {
     const seq = ++this.#seq;
     return new Promise<T>((resolve, reject) => {
       this.#pending.set(seq, { resolve: resolve as (m: FromWorker) => void, reject });
-      this.child.send({ ...m, seq } as ToWorker);
+      this.child.send({ ...m, seq } as ToWorker, (err) => {
+        if (err === null || !this.#pending.delete(seq)) return;
+        reject(new KproxyError('KPROXY_FORWARDER_FAILED', `forwarder worker ${this.index}: ${err.message}`));
+      });
     });
   }
 }
@@ -115,7 +122,7 @@ export class Forwarder {
   /** Starts the workers (none of them listens yet). */
   static async start(log: Logger, opts: ForwarderOptions = {}): Promise<Forwarder> {
     const f = new Forwarder(log, opts);
-    const migrate = enableMigrateReq();
+    const migrate = opts.migrateReq === false ? undefined : enableMigrateReq();
     if (migrate !== undefined) log.warn({ err: migrate }, 'could not set net.ipv4.tcp_migrate_req=1: connections queued on a listener are reset when kproxy restarts');
     const n = opts.workers ?? availableParallelism();
     if (!Number.isInteger(n) || n < 1) throw new KproxyError('KPROXY_BAD_CONFIG', `forwarder workers must be a positive integer (got ${n})`);
