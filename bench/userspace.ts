@@ -2,7 +2,7 @@
 // run, in the same veth lab (test/helpers/netns.ts: a client namespace,
 // the node namespace holding the proxies, three backend pods on a bridge).
 //
-//   node bench/userspace.ts [--seconds 4] [--rounds 3] [--idle 10000] [--quick]
+//   node bench/userspace.ts [--seconds 4] [--rounds 3] [--idle 10000] [--only stream,crr,udp,latency,idle] [--rate N] [--quick]
 //
 // Peers, each on its own Service address in the node namespace, with the
 // same three backends:
@@ -37,7 +37,9 @@ import type { ListenerSpec } from '../modes/userspace/table.ts';
 import { endpoint, pct, service } from './fixtures.ts';
 import { flagValue } from './args.ts';
 
-interface Args { seconds: number; rounds: number; idle: number; quick: boolean }
+const FIGURES = ['stream', 'crr', 'udp', 'latency', 'idle'] as const;
+type Figure = (typeof FIGURES)[number];
+interface Args { seconds: number; rounds: number; idle: number; quick: boolean; only: ReadonlySet<Figure>; rate: number }
 
 function parseArgs(argv: string[]): Args {
   const quick = argv.includes('--quick');
@@ -47,7 +49,12 @@ function parseArgs(argv: string[]): Args {
   if (!(seconds > 0 && seconds <= 20) || !Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(idle) || idle < 10 || idle > 10_000) {
     throw new Error('--seconds takes (0, 20], --rounds an integer ≥ 1, --idle an integer in 10..10000');
   }
-  return { seconds, rounds, idle, quick };
+  const only = new Set((flagValue(argv, '--only') ?? FIGURES.join(',')).split(',') as Figure[]);
+  for (const f of only) if (!FIGURES.includes(f)) throw new Error(`--only takes some of ${FIGURES.join(',')}`);
+  // The latency run's rate; by default half of haproxy's peak measured in the same run (needs crr).
+  const rate = Number(flagValue(argv, '--rate') ?? 0);
+  if (only.has('latency') && !only.has('crr') && !(rate > 0)) throw new Error('--only latency without crr needs --rate N');
+  return { seconds, rounds, idle, quick, only, rate };
 }
 
 const PEERS = ['haproxy', 'kproxy', 'nftables'] as const;
@@ -281,25 +288,29 @@ async function main(): Promise<void> {
     for (let round = 0; round < a.rounds; round++) {
       for (const peer of PEERS) {
         const pids = pidsOf(lab, peer);
-        let c0 = cpuTicks(pids);
-        const s = await load<{ bytes: number; ms: number; error?: string }>(lab.sb, { mode: 'stream', host: VIP[peer], port: PORTS.stream, ms }, ms);
-        if (s.error) throw new Error(`${peer} stream: ${s.error}`);
-        add('stream Gbit/s', peer, (s.bytes * 8) / 1e9 / (s.ms / 1000));
-        if (pids.length) add('stream proxy CPU s/GB', peer, (cpuTicks(pids) - c0) / 100 / (s.bytes / 1e9));
-        c0 = cpuTicks(pids);
-        const c = await load<{ conns: number; errors: number; ms: number }>(lab.sb, { mode: 'crr', host: VIP[peer], port: PORTS.crr, clients: 32, ms }, ms);
-        add('new connections/s', peer, c.conns / (c.ms / 1000));
-        add('connection errors', peer, c.errors);
-        if (pids.length) add('proxy CPU µs/connection', peer, ((cpuTicks(pids) - c0) * 10_000) / c.conns);
-        if (peer !== 'haproxy') {
+        if (a.only.has('stream')) {
+          const c0 = cpuTicks(pids);
+          const s = await load<{ bytes: number; ms: number; error?: string }>(lab.sb, { mode: 'stream', host: VIP[peer], port: PORTS.stream, ms }, ms);
+          if (s.error) throw new Error(`${peer} stream: ${s.error}`);
+          add('stream Gbit/s', peer, (s.bytes * 8) / 1e9 / (s.ms / 1000));
+          if (pids.length) add('stream proxy CPU s/GB', peer, (cpuTicks(pids) - c0) / 100 / (s.bytes / 1e9));
+        }
+        if (a.only.has('crr')) {
+          const c0 = cpuTicks(pids);
+          const c = await load<{ conns: number; errors: number; ms: number }>(lab.sb, { mode: 'crr', host: VIP[peer], port: PORTS.crr, clients: 32, ms }, ms);
+          add('new connections/s', peer, c.conns / (c.ms / 1000));
+          add('connection errors', peer, c.errors);
+          if (pids.length) add('proxy CPU µs/connection', peer, ((cpuTicks(pids) - c0) * 10_000) / c.conns);
+        }
+        if (peer !== 'haproxy' && a.only.has('udp')) {
           const u = await load<{ replies: number; ms: number }>(lab.sb, { mode: 'udp', host: VIP[peer], port: PORTS.udp, clients: 32, ms }, ms);
           add('UDP requests/s', peer, u.replies / (u.ms / 1000));
         }
       }
     }
     // Latency at half of haproxy's peak rate, open loop.
-    const rate = Math.max(100, Math.round(median(results['new connections/s'].haproxy) / 2));
-    for (let round = 0; round < a.rounds; round++) {
+    const rate = a.rate > 0 ? a.rate : a.only.has('crr') ? Math.max(100, Math.round(median(results['new connections/s'].haproxy) / 2)) : 0;
+    for (let round = 0; round < a.rounds && a.only.has('latency'); round++) {
       for (const peer of PEERS) {
         const r = await load<{ started: number; answered: number; errors: number; p50: number; p99: number }>(lab.sb, { mode: 'rate', host: VIP[peer], port: PORTS.crr, rate, ms }, ms);
         add('p50 connect-to-first-byte ms', peer, r.p50);
@@ -309,7 +320,7 @@ async function main(): Promise<void> {
     }
     // Memory per idle open connection.
     const idleCount: Partial<Record<Peer, number>> = {};
-    for (const peer of ['haproxy', 'kproxy'] as const) {
+    for (const peer of a.only.has('idle') ? (['haproxy', 'kproxy'] as const) : []) {
       const count = peer === 'haproxy' ? Math.min(a.idle, HAPROXY_MAXCONN - 100) : a.idle;
       const pids = pidsOf(lab, peer);
       const before = rssKiB(pids);

@@ -11,8 +11,8 @@
 // Half-close is carried through (EOF on one side becomes shutdown(SHUT_WR)
 // on the other once the pipe is flushed), a reset or error on one side
 // resets the other (SO_LINGER 0), and back-pressure is structural: a side
-// is read only while its pipe is empty, so at most one pipe's worth (256 KiB)
-// per direction is ever in flight. Pipes come from a small pool and are
+// is read only while its pipe has room, so at most one pipe's worth
+// (256 KiB) per direction is ever in flight. Pipes come from a small pool and are
 // held only while data is in them: an idle connection holds two sockets.
 //
 // JavaScript side: modes/userspace/native-tcp.ts.
@@ -49,6 +49,7 @@ typedef struct Relay Relay;
 
 typedef struct {
   int pr, pw;       // the pipe while data is in flight, else -1
+  size_t cap;       // the pipe's size
   size_t in_pipe;   // bytes in the pipe
   int src_eof;
   int dst_shut;
@@ -90,7 +91,7 @@ struct Relay {
   uint32_t open;
   Listener **listeners;
   int32_t lcap;
-  int free_pipes[FREE_PIPES_KEPT][2];
+  int free_pipes[FREE_PIPES_KEPT][3];  // read end, write end, size
   int nfree_pipes;
   Conn *connecting;
   uv_timer_t *timer;
@@ -140,14 +141,17 @@ static int get_pipe(Relay *r, Dir *d) {
     r->nfree_pipes--;
     d->pr = r->free_pipes[r->nfree_pipes][0];
     d->pw = r->free_pipes[r->nfree_pipes][1];
+    d->cap = (size_t)r->free_pipes[r->nfree_pipes][2];
     return 0;
   }
   int p[2];
   if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) return -errno;
   // Best effort: a smaller pipe (the default 64 KiB) only means more, smaller moves.
   fcntl(p[1], F_SETPIPE_SZ, CHUNK);
+  int size = fcntl(p[1], F_GETPIPE_SZ);
   d->pr = p[0];
   d->pw = p[1];
+  d->cap = size > 0 ? (size_t)size : 65536;
   return 0;
 }
 
@@ -157,6 +161,7 @@ static void put_pipe(Relay *r, Dir *d) {
   if (d->in_pipe == 0 && r->nfree_pipes < FREE_PIPES_KEPT && !r->destroyed) {
     r->free_pipes[r->nfree_pipes][0] = d->pr;
     r->free_pipes[r->nfree_pipes][1] = d->pw;
+    r->free_pipes[r->nfree_pipes][2] = (int)d->cap;
     r->nfree_pipes++;
   } else {
     close(d->pr);
@@ -313,14 +318,16 @@ static void js_close(Conn *c, int why) {
 enum { MOVE_WAIT = 0, MOVE_DONE = 1, MOVE_SRC_ERR = -1, MOVE_DST_ERR = -2 };
 
 // Moves what can be moved in direction k; returns MOVE_* with errno set on an error.
+// The source is read while the pipe has room and the pipe is written out
+// while it holds data, so the two sides overlap; the pipe bounds what is in flight.
 static int move(Conn *c, int k) {
   Relay *r = c->r;
   Dir *d = &c->d[k];
   int src = k == 0 ? c->cfd : c->ufd;
   int dst = k == 0 ? c->ufd : c->cfd;
   for (int round = 0; round < ROUNDS; round++) {
-    int drained_src = 0;
-    if (d->in_pipe == 0 && !d->src_eof) {
+    int progress = 0;
+    if (!d->src_eof && (d->pr < 0 || d->in_pipe < d->cap)) {
       if (d->pr < 0) {
         int e = get_pipe(r, d);
         if (e < 0) {
@@ -328,44 +335,45 @@ static int move(Conn *c, int k) {
           return MOVE_SRC_ERR;
         }
       }
-      ssize_t n = splice(src, NULL, d->pw, NULL, CHUNK, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+      ssize_t n = splice(src, NULL, d->pw, NULL, d->cap - d->in_pipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
       if (n > 0) {
-        d->in_pipe = (size_t)n;
+        d->in_pipe += (size_t)n;
         c->last_active = now_ms(r);
+        progress = 1;
       } else if (n == 0) {
         d->src_eof = 1;
-      } else if (errno == EAGAIN) {
-        drained_src = 1;
+        progress = 1;
       } else if (errno == EINTR) {
         continue;
-      } else {
+      } else if (errno != EAGAIN) {
         return MOVE_SRC_ERR;
       }
     }
-    while (d->in_pipe > 0) {
+    if (d->in_pipe > 0) {
       ssize_t w = splice(d->pr, NULL, dst, NULL, d->in_pipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
       if (w > 0) {
         d->in_pipe -= (size_t)w;
         d->bytes += (double)w;
         c->last_active = now_ms(r);
-      } else if (w < 0 && errno == EAGAIN) {
-        return MOVE_WAIT;  // the destination is full: wait for it, reading nothing meanwhile
+        progress = 1;
       } else if (w < 0 && errno == EINTR) {
         continue;
-      } else {
+      } else if (!(w < 0 && errno == EAGAIN)) {
         if (w == 0) errno = EPIPE;
         return MOVE_DST_ERR;
       }
     }
-    put_pipe(r, d);
-    if (d->src_eof) {
-      if (!d->dst_shut) {
-        shutdown(dst, SHUT_WR);
-        d->dst_shut = 1;
+    if (d->in_pipe == 0) {
+      put_pipe(r, d);
+      if (d->src_eof) {
+        if (!d->dst_shut) {
+          shutdown(dst, SHUT_WR);
+          d->dst_shut = 1;
+        }
+        return MOVE_DONE;
       }
-      return MOVE_DONE;
     }
-    if (drained_src) return MOVE_WAIT;
+    if (!progress) break;
   }
   return MOVE_WAIT;
 }
@@ -419,9 +427,10 @@ static void pump(Conn *c) {
   }
   int cwant = 0, uwant = 0;
   Dir *up = &c->d[0], *down = &c->d[1];
-  if (!up->src_eof && up->in_pipe == 0) cwant |= UV_READABLE;
+  // Read a side while its pipe has room; wait for a side to drain while the pipe towards it holds data.
+  if (!up->src_eof && (up->pr < 0 || up->in_pipe < up->cap)) cwant |= UV_READABLE;
   if (up->in_pipe > 0) uwant |= UV_WRITABLE;
-  if (!down->src_eof && down->in_pipe == 0) uwant |= UV_READABLE;
+  if (!down->src_eof && (down->pr < 0 || down->in_pipe < down->cap)) uwant |= UV_READABLE;
   if (down->in_pipe > 0) cwant |= UV_WRITABLE;
   set_poll(c, &c->cpoll, c->cfd, &c->cev, cwant);
   set_poll(c, &c->upoll, c->ufd, &c->uev, uwant);
