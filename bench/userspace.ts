@@ -2,7 +2,7 @@
 // run, in the same veth lab (test/helpers/netns.ts: a client namespace,
 // the node namespace holding the proxies, three backend pods on a bridge).
 //
-//   node bench/userspace.ts [--seconds 4] [--rounds 3] [--idle 10000] [--only stream,crr,udp,latency,idle] [--rate N] [--quick]
+//   node bench/userspace.ts [--seconds 4] [--rounds 3] [--idle 10000] [--only stream,crr,udp,latency,idle] [--rate N] [--workers 2] [--quick]
 //
 // Peers, each on its own Service address in the node namespace, with the
 // same three backends:
@@ -39,7 +39,7 @@ import { flagValue } from './args.ts';
 
 const FIGURES = ['stream', 'crr', 'udp', 'latency', 'idle'] as const;
 type Figure = (typeof FIGURES)[number];
-interface Args { seconds: number; rounds: number; idle: number; quick: boolean; only: ReadonlySet<Figure>; rate: number }
+interface Args { seconds: number; rounds: number; idle: number; quick: boolean; only: ReadonlySet<Figure>; rate: number; workers: number }
 
 function parseArgs(argv: string[]): Args {
   const quick = argv.includes('--quick');
@@ -54,7 +54,9 @@ function parseArgs(argv: string[]): Args {
   // The latency run's rate; by default half of haproxy's peak measured in the same run (needs crr).
   const rate = Number(flagValue(argv, '--rate') ?? 0);
   if (only.has('latency') && !only.has('crr') && !(rate > 0)) throw new Error('--only latency without crr needs --rate N');
-  return { seconds, rounds, idle, quick, only, rate };
+  const workers = Number(flagValue(argv, '--workers') ?? 2);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 16) throw new Error('--workers takes an integer in 1..16');
+  return { seconds, rounds, idle, quick, only, rate, workers };
 }
 
 const PEERS = ['haproxy', 'kproxy', 'nftables'] as const;
@@ -214,7 +216,7 @@ interface Lab {
   dir: string;
 }
 
-async function setUp(dir: string): Promise<Lab> {
+async function setUp(dir: string, workers: number): Promise<Lab> {
   const sb = await createSandbox({ prefix: 'kpub' });
   try {
     const pods = sb.pods.map((p) => nodeIn(p.ns, podScript, {}));
@@ -233,7 +235,7 @@ async function setUp(dir: string): Promise<Lab> {
     await exec('haproxy', ['-D', '-f', join(dir, 'haproxy.cfg')]);
     const haproxyPid = Number(readFileSync(join(dir, 'haproxy.pid'), 'utf8').trim());
     // kproxy's userspace forwarder.
-    const fwd = await startForwarder(sb.node, { workers: 2 });
+    const fwd = await startForwarder(sb.node, { workers });
     await fwd.addresses([VIP.kproxy]);
     const listener = (k: keyof typeof PORTS, protocol: 'TCP' | 'UDP'): ListenerSpec => ({
       ip: VIP.kproxy, port: PORTS[k], protocol, service: `bench/${k}:${PORTS[k]}`, algorithm: 'rr', affinitySeconds: 0, sourceRanges: [],
@@ -275,7 +277,7 @@ async function main(): Promise<void> {
     throw new Error('haproxy is missing: apt-get install -y haproxy');
   }
   const dir = mkdtempSync(join(tmpdir(), 'kpx-usbench-'));
-  const lab = await setUp(dir);
+  const lab = await setUp(dir, a.workers);
   const ms = a.seconds * 1000;
   const results: Record<string, Record<Peer, number[]>> = {};
   const add = (metric: string, peer: Peer, v: number) => {
