@@ -7,7 +7,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { silentLogger } from '../lib/log.ts';
 import { Forwarder } from '../modes/userspace/forwarder.ts';
-import { boundSockets, procKey, successorReady } from '../modes/userspace/handover.ts';
+import { boundSockets, procKey, socketInodes, successorReady } from '../modes/userspace/handover.ts';
 import type { ForwarderTable } from '../modes/userspace/table.ts';
 
 async function backend(): Promise<{ port: number; close(): void }> {
@@ -45,8 +45,9 @@ test.serial('two workers serve one table; a bad table changes nothing; a killed 
   for (let i = 0; i < 20; i++) t.is(await ask(port), 'hi\n');
   let s = await f.snapshot();
   t.is(s.workers, 2);
-  t.is(s.listening, 2, 'each worker listens');
+  t.is(s.listening, 2, 'each worker listens (on one socket the supervisor passed to both)');
   t.is(s.services['TCP test/fwd:p'].connections, 20);
+  t.is(boundSockets().get(procKey('TCP', '127.0.0.1', port))?.size, 1, 'one listening socket, shared by both workers');
   const [victim] = f.pids;
   process.kill(victim, 'SIGKILL');
   for (let i = 0; i < 20; i++) t.is(await ask(port), 'hi\n', 'the other worker keeps serving');
@@ -55,6 +56,8 @@ test.serial('two workers serve one table; a bad table changes nothing; a killed 
   t.false(f.pids.includes(victim));
   s = await f.snapshot();
   t.is(s.listening, 2, 'the replacement listens again');
+  t.is(boundSockets().get(procKey('TCP', '127.0.0.1', port))?.size, 2, 'the replacement bound its own socket beside the shared one');
+  for (let i = 0; i < 10; i++) t.is(await ask(port), 'hi\n');
 });
 
 test('the handover reads listening sockets from the kernel tables', (t) => {
@@ -75,13 +78,15 @@ test('the handover reads listening sockets from the kernel tables', (t) => {
     if (!(p in files)) throw new Error('absent');
     return files[p];
   });
-  t.is(bound.get(procKey('TCP', '10.96.0.10', 80)), 2);
-  t.is(bound.get(procKey('TCP', '2001:db8::10', 443)), 1);
-  t.is(bound.get(procKey('UDP', '10.96.0.10', 53)), 1);
+  t.deepEqual([...bound.get(procKey('TCP', '10.96.0.10', 80))!], ['1', '2']);
+  t.deepEqual([...bound.get(procKey('TCP', '2001:db8::10', 443))!], ['4']);
+  t.deepEqual([...bound.get(procKey('UDP', '10.96.0.10', 53))!], ['5']);
   t.is(bound.size, 3, 'connected sockets are not listeners');
-  const ours = new Map([[procKey('TCP', '10.96.0.10', 80), 1], [procKey('UDP', '10.96.0.10', 53), 1]]);
-  t.false(successorReady(ours, bound), 'the UDP listener has no second socket yet');
-  t.true(successorReady(new Map([[procKey('TCP', '10.96.0.10', 80), 1]]), bound));
-  t.false(successorReady(new Map(), bound));
+  const keys = [procKey('TCP', '10.96.0.10', 80), procKey('UDP', '10.96.0.10', 53)];
+  t.false(successorReady(keys, bound, new Set(['1', '5'])), 'the UDP listener has no socket of another process yet');
+  t.true(successorReady([keys[0]], bound, new Set(['1'])));
+  t.false(successorReady([keys[0]], bound, new Set(['1', '2'])), 'both sockets are ours (two workers)');
+  t.false(successorReady([], bound, new Set()));
+  t.true(socketInodes([process.pid]) instanceof Set);
   t.true(boundSockets().size >= 0, 'reads this machine\'s tables without failing');
 });

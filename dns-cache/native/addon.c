@@ -8,12 +8,14 @@ void udp_batch_register(napi_env env, napi_value exports);
 void memory_register(napi_env env, napi_value exports);
 void tcp_relay_register(napi_env env, napi_value exports);
 void udp_relay_register(napi_env env, napi_value exports);
+void fd_pass_register(napi_env env, napi_value exports);
 
 static napi_value Init(napi_env env, napi_value exports) {
   udp_batch_register(env, exports);
   memory_register(env, exports);
   tcp_relay_register(env, exports);
   udp_relay_register(env, exports);
+  fd_pass_register(env, exports);
   return exports;
 }
 

@@ -121,8 +121,12 @@ export class Engine {
     return this.#health;
   }
 
-  /** Brings the listeners in line with `table` (already validated). */
-  async apply(table: ForwarderTable): Promise<ApplyResult> {
+  /**
+   * Brings the listeners in line with `table` (already validated). `adopt`
+   * holds listening sockets opened elsewhere for new TCP listeners (by key);
+   * the engine owns them from here on.
+   */
+  async apply(table: ForwarderTable, adopt: ReadonlyMap<string, number> = new Map(), closeFd: (fd: number) => void = () => {}): Promise<ApplyResult> {
     if (this.#stopped) throw new Error('the forwarder is stopping');
     this.#ctx.nodeLocalSources = new AddressSet(table.nodeLocalSources);
     const wanted = new Map<string, ListenerSpec>(table.listeners.map((l) => [listenerKey(l), l]));
@@ -133,6 +137,7 @@ export class Engine {
     }
     const failed: { key: string; error: string }[] = [];
     const opening: Promise<void>[] = [];
+    const taken = new Set<string>();
     for (const [key, spec] of wanted) {
       let l = this.#listeners.get(key);
       if (l !== undefined) {
@@ -142,7 +147,11 @@ export class Engine {
       }
       const state = new ListenerState(spec, this.#ctx);
       if (spec.protocol === 'UDP') l = this.#udpRelay ? new NativeUdpListener(state, this.#udpRelay) : new UdpListener(state, this.#ctx);
-      else l = this.#relay ? new NativeTcpListener(state, this.#relay) : new TcpListener(state, this.#ctx);
+      else if (this.#relay) {
+        l = new NativeTcpListener(state, this.#relay, adopt.get(key));
+        if (adopt.has(key)) taken.add(key);
+      }
+      else l = new TcpListener(state, this.#ctx);
       this.#listeners.set(key, l);
       const opened = l;
       opening.push(opened.listen().catch((e: NodeJS.ErrnoException) => {
@@ -154,6 +163,8 @@ export class Engine {
       if (opening.length >= 512) await Promise.all(opening.splice(0));
     }
     await Promise.all(opening);
+    // Passed sockets no listener took (a listener that already existed, or no native relay here).
+    for (const [key, fd] of adopt) if (!taken.has(key) || failed.some((f) => f.key === key)) closeFd(fd);
     this.#markDraining();
     this.#health.sweep();
     return { failed, listeners: this.#listeners.size };

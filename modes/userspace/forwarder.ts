@@ -11,8 +11,10 @@ import { KproxyError } from '../../lib/errors.ts';
 import { compactHeap } from '../../lib/heap.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { ApplyResult, EndpointReport, EngineSnapshot } from './engine.ts';
-import { boundSockets, enableMigrateReq, procKey, successorReady } from './handover.ts';
-import { counterNames, newCounters, type EngineOptions, type ServiceCounters } from './listener-state.ts';
+import { boundSockets, enableMigrateReq, procKey, socketInodes, successorReady } from './handover.ts';
+import { fdModule, type FdModule } from './fd-channel.ts';
+import { relayModule } from './native-tcp.ts';
+import { counterNames, defaultEngineOptions, newCounters, type EngineOptions, type ServiceCounters } from './listener-state.ts';
 import { WORKER_CONFIG_ENV, type FromWorker, type Request, type ToWorker, type WorkerConfig } from './messages.ts';
 import { LISTENER_SHARE, openFileLimit, placeListeners } from './placement.ts';
 import { emptyTable, listenerKey, refusesAll, validateTable, type ForwarderTable } from './table.ts';
@@ -26,6 +28,13 @@ export interface ForwarderOptions {
   readonly listenerBudget?: number;
   /** Set net.ipv4.tcp_migrate_req=1 in this network namespace (default true; tests on the host's loopback say false). */
   readonly migrateReq?: boolean;
+  /**
+   * Open each TCP listener once here and pass it to every worker, so they
+   * share one accept queue (default true with the native relay); false:
+   * each worker binds its own socket (SO_REUSEPORT splits connections
+   * between them by a hash).
+   */
+  readonly shareListeners?: boolean;
 }
 
 export interface ForwarderSnapshot {
@@ -41,6 +50,8 @@ export interface ForwarderSnapshot {
 }
 
 const workerScript = fileURLToPath(new URL('./worker.ts', import.meta.url));
+/** Listening sockets opened and passed at a time. */
+const PASS_BATCH = 500;
 
 interface Pending {
   resolve(m: FromWorker): void;
@@ -51,18 +62,26 @@ class Worker {
   readonly index: number;
   readonly child: ChildProcess;
   readonly ready: Promise<void>;
+  /** This end of the descriptor channel (the worker holds the other as fd 4), or -1. */
+  readonly channel: number;
+  /** TCP listeners the worker has open, by key (so their sockets are passed once). */
+  tcpOpen = new Set<string>();
   readonly #pending = new Map<number, Pending>();
   #seq = 0;
   exited = false;
 
-  constructor(index: number, config: WorkerConfig, onExit: (w: Worker, code: number | null, signal: string | null) => void) {
+  constructor(index: number, config: WorkerConfig, fds: FdModule | undefined, onExit: (w: Worker, code: number | null, signal: string | null) => void) {
     this.index = index;
+    const pair = fds?.socketPair();
+    this.channel = pair ? pair[0] : -1;
     this.child = fork(workerScript, [], {
-      env: { ...process.env, [WORKER_CONFIG_ENV]: JSON.stringify(config) },
+      env: { ...process.env, [WORKER_CONFIG_ENV]: JSON.stringify({ ...config, fdChannel: pair !== undefined } satisfies WorkerConfig) },
       serialization: 'advanced',
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      stdio: pair ? ['ignore', 'inherit', 'inherit', 'ipc', pair[1]] : ['ignore', 'inherit', 'inherit', 'ipc'],
       execArgv: [],
     });
+    // The child holds its end now.
+    if (pair) fds!.closeFd(pair[1]);
     this.ready = new Promise((resolve, reject) => {
       const early = (code: number | null) => reject(new KproxyError('KPROXY_FORWARDER_FAILED', `forwarder worker ${index} exited at start (${code})`));
       this.child.once('exit', early);
@@ -84,6 +103,7 @@ class Worker {
     this.child.on('error', () => {});
     this.child.on('exit', (code, signal) => {
       this.exited = true;
+      if (this.channel >= 0) fds!.closeFd(this.channel);
       for (const p of this.#pending.values()) p.reject(new KproxyError('KPROXY_FORWARDER_FAILED', `forwarder worker ${index} exited (${code ?? signal})`));
       this.#pending.clear();
       onExit(this, code, signal);
@@ -105,8 +125,11 @@ class Worker {
 
 export class Forwarder {
   readonly #log: Logger;
-  readonly #config: (index: number) => WorkerConfig;
+  readonly #config: (index: number) => Omit<WorkerConfig, 'fdChannel'>;
   readonly #budget: number;
+  readonly #backlog: number;
+  /** Set when TCP listeners are opened here and passed to the workers (one accept queue shared by all). */
+  readonly #fds: FdModule | undefined;
   readonly #workers: Worker[] = [];
   #table: ForwarderTable = emptyTable;
   #placed: ForwarderTable[] = [];
@@ -117,6 +140,11 @@ export class Forwarder {
     this.#log = log;
     this.#config = (index) => ({ options: opts.engine ?? {}, logLevel: opts.logLevel ?? log.level, index });
     this.#budget = opts.listenerBudget ?? Math.floor(openFileLimit() * LISTENER_SHARE);
+    this.#backlog = opts.engine?.backlog ?? defaultEngineOptions.backlog;
+    const relay = opts.engine?.relay ?? 'auto';
+    const fds = fdModule();
+    const native = relay !== 'node' && !(relayModule() instanceof Error) && !(fds instanceof Error);
+    this.#fds = native && opts.shareListeners !== false && (opts.engine?.reusePort ?? true) ? fds as FdModule : undefined;
   }
 
   /** Starts the workers (none of them listens yet). */
@@ -157,14 +185,60 @@ export class Forwarder {
   async apply(input: unknown): Promise<ApplyResult> {
     const table = validateTable(input);
     const placed = placeListeners(table, this.#workers.length, this.#budget);
-    const results = await Promise.all(this.#workers.map((w, i) => w.request<Extract<FromWorker, { type: 'applied' }>>({ type: 'apply', table: placed[i] })));
-    this.#table = table;
-    this.#placed = placed;
     const failed = new Map<string, string>();
-    for (const r of results) for (const f of r.result.failed) failed.set(f.key, f.error);
+    if (this.#fds !== undefined) await this.#passListeners(placed, failed);
+    const parts = failed.size === 0 ? placed : placed.map((p) => ({ ...p, listeners: p.listeners.filter((l) => !failed.has(listenerKey(l))) }));
+    const results = await Promise.all(this.#workers.map((w, i) => w.request<Extract<FromWorker, { type: 'applied' }>>({ type: 'apply', table: parts[i] })));
+    this.#table = table;
+    this.#placed = parts;
+    results.forEach((r, i) => {
+      for (const f of r.result.failed) failed.set(f.key, f.error);
+      this.#workers[i].tcpOpen = new Set(parts[i].listeners.filter((l) => l.protocol === 'TCP' && !failed.has(listenerKey(l))).map(listenerKey));
+    });
     this.#failed = new Set(failed.keys());
     if (table.listeners.length >= 2000) compactHeap();
     return { failed: [...failed].map(([key, error]) => ({ key, error })), listeners: table.listeners.length - failed.size };
+  }
+
+  /**
+   * Opens each TCP listener new to some worker once and passes it to every
+   * worker that needs it, in batches (the supervisor never holds more than
+   * a batch of them: its open-file limit is the workers' too).
+   */
+  async #passListeners(placed: readonly ForwarderTable[], failed: Map<string, string>): Promise<void> {
+    const fds = this.#fds!;
+    const needed = new Map<string, { spec: ForwarderTable['listeners'][number]; workers: number[] }>();
+    placed.forEach((part, i) => {
+      for (const l of part.listeners) {
+        const key = listenerKey(l);
+        if (l.protocol !== 'TCP' || this.#workers[i].tcpOpen.has(key)) continue;
+        let n = needed.get(key);
+        if (n === undefined) needed.set(key, (n = { spec: l, workers: [] }));
+        n.workers.push(i);
+      }
+    });
+    const entries = [...needed];
+    for (let at = 0; at < entries.length; at += PASS_BATCH) {
+      const opened = new Map<string, number>();
+      try {
+        for (const [key, { spec }] of entries.slice(at, at + PASS_BATCH)) {
+          try {
+            opened.set(key, fds.openTcpListener(spec.ip, spec.port, this.#backlog, true));
+          } catch (e) {
+            failed.set(key, (e as NodeJS.ErrnoException).code ?? (e as Error).message);
+          }
+        }
+        await Promise.all(this.#workers.map(async (w, i) => {
+          const keys = [...opened.keys()].filter((k) => needed.get(k)!.workers.includes(i));
+          if (keys.length === 0) return;
+          fds.sendFds(w.channel, keys.map((k) => opened.get(k)!));
+          await w.request({ type: 'adopt', keys });
+        }));
+      } finally {
+        // The workers hold their copies now; the supervisor keeps none.
+        for (const fd of opened.values()) fds.closeFd(fd);
+      }
+    }
   }
 
   /** Counters and endpoint states summed over the workers. */
@@ -180,10 +254,11 @@ export class Forwarder {
    */
   async handover(waitMs: number, drainMs: number): Promise<{ successor: boolean; waitedMs: number }> {
     const started = Date.now();
-    const ours = this.#ownSockets();
+    const keys = this.#accepting();
+    const ours = socketInodes([process.pid, ...this.pids]);
     let successor = false;
     while (Date.now() - started < waitMs) {
-      if (successorReady(ours, boundSockets())) {
+      if (successorReady(keys, boundSockets(), ours)) {
         successor = true;
         break;
       }
@@ -210,27 +285,30 @@ export class Forwarder {
     }));
   }
 
-  /** Sockets this kproxy holds per listener, in boundSockets()' spelling. */
-  #ownSockets(): Map<string, number> {
-    const ours = new Map<string, number>();
-    for (const part of this.#placed) {
-      for (const l of part.listeners) {
-        if (this.#failed.has(listenerKey(l)) || (l.protocol === 'UDP' && refusesAll(l))) continue;
-        const k = procKey(l.protocol, l.ip, l.port);
-        ours.set(k, (ours.get(k) ?? 0) + 1);
-      }
+  /** The listeners this kproxy accepts on, in boundSockets()' spelling. */
+  #accepting(): string[] {
+    const keys = new Set<string>();
+    for (const l of this.#table.listeners) {
+      if (this.#failed.has(listenerKey(l)) || (l.protocol === 'UDP' && refusesAll(l))) continue;
+      keys.add(procKey(l.protocol, l.ip, l.port));
     }
-    return ours;
+    return [...keys];
   }
 
   #spawn(index: number): Worker {
-    return new Worker(index, this.#config(index), (w, code, signal) => {
+    return new Worker(index, this.#config(index) as WorkerConfig, this.#fds, (w, code, signal) => {
       if (this.#stopping) return;
       this.#log.error({ worker: index, code, signal }, 'forwarder worker died; starting another');
       const fresh = this.#spawn(index);
       this.#workers[this.#workers.indexOf(w)] = fresh;
       fresh.ready
+        // The replacement binds its own sockets (the supervisor keeps no copies to pass): they join each listener's SO_REUSEPORT group.
         .then(() => fresh.request<Extract<FromWorker, { type: 'applied' }>>({ type: 'apply', table: this.#placed[index] ?? emptyTable }))
+        .then((r) => {
+          const part = this.#placed[index] ?? emptyTable;
+          const bad = new Set(r.result.failed.map((f) => f.key));
+          fresh.tcpOpen = new Set(part.listeners.filter((l) => l.protocol === 'TCP' && !bad.has(listenerKey(l))).map(listenerKey));
+        })
         .catch((e: Error) => this.#log.error({ worker: index, err: e.message }, 'restarted forwarder worker could not take the table'));
     });
   }

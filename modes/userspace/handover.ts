@@ -3,9 +3,9 @@
 // then stops accepting (with net.ipv4.tcp_migrate_req=1 the kernel moves
 // connections queued on its listeners to the successor's) and drains.
 // Whether the successor is there is read from the kernel's socket tables:
-// a listener it has bound shows up as one more socket on the same address
-// and port than this kproxy holds.
-import { readFileSync, writeFileSync } from 'node:fs';
+// every listener's address and port shows a listening socket that none of
+// this kproxy's processes holds.
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 
 /** "10.96.0.10:80"-style key of a local address as /proc/net/{tcp,udp}[6] writes it. */
 function procAddress(hex: string): string {
@@ -25,9 +25,9 @@ function procAddress(hex: string): string {
   return `[${groups.join(':')}]:${p}`;
 }
 
-/** Listening TCP sockets and unconnected UDP sockets per "PROTO/addr:port" (IPv6 uncompressed groups). */
-export function boundSockets(read: (path: string) => string = (p) => readFileSync(p, 'utf8')): Map<string, number> {
-  const counts = new Map<string, number>();
+/** The inodes of listening TCP sockets and unconnected UDP sockets per "PROTO/addr:port" (IPv6 uncompressed groups). */
+export function boundSockets(read: (path: string) => string = (p) => readFileSync(p, 'utf8')): Map<string, Set<string>> {
+  const sockets = new Map<string, Set<string>>();
   const tables: [string, string, string][] = [['TCP', '/proc/net/tcp', '0A'], ['TCP', '/proc/net/tcp6', '0A'], ['UDP', '/proc/net/udp', '07'], ['UDP', '/proc/net/udp6', '07']];
   for (const [proto, path, listenState] of tables) {
     let text: string;
@@ -42,14 +42,38 @@ export function boundSockets(read: (path: string) => string = (p) => readFileSyn
       const line = text.slice(at, end < 0 ? text.length : end);
       at = end < 0 ? -1 : end + 1;
       const f = line.trim().split(/\s+/);
-      if (f.length < 4 || f[3] !== listenState) continue;
+      if (f.length < 10 || f[3] !== listenState) continue;
       // A UDP listener is unconnected: its remote address is all zeros.
       if (proto === 'UDP' && !/^0+:0+$/.test(f[2])) continue;
       const key = `${proto}/${procAddress(f[1])}`;
-      counts.set(key, (counts.get(key) ?? 0) + 1);
+      let set = sockets.get(key);
+      if (set === undefined) sockets.set(key, (set = new Set()));
+      set.add(f[9]);
     }
   }
-  return counts;
+  return sockets;
+}
+
+/** The inodes of every socket the processes `pids` hold open. */
+export function socketInodes(pids: readonly number[]): Set<string> {
+  const inodes = new Set<string>();
+  for (const pid of pids) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m) inodes.add(m[1]);
+      } catch {
+        // closed meanwhile
+      }
+    }
+  }
+  return inodes;
 }
 
 /** The same spelling for a listener key, so it can be looked up in boundSockets(). */
@@ -62,10 +86,13 @@ export function procKey(protocol: string, ip: string, port: number): string {
   return `${protocol}/[${groups.map((g) => parseInt(g, 16).toString(16)).join(':')}]:${port}`;
 }
 
-/** True when, for every listener, more sockets are bound than `ours` holds: a successor is ready. */
-export function successorReady(ours: ReadonlyMap<string, number>, bound: ReadonlyMap<string, number>): boolean {
-  if (ours.size === 0) return false;
-  for (const [key, n] of ours) if ((bound.get(key) ?? 0) <= n) return false;
+/** True when every listener `keys` names has a bound socket that is not one of `ours`: a successor is ready. */
+export function successorReady(keys: readonly string[], bound: ReadonlyMap<string, ReadonlySet<string>>, ours: ReadonlySet<string>): boolean {
+  if (keys.length === 0) return false;
+  for (const key of keys) {
+    const inodes = bound.get(key);
+    if (inodes === undefined || ![...inodes].some((i) => !ours.has(i))) return false;
+  }
   return true;
 }
 

@@ -5,6 +5,8 @@ import type { EngineOptions } from './listener-state.ts';
 import type { ForwarderTable } from './table.ts';
 
 export type ToWorker =
+  /** Listening sockets for these TCP listeners were just sent over the descriptor channel, in this order: keep them for the next apply. */
+  | { readonly type: 'adopt'; readonly seq: number; readonly keys: readonly string[] }
   | { readonly type: 'apply'; readonly seq: number; readonly table: ForwarderTable }
   | { readonly type: 'snapshot'; readonly seq: number }
   | { readonly type: 'stop-accepting'; readonly seq: number }
@@ -25,6 +27,8 @@ export interface WorkerConfig {
   readonly options: Partial<EngineOptions>;
   readonly logLevel: string;
   readonly index: number;
+  /** Whether listening sockets arrive on the descriptor channel (stdio slot 4). */
+  readonly fdChannel: boolean;
 }
 
 export const WORKER_CONFIG_ENV = 'KPROXY_FORWARDER_WORKER';

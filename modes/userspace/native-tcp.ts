@@ -16,6 +16,7 @@ interface RelayModule {
   createRelay(onAccept: (listener: number, conn: number, clientIP: string) => void, onConnect: (conn: number, errno: number) => void,
     onClose: (conn: number, up: number, down: number, why: number) => void, idleMs: number): Handle;
   relayListen(h: Handle, listener: number, host: string, port: number, backlog: number, reusePort: boolean): void;
+  relayAdopt(h: Handle, listener: number, fd: number): void;
   relayCloseListener(h: Handle, listener: number): void;
   relayConnect(h: Handle, conn: number, host: string, port: number, timeoutMs: number): number;
   relayReject(h: Handle, conn: number): void;
@@ -97,11 +98,13 @@ export class NativeRelay {
     );
   }
 
-  listen(l: NativeTcpListener): number {
+  /** Starts accepting for `l`: on `fd` (a listening socket the supervisor opened and passed) or on a socket of its own. */
+  listen(l: NativeTcpListener, fd?: number): number {
     const id = this.#freeListenerIds.pop() ?? this.#nextListenerId++;
     const { ip, port } = l.state.spec;
     try {
-      this.#mod.relayListen(this.#handle, id, ip, port, this.#ctx.options.backlog, this.#ctx.options.reusePort);
+      if (fd !== undefined) this.#mod.relayAdopt(this.#handle, id, fd);
+      else this.#mod.relayListen(this.#handle, id, ip, port, this.#ctx.options.backlog, this.#ctx.options.reusePort);
     } catch (e) {
       this.#freeListenerIds.push(id);
       throw e;
@@ -238,10 +241,13 @@ export class NativeTcpListener {
   readonly relay: NativeRelay;
   readonly conns = new Set<NativeConn>();
   #id = -1;
+  /** A listening socket passed by the supervisor, taken by listen(). */
+  #fd: number | undefined;
 
-  constructor(state: ListenerState, relay: NativeRelay) {
+  constructor(state: ListenerState, relay: NativeRelay, fd?: number) {
     this.state = state;
     this.relay = relay;
+    this.#fd = fd;
   }
 
   get accepting(): boolean {
@@ -249,7 +255,10 @@ export class NativeTcpListener {
   }
 
   async listen(): Promise<void> {
-    if (this.#id < 0) this.#id = this.relay.listen(this);
+    if (this.#id >= 0) return;
+    const fd = this.#fd;
+    this.#fd = undefined;
+    this.#id = this.relay.listen(this, fd);
   }
 
   stopAccepting(): void {

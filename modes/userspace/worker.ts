@@ -4,11 +4,15 @@
 import { pino } from 'pino';
 import { compactHeap } from '../../lib/heap.ts';
 import { Engine } from './engine.ts';
+import { fdModule, WORKER_FD_CHANNEL } from './fd-channel.ts';
 import { WORKER_CONFIG_ENV, type FromWorker, type ToWorker, type WorkerConfig } from './messages.ts';
 
 const config = JSON.parse(process.env[WORKER_CONFIG_ENV] ?? '{}') as WorkerConfig;
 const log = pino({ level: config.logLevel ?? 'info', base: { app: 'kproxy', component: 'forwarder', worker: config.index } }, pino.destination({ fd: 2, sync: true }));
 const engine = new Engine(log, config.options);
+
+/** Listening sockets passed by the supervisor for the next apply, by listener key. */
+const adopted = new Map<string, number>();
 
 /** Tables at least this large are followed by a compacting collection. */
 const COMPACT_AFTER = 2000;
@@ -19,8 +23,23 @@ function send(m: FromWorker): void {
 
 async function handle(m: ToWorker): Promise<void> {
   switch (m.type) {
+    case 'adopt': {
+      const fds = fdModule();
+      if (fds instanceof Error || !config.fdChannel) throw new Error(`listening sockets were passed but cannot be received: ${fds instanceof Error ? fds.message : 'no channel'}`);
+      const got = fds.recvFds(WORKER_FD_CHANNEL, m.keys.length, 10_000);
+      m.keys.forEach((key, i) => {
+        const old = adopted.get(key);
+        if (old !== undefined) fds.closeFd(old);
+        adopted.set(key, got[i]);
+      });
+      send({ type: 'done', seq: m.seq });
+      return;
+    }
     case 'apply': {
-      const result = await engine.apply(m.table);
+      const fds = fdModule();
+      const adopt = new Map(adopted);
+      adopted.clear();
+      const result = await engine.apply(m.table, adopt, (fd) => { if (!(fds instanceof Error)) fds.closeFd(fd); });
       // A large table leaves its decoded message and the replaced listener state behind: give that memory back.
       if (m.table.listeners.length >= COMPACT_AFTER) compactHeap();
       send({ type: 'applied', seq: m.seq, result });

@@ -701,6 +701,67 @@ static napi_value CreateRelay(napi_env env, napi_callback_info info) {
   return handle;
 }
 
+// A bound, listening, non-blocking TCP socket; -errno on failure (what names the step).
+static int open_listener(const char *host, int port, int backlog, bool reuse, const char **what) {
+  struct sockaddr_storage ss;
+  socklen_t sl;
+  int family = parse_addr(host, port, &ss, &sl);
+  *what = "listen";
+  if (family < 0) return -EINVAL;
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *what = "socket";
+    return -errno;
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuse && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+    int e = errno;
+    close(fd);
+    *what = "SO_REUSEPORT";
+    return -e;
+  }
+  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, backlog > 0 ? backlog : 511) < 0) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  return fd;
+}
+
+// Starts accepting on `fd` (which the relay now owns) as listener `id`; 0 or an error text.
+static const char *adopt_listener(Relay *r, int32_t id, int fd) {
+  if (id < r->lcap && r->listeners[id]) return "listener id in use";
+  if (id >= r->lcap) {
+    int32_t cap = r->lcap ? r->lcap : 256;
+    while (cap <= id) cap *= 2;
+    Listener **ls = realloc(r->listeners, cap * sizeof *ls);
+    if (!ls) return "out of memory";
+    memset(ls + r->lcap, 0, (cap - r->lcap) * sizeof *ls);
+    r->listeners = ls;
+    r->lcap = cap;
+  }
+  // A socket handed over from another process may be blocking: accept must not block the loop.
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  Listener *l = calloc(1, sizeof *l);
+  uv_poll_t *p = malloc(sizeof *p);
+  if (!l || !p || uv_poll_init(r->loop, p, fd) != 0) {
+    free(l);
+    free(p);
+    return "cannot poll the listener";
+  }
+  l->r = r;
+  l->id = id;
+  l->fd = fd;
+  l->poll = p;
+  p->data = l;
+  r->listeners[id] = l;
+  uv_poll_start(p, UV_READABLE, on_listener);
+  return NULL;
+}
+
 // listen(relay, listenerId, host, port, backlog, reusePort): binds and starts accepting; throws with the errno's code.
 static napi_value Listen(napi_env env, napi_callback_info info) {
   ARGS(6);
@@ -716,62 +777,58 @@ static napi_value Listen(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "listen(relay, listenerId, host, port, backlog, reusePort)");
     return NULL;
   }
-  if (id < r->lcap && r->listeners[id]) {
-    napi_throw_error(env, "EEXIST", "listener id in use");
-    return NULL;
-  }
-  struct sockaddr_storage ss;
-  socklen_t sl;
-  int family = parse_addr(host, port, &ss, &sl);
-  if (family < 0) {
-    napi_throw_type_error(env, NULL, "listen: host must be an IP address");
-    return NULL;
-  }
-  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return throw_errno(env, "socket", errno);
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (reuse && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
-    int e = errno;
-    close(fd);
-    return throw_errno(env, "SO_REUSEPORT", e);
-  }
-  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-  if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, backlog > 0 ? backlog : 511) < 0) {
-    int e = errno;
-    close(fd);
-    return throw_errno(env, "listen", e);
-  }
-  if (id >= r->lcap) {
-    int32_t cap = r->lcap ? r->lcap : 256;
-    while (cap <= id) cap *= 2;
-    Listener **ls = realloc(r->listeners, cap * sizeof *ls);
-    if (!ls) {
-      close(fd);
-      napi_throw_error(env, NULL, "out of memory");
+  const char *what;
+  int fd = open_listener(host, port, backlog, reuse, &what);
+  if (fd == -EINVAL && strcmp(what, "listen") == 0) {
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (parse_addr(host, port, &ss, &sl) < 0) {
+      napi_throw_type_error(env, NULL, "listen: host must be an IP address");
       return NULL;
     }
-    memset(ls + r->lcap, 0, (cap - r->lcap) * sizeof *ls);
-    r->listeners = ls;
-    r->lcap = cap;
   }
-  Listener *l = calloc(1, sizeof *l);
-  uv_poll_t *p = malloc(sizeof *p);
-  if (!l || !p || uv_poll_init(r->loop, p, fd) != 0) {
-    free(l);
-    free(p);
+  if (fd < 0) return throw_errno(env, what, -fd);
+  const char *err = adopt_listener(r, id, fd);
+  if (err) {
     close(fd);
-    napi_throw_error(env, NULL, "tcp-relay: cannot poll the listener");
+    napi_throw_error(env, NULL, err);
+  }
+  return NULL;
+}
+
+// adopt(relay, listenerId, fd): accepts on a listening socket opened elsewhere (the relay owns the fd from now on).
+static napi_value Adopt(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  Relay *r = relay_of(env, argv[0]);
+  if (!r) return NULL;
+  int32_t id = -1, fd = -1;
+  if (napi_get_value_int32(env, argv[1], &id) != napi_ok || napi_get_value_int32(env, argv[2], &fd) != napi_ok || id < 0 || id > 1 << 24 || fd < 0) {
+    napi_throw_type_error(env, NULL, "adopt(relay, listenerId, fd)");
     return NULL;
   }
-  l->r = r;
-  l->id = id;
-  l->fd = fd;
-  l->poll = p;
-  p->data = l;
-  r->listeners[id] = l;
-  uv_poll_start(p, UV_READABLE, on_listener);
+  const char *err = adopt_listener(r, id, fd);
+  if (err) napi_throw_error(env, NULL, err);
   return NULL;
+}
+
+// openTcpListener(host, port, backlog, reusePort) -> fd: a listening socket for another process to adopt.
+static napi_value OpenTcpListener(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  int32_t port = 0, backlog = 0;
+  bool reuse = false;
+  char host[64];
+  size_t hl;
+  if (napi_get_value_string_utf8(env, argv[0], host, sizeof host, &hl) != napi_ok || napi_get_value_int32(env, argv[1], &port) != napi_ok ||
+      napi_get_value_int32(env, argv[2], &backlog) != napi_ok || napi_get_value_bool(env, argv[3], &reuse) != napi_ok || port < 1 || port > 65535) {
+    napi_throw_type_error(env, NULL, "openTcpListener(host, port, backlog, reusePort)");
+    return NULL;
+  }
+  const char *what;
+  int fd = open_listener(host, port, backlog, reuse, &what);
+  if (fd < 0) return throw_errno(env, what, -fd);
+  napi_value out;
+  napi_create_int32(env, fd, &out);
+  return out;
 }
 
 // closeListener(relay, listenerId): stops accepting (queued connections move to another socket of the group).
@@ -924,6 +981,8 @@ void tcp_relay_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"createRelay", NULL, CreateRelay, NULL, NULL, NULL, napi_default, NULL},
     {"relayListen", NULL, Listen, NULL, NULL, NULL, napi_default, NULL},
+    {"relayAdopt", NULL, Adopt, NULL, NULL, NULL, napi_default, NULL},
+    {"openTcpListener", NULL, OpenTcpListener, NULL, NULL, NULL, napi_default, NULL},
     {"relayCloseListener", NULL, CloseListener, NULL, NULL, NULL, napi_default, NULL},
     {"relayConnect", NULL, Connect, NULL, NULL, NULL, napi_default, NULL},
     {"relayReject", NULL, Reject, NULL, NULL, NULL, napi_default, NULL},
