@@ -16,9 +16,6 @@ export class TcpConn {
   endpoint: EndpointState | undefined;
   /** When (health clock, ms) it is closed because its endpoint or listener went away; 0 = not draining. */
   drainDeadline = 0;
-  /** Bytes already added to the counters (the rest is counted at close). */
-  countedUp = 0;
-  countedDown = 0;
 
   constructor(client: net.Socket, counters: ServiceCounters) {
     this.client = client;
@@ -71,8 +68,8 @@ export class TcpListener {
     let buffered = 0;
     for (const conn of this.conns) {
       if (conn.upstream === undefined) continue;
-      toEndpoints += conn.upstream.bytesWritten - conn.countedUp;
-      toClients += conn.client.bytesWritten - conn.countedDown;
+      toEndpoints += conn.upstream.bytesWritten;
+      toClients += conn.client.bytesWritten;
       buffered += conn.upstream.writableLength + conn.client.writableLength;
     }
     return { toEndpoints, toClients, buffered };
@@ -191,8 +188,8 @@ export class TcpListener {
     const c = conn.counters;
     c.active--;
     if (conn.upstream !== undefined) {
-      c.bytesToEndpoints += conn.upstream.bytesWritten - conn.countedUp;
-      c.bytesToClients += conn.client.bytesWritten - conn.countedDown;
+      c.bytesToEndpoints += conn.upstream.bytesWritten;
+      c.bytesToClients += conn.client.bytesWritten;
     }
     const e = conn.endpoint;
     if (e !== undefined) {
