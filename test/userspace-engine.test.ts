@@ -325,3 +325,13 @@ both('a listener that cannot bind is reported, the others serve', async (t) => {
   t.is(r.listeners, 1);
   t.is((await ask(port)).data, 'a\n');
 });
+
+both('ClientIP affinity holds for connections accepted together, before the first one connected', async (t) => {
+  const backends = await Promise.all(['a', 'b', 'c'].map(named));
+  t.teardown(() => Promise.all(backends.map((b) => b.close())).then(() => {}));
+  const e = engine(t);
+  const port = freePort();
+  await e.apply(table(listener(port, backends.map((b) => b.ep), { affinitySeconds: 30 })));
+  const answers = await Promise.all(Array.from({ length: 20 }, () => ask(port)));
+  t.deepEqual(new Set(answers.map((a) => a.data)).size, 1, JSON.stringify(answers.map((a) => a.data)));
+});

@@ -182,6 +182,8 @@ export class NativeRelay {
         return;
       }
       if (conn.attempt > 0) conn.counters.retries++;
+      // Remembered at the pick, not at the connect: the client's next connections may be accepted before this one connects.
+      conn.pool!.affinity?.remember(conn.clientIP, e.key, ctx.health.now());
       const r = this.#mod.relayConnect(this.#handle, conn.id, e.ip, e.port, timeouts[conn.attempt++]);
       if (r === 0) {
         conn.pending = e;
@@ -212,7 +214,6 @@ export class NativeRelay {
     ctx.health.succeeded(e);
     e.active++;
     conn.endpoint = e;
-    conn.pool!.affinity?.remember(conn.clientIP, e.key, ctx.health.now());
   }
 
   #closed(id: number, up: number, down: number): void {

@@ -134,6 +134,8 @@ export class TcpListener {
         return;
       }
       if (attempt > 0) st.counters.retries++;
+      // Remembered at the pick, not at the connect: the client's next connections may be accepted before this one connects.
+      d.pool.affinity?.remember(clientIP, e.key, ctx.health.now());
       const timeout = timeouts[attempt++];
       const up = net.connect({ host: e.ip, port: e.port, allowHalfOpen: true, noDelay: true });
       conn.upstream = up;
@@ -156,7 +158,6 @@ export class TcpListener {
         ctx.health.succeeded(e);
         e.active++;
         conn.endpoint = e;
-        d.pool.affinity?.remember(clientIP, e.key, ctx.health.now());
         client.off('close', clientGone);
         this.#relay(conn, client, up);
       });

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -73,7 +74,6 @@ typedef struct {
   Relay *r;
   int32_t id;
   int fd;
-  uv_poll_t *poll;
   int paused;  // out of descriptors: accepting again at the next tick
 } Listener;
 
@@ -91,6 +91,12 @@ struct Relay {
   uint32_t open;
   Listener **listeners;
   int32_t lcap;
+  int32_t nlisteners;
+  // Listeners are watched through an epoll set of their own with
+  // EPOLLEXCLUSIVE: a listener shared by several workers wakes one of them
+  // per new connection, not all. libuv polls that set's descriptor.
+  int lep;
+  uv_poll_t *lpoll;
   int free_pipes[FREE_PIPES_KEPT][3];  // read end, write end, size
   int nfree_pipes;
   Conn *connecting;
@@ -511,12 +517,20 @@ static void connect_done(Conn *c, int err) {
 
 // ---- accepting ----
 
-static void on_listener(uv_poll_t *h, int status, int events) {
-  Listener *l = h->data;
-  if (!l || status < 0 || !(events & UV_READABLE)) return;
-  Relay *r = l->r;
-  Scope s;
-  scope_open(r, &s);
+static int watch_listener(Relay *r, Listener *l) {
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+  ev.data.u32 = (uint32_t)l->id;
+  return epoll_ctl(r->lep, EPOLL_CTL_ADD, l->fd, &ev);
+}
+
+// Must come before close(): a socket shared with another process stays open, and so would its registration.
+static void unwatch_listener(Relay *r, Listener *l) {
+  epoll_ctl(r->lep, EPOLL_CTL_DEL, l->fd, NULL);
+}
+
+static void accept_batch(Relay *r, Listener *l) {
   for (int i = 0; i < ACCEPT_BATCH && l->fd >= 0; i++) {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
@@ -524,8 +538,8 @@ static void on_listener(uv_poll_t *h, int status, int events) {
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-        // The queue waits; polling it now would spin (level-triggered).
-        uv_poll_stop(l->poll);
+        // The queue waits; watching it now would spin (level-triggered).
+        unwatch_listener(r, l);
         l->paused = 1;
       }
       break;
@@ -549,6 +563,21 @@ static void on_listener(uv_poll_t *h, int status, int events) {
     // JavaScript connects, holds or rejects during the call; anything else is refused.
     if (conn_get(r, id) == c && c->state == ST_ACCEPTED) conn_free(c, 1, 0);
   }
+}
+
+static void on_listeners(uv_poll_t *h, int status, int events) {
+  Relay *r = h->data;
+  if (!r || r->destroyed || status < 0 || !(events & UV_READABLE)) return;
+  struct epoll_event ev[64];
+  int n = epoll_wait(r->lep, ev, 64, 0);
+  if (n <= 0) return;
+  Scope s;
+  scope_open(r, &s);
+  for (int i = 0; i < n && !r->destroyed; i++) {
+    int32_t id = (int32_t)ev[i].data.u32;
+    Listener *l = id < r->lcap ? r->listeners[id] : NULL;
+    if (l && !l->paused) accept_batch(r, l);
+  }
   scope_close(r, &s);
 }
 
@@ -568,10 +597,7 @@ static void on_tick(uv_timer_t *t) {
   }
   for (int32_t i = 0; i < r->lcap; i++) {
     Listener *l = r->listeners[i];
-    if (l && l->paused) {
-      l->paused = 0;
-      uv_poll_start(l->poll, UV_READABLE, on_listener);
-    }
+    if (l && l->paused && watch_listener(r, l) == 0) l->paused = 0;
   }
   if (r->idle_ms > 0 && now - r->last_sweep >= 1000) {
     r->last_sweep = now;
@@ -602,11 +628,13 @@ static void relay_destroy(Relay *r) {
   for (int32_t i = 0; i < r->lcap; i++) {
     Listener *l = r->listeners[i];
     if (!l) continue;
-    close_poll(&l->poll);
+    unwatch_listener(r, l);
     close(l->fd);
     free(l);
     r->listeners[i] = NULL;
   }
+  close_poll(&r->lpoll);
+  close(r->lep);
   for (int i = 0; i < r->nfree_pipes; i++) {
     close(r->free_pipes[i][0]);
     close(r->free_pipes[i][1]);
@@ -668,12 +696,29 @@ static napi_value CreateRelay(napi_env env, napi_callback_info info) {
   napi_get_value_double(env, argv[3], &idle);
   Relay *r = calloc(1, sizeof *r);
   uv_timer_t *timer = malloc(sizeof *timer);
-  if (!r || !timer || napi_get_uv_event_loop(env, &r->loop) != napi_ok || uv_timer_init(r->loop, timer) != 0) {
+  uv_poll_t *lpoll = malloc(sizeof *lpoll);
+  int lep = epoll_create1(EPOLL_CLOEXEC);
+  if (!r || !timer || !lpoll || lep < 0 || napi_get_uv_event_loop(env, &r->loop) != napi_ok || uv_timer_init(r->loop, timer) != 0) {
     free(r);
     free(timer);
+    free(lpoll);
+    if (lep >= 0) close(lep);
     napi_throw_error(env, NULL, "tcp-relay: cannot set up");
     return NULL;
   }
+  if (uv_poll_init(r->loop, lpoll, lep) != 0) {
+    uv_close((uv_handle_t *)timer, free_poll);
+    free(lpoll);
+    close(lep);
+    free(r);
+    napi_throw_error(env, NULL, "tcp-relay: cannot poll the listener set");
+    return NULL;
+  }
+  r->lep = lep;
+  r->lpoll = lpoll;
+  lpoll->data = r;
+  uv_poll_start(lpoll, UV_READABLE, on_listeners);
+  uv_unref((uv_handle_t *)lpoll);
   r->env = env;
   r->timer = timer;
   timer->data = r;
@@ -746,19 +791,17 @@ static const char *adopt_listener(Relay *r, int32_t id, int fd) {
   int flags = fcntl(fd, F_GETFL);
   if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
   Listener *l = calloc(1, sizeof *l);
-  uv_poll_t *p = malloc(sizeof *p);
-  if (!l || !p || uv_poll_init(r->loop, p, fd) != 0) {
-    free(l);
-    free(p);
-    return "cannot poll the listener";
-  }
+  if (!l) return "out of memory";
   l->r = r;
   l->id = id;
   l->fd = fd;
-  l->poll = p;
-  p->data = l;
+  if (watch_listener(r, l) < 0) {
+    free(l);
+    return "cannot watch the listener";
+  }
   r->listeners[id] = l;
-  uv_poll_start(p, UV_READABLE, on_listener);
+  // Like a listening net.Server, listening keeps the process alive.
+  if (r->nlisteners++ == 0) uv_ref((uv_handle_t *)r->lpoll);
   return NULL;
 }
 
@@ -840,11 +883,12 @@ static napi_value CloseListener(napi_env env, napi_callback_info info) {
   napi_get_value_int32(env, argv[1], &id);
   if (id < 0 || id >= r->lcap || !r->listeners[id]) return NULL;
   Listener *l = r->listeners[id];
-  close_poll(&l->poll);
+  if (!l->paused) unwatch_listener(r, l);
   close(l->fd);
   l->fd = -1;
   free(l);
   r->listeners[id] = NULL;
+  if (--r->nlisteners == 0) uv_unref((uv_handle_t *)r->lpoll);
   return NULL;
 }
 
