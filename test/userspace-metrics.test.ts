@@ -21,7 +21,7 @@ test('one snapshot per scrape, reported per Service port', async (t) => {
   let calls = 0;
   let connections = 10;
   const registry = new Registry();
-  registerForwarderMetrics(registry, async () => { calls++; return snap(connections); }, 0);
+  registerForwarderMetrics(registry, async () => { calls++; return snap(connections); }, 1000);
   const text = await registry.metrics();
   t.is(calls, 1, 'every metric of one scrape shares one snapshot');
   for (const name of forwarderMetricNames) t.true(text.includes(`# TYPE ${name}`), name);
@@ -32,7 +32,7 @@ test('one snapshot per scrape, reported per Service port', async (t) => {
   t.true(text.includes('kubeproxy_userspace_ejected_endpoints{service_port="default/web:http",protocol="TCP"} 1'));
   t.true(text.includes('kubeproxy_userspace_dropped_total{service_port="kube-system/dns:dns",protocol="UDP"} 4'));
   connections = 15;
-  await new Promise((r) => setTimeout(r, 5));
+  await new Promise((r) => setTimeout(r, 1100));
   t.true((await registry.metrics()).includes('kubeproxy_userspace_connections_total{service_port="default/web:http",protocol="TCP"} 15'), 'absolute, not added up');
 });
 

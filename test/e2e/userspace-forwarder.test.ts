@@ -115,7 +115,8 @@ test.serial('retry: a pod that stopped listening and a silent one never fail a c
 });
 
 test.serial('passive health: an ejected endpoint is tried again after its back-off and takes traffic when it is back', async (t) => {
-  const { sb, pods, fwd } = await lab(t, { workers: 1, engine: { health: { threshold: 2, ejectMs: 1500, maxEjectMs: 1500 } } });
+  // Long connect timeouts: on a loaded machine a timed-out connect would be retried elsewhere and skew the exact spread.
+  const { sb, pods, fwd } = await lab(t, { workers: 1, engine: { health: { threshold: 2, ejectMs: 1500, maxEjectMs: 1500 }, connectTimeoutsMs: [5000, 5000, 5000] } });
   await fwd.apply(table(svc(80, 8080, sb.pods)));
   pods[1].stop();
   const during = await connectMany(sb.client, VIP, 80, { count: 60, concurrency: 4 });
@@ -251,7 +252,7 @@ test.serial('UDP: flows from many client ports each get their answer, from the S
 });
 
 test.serial('ClientIP affinity holds across the two worker processes; source hashing spreads nothing for one client', async (t) => {
-  const { sb, fwd } = await lab(t);
+  const { sb, fwd } = await lab(t, { engine: { connectTimeoutsMs: [5000, 5000] } });
   await fwd.apply(table(svc(80, 8080, sb.pods, { affinitySeconds: 60 }), svc(81, 8080, sb.pods, { algorithm: 'sh', service: 'e2e/sh:81' }), svc(82, 8080, sb.pods, { algorithm: 'lc', service: 'e2e/lc:82' })));
   const sticky = await connectMany(sb.client, VIP, 80, { count: 60, concurrency: 6 });
   t.is(sticky.answered, 60);
