@@ -2,7 +2,7 @@
 // run, in the same veth lab (test/helpers/netns.ts: a client namespace,
 // the node namespace holding the proxies, three backend pods on a bridge).
 //
-//   node bench/userspace.ts [--seconds 4] [--rounds 3] [--idle 10000] [--only stream,crr,udp,latency,idle] [--rate N] [--workers 2] [--quick]
+//   node bench/userspace.ts [--seconds 4] [--rounds 3] [--idle 10000] [--only stream,crr,udp,latency,idle] [--rate N] [--workers 2] [--relay auto|native|node] [--quick]
 //
 // Peers, each on its own Service address in the node namespace, with the
 // same three backends:
@@ -19,7 +19,10 @@
 // cannot hold that many here, see below). Proxy CPU is each proxy's own
 // user+system time; kernel DNAT's runs in softirq and has no process.
 // The load generator is Node.js in the client namespace, the backends
-// Node.js in the pods: both cost the same for every peer.
+// Node.js in the pods: both cost the same for every peer. The lab sets
+// net.ipv4.tcp_tw_reuse=1 and a wide ephemeral port range in the client
+// and node namespaces (tens of thousands of short connections a second
+// would otherwise run out of ports), for every peer alike.
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,7 +42,7 @@ import { flagValue } from './args.ts';
 
 const FIGURES = ['stream', 'crr', 'udp', 'latency', 'idle'] as const;
 type Figure = (typeof FIGURES)[number];
-interface Args { seconds: number; rounds: number; idle: number; quick: boolean; only: ReadonlySet<Figure>; rate: number; workers: number }
+interface Args { seconds: number; rounds: number; idle: number; quick: boolean; only: ReadonlySet<Figure>; rate: number; workers: number; relay: 'auto' | 'native' | 'node' }
 
 function parseArgs(argv: string[]): Args {
   const quick = argv.includes('--quick');
@@ -56,7 +59,9 @@ function parseArgs(argv: string[]): Args {
   if (only.has('latency') && !only.has('crr') && !(rate > 0)) throw new Error('--only latency without crr needs --rate N');
   const workers = Number(flagValue(argv, '--workers') ?? 2);
   if (!Number.isInteger(workers) || workers < 1 || workers > 16) throw new Error('--workers takes an integer in 1..16');
-  return { seconds, rounds, idle, quick, only, rate, workers };
+  const relay = (flagValue(argv, '--relay') ?? 'auto') as Args['relay'];
+  if (!['auto', 'native', 'node'].includes(relay)) throw new Error('--relay takes auto, native or node');
+  return { seconds, rounds, idle, quick, only, rate, workers, relay };
 }
 
 const PEERS = ['haproxy', 'kproxy', 'nftables'] as const;
@@ -216,7 +221,7 @@ interface Lab {
   dir: string;
 }
 
-async function setUp(dir: string, workers: number): Promise<Lab> {
+async function setUp(dir: string, workers: number, relay: Args['relay']): Promise<Lab> {
   const sb = await createSandbox({ prefix: 'kpub' });
   try {
     const pods = sb.pods.map((p) => nodeIn(p.ns, podScript, {}));
@@ -235,7 +240,7 @@ async function setUp(dir: string, workers: number): Promise<Lab> {
     await exec('haproxy', ['-D', '-f', join(dir, 'haproxy.cfg')]);
     const haproxyPid = Number(readFileSync(join(dir, 'haproxy.pid'), 'utf8').trim());
     // kproxy's userspace forwarder.
-    const fwd = await startForwarder(sb.node, { workers });
+    const fwd = await startForwarder(sb.node, { workers, engine: { relay } });
     await fwd.addresses([VIP.kproxy]);
     const listener = (k: keyof typeof PORTS, protocol: 'TCP' | 'UDP'): ListenerSpec => ({
       ip: VIP.kproxy, port: PORTS[k], protocol, service: `bench/${k}:${PORTS[k]}`, algorithm: 'rr', affinitySeconds: 0, sourceRanges: [],
@@ -277,7 +282,7 @@ async function main(): Promise<void> {
     throw new Error('haproxy is missing: apt-get install -y haproxy');
   }
   const dir = mkdtempSync(join(tmpdir(), 'kpx-usbench-'));
-  const lab = await setUp(dir, a.workers);
+  const lab = await setUp(dir, a.workers, a.relay);
   const ms = a.seconds * 1000;
   const results: Record<string, Record<Peer, number[]>> = {};
   const add = (metric: string, peer: Peer, v: number) => {
