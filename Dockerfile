@@ -30,7 +30,7 @@ COPY lib ./lib
 COPY proxy ./proxy
 COPY modes ./modes
 COPY dns-cache ./dns-cache
-COPY --from=addon /build/build/Release/kproxy_native.node /build/build/Release/kproxy_memory.node ./build/Release/
+COPY --from=addon /build/build/Release/kproxy_dns.node /build/build/Release/kproxy_memory.node /build/build/Release/kproxy_forwarder.node ./build/Release/
 RUN ln -s /opt/kproxy/bin/kproxy.js /usr/local/bin/kproxy
 # Node.js keeps the sources' compiled, type-stripped code here, so a process
 # starts without loading the TypeScript stripper (about 20 MB less memory).

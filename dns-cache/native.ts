@@ -13,7 +13,7 @@ export interface NativeModule {
   close(handle: object): void;
 }
 
-const ADDON = '../build/Release/kproxy_native.node';
+const ADDON = '../build/Release/kproxy_dns.node';
 
 let loaded: NativeModule | Error | undefined;
 
