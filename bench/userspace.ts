@@ -36,7 +36,7 @@ import { syncBackend } from '../modes/sync.ts';
 import { fullChanges, serviceKey, type NodeState, type ServicePortState } from '../proxy/model.ts';
 import { createSandbox, type Sandbox } from '../test/helpers/netns.ts';
 import { nodeIn, withTimeout } from '../test/helpers/traffic.ts';
-import { startForwarder, type ForwarderProcess } from '../test/helpers/forwarder-process.ts';
+import { startForwarder, type ForwarderProcess } from '../test/helpers/userspace-process.ts';
 import type { ListenerSpec } from '../modes/userspace/table.ts';
 import { endpoint, pct, service } from './fixtures.ts';
 import { flagValue } from './args.ts';

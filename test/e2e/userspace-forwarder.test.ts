@@ -9,7 +9,7 @@ import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { addresses, createSandbox, type Pod, type Sandbox } from '../helpers/netns.ts';
-import { startForwarder, type DriverOptions, type ForwarderProcess } from '../helpers/forwarder-process.ts';
+import { startForwarder, type DriverOptions, type ForwarderProcess } from '../helpers/userspace-process.ts';
 import { connectMany, nodeIn, startContinuousClient, withTimeout } from '../helpers/traffic.ts';
 import type { ForwarderTable, ListenerSpec } from '../../modes/userspace/table.ts';
 

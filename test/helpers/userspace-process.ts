@@ -1,4 +1,4 @@
-// Starts test/helpers/forwarder-driver.ts inside a network namespace and
+// Starts test/helpers/userspace-driver.ts inside a network namespace and
 // talks to it: apply a table, put Service addresses on the node, read
 // counters and memory, stop or SIGTERM it.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -10,7 +10,7 @@ import type { ForwarderOptions, ForwarderSnapshot } from '../../modes/userspace/
 import type { ForwarderTable } from '../../modes/userspace/table.ts';
 import { withTimeout } from './traffic.ts';
 
-const driver = fileURLToPath(new URL('./forwarder-driver.ts', import.meta.url));
+const driver = fileURLToPath(new URL('./userspace-driver.ts', import.meta.url));
 
 export type DriverOptions = ForwarderOptions & { handoverWaitMs?: number; drainMs?: number };
 
