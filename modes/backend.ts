@@ -138,6 +138,12 @@ export interface ModeDescriptor {
    * IPv4 tools stop kproxy; missing IPv6 tools turn IPv6 off with a warning).
    */
   tools(family: Family): readonly string[];
+  /**
+   * Kernel modules the mode cannot work without (e.g. ip_vs). A host
+   * without them cannot run the mode: its kernel tests run where they
+   * exist (user-mode-linux for IPVS).
+   */
+  readonly kernelModules: readonly string[];
   readonly metrics: ModeMetricNames;
   create(opts: ModeOptions, log: Logger): Backend;
   /** Removes everything this mode owns, and nothing else (--cleanup, switching modes). */

@@ -10,6 +10,7 @@ export const iptablesMode: ModeDescriptor = {
   configBlock: 'iptables',
   settings: [],
   tools: (family) => family === 4 ? ['iptables-restore', 'iptables-save', 'ipset'] : ['ip6tables-restore', 'ip6tables-save', 'ipset'],
+  kernelModules: [],
   metrics: {
     syncFailures: { name: 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total', help: 'Cumulative proxy iptables restore failures' },
     owned: { name: 'kubeproxy_sync_proxy_rules_iptables_total', help: 'Total number of iptables rules owned by kube-proxy' },

@@ -12,6 +12,7 @@ export const nftablesMode: ModeDescriptor = {
   configBlock: 'nftables',
   settings: [],
   tools: () => ['nft'],
+  kernelModules: [],
   metrics: {
     syncFailures: { name: 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total', help: 'Cumulative proxy nftables sync failures' },
   },

@@ -11,8 +11,12 @@ import { startBackends } from '../helpers/traffic.ts';
 import { startKproxy, type KproxyProcess } from '../helpers/kproxy-process.ts';
 import { clusterYaml, writeAtomically, type ServiceSpec } from './cluster.ts';
 import { scenarios, tcpPort, udpPort, type Scenario, type ScenarioContext } from './scenarios.ts';
+import { hostModes } from './kernel-state.ts';
 
-const modes: readonly ProxyMode[] = ['iptables', 'nftables'];
+// Every registered mode that runs on this host's kernel; a mode needing a
+// kernel module runs this same table where that module exists (see the
+// mode's own e2e file, e.g. in user-mode-linux).
+const modes: readonly ProxyMode[] = hostModes;
 const nodeSpec = { name: 'node-a', ip: addresses.nodeIP };
 
 // Sandboxes are cheap, but the machine's cores are few: a bounded number of

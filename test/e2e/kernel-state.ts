@@ -1,6 +1,6 @@
 // Reads what the node namespace's netfilter holds, independently of kproxy,
 // to check which mode's rules are present.
-import type { ProxyMode } from '../../modes/registry.ts';
+import { modes, type ProxyMode } from '../../modes/registry.ts';
 import type { Sandbox } from '../helpers/netns.ts';
 
 const builtinChains = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING']);
@@ -17,6 +17,11 @@ export async function nftTables(sandbox: Sandbox): Promise<string[]> {
   return stdout.split('\n').filter((l) => l.startsWith('table ')).map((l) => l.slice('table '.length).trim());
 }
 
+/** Modes whose kernel tests run in network namespaces of this host (no kernel module the host may lack). */
+export const hostModes: readonly ProxyMode[] = modes.filter((m) => m.kernelModules.length === 0).map((m) => m.name);
+
+/** Another mode to switch to and back (the next one of the registry that runs on this host). */
 export function otherMode(mode: ProxyMode): ProxyMode {
-  return mode === 'iptables' ? 'nftables' : 'iptables';
+  const i = hostModes.indexOf(mode);
+  return hostModes[(i + 1) % hostModes.length];
 }
