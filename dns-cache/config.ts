@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import type { Policy } from './forward.ts';
+import { DEFAULT_TCP_LIMITS, type TcpLimitSettings } from './tcp-limits.ts';
 import type { UpstreamAddress } from './upstream.ts';
 import { wireName } from './zones.ts';
 import { ConfigError } from '../lib/errors.ts';
@@ -60,6 +61,8 @@ export interface DnsCacheConfig {
   readonly udpSockets: number;
   /** How UDP is read and written: batched system calls, or Node's dgram. */
   readonly udpIo: UdpIo;
+  /** Limits on TCP clients (applied to open connections on reload too). */
+  readonly tcp: TcpLimitSettings;
   readonly zones: readonly ZoneSettings[];
 }
 
@@ -155,7 +158,8 @@ class Checker {
 
 const CACHE_KEYS = ['capacity', 'success_ttl', 'denial_ttl', 'min_ttl', 'prefetch', 'prefetch_percentage', 'serve_stale', 'stale_ttl'] as const;
 const ZONE_KEYS = ['suffix', 'upstreams', 'transport', 'policy', 'max_fails', 'health_check_ms', 'timeout_ms', 'cache'] as const;
-const TOP_KEYS = ['listen', 'health', 'metrics', 'setup_interface', 'setup_iptables', 'interface_name', 'skip_teardown', 'udp_sockets', 'udp_io', 'defaults', 'zones'] as const;
+const TCP_KEYS = ['idle_timeout_ms', 'message_timeout_ms', 'max_connections', 'max_connections_per_client'] as const;
+const TOP_KEYS = ['listen', 'health', 'metrics', 'setup_interface', 'setup_iptables', 'interface_name', 'skip_teardown', 'udp_sockets', 'udp_io', 'tcp', 'defaults', 'zones'] as const;
 const DAY = 86400;
 
 function cacheSettings(c: Checker, raw: Obj | undefined, path: string, base: CacheSettings): CacheSettings {
@@ -171,6 +175,18 @@ function cacheSettings(c: Checker, raw: Obj | undefined, path: string, base: Cac
     prefetchPercentage: c.int(raw, 'prefetch_percentage', p, base.prefetchPercentage, 1, 100),
     serveStale: c.int(raw, 'serve_stale', p, base.serveStale, 0, 7 * DAY),
     staleTtl: c.int(raw, 'stale_ttl', p, base.staleTtl, 0, DAY),
+  };
+}
+
+function tcpLimits(c: Checker, raw: Obj | undefined): TcpLimitSettings {
+  const d = DEFAULT_TCP_LIMITS;
+  if (!raw) return d;
+  c.keys(raw, 'tcp', TCP_KEYS);
+  return {
+    idleTimeoutMs: c.int(raw, 'idle_timeout_ms', 'tcp.', d.idleTimeoutMs, 100, 3_600_000),
+    messageTimeoutMs: c.int(raw, 'message_timeout_ms', 'tcp.', d.messageTimeoutMs, 50, 600_000),
+    maxConnections: c.int(raw, 'max_connections', 'tcp.', d.maxConnections, 1, 1_000_000),
+    maxPerClient: c.int(raw, 'max_connections_per_client', 'tcp.', d.maxPerClient, 1, 1_000_000),
   };
 }
 
@@ -278,6 +294,7 @@ export function configFromObject(doc: unknown, source: string): DnsCacheConfig {
     skipTeardown: c.bool(top, 'skip_teardown', '', false),
     udpSockets: c.int(top, 'udp_sockets', '', 1, 1, 64),
     udpIo: c.str(top, 'udp_io', '', 'batched') as UdpIo,
+    tcp: tcpLimits(c, c.obj(top.tcp, 'tcp')),
     zones,
   };
   if (!UDP_IO.includes(config.udpIo)) c.add('udp_io', `"${config.udpIo}": want one of ${UDP_IO.join(', ')}`);

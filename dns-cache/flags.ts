@@ -15,6 +15,11 @@ export const USAGE = `usage: kproxy dns-cache [flags]
   --skip-teardown            leave the interface and rules in place on exit
   --udp-sockets N            SO_REUSEPORT UDP sockets per listen address (default 1)
   --udp-io batched|dgram     UDP through batched system calls (default) or Node's dgram
+  --tcp-idle-timeout-ms MS   close a TCP connection idle this long (default 10000)
+  --tcp-message-timeout-ms MS  a TCP message must be whole this long after its first byte (default 3000)
+  --tcp-max-connections N    TCP connections at once, all listen addresses (default 1000; the
+                             connection idle the longest is closed to make room)
+  --tcp-max-connections-per-client N  TCP connections one client address may hold (default 100)
   --log-level LEVEL          pino level (default info)`;
 
 export interface DnsCacheArgs {
@@ -30,6 +35,7 @@ export function parseArgs(argv: readonly string[]): DnsCacheArgs {
   const overrides: Record<string, unknown> = {};
   const listen: string[] = [];
   const zones: Array<{ suffix: string; upstreams: string[] }> = [];
+  const tcp: Record<string, unknown> = {};
   let configPath: string | undefined;
   let logLevel: string | undefined;
   for (let i = 0; i < argv.length; i++) {
@@ -67,6 +73,10 @@ export function parseArgs(argv: readonly string[]): DnsCacheArgs {
         break;
       }
       case '--udp-io': overrides.udp_io = need(); break;
+      case '--tcp-idle-timeout-ms': tcp.idle_timeout_ms = intValue(need()); break;
+      case '--tcp-message-timeout-ms': tcp.message_timeout_ms = intValue(need()); break;
+      case '--tcp-max-connections': tcp.max_connections = intValue(need()); break;
+      case '--tcp-max-connections-per-client': tcp.max_connections_per_client = intValue(need()); break;
       case '--log-level': logLevel = need(); break;
       case '--setup-interface': overrides.setup_interface = boolValue(value, flag, problems); break;
       case '--setup-iptables': overrides.setup_iptables = boolValue(value, flag, problems); break;
@@ -76,8 +86,14 @@ export function parseArgs(argv: readonly string[]): DnsCacheArgs {
   }
   if (listen.length) overrides.listen = listen;
   if (zones.length) overrides.zones = zones;
+  if (Object.keys(tcp).length) overrides.tcp = tcp;
   if (problems.length) throw dnsConfigError('flags', problems);
   return { configPath, logLevel, overrides };
+}
+
+/** A number when it looks like one; otherwise the text, for validation to report. */
+function intValue(v: string): number | string {
+  return /^\d+$/.test(v) ? Number(v) : v;
 }
 
 function boolValue(v: string | undefined, flag: string, problems: string[]): boolean {
@@ -90,6 +106,11 @@ function boolValue(v: string | undefined, flag: string, problems: string[]): boo
 /** Reads the file (if any), applies the flags, validates. Throws ConfigError. */
 export function resolveConfig(args: DnsCacheArgs): DnsCacheConfig {
   const doc = args.configPath ? loadConfigFile(args.configPath) : {};
-  const merged = doc && typeof doc === 'object' ? { ...(doc as object), ...args.overrides } : doc;
+  let merged = doc && typeof doc === 'object' ? { ...(doc as object), ...args.overrides } : doc;
+  // TCP flags override single keys of the file's tcp mapping, not the whole of it.
+  const fileTcp = (doc as { tcp?: unknown } | null)?.tcp;
+  if (args.overrides.tcp && fileTcp && typeof fileTcp === 'object' && !Array.isArray(fileTcp)) {
+    merged = { ...(merged as object), tcp: { ...fileTcp, ...(args.overrides.tcp as object) } };
+  }
   return configFromObject(merged, args.configPath ?? 'flags');
 }

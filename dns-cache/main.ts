@@ -65,7 +65,10 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
   let http: HttpEndpoints | undefined;
   try {
     await node.setup();
-    listeners = await listen(config.listen, config.udpSockets, config.udpIo, resolver, log);
+    listeners = await listen(config.listen, {
+      udpSockets: config.udpSockets, udpIo: config.udpIo, tcp: config.tcp,
+      tcpEvents: { refused: (why) => metrics.tcpRefusedConnection(why), reclaimed: () => metrics.tcpReclaimedConnection() },
+    }, resolver, log);
     const r = resolver;
     http = await startHttp(config.healthAddr, config.metricsAddr, () => (r.zones.length ? undefined : 'no zones configured'), metrics.registry);
   } catch (e) {
@@ -85,6 +88,8 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
   ruleTimer?.unref();
 
   const res = resolver;
+  const l = listeners;
+  const h = http;
   const reload = (): boolean => {
     let next: DnsCacheConfig;
     try {
@@ -97,6 +102,7 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
     }
     if (!sameListen(config, next)) log.warn('listen, health, metrics, udp_sockets and udp_io changes take effect on restart only');
     res.apply(next);
+    l.setTcpLimits(next.tcp);
     config = next;
     log.info({ zones: next.zones.map((z) => z.suffix), cached: res.cache.size }, 'config reloaded; cache kept');
     return true;
@@ -108,8 +114,6 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
     });
   }
   log.info({ listen: listeners.bound, udpIo: listeners.udpIo, zones: config.zones.map((z) => `${z.suffix}=${z.upstreams.map((u) => `${u.host}:${u.port}`).join(',')}`), health: http.health, metrics: http.metrics }, 'dns-cache serving');
-  const l = listeners;
-  const h = http;
   let stopped = false;
   return {
     resolver: res, metrics, bound: l.bound, udpIo: l.udpIo, http: h,

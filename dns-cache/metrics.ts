@@ -64,6 +64,8 @@ export class DnsMetrics {
   private readonly hcBroken: Counter<string>;
   private readonly upstreamHealthy: Gauge<string>;
   private readonly malformed: Counter<string>;
+  private readonly tcpRefused: Counter<string>;
+  private readonly tcpReclaimed: Counter<string>;
   readonly reloadFailed: Counter<string>;
   private readonly slots = new Map<string, Slot>();
   private readonly missSeries = new Map<string, CounterSeries>();
@@ -97,6 +99,8 @@ export class DnsMetrics {
     this.hcBroken = new Counter({ name: 'coredns_forward_healthcheck_broken_total', help: 'Counter of the number of complete failures of the healthchecks.', registers });
     this.upstreamHealthy = new Gauge({ name: 'kproxy_dns_cache_upstream_healthy', help: '1 while the upstream is up, 0 after max_fails failures until a health check passes.', labelNames: ['to'], registers });
     this.malformed = new Counter({ name: 'kproxy_dns_cache_malformed_queries_total', help: 'Queries refused as malformed, by what was done with them.', labelNames: ['action'], registers });
+    this.tcpRefused = new Counter({ name: 'kproxy_dns_cache_tcp_refused_total', help: 'TCP connections closed on accept: the client address was at its cap (per_client), or every slot was busy (total).', labelNames: ['reason'], registers });
+    this.tcpReclaimed = new Counter({ name: 'kproxy_dns_cache_tcp_reclaimed_total', help: 'Idle TCP connections closed to make room for a new one at the total cap.', registers });
     this.reloadFailed = new Counter({ name: 'coredns_reload_failed_total', help: 'Counter of the number of failed reload attempts.', registers });
   }
 
@@ -173,6 +177,12 @@ export class DnsMetrics {
   }
   upstreamState(to: string, healthy: boolean): void {
     this.upstreamHealthy.set({ to }, healthy ? 1 : 0);
+  }
+  tcpRefusedConnection(reason: 'per_client' | 'total'): void {
+    this.tcpRefused.inc({ reason });
+  }
+  tcpReclaimedConnection(): void {
+    this.tcpReclaimed.inc();
   }
   malformedQuery(action: 'formerr' | 'drop'): void {
     this.child(`mal\0${action}`, () => this.malformed.labels({ action })).inc();

@@ -119,3 +119,14 @@ test('manifests/dns-cache.yaml: its ConfigMap is a valid config and the DaemonSe
   const mount = c.volumeMounts.find((m: { name: string }) => m.name === 'config').mountPath;
   t.is(c.args[1], `--config=${mount}/config.yaml`);
 });
+
+test('TCP limits: defaults, YAML keys, flags over single keys, bad values reported', (t) => {
+  const d = resolveConfig(parseArgs(['--listen', '127.0.0.1:5300', '--zone', '.=192.0.2.1']));
+  t.deepEqual(d.tcp, { idleTimeoutMs: 10_000, messageTimeoutMs: 3_000, maxConnections: 1000, maxPerClient: 100 });
+  const p = join(dir, 'tcp.yaml');
+  writeFileSync(p, 'listen: [127.0.0.1:5300]\ntcp: {max_connections: 50, message_timeout_ms: 500}\nzones: [{suffix: ., upstreams: [192.0.2.1]}]\n');
+  const c = resolveConfig(parseArgs(['--config', p, '--tcp-max-connections-per-client', '7']));
+  t.deepEqual(c.tcp, { idleTimeoutMs: 10_000, messageTimeoutMs: 500, maxConnections: 50, maxPerClient: 7 });
+  const e = t.throws(() => resolveConfig(parseArgs(['--zone', '.=192.0.2.1', '--tcp-max-connections', 'lots', '--tcp-message-timeout-ms', '0'])), { instanceOf: ConfigError }) as ConfigError;
+  t.deepEqual(e.problems.map((x) => x.split(':')[0]), ['tcp.message_timeout_ms', 'tcp.max_connections']);
+});
