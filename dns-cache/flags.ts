@@ -6,11 +6,18 @@ export const USAGE = `usage: kproxy dns-cache [flags]
   --config FILE              YAML configuration (re-read on change and on SIGHUP)
   --listen IP:PORT           address to serve on, UDP and TCP (repeatable; default 169.254.20.10:53)
   --zone SUFFIX=UP[,UP...]   forward SUFFIX to upstreams (IP, IP:PORT or a resolv.conf path);
-                             repeatable, longest suffix wins, "." for everything else
+                             repeatable, longest suffix wins, "." for everything else.
+                             k8s:KUBECONFIG or k8s:in-cluster among them: answer SUFFIX (and the
+                             PTRs of its addresses) from that API server, the others as fallback
+  --kubernetes-ttl SECONDS   TTL of answers from an API server (default 5)
+  --kubernetes-stale-after-ms MS  forward a k8s zone again after its API server has been
+                             unreachable this long (default 60000)
+  --kubernetes-pods insecure|disabled  answer <a-b-c-d>.<ns>.pod.<zone> (default insecure)
   --health-addr IP:PORT      serve /health here (default 127.0.0.1:8080; "" disables)
   --metrics-addr IP:PORT     serve /metrics here (default 127.0.0.1:9253; "" disables)
-  --setup-interface          put the listen addresses on a dummy interface (lo if the kernel has no dummy driver)
-  --setup-iptables           add raw-table NOTRACK and filter ACCEPT rules for the listen addresses
+  --setup-interface=false    do not put the listen addresses on a dummy interface (default: on it,
+                             or on lo if the kernel has no dummy driver; loopback addresses never)
+  --setup-iptables=false     do not add raw-table NOTRACK and filter ACCEPT rules for them (default: add)
   --interface-name NAME      dummy interface name (default nodelocaldns)
   --skip-teardown            leave the interface and rules in place on exit
   --udp-sockets N            SO_REUSEPORT UDP sockets per listen address (default 1)
@@ -36,6 +43,7 @@ export function parseArgs(argv: readonly string[]): DnsCacheArgs {
   const listen: string[] = [];
   const zones: Array<{ suffix: string; upstreams: string[] }> = [];
   const tcp: Record<string, unknown> = {};
+  const kube: Record<string, unknown> = {};
   let configPath: string | undefined;
   let logLevel: string | undefined;
   for (let i = 0; i < argv.length; i++) {
@@ -73,6 +81,9 @@ export function parseArgs(argv: readonly string[]): DnsCacheArgs {
         break;
       }
       case '--udp-io': overrides.udp_io = need(); break;
+      case '--kubernetes-ttl': kube.ttl = intValue(need()); break;
+      case '--kubernetes-stale-after-ms': kube.stale_after_ms = intValue(need()); break;
+      case '--kubernetes-pods': kube.pods = need(); break;
       case '--tcp-idle-timeout-ms': tcp.idle_timeout_ms = intValue(need()); break;
       case '--tcp-message-timeout-ms': tcp.message_timeout_ms = intValue(need()); break;
       case '--tcp-max-connections': tcp.max_connections = intValue(need()); break;
@@ -87,6 +98,7 @@ export function parseArgs(argv: readonly string[]): DnsCacheArgs {
   if (listen.length) overrides.listen = listen;
   if (zones.length) overrides.zones = zones;
   if (Object.keys(tcp).length) overrides.tcp = tcp;
+  if (Object.keys(kube).length) overrides.defaults = { kubernetes: kube };
   if (problems.length) throw dnsConfigError('flags', problems);
   return { configPath, logLevel, overrides };
 }
@@ -107,10 +119,17 @@ function boolValue(v: string | undefined, flag: string, problems: string[]): boo
 export function resolveConfig(args: DnsCacheArgs): DnsCacheConfig {
   const doc = args.configPath ? loadConfigFile(args.configPath) : {};
   let merged = doc && typeof doc === 'object' ? { ...(doc as object), ...args.overrides } : doc;
-  // TCP flags override single keys of the file's tcp mapping, not the whole of it.
-  const fileTcp = (doc as { tcp?: unknown } | null)?.tcp;
-  if (args.overrides.tcp && fileTcp && typeof fileTcp === 'object' && !Array.isArray(fileTcp)) {
-    merged = { ...(merged as object), tcp: { ...fileTcp, ...(args.overrides.tcp as object) } };
+  // The tcp and kubernetes flags override single keys of the file's
+  // mappings, not the whole of them.
+  const file = (doc ?? {}) as { tcp?: unknown; defaults?: { kubernetes?: unknown } };
+  const isMap = (v: unknown): v is object => v !== null && typeof v === 'object' && !Array.isArray(v);
+  if (args.overrides.tcp && isMap(file.tcp)) {
+    merged = { ...(merged as object), tcp: { ...file.tcp, ...(args.overrides.tcp as object) } };
+  }
+  const flagsKube = (args.overrides.defaults as { kubernetes?: object } | undefined)?.kubernetes;
+  if (flagsKube && isMap(file.defaults)) {
+    const fileKube = isMap(file.defaults.kubernetes) ? file.defaults.kubernetes : {};
+    merged = { ...(merged as object), defaults: { ...file.defaults, kubernetes: { ...fileKube, ...flagsKube } } };
   }
   return configFromObject(merged, args.configPath ?? 'flags');
 }

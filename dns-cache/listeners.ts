@@ -45,7 +45,7 @@ function originOf(a: ListenAddress, proto: 'udp' | 'tcp'): Origin {
   const server = serverLabel(a);
   let o = origins.get(`${server} ${proto}`);
   if (o === undefined) {
-    o = { server, proto, family: a.host.includes(':') ? '2' : '1' };
+    o = { id: origins.size + 1, server, proto, family: a.host.includes(':') ? '2' : '1' };
     origins.set(`${server} ${proto}`, o);
   }
   return o;

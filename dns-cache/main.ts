@@ -12,6 +12,8 @@ import { startMemoryReducer } from './memory.ts';
 import { DnsMetrics } from './metrics.ts';
 import { NodeSetup } from './node-setup.ts';
 import { Resolver } from './resolver.ts';
+import type { KubeZonesOptions } from './kube-zones.ts';
+import { sourceLabel } from './kube-zone.ts';
 
 const RULE_CHECK_MS = 60_000;
 
@@ -35,6 +37,8 @@ export interface StartOptions {
   readonly exec?: Exec;
   /** Watch the config file for changes (default true when there is one). */
   readonly watch?: boolean;
+  /** For zones answered from an API server (tests shorten the list/watch retries). */
+  readonly kube?: KubeZonesOptions;
 }
 
 function sameListen(a: DnsCacheConfig, b: DnsCacheConfig): boolean {
@@ -48,10 +52,13 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
   let config = resolveConfig(args);
   let resolver: Resolver | undefined;
   const metrics = new DnsMetrics(
-    { zones: () => resolver?.cache.zoneCaches() ?? [] },
+    {
+      zones: () => resolver?.cache.zoneCaches() ?? [],
+      kubeZones: () => (resolver?.kube.all ?? []).map((z) => ({ name: z.name, source: z.source, answering: z.answering, objects: z.names.size })),
+    },
     () => resolver?.cache.evictions ?? 0,
   );
-  resolver = new Resolver(log, metrics);
+  resolver = new Resolver(log, metrics, { kube: opts.kube });
   resolver.apply(config);
   const node = new NodeSetup(opts.exec ?? hostExec, {
     interfaceName: config.interfaceName, addresses: config.listen,
@@ -94,6 +101,7 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
     let next: DnsCacheConfig;
     try {
       next = resolveConfig(args);
+      res.apply(next);
     } catch (e) {
       metrics.reloadFailed.inc();
       const problems = e instanceof ConfigError ? e.problems : [(e as Error).message];
@@ -101,7 +109,6 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
       return false;
     }
     if (!sameListen(config, next)) log.warn('listen, health, metrics, udp_sockets and udp_io changes take effect on restart only');
-    res.apply(next);
     l.setTcpLimits(next.tcp);
     config = next;
     log.info({ zones: next.zones.map((z) => z.suffix), cached: res.cache.size }, 'config reloaded; cache kept');
@@ -113,7 +120,7 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
       if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino) reload();
     });
   }
-  log.info({ listen: listeners.bound, udpIo: listeners.udpIo, zones: config.zones.map((z) => `${z.suffix}=${z.upstreams.map((u) => `${u.host}:${u.port}`).join(',')}`), health: http.health, metrics: http.metrics }, 'dns-cache serving');
+  log.info({ listen: listeners.bound, udpIo: listeners.udpIo, zones: config.zones.map((z) => `${z.suffix}=${[...(z.kubernetes ? [sourceLabel(z.kubernetes)] : []), ...z.upstreams.map((u) => `${u.host}:${u.port}`)].join(',')}`), health: http.health, metrics: http.metrics }, 'dns-cache serving');
   let stopped = false;
   return {
     resolver: res, metrics, bound: l.bound, udpIo: l.udpIo, http: h,
@@ -126,6 +133,7 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
       if (watching && args.configPath) unwatchFile(args.configPath);
       await l.close();
       await h.close();
+      await res.kube.stop();
       res.close();
       await teardown();
     },
