@@ -87,10 +87,9 @@ export class Reflector<T extends KubernetesObject> {
     const list = async () => {
       const result = await listAll<T>(kc, spec.path, {
         pageSize: tuning.pageSize, timeoutMs: tuning.listTimeoutMs, fieldSelector: spec.fieldSelector,
-        signal: this.#stopping.signal,
+        signal: this.#stopping.signal, transform,
       });
       this.#log.info({ items: result.items.length, resourceVersion: result.metadata?.resourceVersion }, `listed ${spec.kind}s`);
-      if (transform) result.items = result.items.map((o) => transform(o) as T);
       this.#healthy = true;
       this.#listDelivered = true;
       this.#recovered();
