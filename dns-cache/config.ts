@@ -43,6 +43,11 @@ export interface KubeSettings {
   readonly pods: boolean;
 }
 
+/** "k8s:in-cluster" or "k8s:PATH", as written among the upstreams. */
+export function kubeSourceLabel(s: KubeSettings): string {
+  return s.kubeconfig === undefined ? 'k8s:in-cluster' : `k8s:${s.kubeconfig}`;
+}
+
 export interface ZoneSettings {
   readonly suffix: string;
   /** DNS upstreams (with a Kubernetes source: the fallback while it does not answer). */

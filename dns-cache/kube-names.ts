@@ -1,25 +1,27 @@
 // One cluster's names in memory, kept in step with its Services,
-// EndpointSlices and Namespaces, and the answers made from them. A change
-// rebuilds only the names of the Service it touches (EndpointSlices matter
-// only to headless Services: a ClusterIP Service's names do not depend on
-// its endpoints). A question is answered from a node of the name table
-// (memoised answers), else, under the zone, by the few names CoreDNS
-// computes on the fly (a ClusterIP Service's endpoint, a pod address), else
-// NXDOMAIN with the zone's SOA: so every search-path expansion is answered
-// here, with nothing sent upstream.
-import { ipFamily } from '../lib/net.ts';
+// EndpointSlices and Namespaces, and the answers made from them.
+//
+// The names most asked, <svc>.<ns>.svc.<zone> and a headless Service's
+// endpoint names, are nodes of a hash table found from the query's bytes,
+// each with its answers encoded once, on first use. The rest are worked
+// out when asked, from the Service: SRV names of ports (memoised per
+// Service), the endpoint names of a ClusterIP Service, pod names, and the
+// PTR of an address (an index from address to Services). Anything else
+// under the zone is NXDOMAIN with the zone's SOA, so every search-path
+// expansion is answered here with nothing sent upstream. A change rebuilds
+// only the Service it touches; EndpointSlices matter only to headless
+// Services' nodes.
 import {
-  clusterIPs, DNS_SCHEMA_VERSION, ipFromDashed, isExternalName, isHeadless, readyAddresses, reverseName, serviceNames,
-  validLabel, type NameData,
+  addressData, DNS_SCHEMA_VERSION, endpointHosts, ipFromDashed, ipFromReverse, isHeadless, namedPortData, protocolExists,
+  readyAddresses, serviceData, validLabel, type NameData, type ReadyAddress,
 } from './kube-records.ts';
-import { objectKey, SERVICE_NAME_LABEL, type DnsNamespace, type DnsService, type DnsSlice } from './kube-objects.ts';
+import { serviceIPs, type DnsNamespace, type DnsService, type DnsSlice } from './kube-objects.ts';
 import { NameNode, NameTable } from './name-table.ts';
 import { makeSynth, type Rr, type Synth } from './synth.ts';
 import { RCODE_NOERROR, RCODE_NXDOMAIN, type Query } from './wire.ts';
 import { wireName } from './zones.ts';
 
 export const TYPE_A = 1;
-export const TYPE_NS = 2;
 export const TYPE_CNAME = 5;
 export const TYPE_SOA = 6;
 export const TYPE_PTR = 12;
@@ -37,17 +39,52 @@ export interface KubeNamesOptions {
   readonly pods: boolean;
 }
 
-interface Owned {
-  nodes: NameNode[];
-  ptrs: ReadonlyArray<{ readonly ip: string; readonly target: string }>;
-  /** Counted in its namespace's reference count. */
-  countsForNamespace: boolean;
+/** One Service (or only its EndpointSlices, before it arrives) and what it put in the table and index. */
+class ServiceState {
+  /** As in the object (valid names are lowercase; others never get a name). */
+  readonly ns: string;
+  readonly name: string;
+  svc: DnsService | undefined = undefined;
+  slices: DnsSlice[] = [];
+  /** <svc>.<ns>.svc.<zone>, while it has names. */
+  node: NameNode | undefined = undefined;
+  /** A headless Service's endpoint names. */
+  endpoints: NameNode[] | undefined = undefined;
+  /** Addresses it holds in the PTR index, space-separated. */
+  ips: string | undefined = undefined;
+  countsForNamespace = false;
+  /** SRV answers of its named ports, made when asked. */
+  srv: Array<{ readonly key: string; readonly s: Synth | undefined }> | undefined = undefined;
+
+  constructor(ns: string, name: string) {
+    this.ns = ns;
+    this.name = name;
+  }
+
+  /** The Service's name (its labels are lowercase when valid), without the zone's final dot. */
+  base(zone: string): string {
+    return `${this.name}.${this.ns}.svc.${zone}`;
+  }
+
+  ready(): ReadyAddress[] {
+    return this.svc === undefined ? [] : readyAddresses(this.svc, this.slices);
+  }
 }
 
-interface PtrEntry {
-  readonly node: NameNode;
-  /** Service key -> targets, in the order Services came. */
-  readonly owners: Map<string, string[]>;
+/**
+ * What a table node stands for, its answers made from it on first use: a
+ * Service (its own name), one of its endpoints, or fixed records (the
+ * zone's own names; none: the name exists without data).
+ */
+type NodeSource = ServiceState | EndpointName | FixedName;
+
+interface EndpointName {
+  readonly state: ServiceState;
+  readonly host: string;
+}
+
+interface FixedName {
+  readonly data?: NameData;
 }
 
 interface NamespaceEntry {
@@ -62,33 +99,35 @@ export class KubeNames {
   private readonly table = new NameTable();
   private readonly apexKey: string;
   private readonly apex: NameNode;
-  readonly services = new Map<string, DnsService>();
-  private readonly slicesByService = new Map<string, Map<string, DnsSlice>>();
-  private readonly sliceOwner = new Map<string, string>();
+  /** namespace -> name -> state (nested: no key string per Service). */
+  private readonly states = new Map<string, Map<string, ServiceState>>();
+  private services = 0;
+  /** namespace -> slice name -> the state it belongs to. */
+  private readonly sliceOwner = new Map<string, Map<string, ServiceState>>();
+  private slices = 0;
   private readonly namespaces = new Set<string>();
-  private readonly owned = new Map<string, Owned>();
-  private readonly ptrs = new Map<string, PtrEntry>();
+  private readonly byAddress = new Map<string, ServiceState | ServiceState[]>();
   private readonly nsRefs = new Map<string, NamespaceEntry>();
   /** SOA serial: seconds of the last change (as CoreDNS). */
   private serial = Math.floor(Date.now() / 1000);
-  private negatives = new Map<string, Synth>();
+  private negativesSerial = -1;
   private nx: Synth | undefined;
   private nodata: Synth | undefined;
   private soa: Synth | undefined;
-  private negativesSerial = -1;
+  private reverseNodata: Synth | undefined;
 
   constructor(zone: string, opts: KubeNamesOptions) {
     this.zone = zone.toLowerCase().replace(/\.$/, '');
     this.opts = opts;
     this.apexKey = wireName(this.zone);
-    this.apex = this.node(this.zone, {});
-    this.node(`svc.${this.zone}`, undefined);
-    this.node(`pod.${this.zone}`, undefined);
-    this.node(`dns-version.${this.zone}`, { txt: [DNS_SCHEMA_VERSION] });
+    this.apex = this.node(this.zone, { data: {} });
+    this.node(`svc.${this.zone}`, {});
+    this.node(`pod.${this.zone}`, {});
+    this.node(`dns-version.${this.zone}`, { data: { txt: [DNS_SCHEMA_VERSION] } });
   }
 
   get size(): { services: number; endpointSlices: number; namespaces: number; names: number } {
-    return { services: this.services.size, endpointSlices: this.sliceOwner.size, namespaces: this.namespaces.size, names: this.table.size };
+    return { services: this.services, endpointSlices: this.slices, namespaces: this.namespaces.size, names: this.table.size };
   }
 
   /** A new TTL or pod setting: every answer is made again. */
@@ -97,9 +136,8 @@ export class KubeNames {
     this.opts = opts;
     this.changed();
     this.negativesSerial = -1;
-    for (const o of this.owned.values()) for (const n of o.nodes) n.synth = undefined;
-    for (const p of this.ptrs.values()) p.node.synth = undefined;
-    for (const n of [this.apex, this.table.get(wireName(`dns-version.${this.zone}`))]) if (n) n.synth = undefined;
+    this.table.forEach((n) => { n.synth = undefined; });
+    for (const m of this.states.values()) for (const s of m.values()) s.srv = undefined;
     if (podsChanged) {
       for (const [ns, e] of this.nsRefs) {
         for (const n of e.nodes) this.table.remove(n);
@@ -110,36 +148,65 @@ export class KubeNames {
 
   // ---- Keeping the names in step with the objects.
 
+  private find(ns: string, name: string): ServiceState | undefined {
+    return this.states.get(ns)?.get(name);
+  }
+
+  private state(ns: string, name: string): ServiceState {
+    let m = this.states.get(ns);
+    if (m === undefined) this.states.set(ns, m = new Map());
+    let s = m.get(name);
+    if (s === undefined) m.set(name, s = new ServiceState(ns, name));
+    return s;
+  }
+
+  private drop(s: ServiceState): void {
+    if (s.svc !== undefined || s.slices.length > 0) return;
+    const m = this.states.get(s.ns);
+    m?.delete(s.name);
+    if (m?.size === 0) this.states.delete(s.ns);
+  }
+
   upsertService(svc: DnsService): void {
-    const key = objectKey(svc);
-    this.services.set(key, svc);
-    this.rebuild(key);
+    const s = this.state(svc.metadata?.namespace ?? '', svc.metadata?.name ?? '');
+    if (s.svc === undefined) this.services++;
+    s.svc = svc;
+    this.rebuild(s);
   }
 
   deleteService(svc: DnsService): void {
-    const key = objectKey(svc);
-    this.services.delete(key);
-    this.rebuild(key);
+    const s = this.find(svc.metadata?.namespace ?? '', svc.metadata?.name ?? '');
+    if (s?.svc === undefined) return;
+    this.services--;
+    s.svc = undefined;
+    this.rebuild(s);
+    this.drop(s);
   }
 
   upsertSlice(slice: DnsSlice): void {
-    const key = objectKey(slice);
-    const label = slice.metadata?.labels?.[SERVICE_NAME_LABEL];
-    const svcKey = label === undefined ? undefined : `${slice.metadata?.namespace ?? ''}/${label}`;
-    const before = this.sliceOwner.get(key);
-    if (before !== undefined && before !== svcKey) this.detachSlice(key, before);
-    if (svcKey === undefined) return;
-    let slices = this.slicesByService.get(svcKey);
-    if (slices === undefined) this.slicesByService.set(svcKey, slices = new Map());
-    slices.set(key, slice);
-    this.sliceOwner.set(key, svcKey);
-    this.rebuildIfHeadless(svcKey);
+    const ns = slice.metadata?.namespace ?? '';
+    const name = slice.metadata?.name ?? '';
+    const before = this.sliceOwner.get(ns)?.get(name);
+    const owner = slice.service === undefined ? undefined : this.state(ns, slice.service);
+    if (before !== undefined && before !== owner) this.detachSlice(ns, name, before);
+    if (owner === undefined) return;
+    const i = owner.slices.findIndex((x) => x.metadata?.name === name);
+    // New arrays of the exact length: a pushed-to array keeps room for 16 more.
+    owner.slices = i >= 0 ? owner.slices.map((x, j) => (j === i ? slice : x)) : [...owner.slices, slice];
+    if (before === undefined) {
+      let m = this.sliceOwner.get(ns);
+      if (m === undefined) this.sliceOwner.set(ns, m = new Map());
+      m.set(name, owner);
+      this.slices++;
+    }
+    if (owner.svc !== undefined && isHeadless(owner.svc)) this.rebuild(owner);
   }
 
   deleteSlice(slice: DnsSlice): void {
-    const key = objectKey(slice);
-    const owner = this.sliceOwner.get(key);
-    if (owner !== undefined) this.detachSlice(key, owner);
+    const ns = slice.metadata?.namespace ?? '';
+    const name = slice.metadata?.name ?? '';
+    const owner = this.sliceOwner.get(ns)?.get(name);
+    if (owner !== undefined) this.detachSlice(ns, name, owner);
   }
 
   upsertNamespace(ns: DnsNamespace): void {
@@ -155,17 +222,13 @@ export class KubeNames {
     this.namespaceRef(name, -1);
   }
 
-  private detachSlice(key: string, svcKey: string): void {
-    this.sliceOwner.delete(key);
-    const slices = this.slicesByService.get(svcKey);
-    slices?.delete(key);
-    if (slices?.size === 0) this.slicesByService.delete(svcKey);
-    this.rebuildIfHeadless(svcKey);
-  }
-
-  private rebuildIfHeadless(svcKey: string): void {
-    const svc = this.services.get(svcKey);
-    if (svc !== undefined && isHeadless(svc)) this.rebuild(svcKey);
+  private detachSlice(ns: string, name: string, owner: ServiceState): void {
+    const m = this.sliceOwner.get(ns);
+    if (m?.delete(name)) this.slices--;
+    if (m?.size === 0) this.sliceOwner.delete(ns);
+    owner.slices = owner.slices.filter((x) => x.metadata?.name !== name);
+    if (owner.svc !== undefined && isHeadless(owner.svc)) this.rebuild(owner);
+    this.drop(owner);
   }
 
   private changed(): void {
@@ -173,72 +236,64 @@ export class KubeNames {
   }
 
   /** Makes a node for a name and puts it in the table. */
-  private node(dotted: string, data: NameData | undefined): NameNode {
-    const n = new NameNode(wireName(dotted), data);
+  private node(dotted: string, source: NodeSource): NameNode {
+    const n = new NameNode(wireName(dotted), source);
     this.table.add(n);
     return n;
   }
 
-  /** Replaces the names of one Service with what it and its slices give now. */
-  private rebuild(svcKey: string): void {
+  /** Puts a Service's names, endpoint names and addresses in step with it and its slices. */
+  private rebuild(s: ServiceState): void {
     this.changed();
-    const svc = this.services.get(svcKey);
-    const built = svc === undefined
-      ? { names: new Map<string, NameData>(), ptrs: [] }
-      : serviceNames(this.zone, svc, this.slicesByService.get(svcKey)?.values() ?? []);
-    const old = this.owned.get(svcKey);
-    const oldNodes = new Map<string, NameNode>();
-    for (const n of old?.nodes ?? []) oldNodes.set(n.key, n);
-    const nodes: NameNode[] = [];
-    for (const [name, data] of built.names) {
-      const key = wireName(name);
-      const existing = oldNodes.get(key);
-      if (existing !== undefined) {
-        existing.set(data);
-        oldNodes.delete(key);
-        nodes.push(existing);
-      } else {
-        nodes.push(this.node(name, data));
-      }
+    s.srv = undefined;
+    const svc = s.svc;
+    const valid = validLabel(s.ns) && validLabel(s.name);
+    // Endpoints matter to a headless Service's names only.
+    const ready = svc !== undefined && valid && isHeadless(svc) ? s.ready() : [];
+    const base = s.base(this.zone);
+    const has = svc !== undefined && valid && serviceData(base, svc, ready) !== undefined;
+    // The Service's own name.
+    if (has && s.node === undefined) s.node = this.node(base, s);
+    else if (!has && s.node !== undefined) {
+      this.table.remove(s.node);
+      s.node = undefined;
+    } else if (s.node !== undefined) s.node.synth = undefined;
+    // A headless Service's endpoint names.
+    const hosts = has && svc !== undefined && isHeadless(svc) ? endpointHosts(ready) : new Map<string, string[]>();
+    const kept: NameNode[] = [];
+    for (const n of s.endpoints ?? []) {
+      const host = (n.source as EndpointName).host;
+      if (hosts.delete(host)) {
+        n.synth = undefined;
+        kept.push(n);
+      } else this.table.remove(n);
     }
-    for (const n of oldNodes.values()) this.table.remove(n);
-    this.updatePtrs(svcKey, old?.ptrs ?? [], built.ptrs);
-    const counts = nodes.length > 0;
-    const ns = svcKey.slice(0, svcKey.indexOf('/'));
-    if (counts !== (old?.countsForNamespace ?? false)) this.namespaceRef(ns, counts ? 1 : -1);
-    if (nodes.length === 0 && built.ptrs.length === 0) this.owned.delete(svcKey);
-    else this.owned.set(svcKey, { nodes, ptrs: built.ptrs, countsForNamespace: counts });
+    for (const host of hosts.keys()) kept.push(this.node(`${host}.${base}`, { state: s, host }));
+    s.endpoints = kept.length ? kept : undefined;
+    // Its addresses for PTR: ClusterIPs, or a headless Service's ready endpoints.
+    const ips = !has || svc === undefined ? [] : isHeadless(svc) ? [...new Set(ready.map((r) => r.ip))] : serviceIPs(svc);
+    if (s.ips !== undefined) for (const ip of s.ips.split(' ')) this.unindex(ip, s);
+    for (const ip of ips) this.index(ip, s);
+    s.ips = ips.length === 0 ? undefined : svc !== undefined && !isHeadless(svc) ? svc.ips : ips.join(' ');
+    if (has !== s.countsForNamespace) {
+      this.namespaceRef(s.ns, has ? 1 : -1);
+      s.countsForNamespace = has;
+    }
   }
 
-  private updatePtrs(owner: string, before: Owned['ptrs'], after: Owned['ptrs']): void {
-    const touched = new Set<string>();
-    for (const p of before) {
-      this.ptrs.get(p.ip)?.owners.delete(owner);
-      touched.add(p.ip);
-    }
-    for (const p of after) {
-      let e = this.ptrs.get(p.ip);
-      if (e === undefined) {
-        const name = reverseName(p.ip);
-        if (name === undefined) continue;
-        e = { node: this.node(name, undefined), owners: new Map() };
-        this.ptrs.set(p.ip, e);
-      }
-      let targets = e.owners.get(owner);
-      if (targets === undefined) e.owners.set(owner, targets = []);
-      if (!targets.includes(p.target)) targets.push(p.target);
-      touched.add(p.ip);
-    }
-    for (const ip of touched) {
-      const e = this.ptrs.get(ip);
-      if (e === undefined) continue;
-      if (e.owners.size === 0) {
-        this.table.remove(e.node);
-        this.ptrs.delete(ip);
-        continue;
-      }
-      const ptr = [...new Set([...e.owners.values()].flat())];
-      e.node.set({ ptr });
+  private index(ip: string, s: ServiceState): void {
+    const e = this.byAddress.get(ip);
+    if (e === undefined) this.byAddress.set(ip, s);
+    else if (Array.isArray(e)) e.push(s);
+    else if (e !== s) this.byAddress.set(ip, [e, s]);
+  }
+
+  private unindex(ip: string, s: ServiceState): void {
+    const e = this.byAddress.get(ip);
+    if (e === s) this.byAddress.delete(ip);
+    else if (Array.isArray(e)) {
+      const rest = e.filter((x) => x !== s);
+      this.byAddress.set(ip, rest.length === 1 ? rest[0] : rest);
     }
   }
 
@@ -258,8 +313,8 @@ export class KubeNames {
   private namespaceNodes(ns: string): NameNode[] {
     const name = ns.toLowerCase();
     if (!validLabel(name)) return [];
-    const nodes = [this.node(`${name}.svc.${this.zone}`, undefined)];
-    if (this.opts.pods) nodes.push(this.node(`${name}.pod.${this.zone}`, undefined));
+    const nodes = [this.node(`${name}.svc.${this.zone}`, {})];
+    if (this.opts.pods) nodes.push(this.node(`${name}.pod.${this.zone}`, {}));
     return nodes;
   }
 
@@ -267,29 +322,29 @@ export class KubeNames {
 
   /**
    * The answer to a question, or undefined when the name is not this
-   * zone's (and no PTR of it is known here). An ExternalName's answer
-   * carries its target in `cname`, for the resolver to chase.
+   * zone's (and not the reverse name of an address it knows). An
+   * ExternalName's answer carries its target in `cname`, for the resolver
+   * to chase.
    */
   lookup(msg: Buffer, q: Query): Synth | undefined {
     const node = this.table.find(q.nameHash, q.nameLen, msg);
     if (node !== undefined) return this.answer(node, q.qtype);
-    const under = this.labelsBeforeApex(msg, q.nameLen);
-    if (under < 0) return undefined;
-    return this.computed(msg, under, q.qtype) ?? this.negative(RCODE_NXDOMAIN, this.zone);
+    const under = this.labelsBefore(msg, q.nameLen, this.apexKey);
+    if (under >= 0) return this.computed(msg, under, q.qtype) ?? this.negative(RCODE_NXDOMAIN);
+    return this.reverse(msg, q);
   }
 
-  /** How many labels the name has before the zone's apex; -1 when it is not under it. */
-  private labelsBeforeApex(msg: Buffer, nameLen: number): number {
-    const apex = this.apexKey;
+  /** How many labels the name has before `suffix` (a lowercased wire name); -1 when it is not under it. */
+  private labelsBefore(msg: Buffer, nameLen: number, suffix: string): number {
     const end = 12 + nameLen;
     let off = 12;
     let labels = 0;
     while (off < end) {
-      if (end - off === apex.length) {
-        for (let i = 0; i < apex.length; i++) {
+      if (end - off === suffix.length) {
+        for (let i = 0; i < suffix.length; i++) {
           let c = msg[off + i];
           if (c >= 0x41 && c <= 0x5a) c |= 0x20;
-          if (c !== apex.charCodeAt(i)) return -1;
+          if (c !== suffix.charCodeAt(i)) return -1;
         }
         return labels;
       }
@@ -314,31 +369,68 @@ export class KubeNames {
   }
 
   /**
-   * Names CoreDNS answers without holding them: <endpoint>.<svc>.<ns>.svc
-   * of a ClusterIP Service (an endpoint's hostname or dashed address), and
-   * <dashed-address>.<ns>.pod when pod records are on.
+   * Names worked out when asked: _<port>._<proto>.<svc> (SRV) and
+   * _<proto>.<svc> of a Service, an endpoint of a ClusterIP Service by
+   * hostname or dashed address (as CoreDNS), <dashed-address>.<ns>.pod
+   * when pod records are on. Undefined: no such name (NXDOMAIN).
    */
   private computed(msg: Buffer, under: number, qtype: number): Synth | undefined {
-    if (under !== 3 && under !== 4) return undefined;
+    if (under < 3 || under > 5) return undefined;
     const l = KubeNames.labels(msg, under);
-    if (under === 4 && l[3] === 'svc') {
-      const svc = this.services.get(`${l[2]}/${l[1]}`);
-      if (svc === undefined || isHeadless(svc) || isExternalName(svc) || clusterIPs(svc).length === 0) return undefined;
-      const ips = readyAddresses(svc, this.slicesByService.get(`${l[2]}/${l[1]}`)?.values() ?? [])
-        .filter((r) => r.host === l[0]).map((r) => r.ip);
-      return ips.length === 0 ? undefined : this.addresses([...new Set(ips)], qtype);
-    }
-    if (under === 3 && l[2] === 'pod' && this.opts.pods && this.nsRefs.has(l[1])) {
+    if (l[under - 1] === 'pod') {
+      if (under !== 3 || !this.opts.pods || !this.nsRefs.has(l[1])) return undefined;
       const ip = ipFromDashed(l[0]);
       return ip === undefined ? undefined : this.addresses([ip], qtype);
     }
-    return undefined;
+    if (l[under - 1] !== 'svc') return undefined;
+    const s = this.find(l[under - 2], l[under - 3]);
+    if (s?.node === undefined || s.svc === undefined) return undefined;
+    const svc = s.svc;
+    if (under === 5) {
+      if (!l[0].startsWith('_') || !l[1].startsWith('_')) return undefined;
+      const key = `${l[0]}.${l[1]}`;
+      let memo = s.srv?.find((m) => m.key === key);
+      if (memo === undefined) {
+        const d = namedPortData(s.base(this.zone), svc, s.ready(), l[0].slice(1), l[1].slice(1));
+        memo = { key, s: d === undefined ? undefined : this.make(d, TYPE_SRV) };
+        (s.srv ??= []).push(memo);
+      }
+      if (memo.s === undefined) return undefined;
+      return qtype === TYPE_SRV ? memo.s : this.negative(RCODE_NOERROR);
+    }
+    if (l[0].startsWith('_')) return protocolExists(svc, s.ready(), l[0].slice(1)) ? this.negative(RCODE_NOERROR) : undefined;
+    if (isHeadless(svc) || svc.externalName !== undefined) return undefined;
+    const ips = s.ready().filter((r) => r.host === l[0]).map((r) => r.ip);
+    return ips.length === 0 ? undefined : this.addresses(ips, qtype);
+  }
+
+  private static readonly IN_ADDR = wireName('in-addr.arpa');
+  private static readonly IP6 = wireName('ip6.arpa');
+
+  /** The PTR of an address this zone knows: its Services, or its endpoints' names. */
+  private reverse(msg: Buffer, q: Query): Synth | undefined {
+    let v6 = false;
+    let under = this.labelsBefore(msg, q.nameLen, KubeNames.IN_ADDR);
+    if (under < 0) {
+      under = this.labelsBefore(msg, q.nameLen, KubeNames.IP6);
+      v6 = true;
+    }
+    if (under !== 4 && under !== 32) return undefined;
+    const ip = ipFromReverse(KubeNames.labels(msg, under), v6);
+    const e = ip === undefined ? undefined : this.byAddress.get(ip);
+    if (e === undefined || ip === undefined) return undefined;
+    const targets = new Set<string>();
+    for (const s of Array.isArray(e) ? e : [e]) {
+      const base = s.base(this.zone);
+      if (s.svc !== undefined && isHeadless(s.svc)) for (const r of s.ready()) { if (r.ip === ip) targets.add(`${r.host}.${base}`); }
+      else targets.add(base);
+    }
+    if (q.qtype !== TYPE_PTR) return this.reverseNegative();
+    return makeSynth(RCODE_NOERROR, [...targets].map((t): Rr => ({ type: 'PTR', ttl: this.opts.ttl, data: t })));
   }
 
   private addresses(ips: readonly string[], qtype: number): Synth {
-    const want = qtype === TYPE_A ? 4 : qtype === TYPE_AAAA ? 6 : 0;
-    const rrs = ips.filter((ip) => ipFamily(ip) === want).map((ip): Rr => ({ type: want === 4 ? 'A' : 'AAAA', ttl: this.opts.ttl, data: ip }));
-    return rrs.length ? makeSynth(RCODE_NOERROR, rrs) : this.negative(RCODE_NOERROR, this.zone);
+    return this.make(addressData(ips), qtype) ?? this.negative(RCODE_NOERROR);
   }
 
   private answer(node: NameNode, qtype: number): Synth {
@@ -346,16 +438,24 @@ export class KubeNames {
     if (memo !== undefined) {
       for (let i = 0; i < memo.length; i++) if (memo[i].qtype === qtype) return memo[i].s;
     }
-    const d = node.data;
     if (node === this.apex && qtype === TYPE_SOA) return this.soaAnswer();
-    const made = d === undefined ? undefined : this.make(d, qtype);
-    if (made === undefined) return this.negative(RCODE_NOERROR, this.ownerZone(node));
+    const made = this.make(this.dataOf(node), qtype);
+    if (made === undefined) return this.negative(RCODE_NOERROR);
     (node.synth ??= []).push({ qtype, s: made });
     return made;
   }
 
+  /** A node's records, from its Service when it has one. */
+  private dataOf(node: NameNode): NameData | undefined {
+    const src = node.source as NodeSource;
+    if (src instanceof ServiceState) return src.svc === undefined ? undefined : serviceData(src.base(this.zone), src.svc, src.ready());
+    if ('host' in src) return addressData(src.state.ready().filter((r) => r.host === src.host).map((r) => r.ip));
+    return src.data;
+  }
+
   /** The answer from a name's records for one type; undefined when it has none (NODATA). */
-  private make(d: NameData, qtype: number): Synth | undefined {
+  private make(d: NameData | undefined, qtype: number): Synth | undefined {
+    if (d === undefined) return undefined;
     const ttl = this.opts.ttl;
     if (d.cname !== undefined) {
       const cname: Rr = { type: 'CNAME', ttl, data: d.cname };
@@ -380,13 +480,6 @@ export class KubeNames {
     }
   }
 
-  /** The zone whose SOA goes with a node's NODATA: a reverse zone for PTR names. */
-  private ownerZone(node: NameNode): string {
-    if (node.key.endsWith('\x07in-addr\x04arpa\x00')) return 'in-addr.arpa';
-    if (node.key.endsWith('\x03ip6\x04arpa\x00')) return 'ip6.arpa';
-    return this.zone;
-  }
-
   private soaRr(apex: string): Rr {
     return {
       name: apex, type: 'SOA', ttl: Math.min(300, this.opts.ttl),
@@ -402,24 +495,23 @@ export class KubeNames {
     return this.soa ??= makeSynth(RCODE_NOERROR, [{ ...this.soaRr(this.zone), name: undefined }]);
   }
 
-  /** NXDOMAIN or NODATA with the SOA of `apex` (RFC 2308), made again when the serial moves. */
-  private negative(rcode: number, apex: string): Synth {
+  /** NXDOMAIN or NODATA with the zone's SOA (RFC 2308), made again when the serial moves. */
+  private negative(rcode: number): Synth {
     this.fresh();
-    if (apex === this.zone) {
-      if (rcode === RCODE_NXDOMAIN) return this.nx ??= makeSynth(rcode, [], [this.soaRr(apex)]);
-      return this.nodata ??= makeSynth(rcode, [], [this.soaRr(apex)]);
-    }
-    const key = `${rcode} ${apex}`;
-    let s = this.negatives.get(key);
-    if (s === undefined) this.negatives.set(key, s = makeSynth(rcode, [], [this.soaRr(apex)]));
-    return s;
+    if (rcode === RCODE_NXDOMAIN) return this.nx ??= makeSynth(rcode, [], [this.soaRr(this.zone)]);
+    return this.nodata ??= makeSynth(rcode, [], [this.soaRr(this.zone)]);
+  }
+
+  /** NODATA for a reverse name asked for another type than PTR (the SOA of in-addr.arpa). */
+  private reverseNegative(): Synth {
+    this.fresh();
+    return this.reverseNodata ??= makeSynth(RCODE_NOERROR, [], [this.soaRr('in-addr.arpa')]);
   }
 
   /** Drops the answers that hold the SOA once its serial has moved. */
   private fresh(): void {
     if (this.negativesSerial === this.serial) return;
-    this.negatives = new Map();
-    this.nx = this.nodata = this.soa = undefined;
+    this.nx = this.nodata = this.soa = this.reverseNodata = undefined;
     this.negativesSerial = this.serial;
   }
 }

@@ -1,22 +1,20 @@
-// The DNS names a Service gives, per the Kubernetes DNS specification
-// (kubernetes/dns docs/specification.md) in the shapes CoreDNS's kubernetes
-// plugin answers with:
+// The records of a Service's names, per the Kubernetes DNS specification
+// (kubernetes/dns docs/specification.md), in the shapes CoreDNS's
+// kubernetes plugin answers with:
 //   <svc>.<ns>.svc.<zone>                 A/AAAA: every ClusterIP, or every ready
 //                                          endpoint address of a headless Service;
 //                                          CNAME for ExternalName; SRV for every port
 //   _<port>._<proto>.<svc>.<ns>.svc.<zone> SRV per named port, target the Service
 //                                          (ClusterIP) or each endpoint (headless),
 //                                          with the targets' addresses as additional
-//   <host>.<svc>.<ns>.svc.<zone>          A/AAAA of a headless Service's endpoint;
-//                                          host is its hostname, else its address
-//                                          with dashes
+//   <host>.<svc>.<ns>.svc.<zone>          A/AAAA of an endpoint; host is its
+//                                          hostname, else its address with dashes
 //   reverse name of each address          PTR to the Service, or to the endpoint's name
 // A headless Service without ready endpoints, or a ClusterIP Service without
-// an address, has no names at all (NXDOMAIN), as in CoreDNS. Pure functions:
-// objects in, names and records out; every label from an object is checked
-// and a bad one leaves its name out.
-import { ipFamily } from '../lib/net.ts';
-import type { DnsService, DnsSlice } from './kube-objects.ts';
+// an address, has no names at all (NXDOMAIN), as in CoreDNS. Pure functions
+// of the compact objects (kube-objects.ts).
+import { canonicalIP, ipFamily } from '../lib/net.ts';
+import { parsePorts, serviceIPs, type DnsPort, type DnsService, type DnsSlice } from './kube-objects.ts';
 
 export interface SrvRecord {
   readonly priority: number;
@@ -35,13 +33,6 @@ export interface NameData {
   readonly cname?: string;
   readonly ptr?: readonly string[];
   readonly txt?: readonly string[];
-}
-
-export interface ServiceNames {
-  /** Lowercased names without the final dot -> records. */
-  readonly names: Map<string, NameData>;
-  /** Address -> the names its PTR points to. */
-  readonly ptrs: ReadonlyArray<{ readonly ip: string; readonly target: string }>;
 }
 
 /** The schema version dns-version.<zone> answers (CoreDNS's). */
@@ -80,6 +71,20 @@ export function reverseName(ip: string): string | undefined {
   return `${[...hex].reverse().join('.')}.ip6.arpa`;
 }
 
+/**
+ * The address a reverse name stands for (canonical text), from its labels
+ * before in-addr.arpa (4, decimal) or ip6.arpa (32 nibbles); else undefined.
+ */
+export function ipFromReverse(labels: readonly string[], v6: boolean): string | undefined {
+  if (!v6) {
+    if (labels.length !== 4 || !labels.every((l) => /^(0|[1-9]\d{0,2})$/.test(l) && Number(l) < 256)) return undefined;
+    return [...labels].reverse().join('.');
+  }
+  if (labels.length !== 32 || !labels.every((l) => /^[0-9a-f]$/.test(l))) return undefined;
+  const hex = [...labels].reverse().join('');
+  return canonicalIP(hex.match(/.{4}/g)!.join(':'));
+}
+
 /** An address from the first label of a pod name ("10-0-0-1", "fd00--1"), or undefined. */
 export function ipFromDashed(label: string): string | undefined {
   const dots = label.split('-');
@@ -88,94 +93,26 @@ export function ipFromDashed(label: string): string | undefined {
     return ipFamily(ip) === 4 ? ip : undefined;
   }
   const ip = label.replace(/-/g, ':');
-  return ipFamily(ip) === 6 ? ip : undefined;
-}
-
-interface Building {
-  a: Set<string>;
-  aaaa: Set<string>;
-  srv: SrvRecord[];
-  extra: Map<string, { name: string; ip: string }>;
-}
-
-function building(names: Map<string, Building>, name: string): Building {
-  let b = names.get(name);
-  if (b === undefined) {
-    b = { a: new Set(), aaaa: new Set(), srv: [], extra: new Map() };
-    names.set(name, b);
-  }
-  return b;
-}
-
-function addAddress(b: Building, ip: string): void {
-  if (ipFamily(ip) === 4) b.a.add(ip);
-  else if (ipFamily(ip) === 6) b.aaaa.add(ip);
-}
-
-/**
- * SRV records as CoreDNS builds them: every (target, address, port) entry
- * counts for the weight (100 split evenly, at least 1); one record per
- * distinct (target, port), ports of -1 (an endpoint set without ports) left out.
- */
-function addSrv(b: Building, entries: ReadonlyArray<{ target: string; ip: string; port: number }>): void {
-  if (entries.length === 0) return;
-  const weight = Math.max(1, Math.floor(100 / entries.length));
-  const seen = new Set<string>();
-  for (const e of entries) {
-    if (e.port < 0) continue;
-    const k = `${e.target} ${e.port}`;
-    if (!seen.has(k)) {
-      seen.add(k);
-      b.srv.push({ priority: 0, weight, port: e.port, target: e.target });
-    }
-    b.extra.set(`${e.target} ${e.ip}`, { name: e.target, ip: e.ip });
-  }
-}
-
-function finish(names: Map<string, Building>): Map<string, NameData> {
-  const out = new Map<string, NameData>();
-  for (const [name, b] of names) {
-    const d: { a?: string[]; aaaa?: string[]; srv?: SrvRecord[]; extra?: Array<{ name: string; ip: string }> } = {};
-    if (b.a.size) d.a = [...b.a];
-    if (b.aaaa.size) d.aaaa = [...b.aaaa];
-    if (b.srv.length) {
-      d.srv = b.srv;
-      d.extra = [...b.extra.values()];
-    }
-    out.set(name, d);
-  }
-  return out;
-}
-
-/** A Service port as a name's labels: lowercase name and protocol, when both are valid. */
-function portLabels(p: { name?: string; protocol?: string }): { name: string; proto: string } | undefined {
-  const name = (p.name ?? '').toLowerCase();
-  const proto = (p.protocol ?? 'TCP').toLowerCase();
-  if (name === '' || !validLabel(name) || !PROTOCOLS.has(proto)) return undefined;
-  return { name, proto };
+  return ipFamily(ip) === 6 ? canonicalIP(ip) : undefined;
 }
 
 export function isHeadless(svc: DnsService): boolean {
-  return svc.spec?.clusterIP === 'None';
+  return svc.headless === true;
 }
 
 export function isExternalName(svc: DnsService): boolean {
-  return svc.spec?.type === 'ExternalName';
-}
-
-/** The ClusterIPs of a Service that are addresses (not "None", not empty). */
-export function clusterIPs(svc: DnsService): string[] {
-  const ips = svc.spec?.clusterIPs?.length ? svc.spec.clusterIPs : [svc.spec?.clusterIP ?? ''];
-  return [...new Set(ips.filter((ip) => ipFamily(ip) !== 0))];
+  return svc.externalName !== undefined;
 }
 
 /** A ready endpoint address and the label it is known by under its Service. */
 export interface ReadyAddress {
   readonly ip: string;
   readonly host: string;
-  /** The slice's ports: [name, protocol, port]; one of port -1 when the slice has none. */
-  readonly ports: ReadonlyArray<{ readonly name: string; readonly protocol: string; readonly port: number }>;
+  /** Its slice's ports; one of port -1 when the slice has none. */
+  readonly ports: readonly DnsPort[];
 }
+
+const NO_PORTS: readonly DnsPort[] = [{}];
 
 /**
  * Every ready address of a Service's EndpointSlices (all of them when the
@@ -183,89 +120,114 @@ export interface ReadyAddress {
  */
 export function readyAddresses(svc: DnsService, slices: Iterable<DnsSlice>): ReadyAddress[] {
   const out: ReadyAddress[] = [];
-  const publishAll = svc.spec?.publishNotReadyAddresses === true;
   for (const s of slices) {
-    if (s.addressType !== 'IPv4' && s.addressType !== 'IPv6') continue;
-    const ports = s.ports?.length
-      ? s.ports.map((p) => ({ name: (p.name ?? '').toLowerCase(), protocol: (p.protocol ?? 'TCP').toLowerCase(), port: p.port ?? -1 }))
-      : [{ name: '', protocol: '', port: -1 }];
-    for (const e of s.endpoints ?? []) {
-      // Ready unknown counts as ready (EndpointSlice API).
-      if (e.conditions?.ready === false && !publishAll) continue;
-      const hostname = e.hostname?.toLowerCase();
-      for (const ip of e.addresses ?? []) {
-        if (ipFamily(ip) === 0) continue;
-        const host = hostname !== undefined && validLabel(hostname) ? hostname : dashedIP(ip);
-        out.push({ ip, host, ports });
-      }
+    if (s.endpoints === undefined) continue;
+    const parsed = parsePorts(s.ports);
+    const ports = parsed.length ? parsed : NO_PORTS;
+    for (const entry of s.endpoints.split(' ')) {
+      const notReady = entry.startsWith('-');
+      if (notReady && !svc.publishNotReady) continue;
+      const slash = entry.indexOf('/');
+      const ip = entry.slice(notReady ? 1 : 0, slash < 0 ? undefined : slash);
+      out.push({ ip, host: slash < 0 ? dashedIP(ip) : entry.slice(slash + 1), ports });
     }
   }
   return out;
 }
 
+/** The label of a port for SRV names: its lowercase name, when it and its protocol are valid. */
+function portLabels(p: DnsPort): { name: string; proto: string } | undefined {
+  const name = p.name ?? '';
+  const proto = p.protocol ?? 'tcp';
+  if (name === '' || !validLabel(name) || !PROTOCOLS.has(proto)) return undefined;
+  return { name, proto };
+}
+
 /**
- * The names and PTRs of one Service in `zone` ("cluster.local"), from the
- * Service and its EndpointSlices. Empty when the Service's own labels are
- * not valid DNS labels.
+ * SRV records as CoreDNS builds them: every (target, address, port) entry
+ * counts for the weight (100 split evenly, at least 1); one record per
+ * distinct (target, port), ports of -1 (an endpoint set without ports) left out.
  */
-export function serviceNames(zone: string, svc: DnsService, slices: Iterable<DnsSlice>): ServiceNames {
-  const names = new Map<string, Building>();
-  const ptrs: Array<{ ip: string; target: string }> = [];
-  const ns = (svc.metadata?.namespace ?? '').toLowerCase();
-  const name = (svc.metadata?.name ?? '').toLowerCase();
-  if (!validLabel(ns) || !validLabel(name)) return { names: new Map(), ptrs };
-  const base = `${name}.${ns}.svc.${zone}`;
+function srvData(entries: ReadonlyArray<{ target: string; ip: string; port: number }>): NameData | undefined {
+  if (entries.length === 0) return undefined;
+  const weight = Math.max(1, Math.floor(100 / entries.length));
+  const srv: SrvRecord[] = [];
+  const extra = new Map<string, { name: string; ip: string }>();
+  const seen = new Set<string>();
+  for (const e of entries) {
+    if (e.port < 0) continue;
+    const k = `${e.target} ${e.port}`;
+    if (!seen.has(k)) {
+      seen.add(k);
+      srv.push({ priority: 0, weight, port: e.port, target: e.target });
+    }
+    extra.set(`${e.target} ${e.ip}`, { name: e.target, ip: e.ip });
+  }
+  return srv.length ? { srv, extra: [...extra.values()] } : undefined;
+}
 
+function split(ips: Iterable<string>): { a?: string[]; aaaa?: string[] } {
+  const a: string[] = [];
+  const aaaa: string[] = [];
+  for (const ip of new Set(ips)) (ip.includes(':') ? aaaa : a).push(ip);
+  return { ...(a.length ? { a } : {}), ...(aaaa.length ? { aaaa } : {}) };
+}
+
+/**
+ * The records of <svc>.<ns>.svc.<zone> (`base`), or undefined when the
+ * Service has no names: A/AAAA, SRV of every port, or an ExternalName's CNAME.
+ */
+export function serviceData(base: string, svc: DnsService, ready: readonly ReadyAddress[]): NameData | undefined {
   if (isExternalName(svc)) {
-    const target = svc.spec?.externalName ?? '';
-    const out = new Map<string, NameData>();
-    if (validHostName(target)) out.set(base, { cname: target.replace(/\.$/, '') });
-    return { names: out, ptrs };
+    const target = svc.externalName ?? '';
+    return validHostName(target) ? { cname: target.replace(/\.$/, '') } : undefined;
   }
-
-  const ports = svc.spec?.ports ?? [];
   if (!isHeadless(svc)) {
-    const ips = clusterIPs(svc);
-    if (ips.length === 0) return { names: new Map(), ptrs };
-    const b = building(names, base);
-    for (const ip of ips) {
-      addAddress(b, ip);
-      ptrs.push({ ip, target: base });
-    }
-    // SRV on the Service name itself: every port (CoreDNS).
-    addSrv(b, ports.flatMap((p) => ips.map((ip) => ({ target: base, ip, port: p.port ?? -1 }))));
-    for (const p of ports) {
-      const l = portLabels(p);
-      if (!l || typeof p.port !== 'number') continue;
-      const srvName = `_${l.name}._${l.proto}.${base}`;
-      addSrv(building(names, srvName), ips.map((ip) => ({ target: base, ip, port: p.port as number })));
-      building(names, `_${l.proto}.${base}`);
-    }
-    return { names: finish(names), ptrs };
+    const ips = serviceIPs(svc);
+    if (ips.length === 0) return undefined;
+    const ports = parsePorts(svc.ports);
+    const srv = srvData(ports.flatMap((p) => ips.map((ip) => ({ target: base, ip, port: p.port ?? -1 }))));
+    return { ...split(ips), ...srv };
   }
+  if (ready.length === 0) return undefined;
+  const srv = srvData(ready.flatMap((r) => r.ports.map((p) => ({ target: `${r.host}.${base}`, ip: r.ip, port: p.port ?? -1 }))));
+  return { ...split(ready.map((r) => r.ip)), ...srv };
+}
 
-  const ready = readyAddresses(svc, slices);
-  if (ready.length === 0) return { names: new Map(), ptrs };
-  const b = building(names, base);
-  for (const r of ready) {
-    addAddress(b, r.ip);
-    const epName = `${r.host}.${base}`;
-    addAddress(building(names, epName), r.ip);
-    ptrs.push({ ip: r.ip, target: epName });
+/** The SRV records of _<port>._<proto>.<base>, or undefined when no such named port exists. */
+export function namedPortData(base: string, svc: DnsService, ready: readonly ReadyAddress[], port: string, proto: string): NameData | undefined {
+  const matches = (p: DnsPort): boolean => {
+    const l = portLabels(p);
+    return l !== undefined && l.name === port && l.proto === proto && p.port !== undefined;
+  };
+  if (isExternalName(svc)) return undefined;
+  if (!isHeadless(svc)) {
+    const ips = serviceIPs(svc);
+    return srvData(parsePorts(svc.ports).filter(matches).flatMap((p) => ips.map((ip) => ({ target: base, ip, port: p.port as number }))));
   }
-  addSrv(b, ready.flatMap((r) => r.ports.map((p) => ({ target: `${r.host}.${base}`, ip: r.ip, port: p.port }))));
-  const named = new Map<string, Array<{ target: string; ip: string; port: number }>>();
+  return srvData(ready.flatMap((r) => r.ports.filter(matches).map((p) => ({ target: `${r.host}.${base}`, ip: r.ip, port: p.port as number }))));
+}
+
+/** Whether _<proto>.<base> exists: some named port of that protocol has an SRV name. */
+export function protocolExists(svc: DnsService, ready: readonly ReadyAddress[], proto: string): boolean {
+  if (isExternalName(svc)) return false;
+  const has = (ports: readonly DnsPort[]): boolean => ports.some((p) => portLabels(p)?.proto === proto && p.port !== undefined);
+  if (!isHeadless(svc)) return svc.ips !== undefined && has(parsePorts(svc.ports));
+  return ready.some((r) => has(r.ports));
+}
+
+/** A headless Service's endpoint names: host -> its addresses. */
+export function endpointHosts(ready: readonly ReadyAddress[]): Map<string, string[]> {
+  const out = new Map<string, string[]>();
   for (const r of ready) {
-    for (const p of r.ports) {
-      const l = portLabels({ name: p.name, protocol: p.protocol });
-      if (!l || p.port < 0) continue;
-      const key = `_${l.name}._${l.proto}.${base}`;
-      let list = named.get(key);
-      if (list === undefined) named.set(key, list = []);
-      list.push({ target: `${r.host}.${base}`, ip: r.ip, port: p.port });
-      building(names, `_${l.proto}.${base}`);
-    }
+    const list = out.get(r.host);
+    if (list === undefined) out.set(r.host, [r.ip]);
+    else if (!list.includes(r.ip)) list.push(r.ip);
   }
-  for (const [srvName, entries] of named) addSrv(building(names, srvName), entries);
-  return { names: finish(names), ptrs };
+  return out;
+}
+
+/** The records of an endpoint name from its addresses. */
+export function addressData(ips: readonly string[]): NameData {
+  return split(ips);
 }

@@ -5,12 +5,15 @@
 // to what DNS needs, feeding KubeNames. It answers only while it is in
 // step: not before all three have been listed once, and not after its API
 // server has been unreachable for longer than the staleness bound; then
-// the zone forwards to its DNS upstreams, as without a watcher.
+// the zone forwards to its DNS upstreams, as without a watcher. This module
+// (and with it the Kubernetes client library, tens of megabytes) is loaded
+// only when a zone has a Kubernetes source (kube-zones.ts).
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from '../lib/log.ts';
 import { Reflector, type ReflectorTuning } from '../proxy/source/kube-reflector.ts';
 import { defaultTuning } from '../proxy/source/kube.ts';
-import type { KubeSettings } from './config.ts';
+import { kubeSourceLabel, type KubeSettings } from './config.ts';
+import { loadKubeConfig } from '../proxy/source/kube-config.ts';
 import { KubeNames } from './kube-names.ts';
 import { trimNamespace, trimService, trimSlice, type DnsNamespace, type DnsService, type DnsSlice } from './kube-objects.ts';
 
@@ -38,7 +41,7 @@ export class KubeZone {
   constructor(suffix: string, settings: KubeSettings, kc: KubeConfig, tuning: Partial<ReflectorTuning>, log: Logger, onState: (zone: KubeZone) => void) {
     this.name = `${suffix.toLowerCase().replace(/\.$/, '')}.`;
     this.settings = settings;
-    this.source = sourceLabel(settings);
+    this.source = kubeSourceLabel(settings);
     this.log = log.child({ zone: this.name, source: this.source });
     this.onState = onState;
     this.names = new KubeNames(suffix, { ttl: settings.ttl, pods: settings.pods });
@@ -141,6 +144,7 @@ export class KubeZone {
   }
 }
 
-export function sourceLabel(s: KubeSettings): string {
-  return s.kubeconfig === undefined ? 'k8s:in-cluster' : `k8s:${s.kubeconfig}`;
+/** A zone's API server access: its kubeconfig file, or the in-cluster service account. Throws a KproxyError. */
+export function loadZoneConfig(s: KubeSettings): KubeConfig {
+  return s.kubeconfig === undefined ? loadKubeConfig(undefined, { inCluster: true }) : loadKubeConfig(s.kubeconfig);
 }

@@ -7,12 +7,13 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from '../lib/log.ts';
 import { ConfigError } from '../lib/errors.ts';
-import { loadKubeConfig } from '../proxy/source/kube-config.ts';
 import type { ReflectorTuning } from '../proxy/source/kube-reflector.ts';
-import type { KubeSettings, ZoneSettings } from './config.ts';
-import { KubeZone, sourceLabel } from './kube-zone.ts';
+import { kubeSourceLabel, type KubeSettings, type ZoneSettings } from './config.ts';
+import type { KubeZone } from './kube-zone.ts';
 import type { Synth } from './synth.ts';
 import type { Query } from './wire.ts';
+
+type KubeZoneModule = typeof import('./kube-zone.ts');
 
 export interface KubeZonesOptions {
   /** Overrides of the proxy's list/watch timings (tests use short retries). */
@@ -21,9 +22,6 @@ export interface KubeZonesOptions {
   readonly loadConfig?: (s: KubeSettings) => KubeConfig;
 }
 
-function defaultLoad(s: KubeSettings): KubeConfig {
-  return s.kubeconfig === undefined ? loadKubeConfig(undefined, { inCluster: true }) : loadKubeConfig(s.kubeconfig);
-}
 
 export class KubeZones {
   private zones: KubeZone[] = [];
@@ -33,6 +31,8 @@ export class KubeZones {
   hitZone: KubeZone | undefined;
   private readonly log: Logger;
   private readonly opts: KubeZonesOptions;
+  /** The watch code, loaded with the first zone that needs it. */
+  private module: KubeZoneModule | undefined;
 
   constructor(log: Logger, opts: KubeZonesOptions = {}) {
     this.log = log;
@@ -49,19 +49,21 @@ export class KubeZones {
    * ConfigError, changing nothing, when an API server's access cannot be
    * loaded.
    */
-  apply(zones: readonly ZoneSettings[]): void {
+  async apply(zones: readonly ZoneSettings[]): Promise<void> {
     const wanted = zones.filter((z) => z.kubernetes !== undefined);
+    if (wanted.length === 0 && this.zones.length === 0) return;
+    const m = this.module ??= await import('./kube-zone.ts');
     const byKey = new Map(this.zones.map((z) => [`${z.name} ${z.source}`, z]));
     const problems: string[] = [];
     const plan = wanted.map((z) => {
       const s = z.kubernetes as KubeSettings;
-      const key = `${z.suffix.toLowerCase().replace(/\.$/, '')}. ${sourceLabel(s)}`;
+      const key = `${z.suffix.toLowerCase().replace(/\.$/, '')}. ${kubeSourceLabel(s)}`;
       const kept = byKey.get(key);
       if (kept) return { z, s, kept, kc: undefined };
       try {
-        return { z, s, kept: undefined, kc: (this.opts.loadConfig ?? defaultLoad)(s) };
+        return { z, s, kept: undefined, kc: (this.opts.loadConfig ?? m.loadZoneConfig)(s) };
       } catch (e) {
-        problems.push(`zone ${z.suffix}: ${sourceLabel(s)}: ${(e as Error).message}`);
+        problems.push(`zone ${z.suffix}: ${kubeSourceLabel(s)}: ${(e as Error).message}`);
         return undefined;
       }
     });
@@ -75,7 +77,7 @@ export class KubeZones {
         next.push(p.kept);
         continue;
       }
-      const zone = new KubeZone(p.z.suffix, p.s, p.kc as KubeConfig, this.opts.tuning ?? {}, this.log, () => this.refresh());
+      const zone = new m.KubeZone(p.z.suffix, p.s, p.kc as KubeConfig, this.opts.tuning ?? {}, this.log, () => this.refresh());
       next.push(zone);
       zone.start();
     }

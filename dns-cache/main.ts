@@ -13,7 +13,7 @@ import { DnsMetrics } from './metrics.ts';
 import { NodeSetup } from './node-setup.ts';
 import { Resolver } from './resolver.ts';
 import type { KubeZonesOptions } from './kube-zones.ts';
-import { sourceLabel } from './kube-zone.ts';
+import { kubeSourceLabel } from './config.ts';
 
 const RULE_CHECK_MS = 60_000;
 
@@ -27,7 +27,7 @@ export interface DnsCacheInstance {
   readonly http: HttpEndpoints;
   config(): DnsCacheConfig;
   /** Re-reads the config; false (old config kept) when it is invalid. */
-  reload(): boolean;
+  reload(): Promise<boolean>;
   stop(): Promise<void>;
 }
 
@@ -59,7 +59,12 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
     () => resolver?.cache.evictions ?? 0,
   );
   resolver = new Resolver(log, metrics, { kube: opts.kube });
-  resolver.apply(config);
+  try {
+    await resolver.apply(config);
+  } catch (e) {
+    resolver.close();
+    throw e;
+  }
   const node = new NodeSetup(opts.exec ?? hostExec, {
     interfaceName: config.interfaceName, addresses: config.listen,
     setupInterface: config.setupInterface, setupIptables: config.setupIptables,
@@ -97,11 +102,17 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
   const res = resolver;
   const l = listeners;
   const h = http;
-  const reload = (): boolean => {
+  // One reload at a time (a file change and a SIGHUP may come together).
+  let reloading: Promise<boolean> = Promise.resolve(true);
+  const reload = (): Promise<boolean> => {
+    reloading = reloading.then(reloadNow, reloadNow);
+    return reloading;
+  };
+  const reloadNow = async (): Promise<boolean> => {
     let next: DnsCacheConfig;
     try {
       next = resolveConfig(args);
-      res.apply(next);
+      await res.apply(next);
     } catch (e) {
       metrics.reloadFailed.inc();
       const problems = e instanceof ConfigError ? e.problems : [(e as Error).message];
@@ -117,10 +128,10 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
   const watching = (opts.watch ?? true) && args.configPath !== undefined;
   if (watching && args.configPath) {
     watchFile(args.configPath, { interval: 500, persistent: false }, (cur, prev) => {
-      if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino) reload();
+      if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino) void reload();
     });
   }
-  log.info({ listen: listeners.bound, udpIo: listeners.udpIo, zones: config.zones.map((z) => `${z.suffix}=${[...(z.kubernetes ? [sourceLabel(z.kubernetes)] : []), ...z.upstreams.map((u) => `${u.host}:${u.port}`)].join(',')}`), health: http.health, metrics: http.metrics }, 'dns-cache serving');
+  log.info({ listen: listeners.bound, udpIo: listeners.udpIo, zones: config.zones.map((z) => `${z.suffix}=${[...(z.kubernetes ? [kubeSourceLabel(z.kubernetes)] : []), ...z.upstreams.map((u) => `${u.host}:${u.port}`)].join(',')}`), health: http.health, metrics: http.metrics }, 'dns-cache serving');
   let stopped = false;
   return {
     resolver: res, metrics, bound: l.bound, udpIo: l.udpIo, http: h,
@@ -168,7 +179,7 @@ export async function runDnsCache(argv: string[]): Promise<number> {
   }
   const stopReducer = startMemoryReducer(log);
   return new Promise<number>((resolve) => {
-    const onHup = (): void => { instance.reload(); };
+    const onHup = (): void => { void instance.reload(); };
     const onStop = (signal: string): void => {
       log.info({ signal }, 'stopping');
       stopReducer();

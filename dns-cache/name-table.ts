@@ -3,7 +3,6 @@
 // the lowercased question name (Query.nameHash), chained through the
 // nodes, and matched against the question's bytes.
 import { nameHash } from './wire.ts';
-import type { NameData } from './kube-records.ts';
 import type { Synth } from './synth.ts';
 
 export class NameNode {
@@ -11,21 +10,15 @@ export class NameNode {
   readonly key: string;
   readonly hash: number;
   next: NameNode | undefined = undefined;
-  /** Records of the name; undefined: it exists without records (only names below it). */
-  data: NameData | undefined;
-  /** Answers made from `data`, per query type, built on first use. */
+  /** What the name stands for (its owner's business). */
+  readonly source: unknown;
+  /** Answers per query type, made on first use; dropped when the records change. */
   synth: Array<{ readonly qtype: number; readonly s: Synth }> | undefined = undefined;
 
-  constructor(key: string, data: NameData | undefined) {
+  constructor(key: string, source: unknown) {
     this.key = key;
     this.hash = nameHash(key);
-    this.data = data;
-  }
-
-  /** New records: the answers made from the old ones are dropped. */
-  set(data: NameData | undefined): void {
-    this.data = data;
-    this.synth = undefined;
+    this.source = source;
   }
 }
 
@@ -66,6 +59,16 @@ export class NameTable {
     let n = this.buckets[hash & this.mask];
     while (n !== undefined && !(n.hash === hash && n.key === key)) n = n.next;
     return n;
+  }
+
+  forEach(fn: (n: NameNode) => void): void {
+    for (let n of this.buckets) {
+      while (n !== undefined) {
+        const next = n.next;
+        fn(n);
+        n = next;
+      }
+    }
   }
 
   add(node: NameNode): void {

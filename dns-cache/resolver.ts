@@ -98,8 +98,8 @@ export class Resolver {
    * ConfigError, changing nothing, when a Kubernetes source's access cannot
    * be loaded.
    */
-  apply(config: DnsCacheConfig): void {
-    this.kube.apply(config.zones);
+  async apply(config: DnsCacheConfig): Promise<void> {
+    await this.kube.apply(config.zones);
     const old = this.zoneList;
     const hooks = {
       onRequest: (to: string) => this.metrics.forwardRequest(to),

@@ -172,11 +172,11 @@ zones:
   await eventually('the zone to answer', async () => await answering(cache) === 1);
   const lists = api.requests.filter((q) => !q.watch).length;
   write(api.kubeconfigPath(), 17);
-  t.true(cache.reload());
+  t.true(await cache.reload());
   t.is((await cache.ask('web.default.svc.cluster.local', 'A')).packet.answers?.[0]?.ttl, 17, 'the new TTL applies at once');
   t.is(api.requests.filter((q) => !q.watch).length, lists, 'no relist: the watcher was kept');
   write(join(dir, 'missing.kubeconfig'), 5);
-  t.false(cache.reload());
+  t.false(await cache.reload());
   t.is(await cache.metric('coredns_reload_failed_total'), 1);
   t.is((await cache.ask('web.default.svc.cluster.local', 'A')).packet.answers?.[0]?.ttl, 17, 'the previous config stays');
 });
