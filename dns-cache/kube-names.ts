@@ -115,6 +115,7 @@ export class KubeNames {
   private nodata: Synth | undefined;
   private soa: Synth | undefined;
   private reverseNodata: Synth | undefined;
+  private reverseNodata6: Synth | undefined;
 
   constructor(zone: string, opts: KubeNamesOptions) {
     this.zone = zone.toLowerCase().replace(/\.$/, '');
@@ -409,6 +410,9 @@ export class KubeNames {
 
   /** The PTR of an address this zone knows: its Services, or its endpoints' names. */
   private reverse(msg: Buffer, q: Query): Synth | undefined {
+    // Cheap test first (every name not ours passes here): does it end in "arpa"?
+    const end = 12 + q.nameLen;
+    if (q.nameLen < 6 || msg[end - 6] !== 4 || (msg[end - 5] | 0x20) !== 0x61 || (msg[end - 2] | 0x20) !== 0x61) return undefined;
     let v6 = false;
     let under = this.labelsBefore(msg, q.nameLen, KubeNames.IN_ADDR);
     if (under < 0) {
@@ -425,7 +429,7 @@ export class KubeNames {
       if (s.svc !== undefined && isHeadless(s.svc)) for (const r of s.ready()) { if (r.ip === ip) targets.add(`${r.host}.${base}`); }
       else targets.add(base);
     }
-    if (q.qtype !== TYPE_PTR) return this.reverseNegative();
+    if (q.qtype !== TYPE_PTR) return this.reverseNegative(v6);
     return makeSynth(RCODE_NOERROR, [...targets].map((t): Rr => ({ type: 'PTR', ttl: this.opts.ttl, data: t })));
   }
 
@@ -502,16 +506,17 @@ export class KubeNames {
     return this.nodata ??= makeSynth(rcode, [], [this.soaRr(this.zone)]);
   }
 
-  /** NODATA for a reverse name asked for another type than PTR (the SOA of in-addr.arpa). */
-  private reverseNegative(): Synth {
+  /** NODATA for a reverse name asked for another type than PTR (the SOA of in-addr.arpa or ip6.arpa). */
+  private reverseNegative(v6: boolean): Synth {
     this.fresh();
+    if (v6) return this.reverseNodata6 ??= makeSynth(RCODE_NOERROR, [], [this.soaRr('ip6.arpa')]);
     return this.reverseNodata ??= makeSynth(RCODE_NOERROR, [], [this.soaRr('in-addr.arpa')]);
   }
 
   /** Drops the answers that hold the SOA once its serial has moved. */
   private fresh(): void {
     if (this.negativesSerial === this.serial) return;
-    this.nx = this.nodata = this.soa = this.reverseNodata = undefined;
+    this.nx = this.nodata = this.soa = this.reverseNodata = this.reverseNodata6 = undefined;
     this.negativesSerial = this.serial;
   }
 }

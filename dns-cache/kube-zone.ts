@@ -35,15 +35,20 @@ export class KubeZone {
   private staleTimer: NodeJS.Timeout | undefined;
   private stateNow: KubeZoneState = 'syncing';
   private readonly onState: (zone: KubeZone) => void;
+  private readonly onListed: () => void;
   /** Since when the zone forwards (not synced, or stale); undefined while answering. */
   forwardingSince: number | undefined = Date.now();
 
-  constructor(suffix: string, settings: KubeSettings, kc: KubeConfig, tuning: Partial<ReflectorTuning>, log: Logger, onState: (zone: KubeZone) => void) {
+  constructor(
+    suffix: string, settings: KubeSettings, kc: KubeConfig, tuning: Partial<ReflectorTuning>, log: Logger,
+    onState: (zone: KubeZone) => void, onListed: () => void = () => undefined,
+  ) {
     this.name = `${suffix.toLowerCase().replace(/\.$/, '')}.`;
     this.settings = settings;
     this.source = kubeSourceLabel(settings);
     this.log = log.child({ zone: this.name, source: this.source });
     this.onState = onState;
+    this.onListed = onListed;
     this.names = new KubeNames(suffix, { ttl: settings.ttl, pods: settings.pods });
     const t = { ...defaultTuning, ...tuning };
     const add = <T extends KubernetesObject>(kind: Kind, path: string, trim: (o: KubernetesObject) => T, up: (o: T) => void, del: (o: T) => void): void => {
@@ -110,6 +115,7 @@ export class KubeZone {
   }
 
   private listed(kind: Kind): void {
+    this.onListed();
     if (!this.unlisted.delete(kind) || this.unlisted.size > 0) return;
     const size = this.names.size;
     this.setState(this.failingSince !== undefined && Date.now() - this.failingSince > this.settings.staleAfterMs ? 'stale' : 'answering',

@@ -20,6 +20,8 @@ export interface KubeZonesOptions {
   readonly tuning?: Partial<ReflectorTuning>;
   /** Loads a zone's API server access (tests may replace it). */
   readonly loadConfig?: (s: KubeSettings) => KubeConfig;
+  /** A zone has listed its objects (first sync or a relist). */
+  readonly listed?: () => void;
 }
 
 
@@ -77,7 +79,7 @@ export class KubeZones {
         next.push(p.kept);
         continue;
       }
-      const zone = new m.KubeZone(p.z.suffix, p.s, p.kc as KubeConfig, this.opts.tuning ?? {}, this.log, () => this.refresh());
+      const zone = new m.KubeZone(p.z.suffix, p.s, p.kc as KubeConfig, this.opts.tuning ?? {}, this.log, () => this.refresh(), () => this.opts.listed?.());
       next.push(zone);
       zone.start();
     }

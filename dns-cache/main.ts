@@ -8,7 +8,7 @@ import { ConfigError, type DnsCacheConfig, type ListenAddress, type UdpIo } from
 import { parseArgs, resolveConfig, USAGE, type DnsCacheArgs } from './flags.ts';
 import { startHttp, type HttpEndpoints } from './http.ts';
 import { listen } from './listeners.ts';
-import { startMemoryReducer } from './memory.ts';
+import { requestCompaction, startMemoryReducer } from './memory.ts';
 import { DnsMetrics } from './metrics.ts';
 import { NodeSetup } from './node-setup.ts';
 import { Resolver } from './resolver.ts';
@@ -58,7 +58,7 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
     },
     () => resolver?.cache.evictions ?? 0,
   );
-  resolver = new Resolver(log, metrics, { kube: opts.kube });
+  resolver = new Resolver(log, metrics, { kube: { listed: requestCompaction, ...opts.kube } });
   try {
     await resolver.apply(config);
   } catch (e) {

@@ -26,6 +26,17 @@ export interface ReducerOptions {
 
 export const DEFAULT_REDUCER: ReducerOptions = { intervalMs: 2000, slackBytes: 24 * 1024 * 1024, minGapMs: 10_000, busyAbove: 0.5 };
 
+let requested = false;
+
+/**
+ * Asks for one compaction at the next quiet moment whatever the heap's
+ * growth: after a watched zone's (re)list, whose pages of JSON leave the
+ * kept objects spread thin over the old generation.
+ */
+export function requestCompaction(): void {
+  requested = true;
+}
+
 /** Starts watching the heap; returns a stop function. */
 export function startMemoryReducer(log: Logger, opts: ReducerOptions = DEFAULT_REDUCER): () => void {
   const native = nativeModule();
@@ -44,8 +55,9 @@ export function startMemoryReducer(log: Logger, opts: ReducerOptions = DEFAULT_R
     elu = now;
     const total = v8.getHeapStatistics().total_heap_size;
     const started = performance.now();
-    if (busy || total < live + opts.slackBytes || started - last < opts.minGapMs) return;
+    if (busy || (total < live + opts.slackBytes && !requested) || started - last < opts.minGapMs) return;
     last = started;
+    requested = false;
     const r = compact();
     live = v8.getHeapStatistics().used_heap_size;
     log.debug(r, 'heap compacted');

@@ -201,16 +201,22 @@ export class Resolver {
   private fromWatcher(s: Synth, zone: KubeZone, msg: Buffer, q: Query, origin: Origin, later: () => Reply, started: number, depth: number): Buffer | undefined {
     if (s.cname !== undefined) return this.chase(s, zone, msg, q, origin, later, started, depth);
     const out = renderSynth(s, msg, q, replyLimit(origin, q), this.hitOut);
-    this.countWatcher(zone, origin, q.qtype, s.rcode, started);
+    this.countWatcher(s, zone, origin, q.qtype, started);
     return out;
   }
 
-  private countWatcher(zone: KubeZone, origin: Origin, qtype: number, rcode: number, started: number): void {
-    let slots = this.kubeSlots.get(zone);
-    if (slots === undefined) this.kubeSlots.set(zone, slots = new Map());
-    const key = (origin.id * 65536 + qtype) * 16 + (rcode & 0xf);
-    let slot = slots.get(key);
-    if (slot === undefined) slots.set(key, slot = this.metrics.slot(origin, zone.name, qtype, rcode, 'other', 'watcher'));
+  private countWatcher(s: Synth, zone: KubeZone, origin: Origin, qtype: number, started: number): void {
+    // The answer remembers its last series (most are asked by one origin for one type).
+    let slot = s.slot as Slot | undefined;
+    if (slot === undefined || slot.origin !== origin || s.slotQtype !== qtype) {
+      let slots = this.kubeSlots.get(zone);
+      if (slots === undefined) this.kubeSlots.set(zone, slots = new Map());
+      const key = (origin.id * 65536 + qtype) * 16 + (s.rcode & 0xf);
+      slot = slots.get(key);
+      if (slot === undefined) slots.set(key, slot = this.metrics.slot(origin, zone.name, qtype, s.rcode, 'other', 'watcher'));
+      s.slot = slot;
+      s.slotQtype = qtype;
+    }
     this.metrics.servedWatcher(slot, (performance.now() - started) / 1000);
   }
 
@@ -238,7 +244,7 @@ export class Resolver {
           // an answer that does not decode adds nothing: the CNAME alone is still right
         }
       }
-      this.countWatcher(zone, origin, q.qtype, s.rcode, started);
+      this.countWatcher(s, zone, origin, q.qtype, started);
       return renderSynth(s, msg, q, limit, undefined, extra, count);
     };
     const target = s.cname as string;

@@ -18,6 +18,9 @@ export interface Synth {
   readonly body: Buffer;
   /** An ExternalName's target: the answer also holds the target's records (resolver.ts). */
   readonly cname?: string;
+  /** The metric series of the last origin and type this answer went to (resolver.ts). */
+  slot?: unknown;
+  slotQtype?: number;
 }
 
 /** A record as dns-packet encodes it; `name` undefined: owned by the query name. */

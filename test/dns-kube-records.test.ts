@@ -163,6 +163,8 @@ test('PTR for ClusterIPs and headless endpoints (spec 2.3.3, 2.4.3), each addres
   const v6 = '1.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa';
   await both(v6, 'PTR', (p) => t.deepEqual(data(p), ['dual.default.svc.cluster.local']));
   await both('20.0.112.10.in-addr.arpa', 'PTR', (p) => t.deepEqual(data(p), ['web.default.svc.cluster-b.local'], 'cluster B\'s address, from cluster B'));
+  await both('20.0.96.10.in-addr.arpa', 'A', (p, proto) => soaDenial(t, p, 'NOERROR', 'in-addr.arpa', `${proto}: a known address asked for another type`));
+  await both(v6, 'TXT', (p, proto) => soaDenial(t, p, 'NOERROR', 'ip6.arpa', proto));
   t.is(dnsA.count('20.0.96.10.in-addr.arpa') + dnsA.count('20.0.112.10.in-addr.arpa'), before, 'no reverse query went upstream');
   // An address no watcher knows goes where the reverse zone is configured.
   const fwd = (await cache.ask('9.9.9.10.in-addr.arpa', 'PTR')).packet;
