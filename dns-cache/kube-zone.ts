@@ -115,8 +115,10 @@ export class KubeZone {
   }
 
   private listed(kind: Kind): void {
-    this.onListed();
-    if (!this.unlisted.delete(kind) || this.unlisted.size > 0) return;
+    const first = this.unlisted.delete(kind);
+    // Once all three are in (and after every later relist), not between them.
+    if (this.unlisted.size === 0) this.onListed();
+    if (!first || this.unlisted.size > 0) return;
     const size = this.names.size;
     this.setState(this.failingSince !== undefined && Date.now() - this.failingSince > this.settings.staleAfterMs ? 'stale' : 'answering',
       size, 'answering this zone from the API server');
