@@ -29,9 +29,10 @@ export const DEFAULT_REDUCER: ReducerOptions = { intervalMs: 2000, slackBytes: 2
 let requested = false;
 
 /**
- * Asks for one compaction at the next quiet moment whatever the heap's
- * growth: after a watched zone's (re)list, whose pages of JSON leave the
- * kept objects spread thin over the old generation.
+ * Asks for one compaction at the next quiet moment, whatever the heap's
+ * growth and however recent the last one: after a watched zone's complete
+ * (re)list, whose pages of JSON leave the kept objects spread thin over the
+ * old generation.
  */
 export function requestCompaction(): void {
   requested = true;
@@ -55,7 +56,8 @@ export function startMemoryReducer(log: Logger, opts: ReducerOptions = DEFAULT_R
     elu = now;
     const total = v8.getHeapStatistics().total_heap_size;
     const started = performance.now();
-    if (busy || (total < live + opts.slackBytes && !requested) || started - last < opts.minGapMs) return;
+    // A requested compaction (after a complete list: rare) does not wait for the gap.
+    if (busy || !requested && (total < live + opts.slackBytes || started - last < opts.minGapMs)) return;
     last = started;
     requested = false;
     const r = compact();
