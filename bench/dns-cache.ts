@@ -232,7 +232,7 @@ const kConfig = join(dir, 'kproxy.yaml');
 // manifest, and a compile cache filled beforehand as the image build does.
 const nodeOptions = /name: NODE_OPTIONS\s+value: (.+)/.exec(readFileSync(join(repo, 'manifests/dns-cache.yaml'), 'utf8'))?.[1].trim() ?? '';
 const compileCache = join(dir, 'compile-cache');
-const warmed = spawnSync(process.execPath, ['--input-type=module', '-e', `for (const m of ['proxy/cli.ts', 'dns-cache/main.ts']) await import(${JSON.stringify(repo)} + m)`],
+const warmed = spawnSync(process.execPath, ['--input-type=module', '-e', `for (const m of ['proxy/cli.ts', 'dns-cache/main.ts', 'dns-cache/kube-zone.ts']) await import(${JSON.stringify(repo)} + m)`],
   { env: { ...process.env, NODE_COMPILE_CACHE: compileCache }, stdio: 'inherit' });
 if (warmed.status !== 0) throw new Error('filling the compile cache failed');
 const t0 = Date.now();
@@ -289,7 +289,16 @@ const rssK8sSynced = rssMb(pidOf(kproxyK8s));
 // queries yet) once the compaction a list asks for has run. Later figures
 // float by up to the memory reducer's slack (dns-cache/memory.ts, 24 MB) with
 // what the runs leave behind, so they are shown but not judged.
-await new Promise((r) => setTimeout(r, 8000));
+// Settled: the same within 1 MB for 5 s (the compaction comes within seconds), at most 40 s.
+{
+  const seen: number[] = [];
+  for (const until = Date.now() + 40_000; Date.now() < until;) {
+    await new Promise((r) => setTimeout(r, 1000));
+    seen.push(rssMb(pidOf(kproxyK8s)));
+    const last = seen.slice(-5);
+    if (seen.length >= 8 && Math.max(...last) - Math.min(...last) < 1) break;
+  }
+}
 const rssCacheOnlyIdle = rssMb(pidOf(kproxy));
 const rssWithWatcherIdle = rssMb(pidOf(kproxyK8s));
 

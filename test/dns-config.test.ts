@@ -180,3 +180,11 @@ test('TCP limits: defaults, YAML keys, flags over single keys, bad values report
   const e = t.throws(() => resolveConfig(parseArgs(['--zone', '.=192.0.2.1', '--tcp-max-connections', 'lots', '--tcp-message-timeout-ms', '0'])), { instanceOf: ConfigError }) as ConfigError;
   t.deepEqual(e.problems.map((x) => x.split(':')[0]), ['tcp.message_timeout_ms', 'tcp.max_connections']);
 });
+
+test('the image compiles the module loaded for zones answered from an API server ahead of time (no TypeScript stripper at run time)', (t) => {
+  const dockerfile = readFileSync(fileURLToPath(new URL('../Dockerfile', import.meta.url)), 'utf8');
+  const warm = /RUN node --input-type=module -e "for \(const m of \[([^\]]*)\]/.exec(dockerfile)?.[1] ?? '';
+  for (const m of ['dns-cache/main.ts', 'dns-cache/kube-zone.ts']) t.true(warm.includes(`'${m}'`), `${m} is not in the compile cache list: ${warm}`);
+  const resolver = readFileSync(fileURLToPath(new URL('../dns-cache/kube-zones.ts', import.meta.url)), 'utf8');
+  t.regex(resolver, /await import\('\.\/kube-zone\.ts'\)/, 'the module the image warms is the one loaded lazily');
+});
