@@ -1,0 +1,341 @@
+// Watches every change to nf_tables in kproxy's network namespace with
+// `nft monitor`, which prints each committed transaction's changes followed
+// by a line naming the process that made it:
+//
+//   delete rule ip kproxy services handle 7
+//   # new generation 42 by process 8077 (nft)
+//
+// Transactions of the tools kproxy itself started (its Exec remembers
+// their process ids) are its own; any other transaction that touched a
+// watched table is handed to the mode, which works out what to repair. Both
+// the nftables mode and the iptables mode on iptables-nft (nf_tables
+// underneath) use it; iptables-legacy, ipset and IPVS make no nf_tables
+// events, so modes built on them rely on their periodic check alone.
+//
+// What can be missed is reported as such (`onBlind`): the monitor starting
+// again after it ended, or the kernel dropping events (a 16 MB socket
+// buffer overflows when one transaction changes about 100,000 objects).
+// Drops while kproxy's own large transaction is being reported are
+// attributed to it (`onOwnLoss`), since a full sync after each would make
+// another such burst; the mode's periodic check still runs.
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import type { Exec, StreamChild } from '../lib/exec.ts';
+import type { Logger } from '../lib/log.ts';
+import { Supervisor, type SupervisorTimers } from '../lib/supervisor.ts';
+
+/** One change line of `nft monitor`. */
+export interface NftEvent {
+  /** add, insert, replace, create, delete, flush, destroy. */
+  readonly verb: string;
+  /** table, chain, rule, set, map, element, flowtable, counter, ... */
+  readonly object: string;
+  readonly family: string;
+  readonly table: string;
+  /** The chain of a rule, the set of an element, the object's name; '' for a table. */
+  readonly name: string;
+  /** The rest of the line: rule text and handle, the elements in braces, a chain's spec. */
+  readonly rest: string;
+}
+
+/** One committed transaction as the monitor saw it: only its events in watched tables. */
+export interface NftGeneration {
+  readonly id: number;
+  readonly pid: number;
+  /** The process name the kernel reports (at most 15 bytes). */
+  readonly comm: string;
+  readonly events: readonly NftEvent[];
+}
+
+const eventLine = /^(add|insert|replace|create|delete|flush|destroy|reset) (\S+) (\S+) (\S+)(?: (\S+))?(?: (.*))?$/;
+const trailerLine = /^# new generation (\d+) by process (\d+) \((.*)\)\s*$/;
+const lossLine = /^# ERROR: We lost some netlink events/;
+
+export function parseEvent(line: string): NftEvent | undefined {
+  const m = eventLine.exec(line);
+  if (!m) return undefined;
+  const [, verb, object, family, table, name = '', rest = ''] = m;
+  if (object === 'table') return { verb, object, family, table, name: '', rest: [name, rest].filter(Boolean).join(' ') };
+  return { verb, object, family, table, name, rest };
+}
+
+export function parseTrailer(line: string): { id: number; pid: number; comm: string } | undefined {
+  const m = trailerLine.exec(line);
+  return m ? { id: Number(m[1]), pid: Number(m[2]), comm: m[3] } : undefined;
+}
+
+/** The family and table of an event line, without parsing the rest (most lines are kproxy's own). */
+function tableOf(line: string): [string, string] | undefined {
+  let i = line.indexOf(' ');
+  if (i < 0) return undefined;
+  i = line.indexOf(' ', i + 1);
+  if (i < 0) return undefined;
+  const j = line.indexOf(' ', i + 1);
+  if (j < 0) return undefined;
+  let k = line.indexOf(' ', j + 1);
+  if (k < 0) k = line.length;
+  return [line.slice(i + 1, j), line.slice(j + 1, k)];
+}
+
+// NFNLGRP_NFTABLES is netlink group 7: bit 6 of the Groups column.
+const nftablesGroupBit = 1 << 6;
+
+/**
+ * Whether process `pid` holds a netfilter netlink socket subscribed to
+ * nf_tables events: the moment `nft monitor` starts seeing changes (it
+ * first reads the whole ruleset, which takes a second with 100,000 map
+ * elements, and only then subscribes). Read from /proc, so a test or the
+ * first sync never has to make a change just to find out.
+ */
+export function subscribedToNftables(pid: number): boolean {
+  const inodes = new Set<string>();
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return false;
+  }
+  for (const fd of fds) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  if (inodes.size === 0) return false;
+  let table: string;
+  try {
+    table = readFileSync(`/proc/${pid}/net/netlink`, 'utf8');
+  } catch {
+    return false;
+  }
+  // sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
+  for (const line of table.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length >= 10 && f[1] === '12' && inodes.has(f[9]) && (parseInt(f[3], 16) & nftablesGroupBit) !== 0) return true;
+  }
+  return false;
+}
+
+export interface NftMonitorListener {
+  /** A transaction of another process changed a watched table. */
+  onForeign(generation: NftGeneration): void;
+  /**
+   * The monitor sees changes from now on. `restart`: it had been watching
+   * before and ended, so changes in between were missed.
+   */
+  onReady(restart: boolean): void;
+  /** Changes to watched tables may have been missed (events dropped, origin unknown). */
+  onBlind(why: string): void;
+  /** Events were dropped while kproxy's own large transaction was being reported. */
+  onOwnLoss?(): void;
+  /**
+   * The kernel names processes kproxy did not start for kproxy's own
+   * transactions (kproxy runs in a PID namespace of its own): the monitor
+   * cannot tell changes apart and has stopped.
+   */
+  onUnattributable?(): void;
+}
+
+export interface NftMonitorOptions {
+  /** Where nft runs: its `stream` starts the monitor, its `children` are kproxy's own tools. */
+  readonly exec: Exec;
+  readonly log: Logger;
+  /** The tables whose changes matter, e.g. ("ip", "kproxy"). */
+  watches(family: string, table: string): boolean;
+  readonly listener: NftMonitorListener;
+  /** Restart delays after the monitor ended: from initialRetryMs doubling to maxRetryMs. */
+  readonly initialRetryMs?: number;
+  readonly maxRetryMs?: number;
+  /** How long after kproxy's own tools ran a drop of events is put down to them (default 10 s). */
+  readonly ownBurstMs?: number;
+  /** Whether the monitor process is subscribed yet (default: read from /proc). */
+  readonly subscribed?: (pid: number) => boolean;
+  readonly timers?: SupervisorTimers;
+  /** The nft binary (default /usr/sbin/nft). */
+  readonly nft?: string;
+}
+
+export class NftMonitor {
+  private readonly opts: NftMonitorOptions;
+  private readonly log: Logger;
+  private readonly supervisor: Supervisor;
+  /** Watched lines of the transaction being read (until its generation line). */
+  private pending: string[] = [];
+  private lastGeneration: number | undefined;
+  private everReady = false;
+  private ownSeen = false;
+  /** Foreign-looking transactions by kproxy's own tool's name, held until attribution is known to work. */
+  private held: NftGeneration[] = [];
+  private suspicious = 0;
+  private stopped = false;
+  private disabled = false;
+  private subscribedNow = false;
+  private readyResolve!: () => void;
+  /** Resolves once the monitor first sees changes, or failed to start, or was stopped. */
+  readonly ready: Promise<void>;
+
+  constructor(opts: NftMonitorOptions) {
+    this.opts = opts;
+    this.log = opts.log;
+    this.ready = new Promise((r) => { this.readyResolve = r; });
+    const stream = opts.exec.stream;
+    this.supervisor = new Supervisor({
+      start: () => {
+        if (!stream) throw new Error('this Exec cannot run a long-lived tool');
+        return this.launch(stream);
+      },
+      onExit: (exit, ranMs, retryInMs) => {
+        this.subscribedNow = false;
+        this.pending = [];
+        this.lastGeneration = undefined;
+        this.readyResolve(); // a first start that failed does not hold up the first sync
+        this.log.warn({ code: exit.code, signal: exit.signal, error: exit.error, ranMs, retryInMs }, 'nft monitor ended; starting it again');
+      },
+      initialRetryMs: opts.initialRetryMs ?? 1000,
+      maxRetryMs: opts.maxRetryMs ?? 30_000,
+      timers: opts.timers,
+    });
+  }
+
+  /** Whether events are being read and attributed now. */
+  get watching(): boolean {
+    return this.subscribedNow && !this.disabled;
+  }
+
+  /** How many times nft monitor was started. */
+  get starts(): number {
+    return this.supervisor.startCount;
+  }
+
+  /** The running monitor's process id. */
+  get pid(): number | undefined {
+    return this.supervisor.current?.pid;
+  }
+
+  start(): void {
+    if (!this.opts.exec.stream || !this.opts.exec.children) {
+      this.readyResolve();
+      return;
+    }
+    this.supervisor.start();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.subscribedNow = false;
+    this.readyResolve();
+    await this.supervisor.stop();
+  }
+
+  private launch(stream: NonNullable<Exec['stream']>): StreamChild {
+    const child = stream(this.opts.nft ?? '/usr/sbin/nft', ['monitor'], {
+      onLine: (l) => this.line(l),
+      onStderr: (s) => this.log.debug({ stderr: s.trim().slice(0, 500) }, 'nft monitor wrote to stderr'),
+    });
+    void this.awaitSubscription(child);
+    return child;
+  }
+
+  private async awaitSubscription(child: StreamChild): Promise<void> {
+    const pid = child.pid;
+    if (pid === undefined) return;
+    const subscribed = this.opts.subscribed ?? subscribedToNftables;
+    let ended = false;
+    let said = false;
+    void child.exited.then(() => { ended = true; });
+    void child.ready?.then(() => { said = true; });
+    while (!ended && !this.stopped) {
+      if (said || (!child.ready && subscribed(pid))) {
+        this.subscribedNow = true;
+        const restart = this.everReady;
+        this.everReady = true;
+        this.log.info({ pid, restart }, 'watching nf_tables changes');
+        this.readyResolve();
+        this.opts.listener.onReady(restart);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, child.ready ? 5 : 50));
+    }
+  }
+
+  private line(line: string): void {
+    if (this.disabled || line === '') return;
+    if (line.charCodeAt(0) === 35 /* # */) {
+      const t = parseTrailer(line);
+      if (t) this.generation(t.id, t.pid, t.comm);
+      else if (lossLine.test(line)) this.lost('the kernel dropped nf_tables events (socket buffer full)');
+      return;
+    }
+    const where = tableOf(line);
+    if (where && this.opts.watches(where[0], where[1])) this.pending.push(line);
+  }
+
+  private ownRecently(): boolean {
+    return (this.opts.exec.children?.recent(this.opts.ownBurstMs ?? 10_000).length ?? 0) > 0;
+  }
+
+  private lost(why: string): void {
+    // The lines read since the last generation line may lack theirs: their origin is unknown.
+    this.pending = [];
+    if (this.ownRecently()) this.opts.listener.onOwnLoss?.();
+    else this.opts.listener.onBlind(why);
+  }
+
+  private generation(id: number, pid: number, comm: string): void {
+    const lines = this.pending;
+    this.pending = [];
+    const prev = this.lastGeneration;
+    this.lastGeneration = id;
+    if (prev !== undefined && id !== prev + 1) {
+      // Every commit ends with a generation line: some were dropped, and
+      // the lines read since the last one may belong to any of them.
+      this.lost(`nf_tables generations ${prev + 1}..${id - 1} were not seen`);
+      return;
+    }
+    const children = this.opts.exec.children!;
+    const own = children.has(pid);
+    if (own) {
+      this.ownSeen = true;
+      this.release();
+      return;
+    }
+    if (lines.length === 0) return;
+    const events: NftEvent[] = [];
+    for (const l of lines) {
+      const e = parseEvent(l);
+      if (e) events.push(e);
+    }
+    if (events.length === 0) return;
+    const gen: NftGeneration = { id, pid, comm, events };
+    if (!this.ownSeen && children.recent(2000).some((c) => c.comm === comm)) {
+      // A transaction by "our" tool that is not ours, before any of ours was
+      // recognised: either someone else's nft ran at the same moment, or
+      // process ids differ between kproxy and the kernel (a PID namespace of
+      // its own). A second one settles it; meanwhile it is held back.
+      if (++this.suspicious >= 2) {
+        this.disabled = true;
+        this.held = [];
+        this.log.warn({ pid, comm }, 'nf_tables names processes kproxy did not start for its own changes (is kproxy in a PID namespace of its own? run it with the host\'s, e.g. hostPID); no longer watching nf_tables events, the periodic check goes on');
+        this.opts.listener.onUnattributable?.();
+        void this.supervisor.stop();
+        return;
+      }
+      this.held.push(gen);
+      const timers = this.opts.timers;
+      const later = (): void => this.release();
+      if (timers) timers.setTimeout(later, 10_000);
+      else setTimeout(later, 10_000).unref();
+      return;
+    }
+    this.opts.listener.onForeign(gen);
+  }
+
+  /** Hands on the transactions held back while attribution was in doubt. */
+  private release(): void {
+    if (this.disabled || this.held.length === 0) return;
+    const held = this.held;
+    this.held = [];
+    for (const g of held) this.opts.listener.onForeign(g);
+  }
+}
