@@ -2,7 +2,7 @@
 // mode. Used by the runner, by the commands that build rules (diff) and by
 // tests and benchmarks, so they all drive a mode the same way.
 import type { Changes, NodeState } from '../proxy/model.ts';
-import type { Backend } from './backend.ts';
+import type { Backend, Damage } from './backend.ts';
 
 export interface SyncResult {
   readonly ok: boolean;
@@ -16,6 +16,8 @@ export interface SyncResult {
   readonly size: number;
   /** Objects the mode holds per table after the sync (Backend.owned()). */
   readonly owned: Readonly<Record<string, number>>;
+  /** What the sync restored of changes someone else made (Plan.repairs; empty when it failed). */
+  readonly repairs?: readonly Damage[];
   readonly error?: Error;
 }
 
@@ -24,6 +26,7 @@ export async function syncBackend(backend: Backend, state: NodeState, changes: C
   let renderMs = 0;
   let full = changes.full;
   let size = 0;
+  let repairs: readonly Damage[] = [];
   try {
     await backend.prepare?.(changes);
     const r0 = performance.now();
@@ -32,9 +35,10 @@ export async function syncBackend(backend: Backend, state: NodeState, changes: C
     full = plan.full;
     size = plan.size;
     await backend.apply(plan);
-    return { ok: true, full, renderMs, applyMs: performance.now() - t0 - renderMs, size, owned: backend.owned() };
+    repairs = plan.repairs ?? [];
+    return { ok: true, full, renderMs, applyMs: performance.now() - t0 - renderMs, size, owned: backend.owned(), repairs };
   } catch (e) {
     const error = e instanceof Error ? e : new Error(String(e));
-    return { ok: false, full, renderMs, applyMs: performance.now() - t0 - renderMs, size, owned: backend.owned(), error };
+    return { ok: false, full, renderMs, applyMs: performance.now() - t0 - renderMs, size, owned: backend.owned(), repairs, error };
   }
 }

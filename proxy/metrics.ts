@@ -39,6 +39,7 @@ export class ProxyMetrics implements SyncListener {
   private readonly endpointChanges: Counter;
   private readonly serviceChanges: Counter;
   private readonly noLocal: Gauge<'traffic_policy'>;
+  private readonly repairs: Counter<'mode' | 'what'>;
 
   /** `mode` and its metric names come from the mode's descriptor (modes/registry.ts). */
   constructor(mode: { readonly name: string; readonly metrics: ModeMetricNames }, opts: { now?: () => number; processMetrics?: boolean } = {}) {
@@ -59,6 +60,11 @@ export class ProxyMetrics implements SyncListener {
     this.endpointChanges = new Counter({ name: 'kubeproxy_sync_proxy_rules_endpoint_changes_total', help: 'Cumulative proxy rules Endpoint changes', registers: r });
     this.serviceChanges = new Counter({ name: 'kubeproxy_sync_proxy_rules_service_changes_total', help: 'Cumulative proxy rules Service changes', registers: r });
     this.noLocal = new Gauge({ name: 'kubeproxy_sync_proxy_rules_no_local_endpoints_total', help: 'Number of services with a Local traffic policy and no endpoints', labelNames: ['traffic_policy'], registers: r });
+    this.repairs = new Counter({
+      name: 'kubeproxy_sync_proxy_rules_repairs_total',
+      help: 'Objects kproxy restored in the kernel after something else changed them (what: chain, jump, canary, element, or full for a full sync)',
+      labelNames: ['mode', 'what'], registers: r,
+    });
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -89,6 +95,7 @@ export class ProxyMetrics implements SyncListener {
     const { internal, external } = noLocalEndpoints(report.state);
     this.noLocal.set({ traffic_policy: 'internal' }, internal);
     this.noLocal.set({ traffic_policy: 'external' }, external);
+    for (const d of report.result.repairs ?? []) this.repairs.inc({ mode: this.mode, what: d.what });
   }
 
   onSyncFailed(report: SyncReport): void {
