@@ -1,13 +1,18 @@
 // --proxy-mode=nftables: one `table ip kproxy` (and `table ip6 kproxy`),
 // changed by one `nft -f -` transaction per sync. Incremental syncs send
 // only what changed, computed from kproxy's own record of what it applied.
+// Changes someone else makes to the table are seen as they happen (nf_tables
+// events) and put back from the record by the next sync (drift.ts).
 import type { Changes, Family, NodeState } from '../../proxy/model.ts';
 import type { Logger } from '../../lib/log.ts';
-import type { Backend, ModeOptions, Plan } from '../backend.ts';
+import type { Backend, DriftReport, DriftWatch, ModeOptions, Plan } from '../backend.ts';
+import { NftMonitor } from '../nft-monitor.ts';
 import { AppliedRecord } from '../record.ts';
+import { PendingRepairs, type Finding, type RepairSnapshot } from '../repairs.ts';
 import { hostExec, type Exec } from '../../lib/exec.ts';
 import { describeServicePort } from './describe.ts';
-import { familySyntax, staticChains, tableName, type FamilySyntax } from './layout.ts';
+import { damageFromEvents, repairCommands, type NftDamage } from './drift.ts';
+import { familySyntax, tableName, type FamilySyntax } from './layout.ts';
 import { chainsInListing } from './listing.ts';
 import { Transaction, type Command } from './objects.ts';
 import { TableRecord } from './table-record.ts';
@@ -19,6 +24,10 @@ export interface NftablesPlan extends Plan {
   readonly batch: string;
   /** Per family, the record once the kernel accepted the batch. */
   readonly next: ReadonlyMap<Family, TableRecord>;
+  /** The damage this plan repairs, settled once it is applied. */
+  readonly repairing: RepairSnapshot<NftDamage>;
+  /** Whether it rebuilds the tables from nothing (their structure was changed by someone else). */
+  readonly rebuild: boolean;
 }
 
 type Records = Map<Family, TableRecord>;
@@ -31,6 +40,13 @@ export class NftablesBackend implements Backend<NftablesPlan> {
   private readonly families: readonly FamilySyntax[];
   /** What the kernel holds, per family, as far as kproxy knows. */
   private readonly applied = new AppliedRecord<Records>();
+  /** What someone else changed, waiting for the next plan. */
+  private readonly pending = new PendingRepairs<NftDamage>();
+  /** Someone changed the table's structure: the next full sync rebuilds it from nothing. */
+  private rebuildWanted = false;
+  private applies = 0;
+  private applying = false;
+  private monitor: NftMonitor | undefined;
 
   constructor(opts: ModeOptions, log: Logger) {
     this.opts = opts;
@@ -53,8 +69,10 @@ export class NftablesBackend implements Backend<NftablesPlan> {
   }
 
   plan(state: NodeState, changes: Changes): NftablesPlan {
-    const full = this.applied.needsFull(changes.full);
-    const current = this.applied.current;
+    const repairing = this.pending.snapshot();
+    const rebuild = this.rebuildWanted;
+    const full = this.applied.needsFull(changes.full) || repairing.full !== undefined || rebuild;
+    const current = rebuild ? undefined : this.applied.current;
     const tx = new Transaction();
     const next: Records = new Map();
     for (const f of this.families) {
@@ -63,13 +81,16 @@ export class NftablesBackend implements Backend<NftablesPlan> {
         addAll(tx, commands);
         next.set(f.family, record);
       } else {
-        const staged = current!.get(f.family)!.stage();
+        const base = current!.get(f.family)!;
+        // Put back what others changed, from the record, before this sync's own changes.
+        addAll(tx, repairCommands(base, repairing.items));
+        const staged = base.stage();
         addAll(tx, staged.update(state, changes.services));
         next.set(f.family, staged);
       }
     }
     if (tx.error) throw tx.error;
-    return { full, batch: tx.toString(), next, size: tx.size };
+    return { full, batch: tx.toString(), next, size: tx.size, repairing, rebuild, repairs: PendingRepairs.repairsOf(repairing, full) };
   }
 
   async apply(plan: NftablesPlan): Promise<void> {
@@ -77,15 +98,23 @@ export class NftablesBackend implements Backend<NftablesPlan> {
     const change = {
       commit: (): Records => new Map([...plan.next].map(([f, r]) => [f, r.commit()])),
     };
-    await this.applied.apply(change, async () => {
-      if (plan.batch === '') return;
-      try {
-        await this.exec(nftTool, ['-f', '-'], plan.batch);
-      } catch (error) {
-        this.log.error({ err: error, full: plan.full, lines: plan.size }, 'nft transaction failed');
-        throw error;
-      }
-    });
+    this.applying = true;
+    try {
+      await this.applied.apply(change, async () => {
+        if (plan.batch === '') return;
+        try {
+          await this.exec(nftTool, ['-f', '-'], plan.batch);
+        } catch (error) {
+          this.log.error({ err: error, full: plan.full, lines: plan.size }, 'nft transaction failed');
+          throw error;
+        }
+      });
+    } finally {
+      this.applying = false;
+    }
+    this.applies++;
+    if (plan.rebuild) this.rebuildWanted = false;
+    this.pending.settle(plan.repairing, plan.full);
   }
 
   owned(): Record<string, number> {
@@ -107,25 +136,76 @@ export class NftablesBackend implements Backend<NftablesPlan> {
   }
 
   /**
-   * Our table and its fixed chains are still there. Read with `nft list
-   * chains`, which does not fetch set and map elements: listing even one
-   * chain of the table makes nft 1.0.6 fetch every map element (seconds at
-   * 10,000 Services). Rules flushed inside a chain that still exists are
-   * repaired by the hourly full sync.
+   * The periodic check: our table and every chain the record holds are
+   * still there. Read with `nft list chains`, which does not fetch set and
+   * map elements: listing even one chain of the table makes nft 1.0.6 fetch
+   * every map element (seconds at 10,000 Services). Flushed rules and
+   * deleted elements are seen by the nf_tables event watch (watchDrift).
    */
-  async drifted(): Promise<boolean> {
-    if (!this.applied.current) return true;
+  async checkDrift(): Promise<DriftReport> {
+    const record = this.applied.current;
+    if (!record) return { damage: [] }; // the next sync is full anyway
+    const appliesBefore = this.applies;
+    let missing: string | undefined;
     for (const f of this.families) {
-      let listing: string;
+      let listing = '';
       try {
         listing = (await this.exec(nftTool, ['list', 'chains', f.nft])).stdout;
       } catch {
-        return true;
+        // no table of this family at all
       }
       const have = chainsInListing(listing, f.nft, tableName);
-      if (staticChains(f, this.opts).some((c) => !have.has(c.name))) return true;
+      const rec = record.get(f.family);
+      const gone = rec ? [...rec.chainRules().keys()].filter((c) => !have.has(c)) : [];
+      if (have.size === 0) missing ??= `table ${f.nft} ${tableName} is gone`;
+      else if (gone.length) missing ??= `chain${gone.length > 1 ? 's' : ''} ${gone.slice(0, 5).join(', ')} of table ${f.nft} ${tableName} gone`;
     }
-    return false;
+    if (this.applying || this.applies !== appliesBefore || missing === undefined) return { damage: [] };
+    return this.queue([], missing);
+  }
+
+  /** Queues findings for the next plan (`rebuild`: the table's structure changed); reports the new ones. */
+  private queue(findings: Iterable<Finding<NftDamage>>, rebuild?: string): DriftReport {
+    const damage = this.pending.add(findings);
+    if (rebuild !== undefined) {
+      this.rebuildWanted = true;
+      this.pending.requireFull(rebuild);
+    }
+    const owed = this.pending.full;
+    return owed !== undefined && (rebuild !== undefined || damage.length) ? { damage, full: owed } : { damage };
+  }
+
+  /**
+   * Watches nf_tables events (modes/nft-monitor.ts): a foreign transaction
+   * that touched kproxy's table is repaired by the next sync, chain by
+   * chain and element by element.
+   */
+  watchDrift(onDrift: (report: DriftReport) => void): DriftWatch {
+    const report = (r: DriftReport): void => {
+      if (r.damage.length || r.full !== undefined) onDrift(r);
+    };
+    const families = this.families;
+    const monitor = new NftMonitor({
+      exec: this.exec,
+      log: this.log.child({ watch: 'nft monitor' }),
+      nft: nftTool,
+      watches: (family, table) => table === tableName && families.some((f) => f.nft === family),
+      listener: {
+        onForeign: (gen) => {
+          const r = damageFromEvents(gen, families);
+          report(this.queue(r.findings, r.rebuild));
+        },
+        onReady: (restart) => {
+          // Changes made while nothing watched are unknown: rebuild once.
+          if (restart || this.applies > 0) report(this.queue([], 'nf_tables changes may have been missed while not watching'));
+        },
+        onBlind: (why) => report(this.queue([], why)),
+        onOwnLoss: () => this.log.info('nf_tables events were dropped while kproxy\'s own large transaction was reported; the periodic check covers the table and its chains'),
+      },
+    });
+    this.monitor = monitor;
+    monitor.start();
+    return { ready: monitor.ready, stop: () => monitor.stop() };
   }
 
   async cleanup(): Promise<void> {
@@ -134,6 +214,7 @@ export class NftablesBackend implements Backend<NftablesPlan> {
     const lines = (['ip', 'ip6'] as const).flatMap((fam) => [`add table ${fam} ${tableName}`, `delete table ${fam} ${tableName}`]);
     await this.exec(nftTool, ['-f', '-'], lines.join('\n') + '\n');
     this.applied.forget();
+    this.pending.clear();
   }
 }
 
