@@ -55,12 +55,26 @@ export interface StreamChild {
   readonly ready?: Promise<void>;
 }
 
+export interface StreamOptions {
+  /**
+   * Its stderr goes into the same pipe as stdout, so warnings arrive as
+   * lines in their place among the output (onStderr then gets nothing).
+   */
+  readonly mergeStderr?: boolean;
+}
+
 /** Starts `tool args` and hands its stdout to `handlers` line by line. */
-export type StreamExec = (tool: string, args: readonly string[], handlers: StreamHandlers) => StreamChild;
+export type StreamExec = (tool: string, args: readonly string[], handlers: StreamHandlers, opts?: StreamOptions) => StreamChild;
+
+/** What a caller knows of a run that the Exec cannot see. */
+export interface ExecHint {
+  /** How many transactions the tool commits (so an event stream can account for kproxy's own). */
+  readonly commits?: number;
+}
 
 /** Runs `tool args` with `input` on stdin; rejects with ToolError on a non-zero exit. */
 export interface Exec {
-  (tool: string, args: readonly string[], input?: string): Promise<ExecResult>;
+  (tool: string, args: readonly string[], input?: string, hint?: ExecHint): Promise<ExecResult>;
   /** Long-lived tools (an event monitor); absent where no process runs (fake kernels). */
   readonly stream?: StreamExec;
   /** The processes this Exec started, for telling kproxy's own kernel changes from others'. */
@@ -72,7 +86,14 @@ export interface ChildRecord {
   readonly pid: number;
   /** The kernel's name for it (comm: the executable's base name, at most 15 bytes). */
   readonly comm: string;
+  /** Its first arguments (enough to tell `nft -f` from `nft list`, or a listing from a change). */
+  readonly args: readonly string[];
+  /** How many transactions it commits, when the caller said (ExecHint). */
+  readonly commits?: number;
+  readonly startedAt: number;
   endedAt?: number;
+  /** How many of its changes an event stream has reported (for those that count them). */
+  seen: number;
 }
 
 /**
@@ -91,9 +112,21 @@ export class ChildLog {
     this.now = now;
   }
 
-  started(pid: number, tool: string): void {
+  started(pid: number, tool: string, args: readonly string[] = [], hint?: ExecHint): void {
     this.prune();
-    this.byPid.set(pid, { pid, comm: commOf(tool) });
+    this.byPid.set(pid, { pid, comm: commOf(tool), args: args.slice(0, 16), startedAt: this.now(), seen: 0, ...(hint?.commits !== undefined ? { commits: hint.commits } : {}) });
+  }
+
+  /** The record of `pid`, if it is one of these tools. */
+  get(pid: number): ChildRecord | undefined {
+    this.prune();
+    return this.byPid.get(pid);
+  }
+
+  /** Every tool kept: alive, or ended less than keepMs ago, oldest first. */
+  all(): ChildRecord[] {
+    this.prune();
+    return [...this.byPid.values()].sort((a, b) => a.startedAt - b.startedAt);
   }
 
   ended(pid: number): void {
@@ -143,12 +176,12 @@ export function toolPath(tool: string): string {
   return `/usr/sbin/${tool}`;
 }
 
-function run(argv0: string, argv: readonly string[], tool: string, args: readonly string[], input: string | undefined, children: ChildLog): Promise<ExecResult> {
+function run(argv0: string, argv: readonly string[], tool: string, args: readonly string[], input: string | undefined, children: ChildLog, hint?: ExecHint): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv0, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
     // `ip netns exec` execs the tool in place: the process id is the tool's.
     const pid = child.pid;
-    if (pid !== undefined) children.started(pid, toolPath(tool));
+    if (pid !== undefined) children.started(pid, toolPath(tool), args, hint);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));
@@ -211,12 +244,13 @@ function makeExec(prefix: readonly string[]): Exec {
   const children = new ChildLog();
   const wrap = (tool: string, args: readonly string[]): [string, string[]] =>
     prefix.length ? [prefix[0], [...prefix.slice(1), toolPath(tool), ...args]] : [toolPath(tool), [...args]];
-  const exec = (tool: string, args: readonly string[], input?: string): Promise<ExecResult> => {
+  const exec = (tool: string, args: readonly string[], input?: string, hint?: ExecHint): Promise<ExecResult> => {
     const [argv0, argv] = wrap(tool, args);
-    return run(argv0, argv, tool, args, input, children);
+    return run(argv0, argv, tool, args, input, children, hint);
   };
-  const stream: StreamExec = (tool, args, handlers) => {
-    const [argv0, argv] = wrap(tool, args);
+  const stream: StreamExec = (tool, args, handlers, opts) => {
+    // `sh -c 'exec ...'` replaces the shell: the process id stays the tool's.
+    const [argv0, argv] = opts?.mergeStderr ? wrap('sh', ['-c', 'exec "$0" "$@" 2>&1', toolPath(tool), ...args]) : wrap(tool, args);
     return runStream(argv0, argv, handlers);
   };
   return Object.assign(exec, { stream, children });

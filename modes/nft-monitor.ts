@@ -13,13 +13,18 @@
 // events, so modes built on them rely on their periodic check alone.
 //
 // What can be missed is reported as such (`onBlind`): the monitor starting
-// again after it ended, or the kernel dropping events (a 16 MB socket
-// buffer overflows when one transaction changes about 100,000 objects).
-// Drops while kproxy's own large transaction is being reported are
-// attributed to it (`onOwnLoss`), since a full sync after each would make
-// another such burst; the mode's periodic check still runs.
+// again after it ended, or the kernel dropping events. nft's socket buffer
+// (32 MB) overflows when one transaction changes about 100,000 objects
+// (kproxy's own full sync at 10,000 Services): events are then dropped,
+// generation lines among them. Every commit ends with one, numbered in
+// sequence, so a gap in the numbers says how many transactions went
+// unseen; when kproxy's own tools that have not been seen yet account for
+// all of them, the loss was kproxy's own (`onOwnLoss`), otherwise someone
+// else's changes may be missing. After a loss, `onProbe` asks for a tiny
+// transaction of kproxy's own, so that the next generation line (and any
+// gap) comes at once.
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import type { Exec, StreamChild } from '../lib/exec.ts';
+import type { ChildRecord, Exec, StreamChild } from '../lib/exec.ts';
 import type { Logger } from '../lib/log.ts';
 import { Supervisor, type SupervisorTimers } from '../lib/supervisor.ts';
 
@@ -49,6 +54,7 @@ export interface NftGeneration {
 const eventLine = /^(add|insert|replace|create|delete|flush|destroy|reset) (\S+) (\S+) (\S+)(?: (\S+))?(?: (.*))?$/;
 const trailerLine = /^# new generation (\d+) by process (\d+) \((.*)\)\s*$/;
 const lossLine = /^# ERROR: We lost some netlink events/;
+const unknownSetLine = /^W: Received event for an unknown set/;
 
 export function parseEvent(line: string): NftEvent | undefined {
   const m = eventLine.exec(line);
@@ -76,6 +82,19 @@ function tableOf(line: string): [string, string] | undefined {
   return [line.slice(i + 1, j), line.slice(j + 1, k)];
 }
 
+/**
+ * How many transactions a tool of kproxy's may commit: what the caller
+ * said (ExecHint), else `nft -f` one, iptables-nft-restore one per table
+ * section (at most three), one-off iptables commands one; listings none.
+ */
+function commitsOf(r: ChildRecord): number {
+  if (r.commits !== undefined) return r.commits;
+  if (r.comm === 'nft') return r.args[0] === '-f' ? 1 : 0;
+  if (/^ip6?tables-nft-r/.test(r.comm) || /^ip6?tables-restor/.test(r.comm)) return 3;
+  if (/^ip6?tables(-nft)?$/.test(r.comm)) return r.args.some((a) => /^-[ADIRFZNXPE]$/.test(a)) ? 1 : 0;
+  return 0;
+}
+
 // NFNLGRP_NFTABLES is netlink group 7: bit 6 of the Groups column.
 const nftablesGroupBit = 1 << 6;
 
@@ -87,12 +106,25 @@ const nftablesGroupBit = 1 << 6;
  * first sync never has to make a change just to find out.
  */
 export function subscribedToNftables(pid: number): boolean {
+  return nftablesSocket(pid) !== undefined;
+}
+
+/**
+ * Bytes queued on the nf_tables event socket of process `pid` (undefined
+ * when it has none). After the kernel dropped an event it drops every
+ * later one too, until this queue has been read empty.
+ */
+export function queuedBytes(pid: number): number | undefined {
+  return nftablesSocket(pid)?.rmem;
+}
+
+function nftablesSocket(pid: number): { rmem: number } | undefined {
   const inodes = new Set<string>();
   let fds: string[];
   try {
     fds = readdirSync(`/proc/${pid}/fd`);
   } catch {
-    return false;
+    return undefined;
   }
   for (const fd of fds) {
     try {
@@ -102,19 +134,19 @@ export function subscribedToNftables(pid: number): boolean {
       // closed meanwhile
     }
   }
-  if (inodes.size === 0) return false;
+  if (inodes.size === 0) return undefined;
   let table: string;
   try {
     table = readFileSync(`/proc/${pid}/net/netlink`, 'utf8');
   } catch {
-    return false;
+    return undefined;
   }
   // sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
   for (const line of table.split('\n')) {
     const f = line.trim().split(/\s+/);
-    if (f.length >= 10 && f[1] === '12' && inodes.has(f[9]) && (parseInt(f[3], 16) & nftablesGroupBit) !== 0) return true;
+    if (f.length >= 10 && f[1] === '12' && inodes.has(f[9]) && (parseInt(f[3], 16) & nftablesGroupBit) !== 0) return { rmem: Number(f[4]) };
   }
-  return false;
+  return undefined;
 }
 
 export interface NftMonitorListener {
@@ -127,8 +159,10 @@ export interface NftMonitorListener {
   onReady(restart: boolean): void;
   /** Changes to watched tables may have been missed (events dropped, origin unknown). */
   onBlind(why: string): void;
-  /** Events were dropped while kproxy's own large transaction was being reported. */
+  /** Events were dropped, all of them from kproxy's own transactions. */
   onOwnLoss?(): void;
+  /** Events were dropped: make a tiny transaction of kproxy's own so the next generation line shows what went missing. */
+  onProbe?(): void;
   /**
    * The kernel names processes kproxy did not start for kproxy's own
    * transactions (kproxy runs in a PID namespace of its own): the monitor
@@ -147,13 +181,25 @@ export interface NftMonitorOptions {
   /** Restart delays after the monitor ended: from initialRetryMs doubling to maxRetryMs. */
   readonly initialRetryMs?: number;
   readonly maxRetryMs?: number;
-  /** How long after kproxy's own tools ran a drop of events is put down to them (default 10 s). */
-  readonly ownBurstMs?: number;
+  /** Blind spots reported less than this long after the last one wait till then (coalesced; default 30 s). */
+  readonly minBlindIntervalMs?: number;
   /** Whether the monitor process is subscribed yet (default: read from /proc). */
   readonly subscribed?: (pid: number) => boolean;
+  /** Bytes waiting on its socket (default: read from /proc). */
+  readonly queuedBytes?: (pid: number) => number | undefined;
   readonly timers?: SupervisorTimers;
   /** The nft binary (default /usr/sbin/nft). */
   readonly nft?: string;
+  /**
+   * The watched tables hold named sets or maps (nftables mode). nft 1.0.6
+   * forgets a named set from its cache when a rule that uses it is deleted,
+   * and then drops that set's element events, saying only "W: Received
+   * event for an unknown set." (re-declaring the set, `add map` of the same
+   * map, makes it known again). Such a drop in someone else's transaction,
+   * while a set may be forgotten or in a transaction that touched a
+   * watched table, is reported as a blind spot.
+   */
+  readonly namedSets?: boolean;
 }
 
 export class NftMonitor {
@@ -168,6 +214,15 @@ export class NftMonitor {
   /** Foreign-looking transactions by kproxy's own tool's name, held until attribution is known to work. */
   private held: NftGeneration[] = [];
   private suspicious = 0;
+  /** Element events nft could not name in the transaction being read. */
+  private unnamed = 0;
+  /** Watched lines thrown away at a loss line since the last generation line (they had lost theirs, or were part of the next one's). */
+  private clearedByLoss = 0;
+  private lastBlindAt = -Infinity;
+  private blindTimer: unknown;
+  private blindWhy: string | undefined;
+  /** A rule of a watched table was deleted since its sets were last declared: nft may have forgotten them. */
+  private setsMayBeForgotten = false;
   private stopped = false;
   private disabled = false;
   private subscribedNow = false;
@@ -188,6 +243,9 @@ export class NftMonitor {
       onExit: (exit, ranMs, retryInMs) => {
         this.subscribedNow = false;
         this.pending = [];
+        this.clearedByLoss = 0;
+        this.unnamed = 0;
+        this.setsMayBeForgotten = false;
         this.lastGeneration = undefined;
         this.readyResolve(); // a first start that failed does not hold up the first sync
         this.log.warn({ code: exit.code, signal: exit.signal, error: exit.error, ranMs, retryInMs }, 'nft monitor ended; starting it again');
@@ -224,6 +282,12 @@ export class NftMonitor {
   async stop(): Promise<void> {
     this.stopped = true;
     this.subscribedNow = false;
+    if (this.blindTimer !== undefined) {
+      const timers = this.opts.timers;
+      if (timers) timers.clearTimeout(this.blindTimer);
+      else clearTimeout(this.blindTimer as ReturnType<typeof setTimeout>);
+      this.blindTimer = undefined;
+    }
     this.readyResolve();
     await this.supervisor.stop();
   }
@@ -232,7 +296,7 @@ export class NftMonitor {
     const child = stream(this.opts.nft ?? '/usr/sbin/nft', ['monitor'], {
       onLine: (l) => this.line(l),
       onStderr: (s) => this.log.debug({ stderr: s.trim().slice(0, 500) }, 'nft monitor wrote to stderr'),
-    });
+    }, { mergeStderr: true });
     void this.awaitSubscription(child);
     return child;
   }
@@ -264,41 +328,144 @@ export class NftMonitor {
     if (line.charCodeAt(0) === 35 /* # */) {
       const t = parseTrailer(line);
       if (t) this.generation(t.id, t.pid, t.comm);
-      else if (lossLine.test(line)) this.lost('the kernel dropped nf_tables events (socket buffer full)');
+      else if (lossLine.test(line)) this.lost();
+      return;
+    }
+    if (unknownSetLine.test(line)) {
+      this.unnamed++;
       return;
     }
     const where = tableOf(line);
     if (where && this.opts.watches(where[0], where[1])) this.pending.push(line);
   }
 
-  private ownRecently(): boolean {
-    return (this.opts.exec.children?.recent(this.opts.ownBurstMs ?? 10_000).length ?? 0) > 0;
+  /**
+   * The kernel dropped events (nft says so at its next read, wherever that
+   * falls among the events still queued). The lines read since the last
+   * generation line belong to transactions whose generation lines may be
+   * dropped, or to the next one: the next generation line decides.
+   */
+  private lost(): void {
+    this.log.debug({ dropped: this.pending.length }, 'the kernel dropped nf_tables events');
+    this.clearedByLoss += this.pending.length;
+    this.pending = [];
+    void this.probeWhenDrained();
   }
 
-  private lost(why: string): void {
-    // The lines read since the last generation line may lack theirs: their origin is unknown.
-    this.pending = [];
-    if (this.ownRecently()) this.opts.listener.onOwnLoss?.();
-    else this.opts.listener.onBlind(why);
+  private draining = false;
+
+  /**
+   * The kernel drops every event until nft has read its queue empty: only
+   * a probe made after that is seen, and its generation line shows how
+   * many transactions went missing meanwhile.
+   */
+  private async probeWhenDrained(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      const child = this.supervisor.current;
+      const pid = child?.pid;
+      if (pid !== undefined && !child?.ready) {
+        const read = this.opts.queuedBytes ?? queuedBytes;
+        for (let i = 0; i < 6000 && !this.stopped && this.supervisor.current === child; i++) {
+          if ((read(pid) ?? 0) === 0) break;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+      if (!this.stopped) this.opts.listener.onProbe?.();
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  /** How many transactions kproxy's own tools may have made that no generation line showed yet. */
+  private ownUnseen(): { budget: number; records: ChildRecord[] } {
+    const records = this.opts.exec.children!.all();
+    let budget = 0;
+    for (const r of records) budget += Math.max(0, commitsOf(r) - r.seen);
+    return { budget, records };
+  }
+
+  /** Counts `n` unseen transactions of kproxy's own tools as seen, oldest tools first. */
+  private consume(records: ChildRecord[], n: number): void {
+    for (const r of records) {
+      while (n > 0 && r.seen < commitsOf(r)) {
+        r.seen++;
+        n--;
+      }
+    }
+  }
+
+  private blind(why: string): void {
+    const now = Date.now();
+    const wait = this.lastBlindAt + (this.opts.minBlindIntervalMs ?? 30_000) - now;
+    if (wait <= 0) {
+      this.lastBlindAt = now;
+      this.opts.listener.onBlind(why);
+      return;
+    }
+    // Coalesced: a node whose nf_tables is very busy must not make kproxy rewrite everything back to back.
+    this.blindWhy ??= why;
+    if (this.blindTimer !== undefined) return;
+    const fire = (): void => {
+      this.blindTimer = undefined;
+      const w = this.blindWhy!;
+      this.blindWhy = undefined;
+      if (this.stopped) return;
+      this.lastBlindAt = Date.now();
+      this.opts.listener.onBlind(w);
+    };
+    const timers = this.opts.timers;
+    this.blindTimer = timers ? timers.setTimeout(fire, wait) : setTimeout(fire, wait).unref();
   }
 
   private generation(id: number, pid: number, comm: string): void {
     const lines = this.pending;
     this.pending = [];
+    const unnamed = this.unnamed;
+    this.unnamed = 0;
+    const forgottenBefore = this.setsMayBeForgotten;
+    if (this.opts.namedSets) {
+      for (const l of lines) {
+        if (l.startsWith('delete rule ')) this.setsMayBeForgotten = true;
+        else if (l.startsWith('add map ') || l.startsWith('add set ')) this.setsMayBeForgotten = false;
+      }
+    }
     const prev = this.lastGeneration;
     this.lastGeneration = id;
-    if (prev !== undefined && id !== prev + 1) {
-      // Every commit ends with a generation line: some were dropped, and
-      // the lines read since the last one may belong to any of them.
-      this.lost(`nf_tables generations ${prev + 1}..${id - 1} were not seen`);
+    const cleared = this.clearedByLoss;
+    this.clearedByLoss = 0;
+    const children = this.opts.exec.children!;
+    const mine = children.get(pid);
+    const own = mine !== undefined;
+    if (mine) mine.seen++;
+    const missing = prev === undefined ? 0 : id - prev - 1;
+    if (missing > 0) {
+      // Every commit ends with a generation line: `missing` were dropped.
+      const { budget, records } = this.ownUnseen();
+      if (missing > budget) {
+        this.blind(`nf_tables generations ${prev! + 1}..${id - 1} were not seen, not all of them kproxy's own`);
+        return;
+      }
+      this.consume(records, missing);
+      this.log.debug({ missing, budget }, 'nf_tables generations of kproxy\'s own were not seen');
+      this.opts.listener.onOwnLoss?.();
+      // The lines read since the last generation line are theirs and this one's, not told apart.
+      if (!own && lines.length + cleared > 0) {
+        this.blind(`changes by ${comm} (pid ${pid}) came mixed with dropped ones of kproxy's own`);
+        return;
+      }
+    } else if (!own && cleared > 0) {
+      this.blind(`changes by ${comm} (pid ${pid}) were partly dropped`);
       return;
     }
-    const children = this.opts.exec.children!;
-    const own = children.has(pid);
     if (own) {
       this.ownSeen = true;
       this.release();
       return;
+    }
+    if (unnamed > 0 && this.opts.namedSets && (lines.length > 0 || forgottenBefore)) {
+      this.blind(`nft monitor could not name the set of ${unnamed} element change${unnamed > 1 ? 's' : ''} by ${comm} (pid ${pid})`);
     }
     if (lines.length === 0) return;
     const events: NftEvent[] = [];

@@ -68,7 +68,7 @@ test('supervisor: restarts a tool that ends, with growing delays, resets after a
     start: () => {
       starts++;
       // The first three runs end at once; the fourth runs until stopped.
-      return hostExec.stream!('sh', ['-c', starts < 4 ? 'exit 1' : 'sleep 30'], { onLine: () => undefined });
+      return hostExec.stream!('sh', ['-c', starts < 4 ? 'exit 1' : 'exec sleep 30'], { onLine: () => undefined });
     },
     onExit: (_e, _ran, retryInMs) => exits.push(retryInMs),
     initialRetryMs: 20,
@@ -100,4 +100,12 @@ test('supervisor: restarts a tool that ends, with growing delays, resets after a
   while (n < 3) await new Promise((r) => setTimeout(r, 10));
   await again.stop();
   t.deepEqual(delays.slice(0, 2), [20, 20]);
+});
+
+test('stream with mergeStderr: stderr lines arrive in their place among stdout lines, and the process id is the tool\'s', async (t) => {
+  const lines: string[] = [];
+  const child = hostExec.stream!('sh', ['-c', 'echo one; echo warn >&2; echo two; echo $$'], { onLine: (l) => lines.push(l) }, { mergeStderr: true });
+  await child.exited;
+  t.deepEqual(lines.slice(0, 3), ['one', 'warn', 'two']);
+  t.is(Number(lines[3]), child.pid ?? -1, 'sh -c exec: no extra process in between');
 });
