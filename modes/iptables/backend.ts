@@ -16,7 +16,7 @@ import {
   builtinChainsWithJumps, chainFinding, compareSaved, damageFromEvents, digestSave, expectedDigests, intactCanary,
   jumpFinding, missingJumpsInListing, type IptDamage, type SavedTable,
 } from './drift.ts';
-import { builtinJumps, type BuiltinJump, type FamilyOptions, type Table } from './layout.ts';
+import { builtinJumps, canaryRule, type BuiltinJump, type FamilyOptions, type Table } from './layout.ts';
 import { chains, loopbackSet, serviceChainPrefixes } from './names.ts';
 import { isOwnedChain, isOwnedJump, ownedView, parseSave } from './owned.ts';
 import { FamilyRecord, planFull, planPartial, scratchSet, type FamilyPlan, type FamilyRepair, type IpsetNames } from './plan.ts';
@@ -237,7 +237,7 @@ export class IptablesBackend implements Backend<IptablesPlan> {
         };
         // Families are independent tables: restore them side by side.
         const runRestores = Promise.all(plan.families.map(async (p, i) => {
-          if (plan.restores[i]) await this.exec(tool(p.family, variant, '-restore'), ['--noflush', '-w'], plan.restores[i]);
+          if (plan.restores[i]) await this.exec(tool(p.family, variant, '-restore'), ['--noflush', '-w'], plan.restores[i], { commits: variant === 'nft' ? p.batch.tables : 0 });
         }));
         await Promise.all([runIpset(), runRestores]);
       });
@@ -396,7 +396,8 @@ export class IptablesBackend implements Backend<IptablesPlan> {
             if (restart || this.applies > 0) report(this.queue([], 'nf_tables changes may have been missed while not watching'));
           },
           onBlind: (why) => report(this.queue([], why)),
-          onOwnLoss: () => this.log.info('nf_tables events were dropped while kproxy\'s own large transaction was reported; the periodic check covers canaries and jumps'),
+          onOwnLoss: () => this.log.info('nf_tables events of kproxy\'s own large transaction were dropped (nft monitor\'s socket was full)'),
+          onProbe: () => void this.probe(),
         },
       });
       this.monitor = monitor;
@@ -411,6 +412,12 @@ export class IptablesBackend implements Backend<IptablesPlan> {
         await this.monitor?.stop();
       },
     };
+  }
+
+  /** A transaction that changes nothing (the mangle canary written again), so nft monitor reports a generation of kproxy's own. */
+  private async probe(): Promise<void> {
+    const f = this.families[0];
+    await this.exec(tool(f, 'nft', '-restore'), ['--noflush', '-w'], `*mangle\n:${chains.canary} - [0:0]\n-A ${chains.canary} ${canaryRule}\nCOMMIT\n`, { commits: 1 }).catch(() => undefined);
   }
 
   async cleanup(): Promise<void> {
@@ -436,7 +443,7 @@ export class IptablesBackend implements Backend<IptablesPlan> {
           lines.push('COMMIT');
         }
       }
-      if (lines.length) await this.exec(tool(f, variant, '-restore'), ['--noflush', '-w'], `${lines.join('\n')}\n`);
+      if (lines.length) await this.exec(tool(f, variant, '-restore'), ['--noflush', '-w'], `${lines.join('\n')}\n`, { commits: variant === 'nft' ? lines.filter((l) => l === 'COMMIT').length : 0 });
       // The scratch set only outlives a sync that failed half-way.
       for (const set of [loopbackSet(f), scratchSet(loopbackSet(f))]) {
         try {

@@ -11,7 +11,7 @@ import { AppliedRecord } from '../record.ts';
 import { PendingRepairs, type Finding, type RepairSnapshot } from '../repairs.ts';
 import { hostExec, type Exec } from '../../lib/exec.ts';
 import { describeServicePort } from './describe.ts';
-import { damageFromEvents, repairCommands, type NftDamage } from './drift.ts';
+import { damageFromEvents, deletesRules, redeclareSets, repairCommands, type NftDamage } from './drift.ts';
 import { familySyntax, tableName, type FamilySyntax } from './layout.ts';
 import { chainsInListing } from './listing.ts';
 import { Transaction, type Command } from './objects.ts';
@@ -70,7 +70,10 @@ export class NftablesBackend implements Backend<NftablesPlan> {
 
   plan(state: NodeState, changes: Changes): NftablesPlan {
     const repairing = this.pending.snapshot();
-    const rebuild = this.rebuildWanted;
+    // A repair in full rebuilds the table: a flush of every map would make
+    // twice as many events as there are elements, more than nft monitor's
+    // socket holds at 10,000 Services, and its own loss would hide others'.
+    const rebuild = this.rebuildWanted || repairing.full !== undefined;
     const full = this.applied.needsFull(changes.full) || repairing.full !== undefined || rebuild;
     const current = rebuild ? undefined : this.applied.current;
     const tx = new Transaction();
@@ -83,9 +86,11 @@ export class NftablesBackend implements Backend<NftablesPlan> {
       } else {
         const base = current!.get(f.family)!;
         // Put back what others changed, from the record, before this sync's own changes.
-        addAll(tx, repairCommands(base, repairing.items));
+        const cmds = repairCommands(base, repairing.items);
         const staged = base.stage();
-        addAll(tx, staged.update(state, changes.services));
+        cmds.push(...staged.update(state, changes.services));
+        if (this.monitor && deletesRules(cmds)) cmds.push(...redeclareSets(f));
+        addAll(tx, cmds);
         next.set(f.family, staged);
       }
     }
@@ -189,6 +194,7 @@ export class NftablesBackend implements Backend<NftablesPlan> {
       exec: this.exec,
       log: this.log.child({ watch: 'nft monitor' }),
       nft: nftTool,
+      namedSets: true,
       watches: (family, table) => table === tableName && families.some((f) => f.nft === family),
       listener: {
         onForeign: (gen) => {
@@ -200,12 +206,22 @@ export class NftablesBackend implements Backend<NftablesPlan> {
           if (restart || this.applies > 0) report(this.queue([], 'nf_tables changes may have been missed while not watching'));
         },
         onBlind: (why) => report(this.queue([], why)),
-        onOwnLoss: () => this.log.info('nf_tables events were dropped while kproxy\'s own large transaction was reported; the periodic check covers the table and its chains'),
+        onOwnLoss: () => this.log.info('nf_tables events of kproxy\'s own large transaction were dropped (nft monitor\'s socket was full)'),
+        onProbe: () => void this.probe(),
       },
     });
     this.monitor = monitor;
     monitor.start();
     return { ready: monitor.ready, stop: () => monitor.stop() };
+  }
+
+  /** A transaction that changes nothing (a map declared again), so nft monitor reports a generation of kproxy's own. */
+  private async probe(): Promise<void> {
+    const f = this.families[0];
+    const cmds = redeclareSets(f).slice(0, 1);
+    const tx = new Transaction();
+    addAll(tx, cmds);
+    await this.exec(nftTool, ['-f', '-'], tx.toString()).catch(() => undefined);
   }
 
   async cleanup(): Promise<void> {

@@ -10,7 +10,7 @@ import type { Finding } from '../repairs.ts';
 import type { Family } from '../../proxy/model.ts';
 import type { Command } from './objects.ts';
 import { parseElement, splitTopLevel } from './objects.ts';
-import { tableName, type FamilySyntax } from './layout.ts';
+import { staticSets, tableName, type FamilySyntax } from './layout.ts';
 import type { TableRecord } from './table-record.ts';
 
 export interface NftDamage extends Damage {
@@ -106,4 +106,20 @@ export function repairCommands(record: TableRecord, damage: readonly NftDamage[]
     }
   }
   return out;
+}
+
+/**
+ * The maps and sets every table holds, declared again (a no-op in the
+ * kernel). nft 1.0.6's monitor forgets a named set when a rule using it is
+ * deleted, and then cannot report that set's element changes; the event a
+ * declaration makes puts it back. Appended to any transaction that deletes
+ * rules (a chain flushed or deleted).
+ */
+export function redeclareSets(f: FamilySyntax): Command[] {
+  return staticSets(f).map((s) => ({ verb: 'add', object: s.kind, family: f.nft, table: tableName, name: s.name, spec: s.spec }));
+}
+
+/** Whether the commands delete rules (flush or delete a chain). */
+export function deletesRules(cmds: readonly Command[]): boolean {
+  return cmds.some((c) => c.object === 'chain' && (c.verb === 'flush' || c.verb === 'delete'));
 }
