@@ -5,7 +5,9 @@
 // anybody else's) and can run a long-lived tool whose output is read line by
 // line (`stream`).
 import { spawn } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { KproxyError } from './errors.ts';
 
@@ -176,12 +178,57 @@ export function toolPath(tool: string): string {
   return `/usr/sbin/${tool}`;
 }
 
+/** Names the kernel gives kproxy's own kernel tools on this host (see tagged()). */
+export const ownToolPrefix = 'kproxy-';
+
+// The tools that commit nf_tables transactions, and the name each runs
+// under: a symlink in a directory of kproxy's own. The kernel names a
+// transaction's process by its executable's name, so these are told apart
+// from an operator's nft or iptables even where kproxy cannot see the
+// kernel's process ids (a container with a PID namespace of its own).
+// argv[0] keeps the real name: iptables' multi-call binary dispatches on it.
+const tags: Readonly<Record<string, string>> = {
+  nft: 'kproxy-nft',
+  'iptables-nft-restore': 'kproxy-iptr',
+  'ip6tables-nft-restore': 'kproxy-ip6tr',
+  'iptables-nft': 'kproxy-ipt',
+  'ip6tables-nft': 'kproxy-ip6t',
+};
+let tagDir: string | null | undefined;
+const links = new Map<string, string | null>();
+
+/** The path to run `path` by under kproxy's name, or undefined when it has none (or no link could be made). */
+function tagged(path: string): string | undefined {
+  const tag = tags[basename(path)];
+  if (!tag) return undefined;
+  let link = links.get(path);
+  if (link === undefined) {
+    link = null;
+    try {
+      if (tagDir === undefined) {
+        tagDir = mkdtempSync(join(tmpdir(), 'kproxy-tools-'));
+        const dir = tagDir;
+        process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+      }
+      if (tagDir) {
+        symlinkSync(path, join(tagDir, tag));
+        link = join(tagDir, tag);
+      }
+    } catch {
+      tagDir ??= null; // no writable temporary directory: the tool runs under its own name
+    }
+    links.set(path, link);
+  }
+  return link ?? undefined;
+}
+
 function run(argv0: string, argv: readonly string[], tool: string, args: readonly string[], input: string | undefined, children: ChildLog, hint?: ExecHint): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(argv0, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const link = argv0 === toolPath(tool) ? tagged(argv0) : undefined;
+    const child = link ? spawn(link, argv, { stdio: ['pipe', 'pipe', 'pipe'], argv0: basename(argv0) }) : spawn(argv0, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
     // `ip netns exec` execs the tool in place: the process id is the tool's.
     const pid = child.pid;
-    if (pid !== undefined) children.started(pid, toolPath(tool), args, hint);
+    if (pid !== undefined) children.started(pid, link ?? toolPath(tool), args, hint);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));

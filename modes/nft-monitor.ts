@@ -24,7 +24,7 @@
 // transaction of kproxy's own, so that the next generation line (and any
 // gap) comes at once.
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import type { ChildRecord, Exec, StreamChild } from '../lib/exec.ts';
+import { ownToolPrefix, type ChildRecord, type Exec, type StreamChild } from '../lib/exec.ts';
 import type { Logger } from '../lib/log.ts';
 import { Supervisor, type SupervisorTimers } from '../lib/supervisor.ts';
 
@@ -40,6 +40,11 @@ export interface NftEvent {
   readonly name: string;
   /** The rest of the line: rule text and handle, the elements in braces, a chain's spec. */
   readonly rest: string;
+}
+
+/** A transaction of someone else's, with the element changes nft could not name in it. */
+interface HeldGeneration extends NftGeneration {
+  readonly unknown: number;
 }
 
 /** One committed transaction as the monitor saw it: only its events in watched tables. */
@@ -89,9 +94,9 @@ function tableOf(line: string): [string, string] | undefined {
  */
 function commitsOf(r: ChildRecord): number {
   if (r.commits !== undefined) return r.commits;
-  if (r.comm === 'nft') return r.args[0] === '-f' ? 1 : 0;
-  if (/^ip6?tables-nft-r/.test(r.comm) || /^ip6?tables-restor/.test(r.comm)) return 3;
-  if (/^ip6?tables(-nft)?$/.test(r.comm)) return r.args.some((a) => /^-[ADIRFZNXPE]$/.test(a)) ? 1 : 0;
+  if (r.comm === 'nft' || r.comm === 'kproxy-nft') return r.args[0] === '-f' ? 1 : 0;
+  if (/^(ip6?tables-nft-r|ip6?tables-restor|kproxy-ip6?tr$)/.test(r.comm)) return 3;
+  if (/^(ip6?tables(-nft)?|kproxy-ip6?t)$/.test(r.comm)) return r.args.some((a) => /^-[ADIRFZNXPE]$/.test(a)) ? 1 : 0;
   return 0;
 }
 
@@ -212,7 +217,7 @@ export class NftMonitor {
   private everReady = false;
   private ownSeen = false;
   /** Foreign-looking transactions by kproxy's own tool's name, held until attribution is known to work. */
-  private held: NftGeneration[] = [];
+  private held: HeldGeneration[] = [];
   private suspicious = 0;
   /** Element events nft could not name in the transaction being read. */
   private unnamed = 0;
@@ -436,8 +441,10 @@ export class NftMonitor {
     const cleared = this.clearedByLoss;
     this.clearedByLoss = 0;
     const children = this.opts.exec.children!;
-    const mine = children.get(pid);
-    const own = mine !== undefined;
+    // By process id; or by the name kproxy runs its tools under (process
+    // ids differ when kproxy has a PID namespace of its own).
+    const mine = children.get(pid) ?? (comm.startsWith(ownToolPrefix) ? children.all().find((r) => r.comm === comm && r.seen < commitsOf(r)) : undefined);
+    const own = mine !== undefined || comm.startsWith(ownToolPrefix);
     if (mine) mine.seen++;
     const missing = prev === undefined ? 0 : id - prev - 1;
     if (missing > 0) {
@@ -464,22 +471,21 @@ export class NftMonitor {
       this.release();
       return;
     }
-    if (unnamed > 0 && this.opts.namedSets && (lines.length > 0 || forgottenBefore)) {
-      this.blind(`nft monitor could not name the set of ${unnamed} element change${unnamed > 1 ? 's' : ''} by ${comm} (pid ${pid})`);
-    }
-    if (lines.length === 0) return;
     const events: NftEvent[] = [];
     for (const l of lines) {
       const e = parseEvent(l);
       if (e) events.push(e);
     }
-    if (events.length === 0) return;
-    const gen: NftGeneration = { id, pid, comm, events };
+    // Element changes nft could not name, where they may have been in kproxy's table.
+    const unknown = unnamed > 0 && this.opts.namedSets === true && (lines.length > 0 || forgottenBefore) ? unnamed : 0;
+    if (events.length === 0 && unknown === 0) return;
+    const gen: HeldGeneration = { id, pid, comm, events, unknown };
     if (!this.ownSeen && children.recent(2000).some((c) => c.comm === comm)) {
       // A transaction by "our" tool that is not ours, before any of ours was
       // recognised: either someone else's nft ran at the same moment, or
       // process ids differ between kproxy and the kernel (a PID namespace of
-      // its own). A second one settles it; meanwhile it is held back.
+      // its own, and no tool could run under kproxy's name). A second one
+      // settles it; meanwhile it is held back.
       if (++this.suspicious >= 2) {
         this.disabled = true;
         this.held = [];
@@ -495,7 +501,12 @@ export class NftMonitor {
       else setTimeout(later, 10_000).unref();
       return;
     }
-    this.opts.listener.onForeign(gen);
+    this.foreign(gen);
+  }
+
+  private foreign(g: HeldGeneration): void {
+    if (g.unknown > 0) this.blind(`nft monitor could not name the set of ${g.unknown} element change${g.unknown > 1 ? 's' : ''} by ${g.comm} (pid ${g.pid})`);
+    if (g.events.length) this.opts.listener.onForeign({ id: g.id, pid: g.pid, comm: g.comm, events: g.events });
   }
 
   /** Hands on the transactions held back while attribution was in doubt. */
@@ -503,6 +514,6 @@ export class NftMonitor {
     if (this.disabled || this.held.length === 0) return;
     const held = this.held;
     this.held = [];
-    for (const g of held) this.opts.listener.onForeign(g);
+    for (const g of held) this.foreign(g);
   }
 }

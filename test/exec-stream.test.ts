@@ -36,7 +36,7 @@ test('stream: a tool that is not installed ends with an error, not an exception'
   t.regex(exit.error ?? '', /ENOENT/);
 });
 
-test('an Exec remembers the tools it started, for a while after they ended', async (t) => {
+test.serial('an Exec remembers the tools it started, for a while after they ended', async (t) => {
   const before = hostExec.children!.recent(60_000).length;
   await hostExec('sh', ['-c', 'true']);
   const mine = hostExec.children!.recent(60_000);
@@ -108,4 +108,15 @@ test('stream with mergeStderr: stderr lines arrive in their place among stdout l
   await child.exited;
   t.deepEqual(lines.slice(0, 3), ['one', 'warn', 'two']);
   t.is(Number(lines[3]), child.pid ?? -1, 'sh -c exec: no extra process in between');
+});
+
+test.serial('on this host, nft and iptables-nft run under kproxy\'s own names (the kernel reports them so), and still work', async (t) => {
+  const { stdout } = await hostExec('/usr/sbin/nft', ['--version']);
+  t.regex(stdout, /^nftables v/);
+  const nft = hostExec.children!.recent(60_000).at(-1)!;
+  t.is(nft.comm, 'kproxy-nft');
+  const ipt = await hostExec('iptables-nft-restore', ['--version']);
+  t.regex(ipt.stdout + ipt.stderr, /iptables-nft-restore v1\.\d+/, 'the multi-call binary still knows what it is');
+  t.is(hostExec.children!.recent(60_000).at(-1)!.comm, 'kproxy-iptr');
+  t.is(commOf('/usr/sbin/ipset'), 'ipset');
 });

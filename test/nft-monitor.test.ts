@@ -156,6 +156,19 @@ test('the monitor is started again after it ends, and says so', async (t) => {
   t.false(stream.running);
 });
 
+test('kproxy\'s own tools are known by their name too, where the kernel reports process ids kproxy cannot see', async (t) => {
+  const { stream, got, monitor } = await started();
+  t.teardown(() => monitor.stop());
+  stream.children.started(900, '/tmp/kproxy-tools-x/kproxy-nft', ['-f', '-']);
+  stream.emit('add rule ip kproxy services return', '# new generation 3 by process 4000000 (kproxy-nft)');
+  stream.emit('add rule ip kproxy services return', '# new generation 4 by process 4000001 (kproxy-nft)');
+  t.deepEqual(got.foreign, []);
+  t.is(got.unattributable, 0);
+  t.true(monitor.watching);
+  stream.emit('delete rule ip kproxy services handle 3', '# new generation 5 by process 4000002 (nft)');
+  t.is(got.foreign.length, 1, 'an operator\'s nft is someone else');
+});
+
 test('own transactions named with process ids kproxy never started: the monitor gives up rather than repair its own syncs', async (t) => {
   const { stream, got, monitor } = await started();
   t.teardown(() => monitor.stop());

@@ -43,7 +43,7 @@ function modeOf(kind: Kind): { mode: 'iptables' | 'nftables'; env: Record<string
   return kind === 'nftables' ? { mode: 'nftables', env: {} } : { mode: 'iptables', env: { KPROXY_IPTABLES_VARIANT: kind.slice('iptables-'.length) } };
 }
 
-async function withKproxy(t: ExecutionContext, kind: Kind, periodSeconds: number, body: (s: Setup) => Promise<void>): Promise<void> {
+async function withKproxy(t: ExecutionContext, kind: Kind, periodSeconds: number, body: (s: Setup) => Promise<void>, wrap?: readonly string[]): Promise<void> {
   requireKernelPrerequisites();
   const sandbox = await createSandbox();
   t.teardown(() => sandbox.destroy());
@@ -54,7 +54,7 @@ async function withKproxy(t: ExecutionContext, kind: Kind, periodSeconds: number
   const backends = await startBackends(sandbox.pods, { tcp: [8080], udp: [] });
   t.teardown(() => backends.stop());
   const { mode, env } = modeOf(kind);
-  const kproxy = await startKproxy({ sandbox, mode, sourceFile, env, extraArgs: ['--iptables-sync-period', `${periodSeconds}s`] });
+  const kproxy = await startKproxy({ sandbox, mode, sourceFile, env, wrap, extraArgs: ['--iptables-sync-period', `${periodSeconds}s`] });
   t.teardown(async () => { await kproxy.stop('SIGKILL'); });
   const sh = async (tool: string, args: readonly string[], input?: string): Promise<string> => (await sandbox.exec(sandbox.node, tool, args, input)).stdout;
   try {
@@ -241,6 +241,26 @@ test('nftables: after a flushed chain is repaired, a deleted endpoint element is
   await trafficWorks(s, 'after both repairs');
   await diffClean(s);
 })));
+
+for (const kind of ['iptables-nft', 'nftables'] as const) {
+  test(`${kind}: kproxy in a PID namespace of its own (a pod without hostPID) tells its own changes from others' by its tools' names`, (t) => limit(() => withKproxy(t, kind, periodS, async (s) => {
+    for (let i = 0; i < 4; i++) {
+      const n = await s.kproxy.syncCount();
+      await writeAtomically(s.sourceFile, clusterYaml(nodeSpec, [{ ...services[0], endpoints: eps(i % 2 ? [1, 2, 3] : [1, 2]) }, ...services.slice(1)]));
+      await s.kproxy.waitForSyncAfter(n);
+    }
+    t.deepEqual(await repairsTotal(s.kproxy), {}, 'its own syncs are not repairs');
+    const t0 = Date.now();
+    if (kind === 'nftables') await s.sh('nft', ['flush', 'chain', 'ip', 'kproxy', 'cluster-2']);
+    else await s.sh(ipt(s), ['-w', '-t', 'nat', '-F', await webChain(s)]);
+    const [line] = await waitForRepairs(s, 1, periodS * 1000 + slackMs);
+    t.truthy(line, 'repaired');
+    t.log(`${kind} in a PID namespace: repaired ${line ? line.time - t0 : NaN} ms after the change: ${JSON.stringify(line?.repaired)}`);
+    t.deepEqual(await repairsTotal(s.kproxy), { chain: 1 }, 'one chain, not a full sync');
+    t.false(/did not start for its own changes|names processes kproxy did not start/.test(s.kproxy.logs()), 'attribution worked');
+    await diffClean(s);
+  }, ['unshare', '--pid', '--fork', '--mount-proc', '--kill-child'])));
+}
 
 for (const kind of ['iptables-nft', 'iptables-legacy', 'nftables'] as const) {
   test(`${kind}: many syncs of kproxy's own, with periodic checks between them, are never counted as repairs`, (t) => limit(() => withKproxy(t, kind, 1, async (s) => {

@@ -40,6 +40,8 @@ export interface KproxyOptions {
   readonly readyTimeoutMs?: number;
   /** Extra environment (e.g. KPROXY_IPTABLES_VARIANT). */
   readonly env?: Readonly<Record<string, string>>;
+  /** A command kproxy runs under inside the node namespace (e.g. unshare for a PID namespace of its own). */
+  readonly wrap?: readonly string[];
 }
 
 export interface Exit {
@@ -93,7 +95,7 @@ export function metricValue(text: string, name: string): number | undefined {
 export async function startKproxy(opts: KproxyOptions): Promise<KproxyProcess> {
   const args = kproxyArgs(opts);
   const node = opts.sandbox.node;
-  const child = spawn(toolPath('ip'), ['netns', 'exec', node, process.execPath, ...kproxyNodeFlags(), kproxyBin, ...args], {
+  const child = spawn(toolPath('ip'), ['netns', 'exec', node, ...(opts.wrap ?? []), process.execPath, ...kproxyNodeFlags(), kproxyBin, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, KPROXY_LOG_LEVEL: process.env.KPROXY_LOG_LEVEL ?? 'info', ...opts.env },
   });
