@@ -15,6 +15,7 @@ import { dedent, loaded } from './fixtures/nftables/golden.ts';
 import { syncBackend } from '../modes/sync.ts';
 import { fakeStream } from './helpers/fake-stream.ts';
 import type { DriftReport } from '../modes/backend.ts';
+import { loadConfig } from '../proxy/config.ts';
 
 function setup() {
   const kernel = new FakeNftKernel();
@@ -340,6 +341,19 @@ test('watchDrift: the monitor restarts after it ends, and what it may have misse
   const r = await syncBackend(backend, state, changesBetween(state, state));
   t.true(r.full);
   t.deepEqual(r.repairs?.map((d) => d.what), ['full']);
+});
+
+test('watchDrift is off with --nftables-watch-events=false: no monitor runs', async (t) => {
+  const cfg = loadConfig(['--proxy-mode', 'nftables', '--nftables-watch-events=false', '--hostname-override', 'n']);
+  t.is(cfg.modeSettings.watchEvents, false);
+  t.is(loadConfig(['--proxy-mode', 'nftables', '--hostname-override', 'n']).modeSettings.watchEvents, true, 'on by default');
+  const kernel = new FakeNftKernel();
+  const stream = fakeStream(kernel.exec);
+  const backend = new NftablesBackend({ ...options, settings: cfg.modeSettings, exec: stream.exec }, silentLogger());
+  const watch = backend.watchDrift(() => t.fail('no report without a watch'));
+  await watch.ready;
+  t.is(stream.starts, 0);
+  await watch.stop();
 });
 
 test('readKernel lists both kproxy tables', async (t) => {

@@ -57,6 +57,7 @@ export class IptablesBackend implements Backend<IptablesPlan> {
   private readonly exec: Exec;
   private readonly families: readonly Family[];
   private readonly famOpts = new Map<Family, FamilyOptions>();
+  private readonly settings: Readonly<Record<string, unknown>>;
   /** Per family, what the kernel holds as far as kproxy knows. */
   private readonly applied = new AppliedRecord<Records>();
   private variant: Variant | undefined;
@@ -80,6 +81,7 @@ export class IptablesBackend implements Backend<IptablesPlan> {
   constructor(opts: ModeOptions, log: Logger) {
     this.log = log.child({ component: 'iptables' });
     this.exec = opts.exec ?? hostExec;
+    this.settings = opts.settings ?? {};
     this.families = [...opts.families].sort();
     for (const f of this.families) this.famOpts.set(f, familyOptions(opts, f));
     const multi = (f: Family) => ofFamily(opts.clusterCIDRs, f).length > 1;
@@ -378,6 +380,10 @@ export class IptablesBackend implements Backend<IptablesPlan> {
     const ready = (async () => {
       const variant = await this.getVariant().catch(() => undefined);
       if (variant !== 'nft' || stopped) return;
+      if (this.settings.watchEvents === false) {
+        this.log.info('not watching nf_tables events (--iptables-watch-events=false): others\' changes wait for the periodic check');
+        return;
+      }
       const report = (r: DriftReport): void => {
         if (r.damage.length || r.full !== undefined) onDrift(r);
       };

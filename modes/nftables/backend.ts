@@ -186,6 +186,10 @@ export class NftablesBackend implements Backend<NftablesPlan> {
    * chain and element by element.
    */
   watchDrift(onDrift: (report: DriftReport) => void): DriftWatch {
+    if (this.opts.settings?.watchEvents === false) {
+      this.log.info('not watching nf_tables events (--nftables-watch-events=false): others\' changes wait for the periodic check');
+      return { ready: Promise.resolve(), stop: async () => undefined };
+    }
     const report = (r: DriftReport): void => {
       if (r.damage.length || r.full !== undefined) onDrift(r);
     };
