@@ -231,6 +231,8 @@ export class NftMonitor {
   private stopped = false;
   private disabled = false;
   private subscribedNow = false;
+  /** When the running monitor subscribed: tools of kproxy's that ended before made no transaction it can see. */
+  private subscribedAt = Infinity;
   private readyResolve!: () => void;
   /** Resolves once the monitor first sees changes, or failed to start, or was stopped. */
   readonly ready: Promise<void>;
@@ -317,6 +319,7 @@ export class NftMonitor {
     while (!ended && !this.stopped) {
       if (said || (!child.ready && subscribed(pid))) {
         this.subscribedNow = true;
+        this.subscribedAt = Date.now();
         const restart = this.everReady;
         this.everReady = true;
         this.log.info({ pid, restart }, 'watching nf_tables changes');
@@ -368,16 +371,25 @@ export class NftMonitor {
     if (this.draining) return;
     this.draining = true;
     try {
-      const child = this.supervisor.current;
-      const pid = child?.pid;
-      if (pid !== undefined && !child?.ready) {
-        const read = this.opts.queuedBytes ?? queuedBytes;
-        for (let i = 0; i < 6000 && !this.stopped && this.supervisor.current === child; i++) {
-          if ((read(pid) ?? 0) === 0) break;
-          await new Promise((r) => setTimeout(r, 20));
+      // A probe made while the socket is still congested is dropped too, and
+      // no new loss line says so: try again until a generation line comes.
+      for (let attempt = 0; attempt < 5 && !this.stopped; attempt++) {
+        const child = this.supervisor.current;
+        const pid = child?.pid;
+        if (pid === undefined) return;
+        if (!child?.ready) {
+          const read = this.opts.queuedBytes ?? queuedBytes;
+          for (let i = 0; i < 6000 && !this.stopped && this.supervisor.current === child; i++) {
+            if ((read(pid) ?? 0) === 0) break;
+            await new Promise((r) => setTimeout(r, 20));
+          }
         }
+        if (this.stopped) return;
+        const before = this.lastGeneration;
+        this.opts.listener.onProbe?.();
+        for (let i = 0; i < 100 && this.lastGeneration === before && !this.stopped; i++) await new Promise((r) => setTimeout(r, 20));
+        if (this.lastGeneration !== before) return;
       }
-      if (!this.stopped) this.opts.listener.onProbe?.();
     } finally {
       this.draining = false;
     }
@@ -385,7 +397,7 @@ export class NftMonitor {
 
   /** How many transactions kproxy's own tools may have made that no generation line showed yet. */
   private ownUnseen(): { budget: number; records: ChildRecord[] } {
-    const records = this.opts.exec.children!.all();
+    const records = this.opts.exec.children!.all().filter((r) => r.endedAt === undefined || r.endedAt >= this.subscribedAt);
     let budget = 0;
     for (const r of records) budget += Math.max(0, commitsOf(r) - r.seen);
     return { budget, records };
