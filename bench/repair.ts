@@ -21,6 +21,7 @@ import { promisify } from 'node:util';
 import type { Backend, DriftReport } from '../modes/backend.ts';
 import { IptablesBackend } from '../modes/iptables/backend.ts';
 import { NftablesBackend } from '../modes/nftables/backend.ts';
+import { queuedBytes } from '../modes/nft-monitor.ts';
 import { netnsExec, toolPath } from '../lib/exec.ts';
 import { logger, silentLogger } from '../lib/log.ts';
 import { fullChanges, type Changes, type NodeState } from '../proxy/model.ts';
@@ -55,8 +56,20 @@ function state(a: Args): NodeState {
 const none: Changes = { full: false, services: new Set(), staleUdpEndpoints: [], staleUdpServiceIPs: [] };
 const fmt = (ms: number): string => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
 
-/** RSS (MB) and CPU (ms) of the `nft monitor` process in `ns`. */
-async function monitorStats(ns: string): Promise<{ rssMB: number; cpuMs: number } | undefined> {
+/** Waits until nft monitor has read every event kproxy's own syncs made (its socket empty, its CPU idle). */
+async function drained(ns: string, minMs: number): Promise<void> {
+  await new Promise((r) => setTimeout(r, minMs));
+  for (let i = 0; i < 600; i++) {
+    const a = await monitorStats(ns);
+    if (!a) return;
+    await new Promise((r) => setTimeout(r, 200));
+    const b = await monitorStats(ns);
+    if (!b || (b.cpuMs === a.cpuMs && (queuedBytes(b.pid) ?? 0) === 0)) return;
+  }
+}
+
+/** RSS (MB), CPU (ms) and pid of the `nft monitor` process in `ns`. */
+async function monitorStats(ns: string): Promise<{ rssMB: number; cpuMs: number; pid: number } | undefined> {
   const { stdout } = await run(toolPath('ip'), ['netns', 'pids', ns]);
   for (const pid of stdout.split('\n').filter(Boolean)) {
     try {
@@ -64,7 +77,7 @@ async function monitorStats(ns: string): Promise<{ rssMB: number; cpuMs: number 
       const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
       const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
-      return { rssMB: rss, cpuMs: (Number(x[11]) + Number(x[12])) * 10 };
+      return { rssMB: rss, cpuMs: (Number(x[11]) + Number(x[12])) * 10, pid: Number(pid) };
     } catch {
       // gone
     }
@@ -72,7 +85,12 @@ async function monitorStats(ns: string): Promise<{ rssMB: number; cpuMs: number 
   return undefined;
 }
 
-interface TamperCase { readonly name: string; readonly argv: (chain: string) => string[]; readonly input?: string }
+interface TamperCase {
+  readonly name: string;
+  readonly argv: (chain: string) => string[];
+  /** Made right after a full sync of kproxy's own, before nft monitor has read its events. */
+  readonly afterFullSync?: boolean;
+}
 
 function cases(kind: Kind, a: Args): TamperCase[] {
   const mid = Math.floor(a.services / 2);
@@ -81,6 +99,7 @@ function cases(kind: Kind, a: Args): TamperCase[] {
       { name: 'flush the spread chain every Service uses', argv: () => ['nft', 'flush', 'chain', 'ip', 'kproxy', `cluster-${a.endpoints}`] },
       { name: 'delete one service-ips element', argv: () => ['nft', 'delete', 'element', 'ip', 'kproxy', 'service-ips', `{ ${vip(mid)} . tcp . 80 }`] },
       { name: 'delete one endpoint map element', argv: () => ['nft', 'delete', 'element', 'ip', 'kproxy', 'endpoints-tcp', `{ ${vip(mid)} . 80 . 1 }`] },
+      { name: 'flush that chain right after a full sync of kproxy\'s', argv: () => ['nft', 'flush', 'chain', 'ip', 'kproxy', `cluster-${a.endpoints}`], afterFullSync: true },
       { name: 'delete the table (rebuilt by a full sync)', argv: () => ['nft', 'delete', 'table', 'ip', 'kproxy'] },
     ];
   }
@@ -124,7 +143,7 @@ async function benchKind(kind: Kind, a: Args, s: NodeState): Promise<void> {
     const before = await monitorStats(ns);
     await new Promise((r) => setTimeout(r, a.settleMs));
     const withWatch = await syncBackend(b, s, fullChanges(s));
-    await new Promise((r) => setTimeout(r, a.settleMs)); // the monitor drains kproxy's own events
+    await drained(ns, a.settleMs);
     const after = await monitorStats(ns);
     rows.push([m ? 'a full sync with the watch running' : 'a full sync', `${fmt(withWatch.renderMs + withWatch.applyMs)}${before && after ? `; nft monitor CPU +${after.cpuMs - before.cpuMs} ms, RSS ${after.rssMB.toFixed(0)} MB` : ''}`]);
     if (last) rows.push(['findings reported for kproxy\'s own syncs', JSON.stringify(last.report)]);
@@ -142,6 +161,8 @@ async function benchKind(kind: Kind, a: Args, s: NodeState): Promise<void> {
       chain = /^-A (KUBE-SVC-\S+) .*bench\/svc\d+:http -> /m.exec(stdout)?.[1] ?? '';
     }
     for (const c of cases(kind, a)) {
+      await drained(ns, a.settleMs);
+      if (c.afterFullSync) await syncBackend(b, s, fullChanges(s));
       last = undefined;
       const found = new Promise<void>((r) => { resolveFound = r; });
       t0 = performance.now();
@@ -160,7 +181,6 @@ async function benchKind(kind: Kind, a: Args, s: NodeState): Promise<void> {
       const r = await syncBackend(b, s, none);
       const why = last ? (last as { report: DriftReport }).report.full : undefined;
       rows.push([c.name, `${kind === 'iptables-legacy' ? 'check' : 'found'} ${fmt(detectedMs)}${why ? ` (full: ${why})` : ''}; repair ${r.full ? 'FULL ' : ''}sync ${fmt(r.renderMs + r.applyMs)} (render ${fmt(r.renderMs)}, ${r.size} lines), ok=${r.ok}, repaired ${r.repairs?.map((d) => d.what).join(',')}`]);
-      await new Promise((res) => setTimeout(res, a.settleMs)); // the monitor drains the repair's own events
     }
     await watch?.stop();
     const w = Math.max(...rows.map(([k]) => k.length));
