@@ -19,8 +19,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { Backend, DriftReport } from '../modes/backend.ts';
-import { IptablesBackend } from '../modes/iptables/backend.ts';
-import { NftablesBackend } from '../modes/nftables/backend.ts';
+import { modeOf } from '../modes/registry.ts';
 import { queuedBytes } from '../modes/nft-monitor.ts';
 import { netnsExec, toolPath } from '../lib/exec.ts';
 import { logger, silentLogger } from '../lib/log.ts';
@@ -117,7 +116,7 @@ async function benchKind(kind: Kind, a: Args, s: NodeState): Promise<void> {
     const exec = netnsExec(ns);
     const opts = { families: [4] as const, clusterCIDRs: ['10.0.0.0/8'], masqueradeAll: false, nodePortAddresses: [], masqueradeBit: 14, exec };
     const log = process.env.KPROXY_BENCH_LOG ? logger() : silentLogger();
-    const make = (): Backend => (kind === 'nftables' ? new NftablesBackend(opts, log) : new IptablesBackend(opts, log));
+    const make = (): Backend => modeOf(kind === 'nftables' ? 'nftables' : 'iptables').create(opts, log);
     console.log(`\n## ${kind}, ${a.services} Services × ${a.endpoints} endpoints`);
     const rows: [string, string][] = [];
 
