@@ -5,7 +5,7 @@
 // anybody else's) and can run a long-lived tool whose output is read line by
 // line (`stream`).
 import { spawn } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { accessSync, constants, lstatSync, mkdirSync, readlinkSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
@@ -197,6 +197,24 @@ const tags: Readonly<Record<string, string>> = {
 let tagDir: string | null | undefined;
 const links = new Map<string, string | null>();
 
+/**
+ * kproxy's own directory for the links: one per user, reused by every
+ * kproxy process (nothing is left behind per run). It must be a real
+ * directory owned by this user and closed to everyone else, or a local
+ * user could plant a link kproxy would run as root; otherwise none is used.
+ */
+function ownDir(): string | null {
+  const dir = join(tmpdir(), `kproxy-tools-${process.getuid?.() ?? 'x'}`);
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') return null;
+  }
+  const st = lstatSync(dir);
+  const mine = st.isDirectory() && (process.getuid === undefined || st.uid === process.getuid()) && (st.mode & 0o077) === 0;
+  return mine ? dir : null;
+}
+
 /** The path to run `path` by under kproxy's name, or undefined when it has none (or no link could be made). */
 function tagged(path: string): string | undefined {
   const tag = tags[basename(path)];
@@ -205,17 +223,26 @@ function tagged(path: string): string | undefined {
   if (link === undefined) {
     link = null;
     try {
-      if (tagDir === undefined) {
-        tagDir = mkdtempSync(join(tmpdir(), 'kproxy-tools-'));
-        const dir = tagDir;
-        process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-      }
+      tagDir ??= ownDir();
       if (tagDir) {
-        symlinkSync(path, join(tagDir, tag));
-        link = join(tagDir, tag);
+        const want = join(tagDir, tag);
+        let current: string | undefined;
+        try {
+          current = readlinkSync(want);
+        } catch {
+          // not there yet
+        }
+        if (current !== path) {
+          // Another kproxy may do the same at once: link beside, then rename over.
+          const tmp = `${want}.${process.pid}`;
+          rmSync(tmp, { force: true });
+          symlinkSync(path, tmp);
+          renameSync(tmp, want);
+        }
+        link = want;
       }
     } catch {
-      tagDir ??= null; // no writable temporary directory: the tool runs under its own name
+      // no usable directory: the tool runs under its own name
     }
     links.set(path, link);
   }

@@ -2,6 +2,9 @@
 // processes an Exec started, and lib/supervisor.ts restarting a tool that
 // ended. Real processes (sh), no root.
 import test from 'ava';
+import { lstatSync, readlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ChildLog, commOf, hostExec, type StreamExit } from '../lib/exec.ts';
 import { Supervisor } from '../lib/supervisor.ts';
 
@@ -119,4 +122,10 @@ test.serial('on this host, nft and iptables-nft run under kproxy\'s own names (t
   t.regex(ipt.stdout + ipt.stderr, /iptables-nft-restore v1\.\d+/, 'the multi-call binary still knows what it is');
   t.is(hostExec.children!.recent(60_000).at(-1)!.comm, 'kproxy-iptr');
   t.is(commOf('/usr/sbin/ipset'), 'ipset');
+  // One directory per user, shared by every kproxy process, closed to others.
+  const dir = join(tmpdir(), `kproxy-tools-${process.getuid!()}`);
+  const st = lstatSync(dir);
+  t.true(st.isDirectory());
+  t.is(st.mode & 0o777, 0o700);
+  t.is(readlinkSync(join(dir, 'kproxy-nft')), '/usr/sbin/nft');
 });
