@@ -1,7 +1,8 @@
 # kproxy node image: Node.js 24 runs the TypeScript sources directly.
 
-# The DNS cache's native addon (dns-cache/native: batched UDP, malloc_trim)
-# is built here so the image needs no compiler.
+# The native addons (dns-cache/native: the DNS cache's batched UDP;
+# lib/native: malloc_trim for every part) are built here so the image needs
+# no compiler.
 FROM node:24-bookworm-slim AS addon
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
@@ -9,6 +10,7 @@ RUN apt-get update \
 WORKDIR /build
 COPY binding.gyp ./
 COPY dns-cache/native ./dns-cache/native
+COPY lib/native ./lib/native
 RUN node /usr/local/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js rebuild --nodedir=/usr/local
 
 FROM node:24-bookworm-slim
@@ -29,12 +31,13 @@ COPY lib ./lib
 COPY proxy ./proxy
 COPY modes ./modes
 COPY dns-cache ./dns-cache
-COPY --from=addon /build/build/Release/kproxy_native.node ./build/Release/kproxy_native.node
+COPY --from=addon /build/build/Release/kproxy_dns.node /build/build/Release/kproxy_memory.node /build/build/Release/kproxy_forwarder.node ./build/Release/
 RUN ln -s /opt/kproxy/bin/kproxy.js /usr/local/bin/kproxy
 # Node.js keeps the sources' compiled, type-stripped code here, so a process
 # starts without loading the TypeScript stripper (about 20 MB less memory).
 ENV NODE_COMPILE_CACHE=/opt/kproxy/.compile-cache
-RUN node --input-type=module -e "for (const m of ['proxy/cli.ts', 'proxy/main.ts', 'dns-cache/main.ts', 'proxy/commands/dump.ts', 'proxy/commands/diff.ts', 'proxy/commands/explain.ts', 'proxy/commands/cleanup.ts']) await import('/opt/kproxy/' + m)"
+# dns-cache/kube-zone.ts is loaded only for zones answered from an API server.
+RUN node --input-type=module -e "for (const m of ['proxy/cli.ts', 'proxy/main.ts', 'dns-cache/main.ts', 'dns-cache/kube-zone.ts', 'proxy/commands/dump.ts', 'proxy/commands/diff.ts', 'proxy/commands/explain.ts', 'proxy/commands/cleanup.ts']) await import('/opt/kproxy/' + m)"
 
 # kproxy's command line (bin/kproxy.js) starts Node.js with
 # --max-semi-space-size=8: a small young generation keeps RSS near the live

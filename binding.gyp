@@ -1,8 +1,18 @@
 {
   "targets": [
     {
-      "target_name": "kproxy_native",
-      "sources": ["dns-cache/native/addon.c", "dns-cache/native/udp-batch.c", "dns-cache/native/memory.c"],
+      "target_name": "kproxy_dns",
+      "sources": ["dns-cache/native/addon.c", "dns-cache/native/udp-batch.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    },
+    {
+      "target_name": "kproxy_memory",
+      "sources": ["lib/native/memory.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    },
+    {
+      "target_name": "kproxy_forwarder",
+      "sources": ["modes/userspace/native/addon.c", "modes/userspace/native/tcp-relay.c", "modes/userspace/native/udp-relay.c", "modes/userspace/native/fd-pass.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     }
   ]

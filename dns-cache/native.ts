@@ -11,11 +11,9 @@ export interface NativeModule {
   open(host: string, port: number, reusePort: boolean, recvBufferSize: number, onBatch: (n: number) => number): NativeSocket;
   sendTo(handle: object, data: Uint8Array, addr: Uint8Array): number;
   close(handle: object): void;
-  /** Returns freed C heap pages to the kernel (malloc_trim). */
-  trim(): boolean;
 }
 
-const ADDON = '../build/Release/kproxy_native.node';
+const ADDON = '../build/Release/kproxy_dns.node';
 
 let loaded: NativeModule | Error | undefined;
 

@@ -85,5 +85,8 @@ export async function loadSource(config: ProxyConfig, log: Logger, opts: LoadOpt
   const families = ipFamilies({ clusterCIDRs: config.clusterCIDRs, nodeIPs, serviceIPs, mode: config.mode, checkTools: opts.checkTools }, log);
   tracker = new Tracker({ nodeName: config.nodeName, families, onInvalid: opts.onInvalid, externalIPCIDRs: config.externalIPCIDRs }, log.child({ component: 'tracker' }));
   for (const e of held) tracker.apply(e);
+  // `emit` lives as long as the source: emptied, the list no longer keeps
+  // the first version of every object alive once a newer one replaces it.
+  held.length = 0;
   return Object.assign(loaded, { source, tracker, families, nodeIPs, node, services, slices });
 }

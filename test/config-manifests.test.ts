@@ -101,5 +101,7 @@ test('Dockerfile: Node 24 base, the kernel tools, production install, kproxy ent
   for (const pkg of ['iptables', 'nftables', 'ipset', 'conntrack', 'iproute2', 'ipvsadm', 'procps']) t.regex(text, new RegExp(`apt-get install[^\\n]*\\b${pkg}\\b`), pkg);
   t.regex(text, /npm ci --omit=dev/);
   t.regex(text, /^ENTRYPOINT \["kproxy"\]$/m);
+  // Both native addons: the DNS cache's batched UDP and lib's malloc_trim.
+  for (const addon of ['kproxy_dns', 'kproxy_memory', 'kproxy_forwarder']) t.regex(text, new RegExp(`^COPY --from=addon .*\\b${addon}\\.node\\b`, 'm'), addon);
   for (const dir of ['bin', 'lib', 'proxy', 'modes', 'dns-cache']) t.regex(text, new RegExp(`^COPY ${dir} `, 'm'), dir);
 });

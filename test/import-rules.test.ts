@@ -1,9 +1,10 @@
 // The layout's import rules, checked on every file: each part may import
 // only what its room allows (DESIGN.md, "Layout").
 //  - A mode's folder is named only by that folder, the registry, and that
-//    mode's own tests and benchmarks (test/<mode>-*, test/fixtures/<mode>/,
-//    bench/<mode>-*): the core, the shared mode plumbing, the DNS cache, the
-//    shared tests and helpers reach a mode through modes/registry.ts.
+//    mode's own tests, helpers and benchmarks (test/**/<mode>-*,
+//    test/fixtures/<mode>/, bench/<mode>.ts, bench/<mode>-*): the core, the
+//    shared mode plumbing, the DNS cache, the shared tests and helpers reach
+//    a mode through modes/registry.ts.
 //  - modes/ imports from proxy/ only the model.
 //  - dns-cache/ imports nothing from modes/ and from proxy/ only its sources.
 //  - lib/ imports nothing of kproxy's but lib/.
@@ -41,8 +42,10 @@ const modeFolders = readdirSync(join(root, 'modes')).filter((n) => statSync(join
 
 /** Whether `file` may name modes/<mode>/. */
 function mayName(file: string, mode: string): boolean {
+  const base = file.slice(file.lastIndexOf('/') + 1);
   return file.startsWith(`modes/${mode}/`) || file === 'modes/registry.ts' ||
-    file.startsWith(`test/${mode}-`) || file.startsWith(`test/fixtures/${mode}/`) || file.startsWith(`bench/${mode}-`);
+    (file.startsWith('test/') && base.startsWith(`${mode}-`)) || file.startsWith(`test/fixtures/${mode}/`) ||
+    file === `bench/${mode}.ts` || file.startsWith(`bench/${mode}-`);
 }
 
 test('the scan finds the layout it checks', (t) => {

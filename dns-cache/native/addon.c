@@ -1,14 +1,12 @@
 // The DNS cache's native addon (Node-API, so one build serves every Node.js
-// version): batched UDP system calls and giving C heap back to the kernel.
+// version): batched UDP system calls.
 #define NAPI_VERSION 8
 #include <node_api.h>
 
 void udp_batch_register(napi_env env, napi_value exports);
-void memory_register(napi_env env, napi_value exports);
 
 static napi_value Init(napi_env env, napi_value exports) {
   udp_batch_register(env, exports);
-  memory_register(env, exports);
   return exports;
 }
 

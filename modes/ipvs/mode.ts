@@ -14,6 +14,7 @@ export const ipvsMode: ModeDescriptor = {
   configBlock: 'ipvs',
   settings: ipvsSettings,
   tools: (family) => ['ipvsadm', 'ipset', 'ip', 'sysctl', family === 4 ? 'iptables-restore' : 'ip6tables-restore', family === 4 ? 'iptables-save' : 'ip6tables-save'],
+  kernelModules: ['ip_vs', 'ip_set', 'xt_ipvs', 'xt_set'],
   async unsupported(exec) {
     try {
       await exec('ipvsadm', ['-Ln', '--timeout']);

@@ -1,0 +1,308 @@
+// The forwarder of one process: takes a whole table, opens the listeners
+// it gains, updates the endpoints of those it keeps, stops accepting on
+// those it loses, and lets connections to anything that went away drain
+// for a grace period. A table is applied in full or reported per listener:
+// every listener that could not bind is named in the result.
+import type { Logger } from '../../lib/log.ts';
+import { AddressSet } from './address-match.ts';
+import { AffinityTable } from './balancer.ts';
+import { HealthTracker, type EndpointState } from './health.ts';
+import { defaultEngineOptions, ListenerState, newCounters, type EngineOptions, type ForwardContext, type ServiceCounters } from './listener-state.ts';
+import { listenerKey, type ForwarderTable, type ListenerSpec } from './table.ts';
+import { NativeRelay, NativeTcpListener, relayModule } from './native-tcp.ts';
+import { TcpListener } from './tcp-forward.ts';
+import { UdpListener } from './udp-forward.ts';
+import { NativeUdpListener, NativeUdpRelay, udpRelayModule } from './native-udp.ts';
+import { KproxyError } from '../../lib/errors.ts';
+
+export interface ApplyResult {
+  /** Listeners that could not be opened, with the reason (e.g. EADDRNOTAVAIL). */
+  readonly failed: readonly { readonly key: string; readonly error: string }[];
+  readonly listeners: number;
+}
+
+/** One endpoint as seen by this process, for explain and metrics. */
+export interface EndpointReport {
+  readonly key: string;
+  readonly active: number;
+  readonly ejected: boolean;
+  readonly ejectedForMs: number;
+  readonly failures: number;
+  readonly lastError: string;
+  /** Listeners whose routes still name it; 0 = draining. */
+  readonly uses: number;
+}
+
+export interface EngineSnapshot {
+  /** Counters per "PROTOCOL service" (closed and open connections). */
+  readonly services: Record<string, ServiceCounters>;
+  /** Ejected endpoints per "PROTOCOL service". */
+  readonly ejected: Record<string, number>;
+  readonly endpoints: readonly EndpointReport[];
+  /** Listeners accepting now. */
+  readonly listening: number;
+  /** Open TCP connections and UDP flows. */
+  readonly open: number;
+  /** Bytes accepted from one side and not yet handed to the other's socket (back-pressure bounds it). */
+  readonly buffered: number;
+  /** Which relays this process uses: the native ones, or Node's sockets. */
+  readonly relay: 'native' | 'node';
+}
+
+type UdpLike = UdpListener | NativeUdpListener;
+type Listener = TcpListener | NativeTcpListener | UdpLike;
+
+function isUdp(l: Listener): l is UdpLike {
+  return l instanceof UdpListener || l instanceof NativeUdpListener;
+}
+
+export class Engine {
+  readonly options: EngineOptions;
+  readonly #log: Logger;
+  readonly #health: HealthTracker;
+  readonly #listeners = new Map<string, Listener>();
+  /** Listeners removed from the table whose connections still drain. */
+  readonly #draining = new Set<Listener>();
+  readonly #counters = new Map<string, ServiceCounters>();
+  readonly #affinity = new Map<string, AffinityTable>();
+  readonly #ctx: ForwardContext;
+  #sweeper: NodeJS.Timeout | undefined;
+  #stopped = false;
+  readonly #relay: NativeRelay | undefined;
+  readonly #udpRelay: NativeUdpRelay | undefined;
+
+  constructor(log: Logger, options: Partial<EngineOptions> = {}, now: () => number = Date.now) {
+    this.options = { ...defaultEngineOptions, ...options };
+    this.#log = log;
+    this.#health = new HealthTracker(this.options.health, now);
+    const engine = this;
+    this.#ctx = {
+      options: this.options,
+      health: this.#health,
+      log,
+      nodeLocalSources: new AddressSet([]),
+      countersFor: (protocol, service) => {
+        const key = `${protocol} ${service}`;
+        let c = engine.#counters.get(key);
+        if (c === undefined) {
+          c = newCounters();
+          engine.#counters.set(key, c);
+        }
+        return c;
+      },
+      affinityFor: (service, seconds) => {
+        if (seconds === 0) return undefined;
+        let a = engine.#affinity.get(service);
+        if (a === undefined || a.timeoutMs !== seconds * 1000) {
+          a = new AffinityTable(seconds);
+          engine.#affinity.set(service, a);
+        }
+        return a;
+      },
+      released: () => { /* forgotten at the next sweep */ },
+    };
+    if (this.options.relay !== 'node') {
+      const tcp = relayModule();
+      const udp = udpRelayModule();
+      const missing = tcp instanceof Error ? tcp : udp instanceof Error ? udp : undefined;
+      if (missing !== undefined) {
+        if (this.options.relay === 'native') throw new KproxyError('KPROXY_FORWARDER_FAILED', missing.message);
+        log.info({ reason: missing.message }, 'traffic is relayed through Node.js sockets');
+      } else {
+        this.#relay = new NativeRelay(tcp as Exclude<typeof tcp, Error>, this.#ctx);
+        this.#udpRelay = new NativeUdpRelay(udp as Exclude<typeof udp, Error>, this.#ctx);
+      }
+    }
+    this.#sweeper = setInterval(() => this.#sweep(), 1000);
+    this.#sweeper.unref();
+  }
+
+  get health(): HealthTracker {
+    return this.#health;
+  }
+
+  /**
+   * Brings the listeners in line with `table` (already validated). `adopt`
+   * holds listening sockets opened elsewhere for new TCP listeners (by key);
+   * the engine owns them from here on.
+   */
+  async apply(table: ForwarderTable, adopt: ReadonlyMap<string, number> = new Map(), closeFd: (fd: number) => void = () => {}): Promise<ApplyResult> {
+    if (this.#stopped) throw new Error('the forwarder is stopping');
+    this.#ctx.nodeLocalSources = new AddressSet(table.nodeLocalSources);
+    const wanted = new Map<string, ListenerSpec>(table.listeners.map((l) => [listenerKey(l), l]));
+    for (const [key, l] of this.#listeners) {
+      if (wanted.has(key)) continue;
+      this.#listeners.delete(key);
+      this.#retire(l);
+    }
+    const failed: { key: string; error: string }[] = [];
+    const opening: Promise<void>[] = [];
+    const taken = new Set<string>();
+    for (const [key, spec] of wanted) {
+      let l = this.#listeners.get(key);
+      if (l !== undefined) {
+        l.state.update(spec);
+        if (isUdp(l)) opening.push(l.listen().catch((e: Error) => { failed.push({ key, error: e.message }); }));
+        continue;
+      }
+      const state = new ListenerState(spec, this.#ctx);
+      if (spec.protocol === 'UDP') l = this.#udpRelay ? new NativeUdpListener(state, this.#udpRelay) : new UdpListener(state, this.#ctx);
+      else if (this.#relay) {
+        l = new NativeTcpListener(state, this.#relay, adopt.get(key));
+        if (adopt.has(key)) taken.add(key);
+      }
+      else l = new TcpListener(state, this.#ctx);
+      this.#listeners.set(key, l);
+      const opened = l;
+      opening.push(opened.listen().catch((e: NodeJS.ErrnoException) => {
+        failed.push({ key, error: e.code ?? e.message });
+        this.#listeners.delete(key);
+        opened.state.close();
+      }));
+      // Bind in bounded batches: thousands of listens in flight at once only queue in libuv.
+      if (opening.length >= 512) await Promise.all(opening.splice(0));
+    }
+    await Promise.all(opening);
+    // Passed sockets no listener took (a listener that already existed, or no native relay here).
+    for (const [key, fd] of adopt) if (!taken.has(key) || failed.some((f) => f.key === key)) closeFd(fd);
+    this.#markDraining();
+    this.#health.sweep();
+    return { failed, listeners: this.#listeners.size };
+  }
+
+  /** Counters, ejections and endpoint states of this process. */
+  snapshot(): EngineSnapshot {
+    const now = this.#health.now();
+    const services: Record<string, ServiceCounters> = {};
+    for (const [k, c] of this.#counters) services[k] = { ...c };
+    let open = 0;
+    let listening = 0;
+    let buffered = this.#relay?.buffered() ?? 0;
+    for (const l of this.#all()) {
+      if (this.#listeners.get(l.state.key) === l && l.accepting) listening++;
+      const c = services[`${l.state.spec.protocol} ${l.state.spec.service}`];
+      if (!isUdp(l)) {
+        open += l.conns.size;
+        const b = l.openBytes();
+        c.bytesToEndpoints += b.toEndpoints;
+        c.bytesToClients += b.toClients;
+        buffered += b.buffered;
+      } else {
+        open += l.flows.size;
+        for (const f of l.flows.values()) {
+          c.bytesToEndpoints += f.bytesToEndpoints;
+          c.bytesToClients += f.bytesToClients;
+        }
+      }
+    }
+    const ejected: Record<string, number> = {};
+    for (const l of this.#listeners.values()) {
+      const k = `${l.state.spec.protocol} ${l.state.spec.service}`;
+      const keys = new Set<string>();
+      for (const e of [...l.state.remote.endpoints, ...(l.state.nodeLocal?.endpoints ?? [])]) if (e.ejected(now)) keys.add(e.key);
+      ejected[k] = Math.max(ejected[k] ?? 0, keys.size);
+    }
+    const endpoints = [...this.#health.endpoints.values()].map((e) => ({
+      key: e.key, active: e.active, ejected: e.ejected(now), ejectedForMs: Math.max(0, e.ejectedUntil - now),
+      failures: e.failures, lastError: e.lastError, uses: e.uses,
+    }));
+    return { services, ejected, endpoints, listening, open, buffered, relay: this.#relay ? 'native' : 'node' };
+  }
+
+  /** Stops accepting on every listener (a successor took over); open connections go on. */
+  stopAccepting(): void {
+    for (const l of this.#listeners.values()) l.stopAccepting();
+  }
+
+  /** Open connections and flows, draining ones included. */
+  openConnections(): number {
+    let n = 0;
+    for (const l of this.#all()) n += isUdp(l) ? l.flows.size : l.conns.size;
+    return n;
+  }
+
+  /**
+   * Stops accepting, waits up to `graceMs` for open connections to finish,
+   * then closes what is left with a reset.
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.#stopped = true;
+    this.stopAccepting();
+    const deadline = Date.now() + graceMs;
+    while (this.openConnections() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    for (const l of this.#all()) this.#closeAll(l);
+    this.#relay?.destroy();
+    this.#udpRelay?.destroy();
+    clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
+  }
+
+  *#all(): Iterable<Listener> {
+    yield* this.#listeners.values();
+    yield* this.#draining;
+  }
+
+  #retire(l: Listener): void {
+    l.stopAccepting();
+    l.state.close();
+    const deadline = this.#health.now() + this.options.drainGraceMs;
+    if (isUdp(l)) {
+      // UDP flows of a removed Service end at once, as the kernel modes clear their conntrack entries.
+      l.closeFlows();
+    } else {
+      for (const c of l.conns) c.drainDeadline = deadline;
+      if (l.conns.size > 0) this.#draining.add(l);
+    }
+  }
+
+  /** Connections whose endpoint left their listener's routes get a drain deadline. */
+  #markDraining(): void {
+    const deadline = this.#health.now() + this.options.drainGraceMs;
+    for (const l of this.#listeners.values()) {
+      const keep = l.state.endpointKeys();
+      if (isUdp(l)) {
+        for (const f of l.flows.values()) if (!keep.has(f.endpoint.key)) f.drainDeadline = this.#health.now();
+      } else {
+        for (const c of l.conns) {
+          if (c.endpoint === undefined) continue; // connecting, or held (dropped): their own deadlines
+          const gone = !keep.has(c.endpoint.key);
+          if (gone && c.drainDeadline === 0) c.drainDeadline = deadline;
+          else if (!gone) c.drainDeadline = 0;
+        }
+      }
+    }
+  }
+
+  #closeAll(l: Listener): void {
+    if (isUdp(l)) l.closeFlows();
+    else for (const c of l.conns) c.abort();
+  }
+
+  #sweep(): void {
+    const now = this.#health.now();
+    for (const l of this.#all()) {
+      if (isUdp(l)) l.sweep(now);
+      else {
+        for (const c of l.conns) if (c.drainDeadline !== 0 && now >= c.drainDeadline) c.abort();
+        if (l.conns.size === 0) this.#draining.delete(l);
+      }
+    }
+    for (const a of this.#affinity.values()) a.sweep(now);
+    this.#health.sweep();
+    this.#logEjections(now);
+  }
+
+  readonly #reportedEjections = new Set<EndpointState>();
+
+  #logEjections(now: number): void {
+    for (const e of this.#health.endpoints.values()) {
+      const out = e.ejected(now);
+      if (out && !this.#reportedEjections.has(e)) {
+        this.#reportedEjections.add(e);
+        this.#log.warn({ endpoint: e.key, forMs: e.ejectedUntil - now, error: e.lastError }, 'endpoint failed repeatedly; skipping it for a while');
+      } else if (!out && this.#reportedEjections.has(e)) {
+        this.#reportedEjections.delete(e);
+      }
+    }
+  }
+}
