@@ -23,13 +23,17 @@ interface Rig {
   /** Batches sent since the last take(), as "tool args: input". */
   take(): { tool: string; args: string; input: string }[];
   advance(ms: number): void;
+  /** Every command run, as "tool args" (batches and reads alike). */
+  readonly calls: string[];
   sync(state: NodeState, changes?: Changes): Promise<Awaited<ReturnType<typeof syncBackend>>>;
 }
 
 function rig(settings: Record<string, unknown> = {}, extra: Partial<ModeOptions> = {}, fake = new FakeIpvsDataplane({ localAddresses: [nodeIP] })): Rig {
   let sent: { tool: string; args: string; input: string }[] = [];
   let now = 1_000_000;
+  const calls: string[] = [];
   const exec: Exec = async (tool, args, input) => {
+    calls.push(`${tool.split('/').pop()} ${args.join(' ')}`);
     const r = await fake.exec(tool, args, input);
     if (input) sent.push({ tool: tool.split('/').pop()!, args: args.join(' '), input });
     return r;
@@ -37,7 +41,7 @@ function rig(settings: Record<string, unknown> = {}, extra: Partial<ModeOptions>
   const opts: ModeOptions = { families: [4], clusterCIDRs: ['10.244.0.0/16'], masqueradeAll: false, nodePortAddresses: [], masqueradeBit: 14, exec, settings, ...extra };
   const backend = new IpvsBackend(opts, silentLogger(), { now: () => now, drainCheckMs: 3_600_000 });
   return {
-    fake, backend,
+    fake, backend, calls,
     take() {
       const out = sent;
       sent = [];
@@ -149,7 +153,7 @@ test('a removed Service drains as a whole: its address stays until its last conn
     'ipset: del KUBE-IPVS-IPS 10.96.0.10\n',
   ]);
   t.deepEqual(r.fake.kernel.links.get('kube-ipvs0')?.addresses, ['10.96.0.11']);
-  t.true((await r.backend.drifted()) === false, 'the record agrees with the kernel');
+  t.deepEqual(await r.backend.checkDrift(), { damage: [] }, 'the record agrees with the kernel');
 });
 
 test('a restart adopts what the previous run left without a flush; weight-0 servers it finds drain or come back', async (t) => {
@@ -210,24 +214,59 @@ test('a failed batch (anything on ipvsadm\'s stderr) fails the sync; the next sy
   t.deepEqual(trace(r.fake), ['10.244.2.11:8080', '10.244.2.12:8080']);
 });
 
-test('drifted() is false while the kernel agrees, and notices a deleted virtual service, a flushed set, a removed rule or address', async (t) => {
-  const tamper: [string, (f: FakeIpvsDataplane) => void][] = [
-    ['virtual service', (f) => f.kernel.applyIpvsadm('-D -t 10.96.0.10:80\n')],
-    ['set', (f) => f.kernel.applyIpset('flush KUBE-CLUSTER-IP\n')],
-    ['rule', (f) => f.iptables.restore(4, '*nat\n:KUBE-IPVS-SERVICES - [0:0]\nCOMMIT\n')],
-    ['address', (f) => f.kernel.applyIp('address del 10.96.0.10/32 dev kube-ipvs0\n')],
+test('checkDrift() finds nothing while the kernel agrees, and names a deleted virtual service, a flushed set, a changed chain or a removed address; the next full sync repairs and reports it', async (t) => {
+  // The last column: whether the repair re-adds a virtual service.
+  const tamper: [string, (f: FakeIpvsDataplane) => void, string, boolean][] = [
+    ['virtual-server', (f) => f.kernel.applyIpvsadm('-D -t 10.96.0.10:80\n'), '-t 10.96.0.10:80 (gone)', true],
+    ['set', (f) => f.kernel.applyIpset('flush KUBE-CLUSTER-IP\n'), 'KUBE-CLUSTER-IP: 0 entries, not 1', false],
+    ['chain', (f) => f.iptables.restore(4, '*nat\n:KUBE-IPVS-SERVICES - [0:0]\nCOMMIT\n'), 'ip nat KUBE-IPVS-SERVICES', false],
+    ['address', (f) => f.kernel.applyIp('address del 10.96.0.10/32 dev kube-ipvs0\n'), 'kube-ipvs0: 0 addresses, not 1', false],
   ];
-  for (const [what, change] of tamper) {
+  for (const [what, change, object, readdsVs] of tamper) {
     const r = rig();
     await r.sync(nodeState([web(2)]));
-    t.false(await r.backend.drifted(), what);
+    t.deepEqual(await r.backend.checkDrift(), { damage: [] }, what);
     change(r.fake);
-    t.true(await r.backend.drifted(), what);
-    const s = await r.sync(nodeState([web(2)]), noChanges);
+    r.take();
+    const found = await r.backend.checkDrift();
+    t.deepEqual(found.damage, [{ what, object }], what);
+    t.truthy(found.full, what);
+    t.deepEqual(await r.backend.checkDrift(), { damage: [] }, `${what}: told once`);
+    const s = await r.sync(nodeState([web(2)]), { ...noChanges, full: true });
     t.true(s.ok && s.full, what);
-    t.false(await r.backend.drifted(), `${what}: repaired`);
+    t.deepEqual(s.repairs, [{ what, object }], `${what}: reported as repaired`);
+    t.is(r.take().some((b) => b.tool === 'ipvsadm' && / -A /.test(` ${b.input}`)), readdsVs, `${what}: a virtual service re-added only where one was gone`);
+    t.deepEqual(await r.backend.checkDrift(), { damage: [] }, `${what}: repaired`);
+    const again = await r.sync(nodeState([web(2)]), { ...noChanges, full: true });
+    t.deepEqual(again.repairs, [], `${what}: counted once`);
     t.deepEqual(trace(r.fake), ['10.244.2.11:8080', '10.244.2.12:8080'], what);
   }
+});
+
+test('checkDrift() reads the whole IPVS table every tenth check, and at once when anything else changed; a change to a service not sampled is found then', async (t) => {
+  const many = Array.from({ length: 40 }, (_, i) => svc({ name: `shop/s${i}:http`, clusterIP: `10.96.1.${i + 1}`, port: 80, clusterEndpoints: eps(2) }));
+  const r = rig();
+  await r.sync(nodeState(many));
+  const procReads = () => r.calls.filter((c) => c === 'cat /proc/net/ip_vs').length;
+  // The last service: the sampling reaches it only after 13 checks.
+  r.fake.kernel.applyIpvsadm('-e -t 10.96.1.40:80 -r 10.244.2.11:8080 -m -w 5\n');
+  for (let i = 1; i <= 9; i++) t.deepEqual(await r.backend.checkDrift(), { damage: [] }, `check ${i}`);
+  t.is(procReads(), 0);
+  const tenth = await r.backend.checkDrift();
+  t.is(procReads(), 1);
+  t.deepEqual(tenth.damage, [{ what: 'virtual-server', object: '-t 10.96.1.40:80 (real servers changed)' }]);
+  await r.sync(nodeState(many), { ...noChanges, full: true });
+  t.deepEqual(await r.backend.checkDrift(), { damage: [] }, 'repaired');
+  // Something else changed: the whole table is read in that same check.
+  r.fake.kernel.applyIpvsadm('-D -t 10.96.1.39:80\n');
+  r.fake.kernel.applyIpset('del KUBE-CLUSTER-IP 10.96.1.2,tcp:80\n');
+  const both = await r.backend.checkDrift();
+  t.is(procReads(), 2);
+  t.deepEqual(both.damage.map((d) => d.what).sort(), ['set', 'virtual-server']);
+  const s = await r.sync(nodeState(many), { ...noChanges, full: true });
+  t.is(s.repairs?.length, 2);
+  t.deepEqual(await r.backend.checkDrift(), { damage: [] }, 'both repaired');
+  t.deepEqual(trace(r.fake, '10.96.1.39'), ['10.244.2.11:8080', '10.244.2.12:8080']);
 });
 
 test('schedulers: the node\'s --ipvs-scheduler, a Service\'s annotation with its flags, and a fallback (reported) for one IPVS lacks', async (t) => {

@@ -20,12 +20,18 @@
 // at once. A drain checker reads the counts of the draining services only
 // (`ipvsadm -Ln` per service, /proc/net/ip_vs when many drain) about once a
 // second, between syncs.
+//
+// Changes others make are found by checkDrift() every sync period (chains,
+// set sizes, addresses, a few virtual services in turn; the whole IPVS
+// table only now and then) and repaired by the next full sync; IPVS makes
+// no events to watch, so there is no watchDrift().
 import { ToolError, hostExec, type Exec } from '../../lib/exec.ts';
 import type { Logger } from '../../lib/log.ts';
 import { inCIDR, ofFamily } from '../../lib/net.ts';
 import type { Changes, Family, NodeState } from '../../proxy/model.ts';
-import type { Backend, ModeOptions } from '../backend.ts';
+import type { Backend, Damage, DriftReport, ModeOptions } from '../backend.ts';
 import { AppliedRecord } from '../record.ts';
+import { PendingRepairs, type Finding } from '../repairs.ts';
 import { LineBatch } from './batch.ts';
 import { ipLines, type IpCommand } from './ip-batch.ts';
 import { ipsetLines, renderIpset, type IpsetCommand } from './ipset.ts';
@@ -59,6 +65,9 @@ export interface IpvsBackendHooks {
 
 const tables = ['mangle', 'nat', 'filter'] as const;
 
+/** checkDrift compares the whole IPVS table with the record every this many checks (5 minutes at the default period). */
+const wholeTableEvery = 10;
+
 export class IpvsBackend implements Backend<IpvsPlan> {
   readonly mode = 'ipvs' as const;
   private readonly log: Logger;
@@ -82,6 +91,9 @@ export class IpvsBackend implements Backend<IpvsPlan> {
   private drainRun: Promise<void> | undefined;
   private closed = false;
   private driftCursor = 0;
+  private driftChecks = 0;
+  /** Changes others made, found by checkDrift and repaired by the next full sync. */
+  private readonly pending = new PendingRepairs<Damage>();
 
   constructor(opts: ModeOptions, log: Logger, hooks: IpvsBackendHooks = {}) {
     this.log = log;
@@ -188,7 +200,10 @@ export class IpvsBackend implements Backend<IpvsPlan> {
 
   plan(state: NodeState, changes: Changes): IpvsPlan {
     const full = this.applied.needsFull(changes.full);
-    return planSync(state, changes, this.applied.current, this.planOptions(), full ? this.fullInputs : undefined);
+    const plan = planSync(state, changes, this.applied.current, this.planOptions(), full ? this.fullInputs : undefined);
+    // A full plan repairs whatever checkDrift found before it was made.
+    const repairing = full && !this.pending.empty ? this.pending.snapshot() : undefined;
+    return repairing ? { ...plan, repairing, repairs: PendingRepairs.repairsOf(repairing, true) } : plan;
   }
 
   async apply(plan: IpvsPlan): Promise<void> {
@@ -202,6 +217,7 @@ export class IpvsBackend implements Backend<IpvsPlan> {
       this.syncing = false;
     }
     this.fullInputs = undefined;
+    if (plan.repairing) this.pending.settle(plan.repairing, true);
     this.log.debug({ full: plan.full, ...plan.counts }, 'IPVS sync applied');
     this.scheduleDrain();
   }
@@ -363,24 +379,43 @@ export class IpvsBackend implements Backend<IpvsPlan> {
   }
 
   /**
-   * A cheap check that the kernel still holds what the record says: the few
-   * chains (compared whole), every set's entry count (`ipset list -t`), the
-   * addresses of kube-ipvs0 and the node's own, and a few virtual services
-   * in turn (the IPVS table is never read whole here).
+   * The periodic check for changes someone else made: the few chains
+   * (compared whole) and their jumps, every set's entry count (`ipset list
+   * -t`), the addresses of kube-ipvs0 and the node's own, and three virtual
+   * services in turn against the record; the whole IPVS table only every
+   * wholeTableEvery checks, or when something else was found changed. What it finds is repaired by the next sync, a full one: from the
+   * record when only chains or sets changed (every set is swapped in anew,
+   * the chains restored); when virtual services or addresses changed the
+   * record is dropped and that sync reads the kernel first.
    */
-  async drifted(): Promise<boolean> {
+  async checkDrift(): Promise<DriftReport> {
     const rec = this.applied.current;
-    if (!rec || this.syncing) return false;
-    const problems: string[] = [];
+    if (!rec || this.syncing) return { damage: [] };
+    const found = await this.findDrift(rec);
+    // A sync that began meanwhile may have made (or seen) what was read: the next check decides.
+    if (found.length === 0 || this.syncing || this.applied.current !== rec) return { damage: [] };
+    const damage = this.pending.add(found);
+    if (damage.length === 0) return { damage: [] };
+    const deep = found.some((x) => x.damage.what === 'virtual-server' || x.damage.what === 'address');
+    if (deep) this.applied.forget();
+    return {
+      damage,
+      full: deep ? 'IPVS virtual services or addresses changed: the kernel is read again' : 'kproxy\'s chains or sets changed: rewritten from the record',
+    };
+  }
+
+  private async findDrift(rec: IpvsRecord): Promise<Finding[]> {
+    const found: Finding[] = [];
+    const note = (key: string, what: string, object: string): void => { found.push({ key, damage: { what, object } }); };
     const variant = await this.getVariant();
     for (const f of this.families) {
       const save = readSave((await this.exec(iptablesTool(f, variant, '-save'), [])).stdout);
       for (const c of layoutChains(this.layout.get(f)!)) {
         const have = save.chains.get(`${c.table} ${c.name}`);
-        if (!have || have.join('\n') !== c.rules.join('\n')) problems.push(`chain ${c.table} ${c.name} (IPv${f}) changed`);
+        if (!have || have.join('\n') !== c.rules.join('\n')) note(`chain ${f} ${c.table} ${c.name}`, 'chain', `${f === 4 ? 'ip' : 'ip6'} ${c.table} ${c.name}`);
       }
       for (const j of builtinJumps(this.layout.get(f)!)) {
-        if (!(save.chains.get(`${j.table} ${j.from}`) ?? []).includes(j.rule)) problems.push(`jump from ${j.table} ${j.from} to kproxy's chains (IPv${f}) missing`);
+        if (!(save.chains.get(`${j.table} ${j.from}`) ?? []).includes(j.rule)) note(`jump ${f} ${j.table} ${j.from} ${j.rule}`, 'jump', `${f === 4 ? 'ip' : 'ip6'} ${j.table} ${j.from} -A ${j.rule}`);
       }
     }
     const counts = new Map<string, number>();
@@ -393,37 +428,44 @@ export class IpvsBackend implements Backend<IpvsPlan> {
       for (const r of setRoles) {
         const set = setName(r, f);
         const want = r === 'ipvsIPs' ? [...rec.addrs.keys()].filter((a) => (a.includes(':') ? 6 : 4) === f).length : rec.sets.get(set)?.size ?? 0;
-        if (counts.get(set) !== want) problems.push(`set ${set} holds ${counts.get(set) ?? 'no set'} entries, not ${want}`);
+        const have = counts.get(set);
+        if (have !== want) note(`set ${set}`, 'set', `${set}: ${have ?? 'no set'} entries, not ${want}`);
       }
     }
     const addrList = readAddresses((await this.exec('ip', ['-o', 'addr', 'show'])).stdout);
     if (addrList.dummy.size !== rec.addrs.size || [...rec.addrs.keys()].some((a) => !addrList.dummy.has(a))) {
-      problems.push(`${dummyDevice} holds ${addrList.dummy.size} addresses, not ${rec.addrs.size}`);
+      note(`address ${dummyDevice}`, 'address', `${dummyDevice}: ${addrList.dummy.size} addresses, not ${rec.addrs.size}`);
     }
     const node = nodeAddresses(addrList, this.nodePortCIDRs);
     for (const f of this.families) {
-      if (node.nodePort[f].join() !== rec.nodeAddrs.nodePort[f].join() && node.nodePort[f].length > 0) problems.push(`the node's IPv${f} addresses changed`);
+      if (node.nodePort[f].join() !== rec.nodeAddrs.nodePort[f].join() && node.nodePort[f].length > 0) note(`address node ${f}`, 'address', `the node's IPv${f} addresses for NodePorts`);
     }
-    // A few virtual services in turn, each against the record.
+    // The whole IPVS table (one read of /proc/net/ip_vs: seconds at 10,000
+    // services in user-mode-linux) every wholeTableEvery checks, and at once
+    // when something else was found changed; a few services in turn otherwise.
+    if (++this.driftChecks % wholeTableEvery === 0 || found.length > 0) {
+      const table = await this.readProcTable();
+      for (const [id, v] of rec.vs) {
+        const have = table.get(id);
+        const same = have !== undefined && have.size === v.servers.size && [...v.servers].every(([sid, w]) => have.get(sid)?.weight === w);
+        if (!same) note(`vs ${id}`, 'virtual-server', `${serviceText(v.key)} (${have ? 'real servers changed' : 'gone'})`);
+      }
+      return found;
+    }
     const ids = [...rec.vs.keys()];
     for (let i = 0; i < Math.min(3, ids.length); i++) {
       const id = ids[(this.driftCursor++) % ids.length];
       const v = rec.vs.get(id)!;
-      let listing: Map<string, ServerCounts>;
+      let listing: Map<string, ServerCounts> | undefined;
       try {
         listing = readServiceListing((await this.exec('ipvsadm', ['-Ln', ...serviceText(v.key).split(' ')])).stdout);
       } catch {
-        problems.push(`virtual service ${id} is gone`);
-        continue;
+        listing = undefined;
       }
-      const same = listing.size === v.servers.size && [...v.servers].every(([sid, w]) => listing.get(sid)?.weight === w);
-      if (!same) problems.push(`virtual service ${id} changed`);
+      const same = listing !== undefined && listing.size === v.servers.size && [...v.servers].every(([sid, w]) => listing.get(sid)?.weight === w);
+      if (!same) note(`vs ${id}`, 'virtual-server', `${serviceText(v.key)} (${listing ? 'real servers changed' : 'gone'})`);
     }
-    // A sync that began meanwhile may have made (or seen) what was read: the next check decides.
-    if (problems.length === 0 || this.syncing || this.applied.current !== rec) return false;
-    this.log.warn({ problems: problems.slice(0, 20), count: problems.length }, 'IPVS state changed behind kproxy: the next sync reads the kernel and repairs it');
-    this.applied.forget();
-    return true;
+    return found;
   }
 
   // ---- graceful termination ----
@@ -549,6 +591,12 @@ export class IpvsBackend implements Backend<IpvsPlan> {
       }
       return out;
     }
+    return this.readProcTable();
+  }
+
+  /** Every virtual service's real servers with weights and connection counts, by record id, from /proc/net/ip_vs. */
+  private async readProcTable(): Promise<Map<string, Map<string, ServerCounts>>> {
+    const out = new Map<string, Map<string, ServerCounts>>();
     const fwmarks: ProcFwmarkService[] = [];
     const toCounts = (servers: readonly { address: string; port: number; weight: number; active: number; inactive: number }[]): Map<string, ServerCounts> =>
       new Map(servers.map((s) => [serverId(s.address, s.port), { weight: s.weight, active: s.active, inactive: s.inactive }]));

@@ -8,7 +8,8 @@
 // is there, so nothing is flushed. Pure: the record changes in commit() only.
 import type { Changes, Family, NodeState, ServicePortState } from '../../proxy/model.ts';
 import { inCIDR } from '../../lib/net.ts';
-import type { Plan } from '../backend.ts';
+import type { Damage, Plan } from '../backend.ts';
+import type { RepairSnapshot } from '../repairs.ts';
 import { MapOverlay, type RecordMap } from '../record.ts';
 import type { RefusedPort } from '../values.ts';
 import { LineBatch } from './batch.ts';
@@ -62,6 +63,8 @@ export interface IpvsPlan extends Plan {
   readonly counts: { readonly ipvsadm: number; readonly ipset: number; readonly ip: number; readonly iptables: number };
   /** The record once the kernel accepted the plan. */
   commit(): IpvsRecord;
+  /** Changes others made that this (full) plan repairs; settled once applied. */
+  readonly repairing?: RepairSnapshot<Damage>;
 }
 
 const none: readonly never[] = Object.freeze([]);
