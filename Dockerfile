@@ -15,9 +15,10 @@ RUN node /usr/local/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js r
 
 FROM node:24-bookworm-slim
 
-# The kernel tools kproxy drives (always called by absolute path).
+# The kernel tools kproxy drives (always called by absolute path); ipvsadm
+# and procps (sysctl) for the IPVS mode.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables nftables ipset conntrack iproute2 \
+ && apt-get install -y --no-install-recommends iptables nftables ipset conntrack iproute2 ipvsadm procps \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/kproxy

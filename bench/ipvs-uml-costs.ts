@@ -18,7 +18,7 @@
 import { LineBatch } from '../modes/ipvs/batch.ts';
 import { ipLines } from '../modes/ipvs/ip-batch.ts';
 import { ipsetLines } from '../modes/ipvs/ipset.ts';
-import { ipvsLines, type ServiceKey } from '../modes/ipvs/ipvsadm.ts';
+import { ipvsLines, type AddressServiceKey } from '../modes/ipvs/ipvsadm.ts';
 import { parseProcIpVs } from '../modes/ipvs/proc-ip-vs.ts';
 import { bootUml, type Uml } from '../test/helpers/uml.ts';
 import { flagValue } from './args.ts';
@@ -40,7 +40,7 @@ function median(values: readonly number[]): number {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
-const vipOf = (i: number): ServiceKey => ({ protocol: 'tcp', address: ipv4(((10 << 24) | (96 << 16)) + i + 1), port: 80 });
+const vipOf = (i: number): AddressServiceKey => ({ protocol: 'tcp', address: ipv4(((10 << 24) | (96 << 16)) + i + 1), port: 80 });
 const serverOf = (i: number, j: number): string => ipv4(((10 << 24) | (128 << 16)) + i * perService + j + 1);
 
 const fmt = (ms: number): string => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
@@ -78,7 +78,7 @@ async function measure(uml: Uml, ns: string, n: number): Promise<[string, string
   // Each round applies the 20 changes as one batch and takes them back as one
   // batch, then does the same as one ipvsadm process per line; medians are shown.
   const line = (c: (typeof changes.commands)[number], undo: boolean): string => {
-    const where = `-t ${c.service.address}:80 -r ${c.object === 'server' ? `${c.server.address}:8080` : ''}`;
+    const where = `-t ${(c.service as AddressServiceKey).address}:80 -r ${c.object === 'server' ? `${c.server.address}:8080` : ''}`;
     if (c.verb === 'edit') return `-e ${where} -m -w ${undo ? 1 : 0}`;
     return (c.verb === 'add') !== undo ? `-a ${where} -m -w 1` : `-d ${where}`;
   };

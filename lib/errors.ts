@@ -19,6 +19,7 @@ export const errorCatalogue = {
   KPROXY_IPVS_INVALID: { exitCode: 1, summary: 'an IPVS or ipset command kproxy refuses to send' },
   KPROXY_IPVS_REJECTED: { exitCode: 1, summary: 'the (fake) kernel refused an IPVS or ipset batch' },
   KPROXY_RENDER_REFUSED: { exitCode: 1, summary: 'a Service port whose rules could not be rendered safely' },
+  KPROXY_KERNEL_MISSING: { exitCode: 1, summary: 'the kernel lacks what the chosen mode needs' },
   KPROXY_FORWARDER_TABLE_INVALID: { exitCode: 1, summary: 'a forwarder table kproxy refuses to load' },
   KPROXY_FORWARDER_FAILED: { exitCode: 1, summary: 'the userspace forwarder could not serve every listener' },
 } as const;

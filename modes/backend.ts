@@ -44,6 +44,11 @@ export interface Plan {
   /** Service ports left out because a value could not be written safely (reported by the runner). */
   readonly refused?: readonly RefusedPort[];
   /**
+   * Service ports programmed with a fallback because the mode cannot do what
+   * they ask (a scheduler it lacks); reported by the runner like refusals.
+   */
+  readonly warnings?: readonly RefusedPort[];
+  /**
    * What it restores of changes someone else made (found by checkDrift or
    * watchDrift); counted and logged once the dataplane accepted the plan.
    */
@@ -113,6 +118,11 @@ export interface Backend<P extends Plan = Plan> {
    * is absent or of a family this backend does not program.
    */
   describeService?(state: NodeState, key: string): string[];
+  /**
+   * What the dataplane holds for one service port now, with its live
+   * counters (connections per endpoint), one per line; O(that port). Optional.
+   */
+  describeServiceLive?(state: NodeState, key: string): Promise<string[]>;
   /** What the dataplane holds of kproxy's own objects, as its tool prints it (dump --live, diff). */
   readKernel?(): Promise<string>;
   /**
@@ -194,9 +204,18 @@ export interface ModeDescriptor {
    */
   tools(family: Family): readonly string[];
   /**
-   * Kernel modules the mode cannot work without (e.g. ip_vs). A host
-   * without them cannot run the mode: its kernel tests run where they
-   * exist (user-mode-linux for IPVS).
+   * Why this kernel cannot run the mode at all (no IPVS, no nf_tables), or
+   * undefined. Start-up stops with it; --cleanup and a mode switch skip the
+   * mode, since nothing of it can be there. Optional.
+   */
+  unsupported?(exec: Exec): Promise<string | undefined>;
+  /** Checks at start-up that depend on the mode's settings (a scheduler the kernel lacks); throws a KproxyError. Optional. */
+  checkStart?(input: { readonly settings: Readonly<Record<string, unknown>>; readonly exec: Exec; readonly masqueradeBit: number }): Promise<void>;
+  /**
+   * Kernel modules the mode cannot work without (e.g. ip_vs), as the
+   * operator's list. `unsupported` asks the running kernel itself; the
+   * kernel tests place each mode by it (this host's namespaces, or
+   * user-mode-linux for IPVS).
    */
   readonly kernelModules: readonly string[];
   readonly metrics: ModeMetricNames;

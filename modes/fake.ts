@@ -33,6 +33,13 @@ export interface FakeDataplane {
   readonly exec: Exec;
   /** Every possible fate of a new connection's first packet (no duplicates, any order). */
   trace(packet: TracePacket): TraceOutcome[];
+  /**
+   * The mode puts Service addresses on the node itself (IPVS's kube-ipvs0):
+   * a new connection to another port of such an address is refused (TCP
+   * reset, ICMP otherwise) rather than left alone, so host sockets bound to
+   * every address are not reachable through it (kubernetes#72236).
+   */
+  readonly serviceAddressesLocal?: boolean;
 }
 
 export interface FakeOptions {

@@ -4,9 +4,10 @@
 // modes/ plus one line here.
 import type { ModeDescriptor } from './backend.ts';
 import { iptablesMode } from './iptables/mode.ts';
+import { ipvsMode } from './ipvs/mode.ts';
 import { nftablesMode } from './nftables/mode.ts';
 
-export const modes: readonly ModeDescriptor[] = [iptablesMode, nftablesMode];
+export const modes: readonly ModeDescriptor[] = [iptablesMode, nftablesMode, ipvsMode];
 
 /** The name of a registered mode (--proxy-mode). */
 export type ProxyMode = string;

@@ -19,6 +19,8 @@ export interface SyncResult {
   readonly owned: Readonly<Record<string, number>>;
   /** Service ports the plan left out (Plan.refused). */
   readonly refused?: readonly RefusedPort[];
+  /** Service ports programmed with a fallback (Plan.warnings). */
+  readonly warnings?: readonly RefusedPort[];
   /** What the sync restored of changes someone else made (Plan.repairs; empty when it failed). */
   readonly repairs?: readonly Damage[];
   readonly error?: Error;
@@ -42,6 +44,7 @@ export async function syncBackend(backend: Backend, state: NodeState, changes: C
     return {
       ok: true, full, renderMs, applyMs: performance.now() - t0 - renderMs, size, owned: backend.owned(), repairs,
       ...(plan.refused?.length ? { refused: plan.refused } : {}),
+      ...(plan.warnings?.length ? { warnings: plan.warnings } : {}),
     };
   } catch (e) {
     const error = e instanceof Error ? e : new Error(String(e));

@@ -29,7 +29,6 @@ export interface ProxyConfig {
   readonly externalIPCIDRs: readonly string[];
   readonly syncPeriodMs: number;
   readonly minSyncPeriodMs: number;
-  readonly ipvsScheduler: string;
   /** The chosen mode's own settings (its descriptor's `settings`), validated, by key. */
   readonly modeSettings: Readonly<Record<string, unknown>>;
   /** null = disabled. */
@@ -58,7 +57,6 @@ export const defaults = {
 
 /** kube-proxy's mode names: a name kproxy does not implement gets "not supported" rather than "unknown". */
 const kubeProxyModes: readonly string[] = ['iptables', 'nftables', 'ipvs', 'userspace', 'kernelspace'];
-const ipvsSchedulers = ['', 'rr', 'wrr', 'lc', 'wlc', 'lblc', 'lblcr', 'dh', 'sh', 'sed', 'nq', 'mh', 'fo', 'ovf'];
 const logLevels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 const commands: readonly string[] = ['dump', 'diff', 'explain'];
 
@@ -75,7 +73,6 @@ interface RawSettings {
   nodePortAddresses?: string[];
   syncPeriod?: string;
   minSyncPeriod?: string;
-  ipvsScheduler?: string;
   metricsBindAddress?: string;
   healthzBindAddress?: string;
   verbosity?: number;
@@ -85,7 +82,7 @@ interface RawSettings {
    * masqueradeAll, masqueradeBit, syncPeriod and minSyncPeriod.
    */
   blocks?: Record<string, RawSettings>;
-  /** Fields of the modes' own settings ("ipvs.scheduler") as the file gives them, with where they are. */
+  /** Fields of the modes' own settings (e.g. "ipvs.scheduler") as the file gives them, with where they are. */
   modeFields?: Map<string, { value: unknown; where: string }>;
 }
 
@@ -133,7 +130,6 @@ export function loadConfig(argv: readonly string[], opts: LoadOptions = {}): Pro
     nodePortAddresses: str('nodeport-addresses') === undefined ? undefined : splitList(str('nodeport-addresses')!),
     syncPeriod: str('iptables-sync-period'),
     minSyncPeriod: str('iptables-min-sync-period'),
-    ipvsScheduler: str('ipvs-scheduler'),
     metricsBindAddress: str('metrics-bind-address'),
     healthzBindAddress: str('healthz-bind-address'),
     verbosity: v.get('v') as number | undefined,
@@ -141,7 +137,7 @@ export function loadConfig(argv: readonly string[], opts: LoadOptions = {}): Pro
   const flagNames: Record<string, string> = {
     mode: '--proxy-mode', kubeconfig: '--kubeconfig', hostnameOverride: '--hostname-override', clusterCIDR: '--cluster-cidr',
     masqueradeAll: '--masquerade-all', masqueradeBit: '--iptables-masquerade-bit', nodePortAddresses: '--nodeport-addresses',
-    syncPeriod: '--iptables-sync-period', minSyncPeriod: '--iptables-min-sync-period', ipvsScheduler: '--ipvs-scheduler',
+    syncPeriod: '--iptables-sync-period', minSyncPeriod: '--iptables-min-sync-period',
     metricsBindAddress: '--metrics-bind-address', healthzBindAddress: '--healthz-bind-address', verbosity: '--v',
   };
   const s: RawSettings = { ...file };
@@ -215,9 +211,6 @@ export function loadConfig(argv: readonly string[], opts: LoadOptions = {}): Pro
   const masqueradeBit = s.masqueradeBit ?? defaults.masqueradeBit;
   if (!Number.isInteger(masqueradeBit) || masqueradeBit < 0 || masqueradeBit > 31) problems.push(`${w('masqueradeBit', 'masquerade bit')}: ${masqueradeBit} is not in 0-31`);
 
-  const ipvsScheduler = s.ipvsScheduler ?? '';
-  if (!ipvsSchedulers.includes(ipvsScheduler)) problems.push(`${w('ipvsScheduler', 'ipvs scheduler')}: "${ipvsScheduler}" is unknown (known: ${ipvsSchedulers.filter(Boolean).join(', ')})`);
-
   const metricsBindAddress = bindAddress(s.metricsBindAddress ?? defaults.metricsBindAddress, defaults.metricsPort, w('metricsBindAddress', 'metrics bind address'), problems);
   const healthzBindAddress = bindAddress(s.healthzBindAddress ?? defaults.healthzBindAddress, defaults.healthzPort, w('healthzBindAddress', 'healthz bind address'), problems);
 
@@ -257,7 +250,6 @@ export function loadConfig(argv: readonly string[], opts: LoadOptions = {}): Pro
     externalIPCIDRs: Object.freeze(externalIPCIDRs),
     syncPeriodMs: syncPeriodMs!,
     minSyncPeriodMs: minSyncPeriodMs!,
-    ipvsScheduler,
     modeSettings: Object.freeze(settings.values),
     metricsBindAddress: metricsBindAddress === null ? null : Object.freeze(metricsBindAddress!),
     healthzBindAddress: healthzBindAddress === null ? null : Object.freeze(healthzBindAddress!),
@@ -321,7 +313,6 @@ const usedFields: Record<string, FieldType> = {
   healthzBindAddress: 'string',
   metricsBindAddress: 'string',
   nodePortAddresses: 'stringList',
-  'ipvs.scheduler': 'string',
   'logging.verbosity': 'int',
 };
 // Every mode's block: the common fields and the fields of its own settings.
@@ -337,8 +328,7 @@ const ignoredFields = new Set([
   'detectLocalMode', 'enableProfiling', 'featureGates', 'oomScoreAdj', 'portRange', 'showHiddenMetricsForVersion',
   'udpIdleTimeout', 'winkernel', 'clientConnection.acceptContentTypes', 'clientConnection.contentType',
   'clientConnection.qps', 'clientConnection.burst', 'iptables.localhostNodePorts', 'nftables.localhostNodePorts',
-  'ipvs.excludeCIDRs', 'ipvs.minSyncPeriod', 'ipvs.syncPeriod', 'ipvs.strictARP', 'ipvs.tcpTimeout',
-  'ipvs.tcpFinTimeout', 'ipvs.udpTimeout', 'logging.format', 'logging.flushFrequency', 'logging.options',
+  'logging.format', 'logging.flushFrequency', 'logging.options',
   'syncPeriod', 'minSyncPeriod', 'logging.vmodule',
 ]);
 const blocks = new Set(['clientConnection', 'iptables', 'nftables', 'ipvs', 'logging', ...modes.map((m) => m.configBlock)]);
@@ -442,7 +432,6 @@ export function parseConfigText(text: string, path: string, out: RawSettings): s
     (out.blocks ??= {})[b] = block;
   }
   out.modeFields = new Map([...values].filter(([k]) => settingFields.has(k)).map(([k, value]) => [k, { value, where: `${lines.get(k)}: ${k}` }]));
-  out.ipvsScheduler = get('ipvs.scheduler', 'ipvsScheduler');
   out.verbosity = get('logging.verbosity', 'verbosity');
   // kube-proxy's defaulting of the file: an empty bind address or a zero
   // period means "the default" there (only the flags can disable a server).

@@ -25,7 +25,6 @@ const coreFlagSpecs: readonly FlagSpec[] = [
   { name: 'nodeport-addresses', kind: 'string', help: 'CIDRs NodePorts answer on, comma-separated, or "primary" (default: all local addresses)' },
   { name: 'iptables-sync-period', kind: 'string', help: 'drift check and retry period, Go duration (default 30s)' },
   { name: 'iptables-min-sync-period', kind: 'string', help: 'minimum time between syncs, Go duration (default 1s; 0s allowed)' },
-  { name: 'ipvs-scheduler', kind: 'string', help: 'accepted for compatibility; only meaningful for ipvs' },
   { name: 'metrics-bind-address', kind: 'string', help: 'host:port for /metrics (default 127.0.0.1:10249; empty or 0 disables)' },
   { name: 'healthz-bind-address', kind: 'string', help: 'host:port for /healthz and /livez (default 0.0.0.0:10256; empty or 0 disables)' },
   { name: 'cleanup', kind: 'bool', help: 'remove every rule any kproxy mode owns, then exit' },

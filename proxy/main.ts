@@ -9,6 +9,7 @@
 // SIGTERM/SIGINT stop everything and LEAVE the rules in place, so traffic
 // keeps flowing while kproxy restarts or is upgraded. An unreachable API
 // server never removes rules either: they stay as last programmed.
+import { KproxyError } from '../lib/errors.ts';
 import { hostExec, type Exec } from '../lib/exec.ts';
 import { clearStaleUdp } from '../modes/conntrack.ts';
 import { modeOf, otherModes } from '../modes/registry.ts';
@@ -69,6 +70,10 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
     const health = new ProxierHealth({ healthTimeoutMs: 2 * config.syncPeriodMs });
     const mode = modeOf(config.mode);
     requireTools(mode.name);
+    // A kernel that cannot run the mode stops start-up with one message (IPVS on a kernel without it).
+    const unsupported = await mode.unsupported?.(exec);
+    if (unsupported) throw new KproxyError('KPROXY_KERNEL_MISSING', unsupported);
+    await mode.checkStart?.({ settings: config.modeSettings, exec, masqueradeBit: config.masqueradeBit });
     const metrics = new ProxyMetrics(mode);
     const servers: HttpHandle[] = [];
     if (config.healthzBindAddress) {
@@ -128,6 +133,8 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
       onSynced: () => {
         othersRemoved ??= (async () => {
           for (const other of otherModes(config.mode)) {
+            // Nothing of a mode this kernel cannot run can be here.
+            if (await other.unsupported?.(exec).catch(() => undefined)) continue;
             await other.cleanup(opts, log).catch((err: unknown) => log.warn({ err, mode: other.name }, 'could not remove another mode\'s rules'));
           }
         })();
@@ -160,6 +167,15 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
       {
         tracker: counted, backend, log: log.child({ component: 'runner' }),
         afterSync: (changes) => clearStaleUdp(changes, exec, log.child({ component: 'conntrack' })),
+        // A Service the node serves with a fallback gets a Warning Event too (API server source).
+        onFallback: (warnings, state) => {
+          for (const w of warnings) {
+            const sp = state.services.get(w.key);
+            if (!sp) continue;
+            metrics.objectRefused('fallback');
+            events?.record({ kind: 'Service', object: { metadata: { namespace: sp.namespace, name: sp.serviceName } }, problems: [`port ${sp.portName || sp.port}: ${w.reason}`], action: 'fallback' });
+          }
+        },
         listeners: [health, metrics, hc, removeOtherModes],
       },
     );

@@ -62,7 +62,7 @@ export class ProxyMetrics implements SyncListener {
     this.endpointChanges = new Counter({ name: 'kubeproxy_sync_proxy_rules_endpoint_changes_total', help: 'Cumulative proxy rules Endpoint changes', registers: r });
     this.serviceChanges = new Counter({ name: 'kubeproxy_sync_proxy_rules_service_changes_total', help: 'Cumulative proxy rules Service changes', registers: r });
     this.refused = new Counter({ name: 'kproxy_sync_refused_service_ports_total', help: 'Service ports a sync left out of the dataplane because a value could not be written safely', registers: r });
-    this.objectsRefused = new Counter({ name: 'kproxy_objects_refused_total', help: 'Services and EndpointSlices skipped as malformed (action="skip") or refused in part (action="refuse": an address or NodePort another Service holds, an externalIP outside --external-ip-cidrs)', labelNames: ['action'], registers: r });
+    this.objectsRefused = new Counter({ name: 'kproxy_objects_refused_total', help: 'Services and EndpointSlices skipped as malformed (action="skip"), refused in part (action="refuse": an address or NodePort another Service holds, an externalIP outside --external-ip-cidrs) or served in part with a fallback (action="fallback": a scheduler the node lacks)', labelNames: ['action'], registers: r });
     this.noLocal = new Gauge({ name: 'kubeproxy_sync_proxy_rules_no_local_endpoints_total', help: 'Number of services with a Local traffic policy and no endpoints', labelNames: ['traffic_policy'], registers: r });
     this.repairs = new Counter({
       name: 'kubeproxy_sync_proxy_rules_repairs_total',
@@ -78,7 +78,7 @@ export class ProxyMetrics implements SyncListener {
   }
 
   /** An object was skipped, or part of it refused (once per version). */
-  objectRefused(action: 'skip' | 'refuse'): void {
+  objectRefused(action: 'skip' | 'refuse' | 'fallback'): void {
     this.objectsRefused.inc({ action });
   }
 

@@ -74,6 +74,8 @@ export interface RunnerDeps {
   readonly clock?: Clock;
   /** Run after each successful sync: conntrack cleanup of UDP flows to removed endpoints. */
   readonly afterSync?: (changes: Changes) => Promise<void>;
+  /** Told once of each service port a sync programmed with a fallback (Warning Events). */
+  readonly onFallback?: (warnings: readonly { readonly key: string; readonly reason: string }[], state: NodeState) => void;
   readonly listeners?: readonly SyncListener[];
 }
 
@@ -117,7 +119,7 @@ export class Runner {
    * next successful sync's conntrack cleanup.
    */
   private owedUdp: Pick<Changes, 'staleUdpEndpoints' | 'staleUdpServiceIPs'> | undefined;
-  /** Refused service ports already logged (port and reason), so each is logged once. */
+  /** Refused and fallback service ports already logged (port and reason), so each is logged once. */
   private readonly refusedSeen = new Set<string>();
 
   constructor(opts: RunnerOptions, deps: RunnerDeps) {
@@ -340,13 +342,19 @@ export class Runner {
     const changes = this.withOwedUdp(snap.changes);
     // Plan and apply, timed in one place for every mode.
     const result: SyncResult = await syncBackend(backend, state, changes);
-    for (const r of result.refused ?? []) {
-      const id = `${r.key}\u0000${r.reason}`;
-      if (this.refusedSeen.has(id)) continue;
+    const once = (r: { key: string; reason: string }, kind: string): boolean => {
+      const id = `${kind}\u0000${r.key}\u0000${r.reason}`;
+      if (this.refusedSeen.has(id)) return false;
       if (this.refusedSeen.size >= 10_000) this.refusedSeen.clear();
       this.refusedSeen.add(id);
-      log.warn({ servicePort: r.key, reason: r.reason }, 'service port left out of the dataplane: a value could not be written safely');
+      return true;
+    };
+    for (const r of result.refused ?? []) {
+      if (once(r, 'refused')) log.warn({ servicePort: r.key, reason: r.reason }, 'service port left out of the dataplane: a value could not be written safely');
     }
+    const fresh = (result.warnings ?? []).filter((w) => once(w, 'fallback'));
+    for (const w of fresh) log.warn({ servicePort: w.key, reason: w.reason }, 'service port programmed with a fallback');
+    if (fresh.length) this.deps.onFallback?.(fresh, state);
     const finishedAt = this.clock.now();
     const ok = result.ok;
     if (ok) {

@@ -11,10 +11,12 @@ export type InvalidObject =
 
 /**
  * What kproxy does about an object: 'skip' it whole (malformed; the last
- * valid version stays), or 'refuse' part of it (an address or NodePort an
- * older Service holds, an externalIP outside --external-ip-cidrs).
+ * valid version stays), 'refuse' part of it (an address or NodePort an
+ * older Service holds, an externalIP outside --external-ip-cidrs), or serve
+ * part of it with a 'fallback' (the dataplane cannot do what it asks, e.g.
+ * a scheduler whose kernel module is missing).
  */
-export type ObjectAction = 'skip' | 'refuse';
+export type ObjectAction = 'skip' | 'refuse' | 'fallback';
 
 export interface TrackerOptions {
   /** This node's name (--hostname-override or the host name). */

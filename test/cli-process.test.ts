@@ -20,13 +20,13 @@ function kproxy(args: readonly string[]): Promise<{ code: number | null; stdout:
 const dumpArgs = (mode: string, node = 'node-a') => ['dump', '--proxy-mode', mode, '--source-file', fixture, '--hostname-override', node];
 
 test('bad flags: exit 2 and one message listing every problem', async (t) => {
-  const r = await kproxy(['--proxy-mode', 'ipvs', '--iptables-sync-period', '30', '--cluster-cidr', '10.0.0.0/99', '--metrics-bind-address', 'nowhere', '--frobnicate']);
+  const r = await kproxy(['--proxy-mode', 'kernelspace', '--iptables-sync-period', '30', '--cluster-cidr', '10.0.0.0/99', '--metrics-bind-address', 'nowhere', '--frobnicate']);
   t.is(r.code, 2);
   t.is(r.stdout, '');
   t.regex(r.stderr, /^kproxy: KPROXY_BAD_CONFIG: invalid flags or configuration \(5 problems\):\n/);
   for (const want of [
     '  - unknown flag --frobnicate',
-    '  - --proxy-mode: proxy mode "ipvs" is not supported by kproxy (supported: iptables, nftables)',
+    '  - --proxy-mode: proxy mode "kernelspace" is not supported by kproxy (supported: iptables, nftables, ipvs)',
     '  - --iptables-sync-period: "30" is not a duration (e.g. 30s, 1m, 500ms)',
     '  - --cluster-cidr: "10.0.0.0/99" is not a valid CIDR',
     '  - --metrics-bind-address: "nowhere": expected IP:PORT',

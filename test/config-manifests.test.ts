@@ -89,12 +89,16 @@ test('the ConfigMap\'s KubeProxyConfiguration passes kproxy\'s validation, with 
   const c = loadConfig([`--config=${path}`, '--hostname-override=node-1']);
   t.like(c, { mode: 'iptables', healthzBindAddress: { host: '0.0.0.0', port: 10256 }, syncPeriodMs: 30_000, minSyncPeriodMs: 1_000 });
   t.deepEqual(c.clusterCIDRs, ['10.244.0.0/16']);
+  // Switched to the IPVS mode, its block gives the mode's settings.
+  const ipvs = loadConfig([`--config=${path}`, '--hostname-override=node-1', '--proxy-mode=ipvs']);
+  t.like(ipvs.modeSettings, { scheduler: 'rr', strictARP: false, gracefulTerminationPeriod: 30_000 });
+  t.like(ipvs, { syncPeriodMs: 30_000, minSyncPeriodMs: 1_000 });
 });
 
 test('Dockerfile: Node 24 base, the kernel tools, production install, kproxy entrypoint', (t) => {
   const text = readFileSync(root('Dockerfile'), 'utf8');
   t.regex(text, /^FROM node:24[-\w.]*$/m);
-  for (const pkg of ['iptables', 'nftables', 'ipset', 'conntrack', 'iproute2']) t.regex(text, new RegExp(`apt-get install[^\\n]*\\b${pkg}\\b`), pkg);
+  for (const pkg of ['iptables', 'nftables', 'ipset', 'conntrack', 'iproute2', 'ipvsadm', 'procps']) t.regex(text, new RegExp(`apt-get install[^\\n]*\\b${pkg}\\b`), pkg);
   t.regex(text, /npm ci --omit=dev/);
   t.regex(text, /^ENTRYPOINT \["kproxy"\]$/m);
   // Both native addons: the DNS cache's batched UDP and lib's malloc_trim.

@@ -49,7 +49,7 @@ test('every flag in both spellings', (t) => {
     '--healthz-bind-address=', '--iptables-masquerade-bit=15', '--v=4',
   ], { hostname: 'ignored' });
   t.like(c, {
-    mode: 'nftables', nodeName: 'node-b', masqueradeAll: true, syncPeriodMs: 90_000, minSyncPeriodMs: 0, ipvsScheduler: 'rr',
+    mode: 'nftables', nodeName: 'node-b', masqueradeAll: true, syncPeriodMs: 90_000, minSyncPeriodMs: 0,
     metricsBindAddress: { host: '::1', port: 9000 }, healthzBindAddress: null, masqueradeBit: 15, logLevel: 'debug',
   });
   t.deepEqual(c.clusterCIDRs, ['10.0.0.0/8', 'fd00::/48']);
@@ -58,6 +58,12 @@ test('every flag in both spellings', (t) => {
   t.deepEqual(loadConfig(['--healthz-bind-address', '10.1.2.3'], { hostname: 'n' }).healthzBindAddress, { host: '10.1.2.3', port: 10256 }, 'bare IP gets the default port');
   t.true(loadConfig(['--nodeport-addresses', 'primary'], { hostname: 'n' }).nodePortPrimary);
   t.is(loadConfig(['--masquerade-all=false'], { hostname: 'n' }).masqueradeAll, false);
+  // --ipvs-scheduler is the ipvs mode's setting: checked whatever the mode, handed on in ipvs mode.
+  t.is(loadConfig(['--proxy-mode', 'ipvs', '--ipvs-scheduler', 'lc'], { hostname: 'n' }).modeSettings.scheduler, 'lc');
+  t.is(loadConfig(['--proxy-mode=ipvs', '--ipvs-scheduler=sh'], { hostname: 'n' }).modeSettings.scheduler, 'sh');
+  // kube-proxy's --ipvs-sync-period and --ipvs-min-sync-period stand for the iptables ones in ipvs mode.
+  t.like(loadConfig(['--proxy-mode', 'ipvs', '--ipvs-sync-period', '5s', '--ipvs-min-sync-period', '0s'], { hostname: 'n' }), { syncPeriodMs: 5000, minSyncPeriodMs: 0 });
+  t.like(loadConfig(['--ipvs-sync-period', '5s'], { hostname: 'n' }), { syncPeriodMs: 30_000 }, 'not in another mode');
 });
 
 test('commands and their arguments', (t) => {
@@ -71,7 +77,7 @@ test('commands and their arguments', (t) => {
 const bad: [string, string[], RegExp][] = [
   ['unknown flag', ['--proxy-mod=iptables'], /unknown flag --proxy-mod/],
   ['flag without value', ['--kubeconfig'], /--kubeconfig needs a value/],
-  ['unsupported mode', ['--proxy-mode', 'ipvs'], /"ipvs" is not supported by kproxy/],
+  ['unsupported mode', ['--proxy-mode', 'kernelspace'], /"kernelspace" is not supported by kproxy/],
   ['unknown mode', ['--proxy-mode', 'ebpf'], /unknown proxy mode "ebpf"/],
   ['bad duration', ['--iptables-sync-period', '30'], /--iptables-sync-period: "30" is not a duration/],
   ['zero sync period', ['--iptables-sync-period', '0s'], /--iptables-sync-period: must be greater than 0/],
@@ -143,7 +149,7 @@ logging:
     `${cfg}:7: iptables.masqueradeBit: expected an integer, got "14"`,
     `${cfg}:10: unknown field "bogus"`,
     `${cfg}:13: unknown field "logging.colour"`,
-    '--proxy-mode: unknown proxy mode "ebpf" (supported: iptables, nftables)',
+    '--proxy-mode: unknown proxy mode "ebpf" (supported: iptables, nftables, ipvs)',
     '--hostname-override: node name "bad_name!" is not a valid DNS-1123 subdomain (set --hostname-override)',
     '--cluster-cidr: "10.0.0.0/33" is not a valid CIDR',
     '--cluster-cidr: "fd00::/129" is not a valid CIDR',
@@ -170,7 +176,7 @@ iptables:
   syncPeriod: soon
 `);
   t.deepEqual(problems(['--config', cfg]), [
-    `${cfg}:3: mode: proxy mode "userspace" is not supported by kproxy (supported: iptables, nftables)`,
+    `${cfg}:3: mode: proxy mode "userspace" is not supported by kproxy (supported: iptables, nftables, ipvs)`,
     `${cfg}:4: clusterCIDR: "10.0.0.0/40" is not a valid CIDR`,
     `${cfg}:7: iptables.syncPeriod: "soon" is not a duration (e.g. 30s, 1m, 500ms)`,
     `${cfg}:5: metricsBindAddress: "nowhere": expected IP:PORT`,
@@ -226,8 +232,10 @@ featureGates: {SomeGate: true}
   t.like(c, {
     mode: 'nftables', kubeconfig: kc, nodeName: 'node-z', metricsBindAddress: { host: '0.0.0.0', port: 10249 },
     nodePortPrimary: true, masqueradeAll: false, masqueradeBit: 13, syncPeriodMs: 20_000, minSyncPeriodMs: 500,
-    ipvsScheduler: 'lc', logLevel: 'trace',
+    logLevel: 'trace',
   });
+  // The ipvs block's fields are the ipvs mode's settings.
+  t.like(loadConfig(['--config', cfg, '--proxy-mode', 'ipvs'], { hostname: 'x' }).modeSettings, { scheduler: 'lc', strictARP: true });
   t.deepEqual(c.clusterCIDRs, ['10.244.0.0/16', 'fd00:244::/56']);
   // iptables mode reads the iptables block.
   t.like(loadConfig(['--config', cfg, '--proxy-mode', 'iptables'], { hostname: 'x' }), { masqueradeAll: true, masqueradeBit: 14, syncPeriodMs: 30_000 });

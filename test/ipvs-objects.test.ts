@@ -21,6 +21,10 @@ const ipvsSamples: [IpvsCommand, string][] = [
   [{ verb: 'add', object: 'server', service: svc, server: { address: '10.180.0.11', port: 8080 }, weight: 1 }, '-a -t 10.96.0.1:80 -r 10.180.0.11:8080 -m -w 1'],
   [{ verb: 'edit', object: 'server', service: svc6, server: { address: 'fd00:244::2', port: 5353 }, weight: 0 }, '-e -u [fd00:96::a]:53 -r [fd00:244::2]:5353 -m -w 0'],
   [{ verb: 'delete', object: 'server', service: svc, server: { address: '10.180.0.11', port: 8080 } }, '-d -t 10.96.0.1:80 -r 10.180.0.11:8080'],
+  // Firewall-mark services, as ipvsadm -Sn prints them (-6 for IPv6).
+  [{ verb: 'add', object: 'service', service: { fwmark: 65536, family: 4 }, spec: { scheduler: 'rr', persistence: 30 } }, '-A -f 65536 -s rr -p 30'],
+  [{ verb: 'add', object: 'server', service: { fwmark: 3, family: 6 }, server: { address: 'fd00::5', port: 80 }, weight: 1 }, '-a -f 3 -6 -r [fd00::5]:80 -m -w 1'],
+  [{ verb: 'delete', object: 'service', service: { fwmark: 3, family: 6 } }, '-D -f 3 -6'],
 ];
 
 for (const [cmd, line] of ipvsSamples) {
@@ -51,7 +55,11 @@ test('ipvsadm: hostile and malformed values are refused with the reason', (t) =>
     [add({ ...svc, port: Number.NaN }, { scheduler: 'rr' }), /port NaN/],
     [add({ ...svc, protocol: 'icmp' }, { scheduler: 'rr' }), /protocol "icmp"/],
     [add(svc, { scheduler: 'rr -C' }), /scheduler "rr -C"/],
-    [add(svc, { scheduler: 'lblc' }), /scheduler "lblc"/],
+    [add(svc, { scheduler: 'fastest' }), /scheduler "fastest"/],
+    [add({ fwmark: 0, family: 4 }, { scheduler: 'rr' }), /firewall mark 0/],
+    [add({ fwmark: 2 ** 32, family: 4 }, { scheduler: 'rr' }), /firewall mark 4294967296/],
+    [add({ fwmark: 1, family: 5 }, { scheduler: 'rr' }), /invalid family 5/],
+    [add({ fwmark: 1, family: 4, address: '10.96.0.1' }, { scheduler: 'rr' }), /no address or protocol/],
     [add(svc, { scheduler: 'rr', flags: ['sh-port'] }), /flag "sh-port" for rr \(it takes none\)/],
     [add(svc, { scheduler: 'sh', flags: ['mh-port'] }), /flag "mh-port" for sh/],
     [add(svc, { scheduler: 'sh', flags: ['sh-port', 'sh-port'] }), /repeated/],
@@ -79,7 +87,9 @@ test('ipvsadm: only the rendered form parses', (t) => {
     ['-A -t 10.96.0.1:080 -s rr', /canonical form/],
     ['-A  -t 10.96.0.1:80 -s rr', /expected -t, -u or --sctp-service/],
     ['-A -t 10.96.0.1:80 -s rr ', /unexpected ""/],
-    ['-A -f 1 -s rr', /expected -t, -u or --sctp-service/],
+    ['-A -x 1 -s rr', /expected -t, -u or --sctp-service/],
+    ['-A -f 0x10 -s rr', /invalid firewall mark "0x10"/],
+    ['-A -f 1 -4 -s rr', /expected -s/],
     ['-A -t 10.96.0.1 -s rr', /invalid address:port/],
     ['-A -t fd00::1:80 -s rr', /invalid address:port/],
     ['-A -u 10.96.0.1:53 -s sh -b sh-port,sh-fallback', /canonical form/],

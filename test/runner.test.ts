@@ -380,6 +380,24 @@ test('the first sync counts as queued: a failing start-up keeps the change pendi
   await runner.stop();
 });
 
+test('service ports a sync served with a fallback are told once each (Warning Events), however often the sync repeats them', async (t) => {
+  const clock = new FakeClock();
+  const tracker = new FakeTracker();
+  const backend = new FakeBackend(clock);
+  const warning = { key: '4/ns/a:http/TCP', reason: 'scheduler p2c is the userspace mode\'s and IPVS has none' };
+  backend.plan = (_s, changes) => ({ full: changes.full, size: 1, warnings: [warning] });
+  const told: string[][] = [];
+  const runner = new Runner({ minSyncPeriodMs: 1000, syncPeriodMs: 30_000 }, {
+    tracker, backend, clock, log: silentLogger(), onFallback: (w, state) => { told.push(w.map((x) => `${x.key}: ${x.reason} (${state.services.has(x.key)})`)); },
+  });
+  await runner.start();
+  runner.request();
+  await clock.advance(2000);
+  t.is(backend.syncs.length, 2);
+  t.deepEqual(told, [[`${warning.key}: ${warning.reason} (true)`]]);
+  await runner.stop();
+});
+
 /** A backend with the newer drift contract: findings queued, repaired by the next plan. */
 class RepairingBackend extends FakeBackend {
   queued: Damage[] = [];

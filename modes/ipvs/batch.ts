@@ -29,6 +29,12 @@ export class LineBatch<C> {
     return this;
   }
 
+  /** Adds a command the caller has validated already (with the model's validate). */
+  addChecked(cmd: C): this {
+    if (!this.firstError) this.commands.push(cmd);
+    return this;
+  }
+
   get error(): Error | undefined {
     return this.firstError;
   }

@@ -18,8 +18,11 @@ import { KproxyError } from '../../lib/errors.ts';
 import { ToolError, type Exec, type ExecResult } from '../../lib/exec.ts';
 import { addressValue, ipvsHostPort } from './checks.ts';
 import { parseIp, type IpCommand } from './ip-batch.ts';
-import { entryFamily, entryType, parseIpset, renderEntry, type IpsetCommand, type SetEntry, type SetSpec, type SetType } from './ipset.ts';
-import { parseIpvs, schedulers, type IpvsCommand, type Scheduler, type ServerKey, type ServiceKey, type ServiceSpec } from './ipvsadm.ts';
+import { entryFamily, entryType, parseIpset, renderEntry, renderSkbMark, type IpsetCommand, type SetEntry, type SetSpec, type SetType, type SkbMark } from './ipset.ts';
+import {
+  isFwmark, parseIpvs, schedulers, serviceFamily, serviceText, vsId,
+  type IpvsCommand, type Scheduler, type ServerKey, type ServiceKey, type ServiceSpec,
+} from './ipvsadm.ts';
 
 export class IpvsKernelError extends KproxyError {
   /** 1-based line of the batch that failed. */
@@ -53,6 +56,8 @@ export interface FakeSet {
   spec: SetSpec;
   /** Rendered entry → comment (undefined when none), in the order added. */
   entries: Map<string, string | undefined>;
+  /** Rendered entry → its skbmark, for sets with skbinfo. */
+  marks: Map<string, SkbMark>;
 }
 
 export interface FakeLink {
@@ -68,14 +73,12 @@ interface State {
   links: Map<string, FakeLink>;
 }
 
-export function serviceId(key: ServiceKey): string {
-  return `${key.protocol} ${ipvsHostPort(key.address, key.port)}`;
-}
+export const serviceId = vsId;
 
 function clone(state: State): State {
   return {
     services: new Map([...state.services].map(([k, s]) => [k, { key: s.key, spec: s.spec, servers: s.servers.map((r) => ({ ...r })) }])),
-    sets: new Map([...state.sets].map(([k, s]) => [k, { spec: s.spec, entries: new Map(s.entries) }])),
+    sets: new Map([...state.sets].map(([k, s]) => [k, { spec: s.spec, entries: new Map(s.entries), marks: new Map(s.marks) }])),
     links: new Map([...state.links].map(([k, l]) => [k, { ...l, addresses: [...l.addresses] }])),
   };
 }
@@ -98,9 +101,15 @@ function wordsCompare(a: string, b: string): number {
   return 0;
 }
 
+// ipvsadm compares firewall marks first (0 for address services), then the
+// family (AF_INET 2, AF_INET6 10), protocol, address and port.
 function compareServices(a: ServiceKey, b: ServiceKey): number {
-  return ((a.address.includes(':') ? 10 : 2) - (b.address.includes(':') ? 10 : 2)) ||
-    (protocolNumber[a.protocol] - protocolNumber[b.protocol]) || wordsCompare(a.address, b.address) || (a.port - b.port);
+  const fa = isFwmark(a) ? a.fwmark : 0;
+  const fb = isFwmark(b) ? b.fwmark : 0;
+  if (fa !== fb) return fa < fb ? -1 : 1;
+  const family = (serviceFamily(a) === 6 ? 10 : 2) - (serviceFamily(b) === 6 ? 10 : 2);
+  if (family || isFwmark(a) || isFwmark(b)) return family;
+  return (protocolNumber[a.protocol] - protocolNumber[b.protocol]) || wordsCompare(a.address, b.address) || (a.port - b.port);
 }
 
 function compareServers(a: ServerKey, b: ServerKey): number {
@@ -130,7 +139,7 @@ function sameSpec(a: SetSpec, b: SetSpec): boolean {
     return a.type === 'bitmap:port' && b.type === 'bitmap:port' && a.range[0] === b.range[0] && a.range[1] === b.range[1];
   }
   return a.family === b.family && (a.hashsize ?? setDefaults.hashsize) === (b.hashsize ?? setDefaults.hashsize) &&
-    (a.maxelem ?? setDefaults.maxelem) === (b.maxelem ?? setDefaults.maxelem);
+    (a.maxelem ?? setDefaults.maxelem) === (b.maxelem ?? setDefaults.maxelem) && Boolean(a.skbinfo) === Boolean(b.skbinfo);
 }
 
 // A stable stand-in for the kernel's random initval.
@@ -176,6 +185,35 @@ export class FakeIpvsKernel {
   /** Applies an `ipvsadm -R` batch all-or-nothing; throws IpvsKernelError naming the failing line. */
   applyIpvsadm(batch: string): void {
     this.applyLines('ipvsadm', batch, (state, line) => this.ipvsOne(state, parseIpvs(line)), false);
+  }
+
+  /**
+   * Runs an `ipvsadm -R` batch as the real tool does (README.md): each line
+   * on its own, a refused one reported on stderr and skipped, a line ipvsadm
+   * cannot read ending the run (exit 2); the exit status is the last line's.
+   */
+  runIpvsadmLines(batch: string): { status: number; stderr: string } {
+    let stderr = '';
+    let status = 0;
+    const lines = batch.endsWith('\n') ? batch.slice(0, -1).split('\n') : batch.split('\n');
+    for (const line of batch === '' ? [] : lines) {
+      if (line.trim() === '') continue;
+      let cmd: IpvsCommand;
+      try {
+        cmd = parseIpvs(line);
+      } catch (e) {
+        return { status: 2, stderr: `${stderr}${(e as Error).message}\n` };
+      }
+      try {
+        this.ipvsOne(this.state, cmd);
+        status = 0;
+      } catch (e) {
+        stderr += `${(e as Error).message}\n`;
+        status = 255;
+      }
+    }
+    if (status === 0) this.applied.push({ tool: 'ipvsadm', batch });
+    return { status, stderr };
   }
 
   /** Applies an `ipset restore` batch all-or-nothing; `exist` is ipset's -exist. */
@@ -246,7 +284,7 @@ export class FakeIpvsKernel {
           if (exist && sameSpec(set.spec, cmd.spec)) return;
           throw new Error('Set cannot be created: set with the same name already exists');
         }
-        state.sets.set(cmd.set, { spec: cmd.spec, entries: new Map() });
+        state.sets.set(cmd.set, { spec: cmd.spec, entries: new Map(), marks: new Map() });
         return;
       case 'add':
       case 'del': {
@@ -259,9 +297,13 @@ export class FakeIpvsKernel {
             throw new Error("Element cannot be deleted from the set: it's not added");
           }
           set.entries.delete(key);
+          set.marks.delete(key);
           return;
         }
         if (cmd.comment !== undefined && !set.spec.comment) throw new Error('Comment cannot be used: set was created without comment support');
+        if (cmd.skbmark !== undefined && (set.spec.type === 'bitmap:port' || !set.spec.skbinfo)) {
+          throw new Error('Skbinfo mapping cannot be used: set was created without skbinfo support');
+        }
         if (set.entries.has(key)) {
           if (exist) return;
           throw new Error("Element cannot be added to the set: it's already added");
@@ -269,11 +311,13 @@ export class FakeIpvsKernel {
         const max = set.spec.type === 'bitmap:port' ? Infinity : set.spec.maxelem ?? setDefaults.maxelem;
         if (set.entries.size >= max) throw new Error('Hash is full, cannot add more elements');
         set.entries.set(key, cmd.comment);
+        if (cmd.skbmark) set.marks.set(key, cmd.skbmark);
         return;
       }
       case 'flush':
         if (!set) throw missing();
         set.entries.clear();
+        set.marks.clear();
         return;
       case 'destroy':
         if (!set) throw missing();
@@ -354,7 +398,7 @@ export class FakeIpvsKernel {
   ipvsadmSave(): string {
     let out = '';
     for (const svc of this.sortedServices()) {
-      const where = `${svc.key.protocol === 'tcp' ? '-t' : svc.key.protocol === 'udp' ? '-u' : '--sctp-service'} ${ipvsHostPort(svc.key.address, svc.key.port)}`;
+      const where = serviceText(svc.key);
       let line = `-A ${where} -s ${svc.spec.scheduler}`;
       if (svc.spec.persistence !== undefined) line += ` -p ${svc.spec.persistence}`;
       if (svc.spec.flags?.length) line += ` -b ${flagText(svc.spec)}`;
@@ -364,16 +408,39 @@ export class FakeIpvsKernel {
     return out;
   }
 
-  /** What `ipvsadm -Ln` prints (connection counts as set by setConnections). */
-  ipvsadmList(): string {
-    let out = 'IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n';
-    for (const svc of this.sortedServices()) {
-      let line = `${protoName[svc.key.protocol]} ${ipvsHostPort(svc.key.address, svc.key.port)} ${svc.spec.scheduler}`;
+  /** What `ipvsadm -Ln` prints (connection counts as set by setConnections); with `only`, `ipvsadm -Ln` of that service. */
+  ipvsadmList(only?: ServiceKey): string {
+    const header = 'Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n';
+    let out = only ? header : `IP Virtual Server version 1.2.1 (size=4096)\n${header}`;
+    const list = only ? [this.service(only)].filter((x): x is FakeVirtualService => x !== undefined) : this.sortedServices();
+    for (const svc of list) {
+      const k = svc.key;
+      let line = isFwmark(k) ? `FWM  ${k.fwmark} ${k.family === 6 ? 'IPv6 ' : ''}${svc.spec.scheduler}`
+        : `${protoName[k.protocol]} ${ipvsHostPort(k.address, k.port)} ${svc.spec.scheduler}`;
       if (svc.spec.flags?.length) line += ` (${flagText(svc.spec)})`;
       if (svc.spec.persistence !== undefined) line += ` persistent ${svc.spec.persistence}`;
       out += `${line}\n`;
       for (const r of this.sortedServers(svc)) {
         out += `  -> ${ipvsHostPort(r.address, r.port).padEnd(28)} ${'Masq'.padEnd(7)} ${String(r.weight).padEnd(6)} ${String(r.active).padEnd(10)} ${String(r.inactive).padEnd(10)}\n`;
+      }
+    }
+    return out;
+  }
+
+  /** What /proc/net/ip_vs holds (services in the order created, real servers newest first; HZ 100). */
+  procIpVs(): string {
+    const hexIp = (ip: string): string => ip.includes(':')
+      ? `[${addressValue(ip).toString(16).padStart(32, '0').match(/.{4}/g)!.join(':')}]`
+      : ip.split('.').map((o) => Number(o).toString(16).toUpperCase().padStart(2, '0')).join('');
+    const hexPort = (p: number): string => p.toString(16).toUpperCase().padStart(4, '0');
+    let out = 'IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port Forward Weight ActiveConn InActConn\n';
+    for (const svc of this.state.services.values()) {
+      const k = svc.key;
+      const head = isFwmark(k) ? `FWM  ${k.fwmark.toString(16).toUpperCase().padStart(8, '0')} ${svc.spec.scheduler} `
+        : `${k.protocol.toUpperCase()}  ${hexIp(k.address)}:${hexPort(k.port)} ${svc.spec.scheduler} `;
+      out += svc.spec.persistence !== undefined ? `${head}persistent ${svc.spec.persistence * 100} FFFFFFFF\n` : `${head}\n`;
+      for (const r of svc.servers) {
+        out += `  -> ${hexIp(r.address)}:${hexPort(r.port)}      Masq    ${r.weight}      ${r.active}          ${r.inactive}\n`;
       }
     }
     return out;
@@ -388,12 +455,13 @@ export class FakeIpvsKernel {
         out += `create ${name} bitmap:port range ${spec.range[0]}-${spec.range[1]}${spec.comment ? ' comment' : ''}\n`;
       } else {
         out += `create ${name} ${spec.type} family ${spec.family} hashsize ${spec.hashsize ?? setDefaults.hashsize} maxelem ${spec.maxelem ?? setDefaults.maxelem}` +
-          `${spec.comment ? ' comment' : ''} bucketsize 12 initval ${initval(name)}\n`;
+          `${spec.comment ? ' comment' : ''}${spec.skbinfo ? ' skbinfo' : ''} bucketsize 12 initval ${initval(name)}\n`;
       }
       let entries = [...set.entries];
       if (spec.type === 'bitmap:port') entries = entries.sort((a, b) => Number(a[0]) - Number(b[0]));
       for (const [entry, comment] of entries) {
-        out += `add ${name} ${savedEntry(spec.type, entry)}${comment !== undefined ? ` comment "${comment}"` : ''}\n`;
+        const mark = set.marks.get(entry);
+        out += `add ${name} ${savedEntry(spec.type, entry)}${comment !== undefined ? ` comment "${comment}"` : ''}${mark ? ` skbmark ${renderSkbMark(mark)}` : ''}\n`;
       }
     }
     return out;
@@ -410,9 +478,12 @@ export class FakeIpvsKernel {
     const ok = (stdout = ''): ExecResult => ({ stdout, stderr: '' });
     try {
       switch (`${name} ${argv}`) {
-        case 'ipvsadm -R':
-          this.applyIpvsadm(input);
-          return ok();
+        case 'ipvsadm -R': {
+          // As the real tool: a refused line is reported and skipped; the exit status is the last line's.
+          const r = this.runIpvsadmLines(input);
+          if (r.status !== 0) throw new ToolError(tool, args, r.status, r.stderr);
+          return { stdout: '', stderr: r.stderr };
+        }
         case 'ipvsadm -Sn':
           return ok(this.ipvsadmSave());
         case 'ipvsadm -Ln':
@@ -428,6 +499,7 @@ export class FakeIpvsKernel {
           return ok();
       }
     } catch (e) {
+      if (e instanceof ToolError) throw e;
       throw new ToolError(tool, args, name === 'ipvsadm' ? 255 : 1, (e as Error).message);
     }
     throw new ToolError(tool, args, 2, `the fake IPVS kernel does not run ${tool} ${argv}`);

@@ -20,6 +20,8 @@ export interface HashSetSpec {
   readonly maxelem?: number;
   /** Entries may carry a comment. */
   readonly comment?: boolean;
+  /** Entries may carry a packet mark (`skbmark`) for `-j SET --map-set ... --map-mark`. */
+  readonly skbinfo?: boolean;
 }
 
 export interface BitmapSetSpec {
@@ -44,9 +46,15 @@ export interface SetEntry {
   readonly net?: string;
 }
 
+/** A mark an entry gives the packets that match it: mark = (mark & ~mask) ^ value. */
+export interface SkbMark {
+  readonly value: number;
+  readonly mask: number;
+}
+
 export type IpsetCommand =
   | { readonly verb: 'create'; readonly set: string; readonly spec: SetSpec }
-  | { readonly verb: 'add'; readonly set: string; readonly entry: SetEntry; readonly comment?: string }
+  | { readonly verb: 'add'; readonly set: string; readonly entry: SetEntry; readonly comment?: string; readonly skbmark?: SkbMark }
   | { readonly verb: 'del'; readonly set: string; readonly entry: SetEntry }
   | { readonly verb: 'flush' | 'destroy'; readonly set: string }
   | { readonly verb: 'swap'; readonly set: string; readonly other: string };
@@ -106,6 +114,7 @@ export function checkSetSpec(spec: SetSpec): void {
   }
   if (spec.comment !== undefined && typeof spec.comment !== 'boolean') throw new IpvsSyntaxError(`invalid comment flag ${show(spec.comment)}`);
   if (spec.type === 'bitmap:port') {
+    if ((spec as { skbinfo?: unknown }).skbinfo !== undefined) throw new IpvsSyntaxError('kproxy keeps marks in hash sets only');
     const range = spec.range;
     if (!Array.isArray(range) || range.length !== 2) throw new IpvsSyntaxError(`bitmap:port needs a range [from, to], got ${show(JSON.stringify(range))}`);
     checkInteger('range start', range[0], 0, 65535);
@@ -118,6 +127,13 @@ export function checkSetSpec(spec: SetSpec): void {
     if ((spec.hashsize & (spec.hashsize - 1)) !== 0) throw new IpvsSyntaxError(`hashsize ${spec.hashsize} is not a power of two`);
   }
   if (spec.maxelem !== undefined) checkInteger('maxelem', spec.maxelem, 1, 2 ** 32 - 1);
+  if (spec.skbinfo !== undefined && typeof spec.skbinfo !== 'boolean') throw new IpvsSyntaxError(`invalid skbinfo flag ${show(spec.skbinfo)}`);
+}
+
+export function checkSkbMark(mark: SkbMark): void {
+  if (typeof mark !== 'object' || mark === null) throw new IpvsSyntaxError(`invalid skbmark ${show(mark)}`);
+  checkInteger('skbmark value', mark.value, 0, 0xffffffff);
+  checkInteger('skbmark mask', mark.mask, 1, 0xffffffff);
 }
 
 export function validateIpset(cmd: IpsetCommand): void {
@@ -131,6 +147,7 @@ export function validateIpset(cmd: IpsetCommand): void {
       if (cmd.comment !== undefined && (typeof cmd.comment !== 'string' || !commentPattern.test(cmd.comment))) {
         throw new IpvsSyntaxError(`invalid entry comment ${show(cmd.comment)} (up to 255 letters, digits, spaces and _ . / : , = + -)`);
       }
+      if (cmd.skbmark !== undefined) checkSkbMark(cmd.skbmark);
       return;
     case 'del':
       checkEntry(cmd.entry);
@@ -162,7 +179,15 @@ function renderSpec(spec: SetSpec): string {
   if (spec.hashsize !== undefined) out += ` hashsize ${spec.hashsize}`;
   if (spec.maxelem !== undefined) out += ` maxelem ${spec.maxelem}`;
   if (spec.comment) out += ' comment';
+  if (spec.skbinfo) out += ' skbinfo';
   return out;
+}
+
+const hex = (n: number): string => `0x${n.toString(16)}`;
+
+/** As ipset prints it: the mask only when it is not all ones. */
+export function renderSkbMark(m: SkbMark): string {
+  return m.mask === 0xffffffff ? hex(m.value) : `${hex(m.value)}/${hex(m.mask)}`;
 }
 
 function renderValid(cmd: IpsetCommand): string {
@@ -170,7 +195,7 @@ function renderValid(cmd: IpsetCommand): string {
     case 'create':
       return `create ${cmd.set} ${renderSpec(cmd.spec)}`;
     case 'add':
-      return `add ${cmd.set} ${renderEntry(cmd.entry)}${cmd.comment !== undefined ? ` comment "${cmd.comment}"` : ''}`;
+      return `add ${cmd.set} ${renderEntry(cmd.entry)}${cmd.comment !== undefined ? ` comment "${cmd.comment}"` : ''}${cmd.skbmark ? ` skbmark ${renderSkbMark(cmd.skbmark)}` : ''}`;
     case 'del':
       return `del ${cmd.set} ${renderEntry(cmd.entry)}`;
     case 'flush':
@@ -215,7 +240,7 @@ function parseSpec(words: string[], line: string): SetSpec {
   const options = new Map<string, string | true>();
   while (words.length > 0) {
     const key = words.shift()!;
-    if (key === 'comment') {
+    if (key === 'comment' || key === 'skbinfo') {
       options.set(key, true);
     } else if (['family', 'hashsize', 'maxelem', 'range'].includes(key)) {
       const value = words.shift();
@@ -226,6 +251,7 @@ function parseSpec(words: string[], line: string): SetSpec {
     }
   }
   const comment = options.has('comment') ? { comment: true } : {};
+  const skbinfo = options.has('skbinfo') ? { skbinfo: true } : {};
   if (type === 'bitmap:port') {
     const m = /^(\d{1,5})-(\d{1,5})$/.exec(String(options.get('range') ?? ''));
     if (!m || options.size !== 1 + (options.has('comment') ? 1 : 0)) throw new IpvsSyntaxError(`bitmap:port takes exactly "range FROM-TO" in ${show(line)}`);
@@ -235,7 +261,7 @@ function parseSpec(words: string[], line: string): SetSpec {
   const family = options.get('family') as SetFamily;
   const hashsize = options.has('hashsize') ? { hashsize: integer(options.get('hashsize') as string, 'hashsize') } : {};
   const maxelem = options.has('maxelem') ? { maxelem: integer(options.get('maxelem') as string, 'maxelem') } : {};
-  return { type, family, ...hashsize, ...maxelem, ...comment };
+  return { type, family, ...hashsize, ...maxelem, ...comment, ...skbinfo };
 }
 
 /** Parses one line as renderIpset() writes it; anything else is refused, naming the line. */
@@ -251,11 +277,17 @@ export function parseIpset(line: string, typeOf?: (set: string) => SetType | und
 function parseLine(line: string, typeOf?: (set: string) => SetType | undefined): IpsetCommand {
   if (typeof line !== 'string' || /[\n\r\0]/.test(line)) throw new IpvsSyntaxError(`invalid ipset line ${show(line)}`);
   let comment: string | undefined;
+  let skbmark: SkbMark | undefined;
   let body = line;
-  const c = / comment "([^"]*)"$/.exec(line);
+  const k = / skbmark 0x([0-9a-f]{1,8})(?:\/0x([0-9a-f]{1,8}))?$/.exec(body);
+  if (k) {
+    skbmark = { value: parseInt(k[1], 16), mask: k[2] === undefined ? 0xffffffff : parseInt(k[2], 16) };
+    body = body.slice(0, k.index);
+  }
+  const c = / comment "([^"]*)"$/.exec(body);
   if (c) {
     comment = c[1];
-    body = line.slice(0, c.index);
+    body = body.slice(0, c.index);
   }
   const words = body.split(' ');
   const verb = words.shift();
@@ -272,7 +304,9 @@ function parseLine(line: string, typeOf?: (set: string) => SetType | undefined):
       if (text === undefined) throw new IpvsSyntaxError(`${verb} without an entry: ${show(line)}`);
       checkSetName(set);
       const entry = parseEntry(text, typeOf?.(set));
-      cmd = verb === 'add' ? { verb, set, entry, ...(comment !== undefined ? { comment } : {}) } : { verb, set, entry };
+      cmd = verb === 'add'
+        ? { verb, set, entry, ...(comment !== undefined ? { comment } : {}), ...(skbmark !== undefined ? { skbmark } : {}) }
+        : { verb, set, entry };
       break;
     }
     case 'flush':
@@ -286,6 +320,7 @@ function parseLine(line: string, typeOf?: (set: string) => SetType | undefined):
       throw new IpvsSyntaxError(`cannot parse ${show(line)}: expected create, add, del, flush, swap or destroy`);
   }
   if (comment !== undefined && cmd.verb !== 'add') throw new IpvsSyntaxError(`a comment belongs to add only: ${show(line)}`);
+  if (skbmark !== undefined && cmd.verb !== 'add') throw new IpvsSyntaxError(`a skbmark belongs to add only: ${show(line)}`);
   if (words.length > 0) throw new IpvsSyntaxError(`unexpected ${show(words.join(' '))} in ${show(line)}`);
   validateIpset(cmd);
   return cmd;
@@ -293,8 +328,8 @@ function parseLine(line: string, typeOf?: (set: string) => SetType | undefined):
 
 export interface SavedSet {
   readonly spec: SetSpec;
-  /** Members in the order listed, each with its comment if any. */
-  readonly entries: readonly { readonly entry: SetEntry; readonly comment?: string }[];
+  /** Members in the order listed, each with its comment and mark if any. */
+  readonly entries: readonly { readonly entry: SetEntry; readonly comment?: string; readonly skbmark?: SkbMark }[];
 }
 
 /**
@@ -302,7 +337,7 @@ export interface SavedSet {
  * `bucketsize` and random `initval` of hash sets are dropped.
  */
 export function parseIpsetSave(text: string): Map<string, SavedSet> {
-  const sets = new Map<string, { spec: SetSpec; entries: { entry: SetEntry; comment?: string }[] }>();
+  const sets = new Map<string, { spec: SetSpec; entries: { entry: SetEntry; comment?: string; skbmark?: SkbMark }[] }>();
   const lines = text.split('\n');
   lines.forEach((raw, i) => {
     if (raw === '') return;
@@ -314,7 +349,7 @@ export function parseIpsetSave(text: string): Map<string, SavedSet> {
       } else if (cmd.verb === 'add') {
         const s = sets.get(cmd.set);
         if (!s) throw new IpvsSyntaxError(`add to ${cmd.set} before its create line`);
-        s.entries.push(cmd.comment !== undefined ? { entry: cmd.entry, comment: cmd.comment } : { entry: cmd.entry });
+        s.entries.push({ entry: cmd.entry, ...(cmd.comment !== undefined ? { comment: cmd.comment } : {}), ...(cmd.skbmark ? { skbmark: cmd.skbmark } : {}) });
       } else {
         throw new IpvsSyntaxError(`unexpected ${cmd.verb} line`);
       }

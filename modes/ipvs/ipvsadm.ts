@@ -1,8 +1,9 @@
 // Typed `ipvsadm -R` lines: virtual services (-A/-E/-D) and their real
 // servers (-a/-e/-d). Each command validates itself, renders as one line in
 // the form `ipvsadm -Sn` prints, and parses that line back. Only what
-// kproxy sends is modelled: TCP/UDP/SCTP services by address and port
-// (no fwmark services, no -M netmask), masquerading real servers (-m).
+// kproxy sends is modelled: TCP/UDP/SCTP services by address and port,
+// firewall-mark services (-f MARK, -6 for IPv6; no -M netmask), and
+// masquerading real servers (-m).
 //
 // `-E` and `-e` replace the whole entry in the kernel: an -E without -s
 // resets the scheduler to wlc and drops persistence, and an -e without -m
@@ -16,8 +17,8 @@ export type IpvsProtocol = 'tcp' | 'udp' | 'sctp';
 export const ipvsProtocols: readonly IpvsProtocol[] = ['tcp', 'udp', 'sctp'];
 const protocolFlag: Readonly<Record<IpvsProtocol, string>> = { tcp: '-t', udp: '-u', sctp: '--sctp-service' };
 
-/** The schedulers kproxy offers (kernel modules ip_vs_<name>). */
-export const schedulers = ['rr', 'wrr', 'lc', 'wlc', 'sh', 'dh', 'sed', 'nq', 'mh'] as const;
+/** The schedulers kproxy offers (kernel modules ip_vs_<name>): kube-proxy's list. */
+export const schedulers = ['rr', 'wrr', 'lc', 'wlc', 'lblc', 'lblcr', 'dh', 'sh', 'sed', 'nq', 'mh', 'fo', 'ovf'] as const;
 export type Scheduler = (typeof schedulers)[number];
 
 /** Scheduler flags by name, per scheduler (ipvsadm's -b); printed in this order. */
@@ -32,11 +33,38 @@ export const maxPersistence = 86400 * 31;
 /** kproxy's cap for a weight (ipvsadm takes up to 2^31-1; kproxy sends 0 and 1, and small wrr weights). */
 export const maxWeight = 65535;
 
-export interface ServiceKey {
+/** A virtual service by protocol, address and port. */
+export interface AddressServiceKey {
   readonly protocol: IpvsProtocol;
   readonly address: string;
   readonly port: number;
 }
+
+/** A virtual service by firewall mark: packets carrying exactly this mark, of one family. */
+export interface FwmarkServiceKey {
+  readonly fwmark: number;
+  readonly family: 4 | 6;
+}
+
+export type ServiceKey = AddressServiceKey | FwmarkServiceKey;
+
+export function isFwmark(key: ServiceKey): key is FwmarkServiceKey {
+  return (key as FwmarkServiceKey).fwmark !== undefined;
+}
+
+/** The family of a virtual service. */
+export function serviceFamily(key: ServiceKey): 4 | 6 {
+  return isFwmark(key) ? key.family : key.address.includes(':') ? 6 : 4;
+}
+
+/** A virtual service's identity as text ("tcp 10.96.0.1:80", "fwm 65536 4"): map keys, logs. */
+export function vsId(key: ServiceKey): string {
+  if (isFwmark(key)) return `fwm ${key.fwmark} ${key.family}`;
+  return `${key.protocol} ${ipvsHostPort(key.address, key.port)}`;
+}
+
+/** Largest firewall mark (marks are 32-bit; 0 means none). */
+export const maxFwmark = 0xffffffff;
 
 export interface ServiceSpec {
   readonly scheduler: Scheduler;
@@ -64,6 +92,12 @@ const letters: Readonly<Record<IpvsCommand['object'], Readonly<Record<IpvsComman
 
 export function checkServiceKey(service: ServiceKey): void {
   if (typeof service !== 'object' || service === null) throw new IpvsSyntaxError(`invalid virtual service ${show(service)}`);
+  if (isFwmark(service)) {
+    checkInteger('firewall mark', service.fwmark, 1, maxFwmark);
+    if (service.family !== 4 && service.family !== 6) throw new IpvsSyntaxError(`invalid family ${show(service.family)} (4 or 6)`);
+    if ('address' in service || 'protocol' in service) throw new IpvsSyntaxError('a firewall-mark service has no address or protocol');
+    return;
+  }
   if (!ipvsProtocols.includes(service.protocol)) throw new IpvsSyntaxError(`invalid protocol ${show(service.protocol)} (tcp, udp or sctp)`);
   checkHostAddress('virtual service address', service.address);
   checkPort('virtual service port', service.port);
@@ -88,8 +122,8 @@ export function checkServerKey(service: ServiceKey, server: ServerKey): void {
   if (typeof server !== 'object' || server === null) throw new IpvsSyntaxError(`invalid real server ${show(server)}`);
   const family = checkHostAddress('real server address', server.address);
   checkPort('real server port', server.port);
-  if (family !== (service.address.includes(':') ? 6 : 4)) {
-    throw new IpvsSyntaxError(`real server ${server.address} is not of the family of virtual service ${service.address}`);
+  if (family !== serviceFamily(service)) {
+    throw new IpvsSyntaxError(`real server ${server.address} is not of the family of virtual service ${serviceText(service)}`);
   }
 }
 
@@ -108,6 +142,7 @@ export function validateIpvs(cmd: IpvsCommand): void {
 }
 
 export function serviceText(service: ServiceKey): string {
+  if (isFwmark(service)) return `-f ${service.fwmark}${service.family === 6 ? ' -6' : ''}`;
   return `${protocolFlag[service.protocol]} ${ipvsHostPort(service.address, service.port)}`;
 }
 
@@ -137,6 +172,14 @@ export function renderIpvs(cmd: IpvsCommand): string {
 }
 
 function takeService(words: string[], line: string): ServiceKey {
+  if (words[0] === '-f') {
+    words.shift();
+    const mark = words.shift();
+    if (mark === undefined) throw new IpvsSyntaxError(`missing firewall mark in ${show(line)}`);
+    const six = words[0] as string === '-6';
+    if (six) words.shift();
+    return { fwmark: number(mark, 'firewall mark'), family: six ? 6 : 4 };
+  }
   const flag = words.shift();
   const protocol = (Object.keys(protocolFlag) as IpvsProtocol[]).find((p) => protocolFlag[p] === flag);
   if (!protocol) throw new IpvsSyntaxError(`expected -t, -u or --sctp-service in ${show(line)}`);

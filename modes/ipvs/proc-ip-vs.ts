@@ -14,7 +14,7 @@
 // Addresses and ports are hex; a persistence timeout is in jiffies (HZ 100).
 import { canonicalIP } from '../../lib/net.ts';
 import { IpvsSyntaxError, show } from './checks.ts';
-import type { IpvsProtocol, ServiceKey } from './ipvsadm.ts';
+import type { AddressServiceKey, IpvsProtocol } from './ipvsadm.ts';
 
 export interface ProcRealServer {
   readonly address: string;
@@ -27,7 +27,7 @@ export interface ProcRealServer {
 }
 
 export interface ProcVirtualService {
-  readonly service: ServiceKey;
+  readonly service: AddressServiceKey;
   readonly scheduler: string;
   /** The rest of the service line (flags, "persistent N MASK"), as printed. */
   readonly flags: string;
@@ -49,10 +49,17 @@ function hostPort(text: string): { address: string; port: number } {
   return { address: hexAddress(text.slice(0, i)), port: parseInt(text.slice(i + 1), 16) };
 }
 
-/** Parses /proc/net/ip_vs. Firewall-mark services (FWM) are skipped: kproxy makes none. */
-export function parseProcIpVs(text: string): ProcVirtualService[] {
+/** A firewall-mark service as /proc/net/ip_vs shows it (without its family: the file does not say). */
+export interface ProcFwmarkService {
+  readonly fwmark: number;
+  readonly scheduler: string;
+  readonly servers: ProcRealServer[];
+}
+
+/** Parses /proc/net/ip_vs: the services by address; firewall-mark services go to `fwmarks` when given. */
+export function parseProcIpVs(text: string, fwmarks?: ProcFwmarkService[]): ProcVirtualService[] {
   const out: ProcVirtualService[] = [];
-  let current: ProcVirtualService | undefined;
+  let current: { servers: ProcRealServer[] } | undefined;
   text.split('\n').forEach((line, i) => {
     if (i < 3 || line.trim() === '') return;
     try {
@@ -70,10 +77,17 @@ export function parseProcIpVs(text: string): ProcVirtualService[] {
       if (!protocol) {
         current = undefined;
         if (m[1] !== 'FWM') throw new IpvsSyntaxError(`unknown protocol ${show(m[1])}`);
+        if (!/^[0-9A-F]{8}$/.test(m[2])) throw new IpvsSyntaxError(`bad firewall mark ${show(m[2])}`);
+        if (fwmarks) {
+          const f: ProcFwmarkService = { fwmark: parseInt(m[2], 16), scheduler: m[3], servers: [] };
+          fwmarks.push(f);
+          current = f;
+        }
         return;
       }
-      current = { service: { protocol, ...hostPort(m[2]) }, scheduler: m[3], flags: m[4].trim(), servers: [] };
-      out.push(current);
+      const svc: ProcVirtualService = { service: { protocol, ...hostPort(m[2]) }, scheduler: m[3], flags: m[4].trim(), servers: [] };
+      out.push(svc);
+      current = svc;
     } catch (e) {
       throw new IpvsSyntaxError(`/proc/net/ip_vs line ${i + 1}: ${(e as Error).message}: ${show(line)}`);
     }

@@ -251,5 +251,25 @@ export function schedule(scheduler: Scheduler, flags: readonly SchedulerFlag[], 
       const d = maglev(servers, packet, flags);
       return d ? { candidates: [d], next: d } : { candidates: [] };
     }
+    case 'fo': {
+      // Weighted failover: the first server of the highest weight.
+      let best: SchedServer | undefined;
+      for (const s of servers) if (available(s) && (!best || s.weight > best.weight)) best = s;
+      return best ? { candidates: [best], next: best } : { candidates: [] };
+    }
+    case 'ovf': {
+      // Weighted overflow: the highest-weight server whose active connections are below its weight.
+      let best: SchedServer | undefined;
+      for (const s of servers) if (available(s) && s.active < s.weight && (!best || s.weight > best.weight)) best = s;
+      return best ? { candidates: [best], next: best } : { candidates: [] };
+    }
+    case 'lblc':
+    case 'lblcr': {
+      // Locality-based: a destination seen before keeps its server; a new one
+      // gets the least loaded (weighted) server. The tracer does not keep the
+      // kernel's per-destination table, so it names every server as possible.
+      const wlc = least(servers, connOverhead, true);
+      return { candidates: servers.filter(available), ...(wlc.next ? { next: wlc.next } : {}) };
+    }
   }
 }

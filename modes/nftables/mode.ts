@@ -1,7 +1,8 @@
 // The nftables mode as the core sees it: one entry of modes/registry.ts.
+import { ToolError } from '../../lib/exec.ts';
 import type { ModeDescriptor } from '../backend.ts';
 import type { FakeDataplane, TraceOutcome } from '../fake.ts';
-import { NftablesBackend } from './backend.ts';
+import { NftablesBackend, nftTool } from './backend.ts';
 import { FakeNftKernel } from './fake-kernel.ts';
 import { normalizeListing } from './listing.ts';
 import { trace } from './tracer.ts';
@@ -14,6 +15,17 @@ export const nftablesMode: ModeDescriptor = {
     { key: 'watchEvents', flag: 'nftables-watch-events', field: 'watchEvents', kind: 'bool', default: true, help: "watch nf_tables events so that changes others make to kproxy's table are repaired at once; false leaves it to the periodic check (chains) and the hourly full sync, and saves the nft monitor process (200 MB at 10,000 Services)" },
   ],
   tools: () => ['nft'],
+  // A kernel without nf_tables for IPv4 (user-mode-linux's, for one) refuses any ip table.
+  async unsupported(exec) {
+    try {
+      await exec(nftTool, ['-c', '-f', '-'], 'add table ip kproxy\n');
+      return undefined;
+    } catch (e) {
+      const text = e instanceof ToolError ? e.stderr : String(e);
+      return /Operation not supported|Protocol not supported|cache initialization failed/.test(text)
+        ? `--proxy-mode nftables needs nf_tables for IPv4 in the kernel: ${text.trim().split('\n')[0]}` : undefined;
+    }
+  },
   kernelModules: [],
   metrics: {
     syncFailures: { name: 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total', help: 'Cumulative proxy nftables sync failures' },

@@ -9,8 +9,13 @@ import { kernelFamilies, modeOptions } from '../mode-options.ts';
 
 export async function cleanupCommand(config: ProxyConfig, log: Logger, exec: Exec = hostExec): Promise<number> {
   const failed: string[] = [];
-  for (const { name: mode, cleanup } of modes) {
+  for (const { name: mode, cleanup, unsupported } of modes) {
     try {
+      const why = await unsupported?.(exec);
+      if (why) {
+        log.info({ mode, why }, 'this kernel cannot run this mode: nothing of it to remove');
+        continue;
+      }
       await cleanup(modeOptions(config, kernelFamilies(config, mode), [], exec, log), log);
       log.info({ mode }, 'removed this mode\'s rules');
     } catch (err) {

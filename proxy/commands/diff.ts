@@ -43,6 +43,8 @@ async function inScratchNamespace(mode: ProxyMode, opts: ModeOptions, state: Nod
     throw new KproxyError('KPROXY_KERNEL_READ_FAILED', `diff builds the desired rules in a scratch network namespace and could not create one (needs root / CAP_SYS_ADMIN): ${(err as Error).message}`, { cause: err });
   }
   try {
+    // A namespace's loopback starts down; IPVS refuses real servers until it is up.
+    await hostExec('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
     const backend = modeOf(mode).create({ ...opts, exec: netnsExec(ns) }, log);
     const r = await syncBackend(backend, state, fullChanges(state));
     if (!r.ok) throw new KproxyError('KPROXY_SYNC_FAILED', `the desired ${mode} rules do not load into an empty kernel: ${r.error?.message}`, { cause: r.error });

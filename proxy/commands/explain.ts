@@ -178,6 +178,18 @@ function describePort(ctx: Context, sp: ServicePortState, how: string | undefine
   return out;
 }
 
+/** What the dataplane holds for the port now, with its counters, when the mode can say (IPVS: connections per real server). */
+async function liveLines(ctx: Context, sp: ServicePortState): Promise<string[]> {
+  const { backend } = ctx;
+  if (!backend.describeServiceLive) return [];
+  try {
+    const live = await backend.describeServiceLive(ctx.state, sp.key);
+    return [`  ${backend.mode} in the kernel now (${live.length} lines):`, ...live.map((l) => `    ${l}`)];
+  } catch (err) {
+    return [`  ${backend.mode} in the kernel now: not readable here (${(err as Error).message.split('\n')[0]})`];
+  }
+}
+
 export async function explainCommand(config: ProxyConfig, log: Logger, out: Out, exec: Exec = hostExec): Promise<number> {
   const target = config.target!;
   const dest = parseDestination(target);
@@ -199,7 +211,7 @@ export async function explainCommand(config: ProxyConfig, log: Logger, out: Out,
       if (matches.length === 0) {
         throw new KproxyError('KPROXY_NOT_FOUND', `no Service port is reached at ${target} from node ${config.nodeName}: kproxy leaves such traffic alone`);
       }
-      for (const m of matches) lines.push(...describePort(ctx, m.sp, m.how), '');
+      for (const m of matches) lines.push(...describePort(ctx, m.sp, m.how), ...(await liveLines(ctx, m.sp)), '');
     } else {
       const found = findService(loaded, target);
       const ports = sortPorts([...state.services.values()].filter((sp) => sp.namespace === found.namespace && sp.serviceName === found.name).map((sp) => ({ sp })));
@@ -214,7 +226,7 @@ export async function explainCommand(config: ProxyConfig, log: Logger, out: Out,
       for (const r of (reports.get(`${found.namespace}/${found.name}`) ?? []).filter((x) => x.kind === 'EndpointSlice')) {
         lines.push(`EndpointSlice ${r.object.metadata?.name ?? '(unnamed)'} of this Service skipped as malformed: ${r.problems.join('; ')}`);
       }
-      for (const { sp } of ports) lines.push(...describePort(ctx, sp, undefined), '');
+      for (const { sp } of ports) lines.push(...describePort(ctx, sp, undefined), ...(await liveLines(ctx, sp)), '');
     }
     await out(lines.join('\n'));
     return 0;

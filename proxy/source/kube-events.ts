@@ -21,6 +21,9 @@ export const invalidReasons: Readonly<Record<InvalidObject['kind'], string>> = {
 /** The reason of an Event about a refused claim (an address or NodePort another Service holds). */
 export const refusedReason = 'ServicePortRefused';
 
+/** The reason of an Event about a Service port served with a fallback (what it asks for is not available here). */
+export const fallbackReason = 'ServicePortFallback';
+
 const apiVersions: Readonly<Record<InvalidObject['kind'], string>> = {
   Service: 'v1',
   EndpointSlice: 'discovery.k8s.io/v1',
@@ -59,9 +62,12 @@ export function invalidObjectEvent(invalid: InvalidObject, nodeName: string, at:
     .digest('hex').slice(0, 16);
   const list = invalid.problems.join('; ');
   const refuse = invalid.action === 'refuse';
-  const message = refuse
-    ? `kproxy refuses part of this ${invalid.kind} (the rest is proxied): ${list}`
-    : `kproxy skips this ${invalid.kind} (kept the last valid version, if any): ${list}`;
+  const fallback = invalid.action === 'fallback';
+  const message = fallback
+    ? `kproxy proxies this ${invalid.kind} with a fallback on node ${nodeName}: ${list}`
+    : refuse
+      ? `kproxy refuses part of this ${invalid.kind} (the rest is proxied): ${list}`
+      : `kproxy skips this ${invalid.kind} (kept the last valid version, if any): ${list}`;
   return {
     metadata: { name: `${m.name!.slice(0, 253 - 1 - digest.length)}.${digest}`, namespace: m.namespace },
     involvedObject: {
@@ -69,8 +75,8 @@ export function invalidObjectEvent(invalid: InvalidObject, nodeName: string, at:
       namespace: m.namespace, name: m.name, uid: m.uid, resourceVersion: m.resourceVersion,
     },
     type: 'Warning',
-    reason: refuse ? refusedReason : invalidReasons[invalid.kind],
-    action: refuse ? 'Refuse' : 'Skip',
+    reason: fallback ? fallbackReason : refuse ? refusedReason : invalidReasons[invalid.kind],
+    action: fallback ? 'Fallback' : refuse ? 'Refuse' : 'Skip',
     message: message.length > maxMessage ? `${message.slice(0, maxMessage - 3)}...` : message,
     source: { component: reportingComponent, host: nodeName },
     reportingComponent,

@@ -1,13 +1,14 @@
-// The one table of kernel e2e cases. Each runs once per kernel mode
-// (kernel-modes.test.ts) in its own sandbox with its own kproxy, driven
+// The one table of kernel e2e cases. Each runs once per registered mode,
+// in the environment whose kernel runs that mode (env.ts: network
+// namespaces on the host, kernel-modes.test.ts; or a user-mode-linux guest,
+// kernel-modes-uml.test.ts), in its own sandbox with its own kproxy, driven
 // through the YAML file source exactly as an operator would drive it.
 import type { ExecutionContext } from 'ava';
 import type { ProxyMode } from '../../modes/registry.ts';
-import { addresses, type Sandbox } from '../helpers/netns.ts';
-import { runKproxy, type KproxyProcess } from '../helpers/kproxy-process.ts';
-import { connectMany, httpGet, openUdpSession, shares, startContinuousClient, type ClientResult } from '../helpers/traffic.ts';
+import { addresses } from '../helpers/netns.ts';
+import { shares, type ClientResult } from '../helpers/traffic.ts';
 import type { EndpointSpec, ServiceSpec } from './cluster.ts';
-import { hostModes, iptablesLeftovers, nftTables, otherMode } from './kernel-state.ts';
+import type { E2eEnv, KernelSnapshot, RunningKproxy } from './env.ts';
 
 /** Every backend pod serves these ports (see startBackends in the runner). */
 export const tcpPort = 8080;
@@ -16,17 +17,19 @@ export const udpPort = 5353;
 export interface ScenarioContext {
   readonly t: ExecutionContext;
   readonly mode: ProxyMode;
-  readonly sandbox: Sandbox;
+  readonly env: E2eEnv;
+  /** Every mode this environment runs (what --cleanup must leave nothing of). */
+  readonly modes: readonly ProxyMode[];
   /** The kproxy now running (replaced by restartKproxy). */
-  readonly kproxy: KproxyProcess;
+  readonly kproxy: RunningKproxy;
   /** Rewrites the source file and waits until kproxy has synced it. */
   applyServices(services: readonly ServiceSpec[]): Promise<void>;
   /** Stops the running kproxy with SIGTERM and checks that it exited cleanly. */
   stopKproxy(): Promise<void>;
   /** Starts kproxy in `mode` (default: the scenario's) after a stop. */
-  startKproxy(mode?: ProxyMode): Promise<KproxyProcess>;
+  startKproxy(mode?: ProxyMode): Promise<RunningKproxy>;
   /** stopKproxy, an optional pause, startKproxy. */
-  restartKproxy(mode?: ProxyMode, pauseMs?: number): Promise<KproxyProcess>;
+  restartKproxy(mode?: ProxyMode, pauseMs?: number): Promise<RunningKproxy>;
 }
 
 export interface Scenario {
@@ -64,14 +67,14 @@ export const scenarios: readonly Scenario[] = [
   {
     title: 'ClusterIP spreads 300 connections over 3 endpoints, each at least 20%',
     services: [web()],
-    async run({ t, sandbox }) {
-      const r = await connectMany(sandbox.client, '10.96.0.10', 80, { count: 300 });
+    async run({ t, env }) {
+      const r = await env.connect('client', '10.96.0.10', 80, { count: 300 });
       allAnswered(t, r, 'client → ClusterIP');
       for (const [pod, share] of Object.entries(shares(r, pods.map((p) => p.name)))) {
         t.true(share >= 0.2, `${pod} got ${(share * 100).toFixed(1)}% (< 20%): ${show(r)}`);
       }
       // From the node itself: the nat OUTPUT path.
-      const local = await connectMany(sandbox.node, '10.96.0.10', 80, { count: 30 });
+      const local = await env.connect('node', '10.96.0.10', 80, { count: 30 });
       allAnswered(t, local, 'node → ClusterIP');
       t.true(Object.keys(local.byBackend).length >= 2, `node → ClusterIP reaches several endpoints: ${show(local)}`);
     },
@@ -79,8 +82,8 @@ export const scenarios: readonly Scenario[] = [
   {
     title: 'NodePort answers from the client namespace',
     services: [web({ type: 'NodePort', ports: [{ name: 'http', port: 80, targetPort: tcpPort, nodePort: 30080 }] })],
-    async run({ t, sandbox }) {
-      const r = await connectMany(sandbox.client, addresses.nodeIP, 30080, { count: 60 });
+    async run({ t, env }) {
+      const r = await env.connect('client', addresses.nodeIP, 30080, { count: 60 });
       allAnswered(t, r, 'client → NodePort');
       t.true(Object.keys(r.byBackend).length >= 2, `NodePort reaches several endpoints: ${show(r)}`);
     },
@@ -88,8 +91,8 @@ export const scenarios: readonly Scenario[] = [
   {
     title: 'externalIP answers from the client namespace',
     services: [web({ externalIPs: ['203.0.113.10'] })],
-    async run({ t, sandbox }) {
-      const r = await connectMany(sandbox.client, '203.0.113.10', 80, { count: 60 });
+    async run({ t, env }) {
+      const r = await env.connect('client', '203.0.113.10', 80, { count: 60 });
       allAnswered(t, r, 'client → externalIP');
       t.true(Object.keys(r.byBackend).length >= 2, `externalIP reaches several endpoints: ${show(r)}`);
     },
@@ -97,8 +100,8 @@ export const scenarios: readonly Scenario[] = [
   {
     title: 'ClientIP affinity sends every connection of a client to one endpoint',
     services: [web({ affinitySeconds: 600 })],
-    async run({ t, sandbox }) {
-      const r = await connectMany(sandbox.client, '10.96.0.10', 80, { count: 30, concurrency: 1 });
+    async run({ t, env }) {
+      const r = await env.connect('client', '10.96.0.10', 80, { count: 30, concurrency: 1 });
       allAnswered(t, r, 'client → ClusterIP with affinity');
       t.is(Object.keys(r.byBackend).length, 1, `one endpoint for one client: ${show(r)}`);
     },
@@ -117,23 +120,23 @@ export const scenarios: readonly Scenario[] = [
         endpoints: eps([2, 3], 'node-b'),
       }),
     ],
-    async run({ t, sandbox }) {
-      const ext = await connectMany(sandbox.client, addresses.nodeIP, 30081, { count: 60 });
+    async run({ t, env }) {
+      const ext = await env.connect('client', addresses.nodeIP, 30081, { count: 60 });
       allAnswered(t, ext, 'client → Local NodePort');
       onlyBackends(t, ext, ['pod-1'], 'Local NodePort');
       // The ClusterIP keeps the Cluster policy: every endpoint.
-      const internal = await connectMany(sandbox.client, '10.96.0.11', 80, { count: 60 });
+      const internal = await env.connect('client', '10.96.0.11', 80, { count: 60 });
       allAnswered(t, internal, 'client → ClusterIP of a Local Service');
       t.true(Object.keys(internal.byBackend).length >= 2, `ClusterIP of a Local Service uses remote endpoints too: ${show(internal)}`);
 
-      const healthy = await httpGet(sandbox.client, `http://${addresses.nodeIP}:30300/`);
+      const healthy = await env.httpGet('client', `http://${addresses.nodeIP}:30300/`);
       t.is(healthy.status, 200, `healthCheckNodePort with a local endpoint: ${JSON.stringify(healthy)}`);
       t.is(JSON.parse(healthy.body || '{}').localEndpoints, 1, `localEndpoints 1: ${healthy.body}`);
-      const unhealthy = await httpGet(sandbox.client, `http://${addresses.nodeIP}:30301/`);
+      const unhealthy = await env.httpGet('client', `http://${addresses.nodeIP}:30301/`);
       t.is(unhealthy.status, 503, `healthCheckNodePort without a local endpoint: ${JSON.stringify(unhealthy)}`);
       t.is(JSON.parse(unhealthy.body || '{}').localEndpoints, 0, `localEndpoints 0: ${unhealthy.body}`);
       // Endpoints exist elsewhere, so external traffic here is dropped, not refused.
-      const dropped = await connectMany(sandbox.client, addresses.nodeIP, 30082, { count: 3, timeoutMs: 500 });
+      const dropped = await env.connect('client', addresses.nodeIP, 30082, { count: 3, timeoutMs: 500 });
       t.is(dropped.answered, 0, `no local endpoint: nothing answers: ${show(dropped)}`);
       t.is(dropped.refused, 0, `no local endpoint: dropped, not refused: ${show(dropped)}`);
     },
@@ -141,8 +144,8 @@ export const scenarios: readonly Scenario[] = [
   {
     title: 'a Service without endpoints is refused at once',
     services: [web(), web({ name: 'empty', clusterIP: '10.96.0.20', endpoints: [] })],
-    async run({ t, sandbox }) {
-      const r = await connectMany(sandbox.client, '10.96.0.20', 80, { count: 20, timeoutMs: 3000 });
+    async run({ t, env }) {
+      const r = await env.connect('client', '10.96.0.20', 80, { count: 20, timeoutMs: 3000 });
       t.is(r.refused, 20, `every connection refused: ${show(r)}`);
       t.true(r.maxAttemptMs < 1000, `refused at once (slowest ${r.maxAttemptMs} ms): ${show(r)}`);
     },
@@ -150,11 +153,11 @@ export const scenarios: readonly Scenario[] = [
   {
     title: 'removing an endpoint from the file moves traffic within one sync',
     services: [web()],
-    async run({ t, sandbox, applyServices }) {
-      const before = await connectMany(sandbox.client, '10.96.0.10', 80, { count: 60 });
+    async run({ t, env, applyServices }) {
+      const before = await env.connect('client', '10.96.0.10', 80, { count: 60 });
       t.true((before.byBackend['pod-3'] ?? 0) > 0, `pod-3 serves before: ${show(before)}`);
       await applyServices([web({ endpoints: eps([1, 2]) })]);
-      const after = await connectMany(sandbox.client, '10.96.0.10', 80, { count: 100 });
+      const after = await env.connect('client', '10.96.0.10', 80, { count: 100 });
       allAnswered(t, after, 'after removing pod-3');
       onlyBackends(t, after, ['pod-1', 'pod-2'], 'after removing pod-3');
     },
@@ -162,8 +165,8 @@ export const scenarios: readonly Scenario[] = [
   {
     title: 'a UDP client moves off a removed endpoint (conntrack cleanup)',
     services: [web(), dns],
-    async run({ t, sandbox, applyServices }) {
-      const session = await openUdpSession(sandbox.client, '10.96.0.53', 53);
+    async run({ t, env, applyServices }) {
+      const session = await env.udpSession('10.96.0.53', 53);
       try {
         const first = await session.ask();
         t.is(first.kind, 'ok', `UDP answer: ${JSON.stringify(first)}`);
@@ -184,8 +187,8 @@ export const scenarios: readonly Scenario[] = [
   {
     title: 'a client connecting through a SIGTERM and restart of kproxy sees no failed connection',
     services: [web()],
-    async run({ t, sandbox, restartKproxy }) {
-      const client = await startContinuousClient(sandbox.client, '10.96.0.10', 80, { intervalMs: 10, timeoutMs: 2000 });
+    async run({ t, env, restartKproxy }) {
+      const client = await env.continuous('10.96.0.10', 80, { intervalMs: 10, timeoutMs: 2000 });
       await new Promise((r) => setTimeout(r, 300));
       await restartKproxy(undefined, 300);
       await new Promise((r) => setTimeout(r, 500));
@@ -201,13 +204,13 @@ export const scenarios: readonly Scenario[] = [
       web({ name: 'bad-port', clusterIP: '10.96.0.30', rawSpec: { ports: [{ name: 'http', port: 'eighty', protocol: 'TCP', targetPort: tcpPort }] } }),
       web({ name: 'bad-ip', clusterIP: '10.96.0.300' }),
     ],
-    async run({ t, sandbox, kproxy, applyServices }) {
-      const r = await connectMany(sandbox.client, '10.96.0.10', 80, { count: 60 });
+    async run({ t, env, kproxy, applyServices }) {
+      const r = await env.connect('client', '10.96.0.10', 80, { count: 60 });
       allAnswered(t, r, 'the valid Service next to broken ones');
       t.true(/bad-port/.test(kproxy.logs()) && /bad-ip/.test(kproxy.logs()), `the log names each skipped Service:\n${kproxy.logs().slice(-3000)}`);
       // Later changes still apply.
       await applyServices([web({ endpoints: eps([1]) }), web({ name: 'bad-ip', clusterIP: '10.96.0.300' })]);
-      const after = await connectMany(sandbox.client, '10.96.0.10', 80, { count: 30 });
+      const after = await env.connect('client', '10.96.0.10', 80, { count: 30 });
       allAnswered(t, after, 'after a later change');
       onlyBackends(t, after, ['pod-1'], 'after a later change');
     },
@@ -223,13 +226,10 @@ export const scenarios: readonly Scenario[] = [
       web({ name: 'e'.repeat(300), clusterIP: '10.96.0.35' }),
       web({ name: 'quote"s@#;$', clusterIP: '10.96.0.36' }),
     ],
-    async run({ t, sandbox, kproxy }) {
-      const r = await connectMany(sandbox.client, '10.96.0.10', 80, { count: 60 });
+    async run({ t, env, kproxy }) {
+      const r = await env.connect('client', '10.96.0.10', 80, { count: 60 });
       allAnswered(t, r, 'the valid Service next to hostile ones');
-      const kernel = [
-        (await sandbox.exec(sandbox.node, 'iptables-save', [])).stdout,
-        (await sandbox.exec(sandbox.node, 'nft', ['list', 'ruleset'])).stdout,
-      ].join('\n');
+      const kernel = await env.kernelText();
       t.false(kernel.includes('10.123.3.2'), 'no injected DNAT rule');
       t.false(/-A INPUT -j DROP/.test(kernel), 'no injected DROP rule');
       t.false(/10\.96\.0\.3[1-6]/.test(kernel), 'nothing of the hostile Services');
@@ -240,24 +240,24 @@ export const scenarios: readonly Scenario[] = [
   {
     title: 'switching the node to the other mode removes this mode\'s rules, and back',
     services: [web()],
-    async run({ t, mode, sandbox, restartKproxy }) {
-      const other = otherMode(mode);
+    async run({ t, mode, env, restartKproxy }) {
+      const other = env.otherMode(mode);
       const check = async (what: string) => {
-        const r = await connectMany(sandbox.client, '10.96.0.10', 80, { count: 30 });
+        const r = await env.connect('client', '10.96.0.10', 80, { count: 30 });
         allAnswered(t, r, what);
       };
       await check(`${mode} first`);
       // A client connecting all along: the old mode's rules go only after the
       // new mode's first sync, so no connection fails across either switch.
-      const client = await startContinuousClient(sandbox.client, '10.96.0.10', 80, { intervalMs: 10, timeoutMs: 2000 });
-      const tablesBefore = await nftTables(sandbox);
+      const client = await env.continuous('10.96.0.10', 80, { intervalMs: 10, timeoutMs: 2000 });
+      const before = await env.snapshot(mode);
       await restartKproxy(other);
       await check(`${other} after ${mode}`);
-      await assertModeGoneSoon(t, sandbox, mode, tablesBefore);
-      const tablesOther = await nftTables(sandbox);
+      await assertModeGoneSoon(t, env, mode, before);
+      const beforeOther = await env.snapshot(other);
       await restartKproxy(mode);
       await check(`${mode} again`);
-      await assertModeGoneSoon(t, sandbox, other, tablesOther);
+      await assertModeGoneSoon(t, env, other, beforeOther);
       const r = await client.stop();
       t.is(r.answered, r.attempts, `no failed connection across both switches: ${show(r)}`);
     },
@@ -265,53 +265,33 @@ export const scenarios: readonly Scenario[] = [
   {
     title: '--cleanup removes every rule of every mode',
     services: [web()],
-    async run({ t, mode, sandbox, stopKproxy }) {
-      const tables = await nftTables(sandbox);
+    async run({ t, mode, modes, env, stopKproxy }) {
+      const before = await env.snapshot(mode);
       await stopKproxy();
       // SIGTERM leaves the rules in place: traffic still flows without kproxy.
-      const r = await connectMany(sandbox.client, '10.96.0.10', 80, { count: 30 });
+      const r = await env.connect('client', '10.96.0.10', 80, { count: 30 });
       allAnswered(t, r, 'after SIGTERM, before --cleanup');
-      const cleanup = await runKproxy(sandbox, ['--cleanup']);
+      const cleanup = await env.runKproxy(['--cleanup']);
       t.is(cleanup.code, 0, `kproxy --cleanup: ${cleanup.stderr}`);
-      for (const m of hostModes) if (m === mode || m === 'iptables') await assertModeGone(t, sandbox, m, tables);
-      const own = (await nftTables(sandbox)).filter((tb) => !isIptablesTable(tb));
-      t.deepEqual(own, [], 'no nftables table left');
+      for (const m of modes) await assertModeGone(t, env, m, before);
     },
   },
 ];
 
-/** The rules of `gone` are absent from the node (its tables, or its iptables chains). */
-async function assertModeGone(t: ExecutionContext, sandbox: Sandbox, gone: ProxyMode, tablesWhileRunning: readonly string[]): Promise<void> {
-  const problem = await modeLeftovers(sandbox, gone, tablesWhileRunning);
+/** Nothing of `gone` is left in the node (its tables, chains, virtual servers, sets). */
+async function assertModeGone(t: ExecutionContext, env: E2eEnv, gone: ProxyMode, whileRunning: KernelSnapshot): Promise<void> {
+  const problem = await env.leftovers(gone, whileRunning);
   t.is(problem, '', problem);
-}
-
-async function modeLeftovers(sandbox: Sandbox, gone: ProxyMode, tablesWhileRunning: readonly string[]): Promise<string> {
-  if (gone !== 'iptables' && gone !== 'nftables') throw new Error(`no check of what the ${gone} mode leaves: add one to test/e2e/scenarios.ts`);
-  if (gone === 'iptables') {
-    const left = await iptablesLeftovers(sandbox);
-    return left.length === 0 ? '' : `iptables rules left after leaving iptables mode:\n${left.join('\n')}`;
-  }
-  if (!tablesWhileRunning.some((tb) => !isIptablesTable(tb))) return `nftables mode had no table of its own: ${tablesWhileRunning.join(', ')}`;
-  // Tables the nftables mode had, other than iptables-nft's own.
-  const now = await nftTables(sandbox);
-  const left = tablesWhileRunning.filter((tb) => now.includes(tb) && !isIptablesTable(tb));
-  return left.length === 0 ? '' : `nftables tables left after leaving nftables mode: ${left.join(', ')}`;
 }
 
 /**
  * The other mode's rules are removed just after the new mode's first sync,
- * in the background: wait up to 10 s for them to go, then assert.
+ * in the background: wait up to 20 s for them to go, then assert.
  */
-async function assertModeGoneSoon(t: ExecutionContext, sandbox: Sandbox, gone: ProxyMode, tablesWhileRunning: readonly string[]): Promise<void> {
-  const end = Date.now() + 10_000;
-  while (Date.now() < end && await modeLeftovers(sandbox, gone, tablesWhileRunning) !== '') {
-    await new Promise((r) => setTimeout(r, 200));
+async function assertModeGoneSoon(t: ExecutionContext, env: E2eEnv, gone: ProxyMode, whileRunning: KernelSnapshot): Promise<void> {
+  const end = Date.now() + 20_000;
+  while (Date.now() < end && await env.leftovers(gone, whileRunning) !== '') {
+    await new Promise((r) => setTimeout(r, 300));
   }
-  await assertModeGone(t, sandbox, gone, tablesWhileRunning);
-}
-
-const iptablesTableNames = new Set(['filter', 'nat', 'mangle', 'raw', 'security']);
-function isIptablesTable(familyAndName: string): boolean {
-  return iptablesTableNames.has(familyAndName.split(' ')[1]);
+  await assertModeGone(t, env, gone, whileRunning);
 }

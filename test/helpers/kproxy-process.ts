@@ -65,7 +65,7 @@ export interface KproxyProcess {
   waitForSyncAfter(count: number, timeoutMs?: number): Promise<number>;
 }
 
-export function kproxyArgs(opts: KproxyOptions): string[] {
+export function kproxyArgs(opts: Omit<KproxyOptions, 'sandbox' | 'readyTimeoutMs'> & { readonly sandbox?: Sandbox }): string[] {
   return [
     '--proxy-mode', opts.mode,
     ...(opts.sourceFile ? ['--source-file', opts.sourceFile] : []),

@@ -110,7 +110,7 @@ main();
 
 // One UDP socket kept open (one conntrack flow): each stdin line sends one
 // datagram and prints what came back.
-const udpSessionScript = String.raw`
+export const udpSessionScript = String.raw`
 const dgram = require('node:dgram'), readline = require('node:readline');
 const a = JSON.parse(process.env.KP_ARGS);
 const sock = dgram.createSocket('udp4');
@@ -128,7 +128,7 @@ sock.bind(0, () => sock.connect(a.port, a.host, () => {
 `;
 
 // One HTTP GET (retried until `wantStatus` or the deadline), printed as JSON.
-const httpScript = String.raw`
+export const httpScript = String.raw`
 const a = JSON.parse(process.env.KP_ARGS);
 const deadline = Date.now() + a.deadlineMs;
 (async () => {

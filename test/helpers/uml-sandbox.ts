@@ -150,8 +150,8 @@ export async function connectManyInUml(uml: Uml, ns: string, host: string, port:
 
 // A client process that takes one JSON request per stdin line and answers
 // each with one JSON line carrying the same id:
-//   {op:'once', host, port, localPort?, timeoutMs}  connect, read until the server closes
-//   {op:'open', host, port, localPort?, timeoutMs}  connect and keep it; answers the greeting
+//   {op:'once', host, port, localPort?, localAddress?, timeoutMs}  connect, read until the server closes
+//   {op:'open', host, port, localPort?, localAddress?, timeoutMs}  connect and keep it; answers the greeting
 //   {op:'ask', conn, line, timeoutMs}               send a line on a kept connection, wait for its echo
 //   {op:'close', conn}                              close a kept connection with FIN
 const clientRunnerScript = String.raw`
@@ -160,7 +160,7 @@ const say = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 const conns = new Map();
 let next = 0;
 function connect(r, onLine, onFail) {
-  const s = net.connect({ host: r.host, port: r.port, ...(r.localPort ? { localPort: r.localPort } : {}) });
+  const s = net.connect({ host: r.host, port: r.port, ...(r.localPort ? { localPort: r.localPort } : {}), ...(r.localAddress ? { localAddress: r.localAddress } : {}) });
   s.setEncoding('utf8');
   let buf = '';
   s.on('data', (d) => { buf += d; let i; while ((i = buf.indexOf('\n')) >= 0) { const l = buf.slice(0, i); buf = buf.slice(i + 1); onLine(l); } });
@@ -216,9 +216,9 @@ export interface HeldConnection {
 
 export interface UmlClient {
   /** One short TCP connection: which backend answered (or how it failed). */
-  once(host: string, port: number, opts?: { localPort?: number; timeoutMs?: number }): Promise<HeldAnswer>;
+  once(host: string, port: number, opts?: { localPort?: number; localAddress?: string; timeoutMs?: number }): Promise<HeldAnswer>;
   /** One long-lived TCP connection to a `held` port. */
-  open(host: string, port: number, opts?: { localPort?: number; timeoutMs?: number }): Promise<HeldConnection>;
+  open(host: string, port: number, opts?: { localPort?: number; localAddress?: string; timeoutMs?: number }): Promise<HeldConnection>;
   stop(): Promise<void>;
 }
 
@@ -251,12 +251,12 @@ export async function startUmlClient(uml: Uml, ns: string): Promise<UmlClient> {
   };
   return {
     async once(host, port, o = {}) {
-      const { kind, answer } = await request({ op: 'once', host, port, localPort: o.localPort, timeoutMs: o.timeoutMs ?? 2000 });
+      const { kind, answer } = await request({ op: 'once', host, port, localPort: o.localPort, localAddress: o.localAddress, timeoutMs: o.timeoutMs ?? 2000 });
       return { kind, answer };
     },
     async open(host, port, o = {}) {
       const timeoutMs = o.timeoutMs ?? 2000;
-      const hello = await request({ op: 'open', host, port, localPort: o.localPort, timeoutMs });
+      const hello = await request({ op: 'open', host, port, localPort: o.localPort, localAddress: o.localAddress, timeoutMs });
       const conn = hello.conn;
       return {
         backend: hello.kind === 'hello' ? hello.answer : hello.kind,
