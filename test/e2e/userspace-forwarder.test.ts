@@ -68,7 +68,7 @@ function svc(port: number, targetPort: number, pods: readonly Pod[], over: Parti
     remote: { endpoints: pods.map((p) => ({ ip: p.ip, port: targetPort })), whenEmpty: 'reject' }, ...over,
   };
 }
-const table = (...listeners: ListenerSpec[]): ForwarderTable => ({ nodeLocalSources: [addresses.nodeIP + '/32', addresses.podCIDR], listeners });
+const table = (...listeners: ListenerSpec[]): ForwarderTable => ({ clusterSources: [addresses.nodeIP + '/32', addresses.podCIDR], listeners });
 
 interface Lab {
   sb: Sandbox;
@@ -301,7 +301,7 @@ test.serial('10,000 Services × 2 ports: start-up, load time and memory', async 
   })));
   const idle = await fwd.rss();
   const addr = await fwd.addresses(vips);
-  const applied = await fwd.apply({ nodeLocalSources: [], listeners });
+  const applied = await fwd.apply({ clusterSources: [], listeners });
   const loaded = await fwd.rss();
   t.deepEqual(applied.result.failed.slice(0, 3), []);
   t.is(applied.result.listeners, 20_000);
