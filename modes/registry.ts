@@ -5,8 +5,9 @@
 import type { ModeDescriptor } from './backend.ts';
 import { iptablesMode } from './iptables/mode.ts';
 import { nftablesMode } from './nftables/mode.ts';
+import { userspaceMode } from './userspace/mode.ts';
 
-export const modes: readonly ModeDescriptor[] = [iptablesMode, nftablesMode];
+export const modes: readonly ModeDescriptor[] = [iptablesMode, nftablesMode, userspaceMode];
 
 /** The name of a registered mode (--proxy-mode). */
 export type ProxyMode = string;

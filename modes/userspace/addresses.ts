@@ -9,7 +9,7 @@
 // NodePorts need nothing here: they are bound on the node's own addresses.
 import type { Exec } from '../../lib/exec.ts';
 import { ToolError } from '../../lib/exec.ts';
-import { ipFamily } from '../../lib/net.ts';
+import { canonicalIP, ipFamily } from '../../lib/net.ts';
 import type { Logger } from '../../lib/log.ts';
 
 export const ADDRESS_DEVICE = 'kproxy0';
@@ -26,6 +26,39 @@ export function parseOwned(listing: string): string[] {
     if (m && Number(m[2]) === ADDRESS_METRIC) out.push(m[1]);
   }
   return out;
+}
+
+/** What `ip -o address show` says of the node: kproxy's addresses and device, and the node's own addresses. */
+export interface AddressListing {
+  /** Addresses carrying kproxy's metric (on kproxy0 or lo). */
+  readonly owned: string[];
+  /** Whether kproxy0 exists, and whether it is up. */
+  readonly device: 'absent' | 'down' | 'up';
+  /**
+   * Every other address of the node (loopback included), canonical: where
+   * NodePorts can listen. IPv6 link-local addresses are left out (a socket
+   * cannot bind one without naming its interface).
+   */
+  readonly node: string[];
+}
+
+/** Reads one `ip -o address show` listing (and, with `links`, `ip -o link show`). */
+export function parseListing(listing: string, links = ''): AddressListing {
+  const owned: string[] = [];
+  const node: string[] = [];
+  let seen = false;
+  for (const line of listing.split('\n')) {
+    const m = /^\d+:\s+(\S+?)(?:@\S+)?\s+inet6? ([0-9a-fA-F.:]+)\/\d+(.*)$/.exec(line);
+    if (!m) continue;
+    const [, dev, ip, rest] = m;
+    if (dev === ADDRESS_DEVICE) seen = true;
+    const metric = /\bmetric (\d+)\b/.exec(rest);
+    if (metric && Number(metric[1]) === ADDRESS_METRIC) owned.push(canonicalIP(ip));
+    else if (dev !== ADDRESS_DEVICE && !/^fe[89ab]/i.test(ip) && !/\btentative\b|\bdadfailed\b/.test(rest)) node.push(canonicalIP(ip));
+  }
+  const link = new RegExp(`^\\d+:\\s+${ADDRESS_DEVICE}(?:@\\S+)?:\\s+<([^>]*)>`, 'm').exec(links);
+  const device = link ? (/\bUP\b/.test(link[1]) ? 'up' : 'down') : seen ? 'up' : 'absent';
+  return { owned, device, node: [...new Set(node)] };
 }
 
 /** The `ip -batch` lines that take the owned set `have` to `want`. */
@@ -77,23 +110,46 @@ export class ServiceAddresses {
     }
     if (this.#device !== 'lo') await this.#exec('ip', ['link', 'set', ADDRESS_DEVICE, 'up']);
     const { stdout } = await this.#exec('ip', ['-o', 'address', 'show', 'dev', this.#device]);
-    this.#owned = new Set(parseOwned(stdout));
+    this.#owned = new Set(parseOwned(stdout).map(canonicalIP));
   }
 
-  /** Makes the owned addresses exactly `addresses`; one `ip -batch`. Resolves with what changed. */
-  async sync(addresses: Iterable<string>): Promise<{ added: number; removed: number }> {
-    const want = new Set<string>();
-    for (const a of addresses) if (ipFamily(a) !== 0) want.add(a);
-    const lines = addressBatch(this.#device, this.#owned, want);
+  /**
+   * Adds and removes some addresses (one `ip -batch`), leaving the others:
+   * the incremental form of sync(). Adding one kproxy holds already, or
+   * removing one it does not, is a no-op.
+   */
+  async change(add: Iterable<string>, remove: Iterable<string>): Promise<{ added: number; removed: number }> {
+    const adding = new Set<string>();
+    for (const a of add) if (ipFamily(a) !== 0 && !this.#owned.has(canonicalIP(a))) adding.add(canonicalIP(a));
+    const removing = new Set<string>();
+    for (const a of remove) if (ipFamily(a) !== 0 && this.#owned.has(canonicalIP(a)) && !adding.has(canonicalIP(a))) removing.add(canonicalIP(a));
+    const lines = addressBatch(this.#device, removing, adding);
     if (lines.length === 0) return { added: 0, removed: 0 };
+    await this.#send(lines);
+    for (const a of removing) this.#owned.delete(a);
+    for (const a of adding) this.#owned.add(a);
+    return { added: adding.size, removed: removing.size };
+  }
+
+  /** Lines of `addressBatch`, sent as one `ip -batch`; on failure the owned set is read back. */
+  async #send(lines: readonly string[]): Promise<void> {
     try {
       await this.#exec('ip', ['-batch', '-'], lines.join('\n') + '\n');
     } catch (e) {
       // Part of the batch may have gone through: read back what is there.
       const { stdout } = await this.#exec('ip', ['-o', 'address', 'show', 'dev', this.#device]);
-      this.#owned = new Set(parseOwned(stdout));
+      this.#owned = new Set(parseOwned(stdout).map(canonicalIP));
       throw e;
     }
+  }
+
+  /** Makes the owned addresses exactly `addresses`; one `ip -batch`. Resolves with what changed. */
+  async sync(addresses: Iterable<string>): Promise<{ added: number; removed: number }> {
+    const want = new Set<string>();
+    for (const a of addresses) if (ipFamily(a) !== 0) want.add(canonicalIP(a));
+    const lines = addressBatch(this.#device, this.#owned, want);
+    if (lines.length === 0) return { added: 0, removed: 0 };
+    await this.#send(lines);
     const removed = [...this.#owned].filter((a) => !want.has(a)).length;
     const added = [...want].filter((a) => !this.#owned.has(a)).length;
     this.#owned = want;
