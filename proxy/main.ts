@@ -71,15 +71,20 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
     requireTools(mode.name);
     const metrics = new ProxyMetrics(mode);
     const servers: HttpHandle[] = [];
+    // A mode that serves traffic from its own process hands over to a
+    // successor started beside it: both bind the probe and metrics ports then.
+    const listen = { reusePort: mode.differences?.needsProcess === true };
     if (config.healthzBindAddress) {
       const a = config.healthzBindAddress;
-      servers.push(await startHealthServer(health, a.port, a.host, log.child({ component: 'healthz' })));
+      servers.push(await startHealthServer(health, a.port, a.host, log.child({ component: 'healthz' }), listen));
     }
     if (config.metricsBindAddress) {
       const a = config.metricsBindAddress;
-      servers.push(await startMetricsServer(metrics, health, a.port, a.host, log));
+      servers.push(await startMetricsServer(metrics, health, a.port, a.host, log, listen));
     }
-    closers.push(async () => { await Promise.all(servers.map((s) => s.close())); });
+    let serversClosed: Promise<void> | undefined;
+    const closeServers = (): Promise<void> => (serversClosed ??= Promise.all(servers.map((s) => s.close())).then(() => undefined));
+    closers.push(closeServers);
     for (const s of servers) log.info({ address: `${s.host}:${s.port}` }, 'listening');
 
     // Wait for the initial list; a stop request meanwhile ends start-up cleanly.
@@ -118,7 +123,12 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
     const opts = modeOptions(config, loaded.families, loaded.nodeIPs, exec, log);
     log.info({ families: opts.families, nodeIPs: loaded.nodeIPs, nodePortAddresses: opts.nodePortAddresses }, 'initial list complete');
     const backend = mode.create(opts, log.child({ component: config.mode }));
+    backend.registerMetrics?.(metrics.registry);
     closers.push(async () => { await backend.close?.(); });
+    // A mode that keeps serving while it stops (a forwarder handing over to
+    // its successor) lets the successor's probes and scrapes reach the
+    // successor: the servers close first.
+    if (backend.close) closers.push(closeServers);
     // Another mode's rules (a node switched from iptables to nftables, or back)
     // are removed only once this mode's first sync is in the kernel, so the
     // node is never without rules in between.
@@ -153,7 +163,7 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
 
     const hcHosts = healthCheckHosts(config, loaded.nodeIPs);
     if (hcHosts?.length === 0) log.warn({ nodePortAddresses: config.nodePortAddresses }, 'no local address within --nodeport-addresses: no healthCheckNodePort server can listen');
-    const hc = new HealthCheckNodePorts({ hosts: hcHosts, proxyHealthy: () => health.status().healthy }, log.child({ component: 'healthcheck' }));
+    const hc = new HealthCheckNodePorts({ hosts: hcHosts, proxyHealthy: () => health.status().healthy, ...listen }, log.child({ component: 'healthcheck' }));
     closers.push(() => hc.close());
     const runner = new Runner(
       { minSyncPeriodMs: config.minSyncPeriodMs, syncPeriodMs: config.syncPeriodMs },

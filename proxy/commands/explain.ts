@@ -199,7 +199,7 @@ export async function explainCommand(config: ProxyConfig, log: Logger, out: Out,
       if (matches.length === 0) {
         throw new KproxyError('KPROXY_NOT_FOUND', `no Service port is reached at ${target} from node ${config.nodeName}: kproxy leaves such traffic alone`);
       }
-      for (const m of matches) lines.push(...describePort(ctx, m.sp, m.how), '');
+      for (const m of matches) lines.push(...describePort(ctx, m.sp, m.how), ...await liveState(backend, m.sp), '');
     } else {
       const found = findService(loaded, target);
       const ports = sortPorts([...state.services.values()].filter((sp) => sp.namespace === found.namespace && sp.serviceName === found.name).map((sp) => ({ sp })));
@@ -208,19 +208,26 @@ export async function explainCommand(config: ProxyConfig, log: Logger, out: Out,
         lines.push(`${found.namespace}/${found.name}: skipped by kproxy as malformed (the last valid version stays in force, if any):`);
         for (const p of skipped.flatMap((r) => r.problems)) lines.push(`  - ${p}`);
       } else if (ports.length === 0) {
-        const why = skipReason(found.svc) ?? 'it has no port kproxy can proxy (or none of an IP family this node uses)';
+        const refusals = (reports.get(`${found.namespace}/${found.name}`) ?? []).filter((r) => r.kind === 'Service' && r.action === 'refuse').flatMap((r) => r.problems);
+        const why = skipReason(found.svc) ?? (refusals.length > 0 ? refusals.join('; ') : 'it has no port kproxy can proxy (or none of an IP family this node uses)');
         lines.push(`${found.namespace}/${found.name}: not proxied by kproxy: ${why}`);
       }
       for (const r of (reports.get(`${found.namespace}/${found.name}`) ?? []).filter((x) => x.kind === 'EndpointSlice')) {
         lines.push(`EndpointSlice ${r.object.metadata?.name ?? '(unnamed)'} of this Service skipped as malformed: ${r.problems.join('; ')}`);
       }
-      for (const { sp } of ports) lines.push(...describePort(ctx, sp, undefined), '');
+      for (const { sp } of ports) lines.push(...describePort(ctx, sp, undefined), ...await liveState(backend, sp), '');
     }
     await out(lines.join('\n'));
     return 0;
   } finally {
     await loaded.source.stop();
   }
+}
+
+/** What the kproxy running on this node says of the port now, for a mode that can tell (a forwarder). */
+async function liveState(backend: Backend, sp: ServicePortState): Promise<string[]> {
+  if (!backend.describeLive) return [];
+  return (await backend.describeLive(sp.key)).map((l) => `  ${l}`);
 }
 
 function findService(loaded: LoadedSource, target: string): { namespace: string; name: string; svc: V1Service } {
