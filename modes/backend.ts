@@ -152,6 +152,12 @@ export interface ModeDifferences {
   readonly unservedProtocols?: readonly Protocol[];
   /** Traffic flows only while kproxy runs (a forwarder), not from kernel state left behind. */
   readonly needsProcess?: boolean;
+  /**
+   * A TCP client refused (no endpoint) sees its connect succeed and then a
+   * reset, as fast (a listening socket cannot refuse a SYN): ECONNRESET
+   * where a kernel mode gives ECONNREFUSED.
+   */
+  readonly resetAfterAccept?: boolean;
 }
 
 /**

@@ -354,7 +354,8 @@ export class Engine {
     for (const l of listeners) {
       const keep = l.state.endpointKeys();
       if (isUdp(l)) {
-        for (const f of l.flows.values()) if (!keep.has(f.endpoint.key)) f.drainDeadline = this.#health.now();
+        // As the kernel modes delete a removed endpoint's conntrack entries: at once.
+        l.endFlowsExcept(keep);
       } else {
         for (const c of l.conns) {
           if (c.endpoint === undefined) continue; // connecting, or held (dropped): their own deadlines

@@ -48,5 +48,5 @@ export const userspaceMode: ModeDescriptor = {
   // readKernel() sorts its lines already.
   normalizeListing: (text) => text,
   fake: fakeUserspace,
-  differences: { sourceIsNode: true, serviceAddressesLocal: true, unservedProtocols: ['SCTP'], needsProcess: true },
+  differences: { sourceIsNode: true, serviceAddressesLocal: true, unservedProtocols: ['SCTP'], needsProcess: true, resetAfterAccept: true },
 };

@@ -18,6 +18,8 @@ import { hostModes } from './kernel-state.ts';
 // mode's own e2e file, e.g. in user-mode-linux).
 const modes: readonly ProxyMode[] = hostModes;
 const nodeSpec = { name: 'node-a', ip: addresses.nodeIP };
+/** A kproxy that forwards itself waits for a successor (15 s) and drains before it exits. */
+const stopTimeoutMs = 60_000;
 
 // Sandboxes are cheap, but the machine's cores are few: a bounded number of
 // cases run at once (KPROXY_E2E_CONCURRENCY, default 2).
@@ -64,7 +66,7 @@ async function runScenario(t: ExecutionContext, mode: ProxyMode, scenario: Scena
     async stopKproxy() {
       const k = ctx.kproxy;
       current = undefined;
-      const exit = await k.stop('SIGTERM');
+      const exit = await k.stop('SIGTERM', stopTimeoutMs);
       t.is(exit.code, 0, `kproxy exits cleanly on SIGTERM (${exit.code ?? exit.signal})`);
     },
     async startKproxy(m?: ProxyMode) {
@@ -72,10 +74,18 @@ async function runScenario(t: ExecutionContext, mode: ProxyMode, scenario: Scena
       current = await start(m);
       return current;
     },
+    // As a rolling update does it: SIGTERM to the old kproxy, the new one
+    // started after the pause without waiting for the old one to exit (a
+    // mode that forwards itself keeps serving until its successor listens).
     async restartKproxy(m?: ProxyMode, pauseMs = 0) {
-      await ctx.stopKproxy();
+      const old = ctx.kproxy;
+      current = undefined;
+      const exiting = old.stop('SIGTERM', stopTimeoutMs);
       if (pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
-      return ctx.startKproxy(m);
+      const next = await ctx.startKproxy(m);
+      const exit = await exiting;
+      t.is(exit.code, 0, `kproxy exits cleanly on SIGTERM (${exit.code ?? exit.signal})`);
+      return next;
     },
   };
 
