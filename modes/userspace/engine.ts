@@ -7,7 +7,7 @@ import type { Logger } from '../../lib/log.ts';
 import { AddressSet } from './address-match.ts';
 import { AffinityTable } from './balancer.ts';
 import { HealthTracker, type EndpointState } from './health.ts';
-import { defaultEngineOptions, ListenerState, newCounters, type EngineOptions, type ForwardContext, type ServiceCounters } from './listener-state.ts';
+import { counterNames, defaultEngineOptions, ListenerState, newCounters, type EngineOptions, type ForwardContext, type ServiceCounters } from './listener-state.ts';
 import { listenerKey, type ForwarderTable, type ListenerSpec } from './table.ts';
 import { NativeRelay, NativeTcpListener, relayModule } from './native-tcp.ts';
 import { TcpListener } from './tcp-forward.ts';
@@ -266,14 +266,17 @@ export class Engine {
   /** Counters, ejections and endpoint states of this process. */
   snapshot(withEndpoints = true): EngineSnapshot {
     const now = this.#health.now();
+    // Service ports that never saw a client report nothing: at 10,000 Services most are idle.
     const services: Record<string, ServiceCounters> = {};
-    for (const [k, c] of this.#counters) services[k] = { ...c };
+    for (const [k, c] of this.#counters) if (counterNames.some((n) => c[n] !== 0)) services[k] = { ...c };
     let open = 0;
     let listening = 0;
     let buffered = this.#relay?.buffered() ?? 0;
     for (const l of this.#all()) {
       if (this.#listeners.get(l.state.key) === l && l.accepting) listening++;
-      const c = services[`${l.state.spec.protocol} ${l.state.spec.service}`];
+      if ((isUdp(l) ? l.flows.size : l.conns.size) === 0) continue;
+      const k = `${l.state.spec.protocol} ${l.state.spec.service}`;
+      const c = (services[k] ??= { ...(this.#counters.get(k) ?? newCounters()) });
       if (!isUdp(l)) {
         open += l.conns.size;
         const b = l.openBytes();
@@ -292,8 +295,9 @@ export class Engine {
     for (const l of this.#listeners.values()) {
       const k = `${l.state.spec.protocol} ${l.state.spec.service}`;
       const keys = new Set<string>();
-      for (const e of [...l.state.remote.endpoints, ...(l.state.fromCluster?.endpoints ?? [])]) if (e.ejected(now)) keys.add(e.key);
-      ejected[k] = Math.max(ejected[k] ?? 0, keys.size);
+      for (const e of l.state.remote.endpoints) if (e.ejected(now)) keys.add(e.key);
+      for (const e of l.state.fromCluster?.endpoints ?? []) if (e.ejected(now)) keys.add(e.key);
+      if (keys.size > 0) ejected[k] = Math.max(ejected[k] ?? 0, keys.size);
     }
     const endpoints = !withEndpoints ? [] : [...this.#health.endpoints.values()].map((e) => ({
       key: e.key, active: e.active, ejected: e.ejected(now), ejectedForMs: Math.max(0, e.ejectedUntil - now),

@@ -14,7 +14,7 @@ export interface PortSpec {
   readonly name?: string;
   readonly port: number;
   readonly targetPort: number;
-  readonly protocol?: 'TCP' | 'UDP';
+  readonly protocol?: 'TCP' | 'UDP' | 'SCTP';
   readonly nodePort?: number;
 }
 
@@ -32,6 +32,7 @@ export interface ServiceSpec {
   readonly endpoints: readonly EndpointSpec[];
   /** Fields merged into the Service's spec as they are (to write a broken one). */
   readonly rawSpec?: Record<string, unknown>;
+  readonly annotations?: Readonly<Record<string, string>>;
 }
 
 export interface NodeSpec {
@@ -43,7 +44,7 @@ export function serviceObject(s: ServiceSpec): Record<string, unknown> {
   return {
     apiVersion: 'v1',
     kind: 'Service',
-    metadata: { name: s.name, namespace: s.namespace ?? 'default', uid: `uid-${s.name}` },
+    metadata: { name: s.name, namespace: s.namespace ?? 'default', uid: `uid-${s.name}`, ...(s.annotations ? { annotations: s.annotations } : {}) },
     spec: {
       type: s.type ?? 'ClusterIP',
       clusterIP: s.clusterIP,
