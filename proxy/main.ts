@@ -71,9 +71,10 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
     requireTools(mode.name);
     const metrics = new ProxyMetrics(mode);
     const servers: HttpHandle[] = [];
-    // A mode that serves traffic from its own process hands over to a
-    // successor started beside it: both bind the probe and metrics ports then.
-    const listen = { reusePort: mode.differences?.needsProcess === true };
+    // A successor started beside this kproxy (a rolling update that surges,
+    // as the userspace mode's does, also when a node moves into that mode)
+    // binds the same probe and metrics ports while this one stops.
+    const listen = { reusePort: true };
     if (config.healthzBindAddress) {
       const a = config.healthzBindAddress;
       servers.push(await startHealthServer(health, a.port, a.host, log.child({ component: 'healthz' }), listen));
@@ -132,15 +133,23 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
     // Another mode's rules (a node switched from iptables to nftables, or back)
     // are removed only once this mode's first sync is in the kernel, so the
     // node is never without rules in between.
+    // In a rolling update that surges, an old kproxy of another mode runs
+    // beside this one until this one is ready, and may write its rules back
+    // once more: they are removed a second time two sync periods later.
     let othersRemoved: Promise<void> | undefined;
-    closers.push(async () => { await othersRemoved; });
+    let removeAgain: NodeJS.Timeout | undefined;
+    closers.push(async () => { clearTimeout(removeAgain); await othersRemoved; });
+    const removeOthers = async (): Promise<void> => {
+      for (const other of otherModes(config.mode)) {
+        await other.cleanup(opts, log).catch((err: unknown) => log.warn({ err, mode: other.name }, 'could not remove another mode\'s rules'));
+      }
+    };
     const removeOtherModes: SyncListener = {
       onSynced: () => {
-        othersRemoved ??= (async () => {
-          for (const other of otherModes(config.mode)) {
-            await other.cleanup(opts, log).catch((err: unknown) => log.warn({ err, mode: other.name }, 'could not remove another mode\'s rules'));
-          }
-        })();
+        if (othersRemoved !== undefined) return;
+        othersRemoved = removeOthers();
+        removeAgain = setTimeout(() => { othersRemoved = othersRemoved!.then(removeOthers); }, 2 * config.syncPeriodMs);
+        removeAgain.unref();
       },
     };
 

@@ -236,7 +236,7 @@ test('settings: flags and the userspace block, kube-proxy\'s top-level udpIdleTi
   ]);
   const got = modeSettings('userspace', new Map<string, unknown>([['userspace-relay', 'node']]), file, problems);
   t.deepEqual(problems, []);
-  t.like(got.values, { udpIdleTimeout: 250, connectTimeouts: [100, 1000], workers: 1, relay: 'node', scheduler: 'rr', handoverTimeout: 15_000 });
+  t.like(got.values, { udpIdleTimeout: 250, connectTimeouts: [100, 1000], workers: 1, relay: 'node', scheduler: 'rr', handoverTimeout: 60_000 });
   const bad: string[] = [];
   modeSettings('userspace', new Map<string, unknown>([['userspace-relay', 'quantum'], ['userspace-connect-timeouts', '1s,soon'], ['userspace-scheduler', 'wrr']]), new Map(), bad);
   t.deepEqual(bad, [

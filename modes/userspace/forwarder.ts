@@ -415,7 +415,8 @@ export class Forwarder {
     const keys = this.#accepting();
     const ours = socketInodes([process.pid, ...this.pids]);
     let successor = false;
-    while (Date.now() - started < waitMs) {
+    // Nothing accepted here (stopped before its first sync, or an empty table): nothing to hand over.
+    while (keys.length > 0 && Date.now() - started < waitMs) {
       if (successorReady(keys, boundSockets(), ours)) {
         successor = true;
         break;

@@ -50,8 +50,9 @@ export const userspaceSettings: readonly ModeSetting[] = [
     help: 'a UDP flow quiet both ways for this long is forgotten (kube-proxy\'s --udp-timeout; 0: the default)', validate: zeroOrPositive,
   },
   {
-    key: 'handoverTimeout', flag: 'userspace-handover-timeout', field: 'handoverTimeout', kind: 'duration', default: 15_000,
-    help: 'on SIGTERM, how long to keep accepting while waiting for a successor to listen beside this process', validate: zeroOrPositive,
+    key: 'handoverTimeout', flag: 'userspace-handover-timeout', field: 'handoverTimeout', kind: 'duration', default: 60_000,
+    help: 'on SIGTERM, how long to keep accepting while waiting for a successor to listen beside this process (it may be answering probes before its first sync is done)',
+    validate: zeroOrPositive,
   },
 ];
 

@@ -18,7 +18,7 @@ import { hostModes } from './kernel-state.ts';
 // mode's own e2e file, e.g. in user-mode-linux).
 const modes: readonly ProxyMode[] = hostModes;
 const nodeSpec = { name: 'node-a', ip: addresses.nodeIP };
-/** A kproxy that forwards itself waits for a successor (15 s) and drains before it exits. */
+/** A kproxy that forwards itself waits for a successor (10 s in these tests) and drains before it exits. */
 const stopTimeoutMs = 60_000;
 
 // Sandboxes are cheap, but the machine's cores are few: a bounded number of

@@ -183,12 +183,15 @@ test.serial('drain: a long-lived connection to an endpoint removed from the Endp
   t.false(r.closed, 'still open when the client ended it');
 });
 
-test.serial('half-close, a slow reader and UDP from many client ports, through kproxy', async (t) => {
+test.serial('half-close, a slow reader and UDP from many client ports, through kproxy; another mode\'s table written back after the first sync goes again', async (t) => {
   const { sb, kproxy, metrics } = await lab(t, [
     svc('half', '10.96.0.12', 82, 8082, [1, 2, 3]),
     svc('stream', '10.96.0.13', 83, 8083, [1]),
     svc('dns', '10.96.0.53', 53, 8080, [1, 2, 3], { ports: [{ name: 'p', port: 53, targetPort: 8080, protocol: 'UDP' }] }),
-  ], ['--userspace-workers', '1']);
+  ], ['--userspace-workers', '1', '--iptables-sync-period', '5s']);
+  // An old kproxy in nftables mode, still running beside this one (a surging rolling update), writes its table back.
+  await sb.exec(sb.node, 'nft', ['add', 'table', 'ip', 'kproxy']);
+  t.regex((await sb.exec(sb.node, 'nft', ['list', 'tables'])).stdout, /table ip kproxy\b/);
 
   // Half-close: the client shuts its sending side and still gets the whole answer.
   const sizes = [1, 1000, 2_000_000];
@@ -217,6 +220,11 @@ test.serial('half-close, a slow reader and UDP from many client ports, through k
   for (const p of ['pod-1', 'pod-2', 'pod-3']) t.true((udp.byBackend[p] ?? 0) > 120, JSON.stringify(udp.byBackend));
   const flows = sample(await metrics(), 'kubeproxy_userspace_connections_total', { service_port: 'default/dns:p', protocol: 'UDP' });
   t.true(flows >= 580 && flows <= 600, `${flows} flows`);
+
+  // Two sync periods after the first sync, other modes' state is removed once more.
+  const tables = async () => (await sb.exec(sb.node, 'nft', ['list', 'tables'])).stdout;
+  for (const until = Date.now() + 15_000; /table ip kproxy\b/.test(await tables()) && Date.now() < until;) await sleep(250);
+  t.false(/table ip kproxy\b/.test(await tables()), 'the nftables mode\'s table is gone again');
 });
 
 test.serial('a restart without a failed connection: SIGTERM, a new kproxy a second later, the old one hands over and drains', async (t) => {
