@@ -78,7 +78,8 @@ class Worker {
       env: { ...process.env, [WORKER_CONFIG_ENV]: JSON.stringify({ ...config, fdChannel: pair !== undefined } satisfies WorkerConfig) },
       serialization: 'advanced',
       stdio: pair ? ['ignore', 'inherit', 'inherit', 'ipc', pair[1]] : ['ignore', 'inherit', 'inherit', 'ipc'],
-      execArgv: [],
+      // kproxy's own memory flags (a small young generation), nothing else of its command line.
+      execArgv: process.execArgv.filter((a) => /^--max-semi-space-size=/.test(a)),
     });
     // The child holds its end now.
     if (pair) fds!.closeFd(pair[1]);
