@@ -94,8 +94,18 @@ export class ServiceAddresses {
     return this.#owned;
   }
 
-  /** Creates (or finds) kproxy0, falling back to lo; adopts the addresses a previous kproxy left. */
+  /**
+   * Creates (or finds) kproxy0, falling back to lo; adopts the addresses a
+   * previous kproxy left. Run again on every full sync: kproxy0 is made
+   * again when someone deleted it (a kernel without the dummy driver is
+   * not asked twice).
+   */
   async setup(): Promise<void> {
+    if (this.#device === 'lo') {
+      const { stdout } = await this.#exec('ip', ['-o', 'address', 'show', 'dev', 'lo']);
+      this.#owned = new Set(parseOwned(stdout).map(canonicalIP));
+      return;
+    }
     this.#device = ADDRESS_DEVICE;
     try {
       await this.#exec('ip', ['link', 'add', ADDRESS_DEVICE, 'type', 'dummy']);
