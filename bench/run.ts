@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const benches = ['iptables-scale.ts', 'nftables-scale.ts', 'datapath.ts', 'dns-cache.ts', 'pipeline-latency.ts', 'soak.ts', 'userspace.ts', 'ipvs-uml-costs.ts'];
+const benches = ['iptables-scale.ts', 'nftables-scale.ts', 'datapath.ts', 'dns-cache.ts', 'pipeline-latency.ts', 'soak.ts', 'repair.ts', 'userspace.ts', 'ipvs-uml-costs.ts'];
 const args = process.argv.slice(2);
 const only = process.env.KPROXY_BENCH?.split(',');
 

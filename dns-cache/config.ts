@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import type { Policy } from './forward.ts';
+import { DEFAULT_TCP_LIMITS, type TcpLimitSettings } from './tcp-limits.ts';
 import type { UpstreamAddress } from './upstream.ts';
 import { wireName } from './zones.ts';
 import { ConfigError } from '../lib/errors.ts';
@@ -30,9 +31,29 @@ export interface CacheSettings {
   readonly staleTtl: number;
 }
 
+/** A zone answered from a Kubernetes API server (an upstream "k8s:KUBECONFIG" or "k8s:in-cluster"). */
+export interface KubeSettings {
+  /** Path of the kubeconfig; undefined: the in-cluster service account. */
+  readonly kubeconfig: string | undefined;
+  /** TTL of every answer made from the API server (CoreDNS's default: 5 s). */
+  readonly ttl: number;
+  /** How long the API server may be unreachable before the zone forwards again. */
+  readonly staleAfterMs: number;
+  /** Answer <dashed-address>.<namespace>.pod.<zone> (CoreDNS "pods insecure", the specification's pod records). */
+  readonly pods: boolean;
+}
+
+/** "k8s:in-cluster" or "k8s:PATH", as written among the upstreams. */
+export function kubeSourceLabel(s: KubeSettings): string {
+  return s.kubeconfig === undefined ? 'k8s:in-cluster' : `k8s:${s.kubeconfig}`;
+}
+
 export interface ZoneSettings {
   readonly suffix: string;
+  /** DNS upstreams (with a Kubernetes source: the fallback while it does not answer). */
   readonly upstreams: readonly UpstreamAddress[];
+  /** Set when the zone is answered from a Kubernetes API server. */
+  readonly kubernetes?: KubeSettings;
   readonly forceTcp: boolean;
   readonly policy: Policy;
   readonly maxFails: number;
@@ -60,6 +81,8 @@ export interface DnsCacheConfig {
   readonly udpSockets: number;
   /** How UDP is read and written: batched system calls, or Node's dgram. */
   readonly udpIo: UdpIo;
+  /** Limits on TCP clients (applied to open connections on reload too). */
+  readonly tcp: TcpLimitSettings;
   readonly zones: readonly ZoneSettings[];
 }
 
@@ -153,9 +176,12 @@ class Checker {
   }
 }
 
+export const DEFAULT_KUBERNETES = { ttl: 5, staleAfterMs: 60_000, pods: true };
+const KUBERNETES_KEYS = ['ttl', 'stale_after_ms', 'pods'] as const;
 const CACHE_KEYS = ['capacity', 'success_ttl', 'denial_ttl', 'min_ttl', 'prefetch', 'prefetch_percentage', 'serve_stale', 'stale_ttl'] as const;
-const ZONE_KEYS = ['suffix', 'upstreams', 'transport', 'policy', 'max_fails', 'health_check_ms', 'timeout_ms', 'cache'] as const;
-const TOP_KEYS = ['listen', 'health', 'metrics', 'setup_interface', 'setup_iptables', 'interface_name', 'skip_teardown', 'udp_sockets', 'udp_io', 'defaults', 'zones'] as const;
+const ZONE_KEYS = ['suffix', 'upstreams', 'transport', 'policy', 'max_fails', 'health_check_ms', 'timeout_ms', 'cache', 'kubernetes'] as const;
+const TCP_KEYS = ['idle_timeout_ms', 'message_timeout_ms', 'max_connections', 'max_connections_per_client'] as const;
+const TOP_KEYS = ['listen', 'health', 'metrics', 'setup_interface', 'setup_iptables', 'interface_name', 'skip_teardown', 'udp_sockets', 'udp_io', 'tcp', 'defaults', 'zones'] as const;
 const DAY = 86400;
 
 function cacheSettings(c: Checker, raw: Obj | undefined, path: string, base: CacheSettings): CacheSettings {
@@ -174,8 +200,35 @@ function cacheSettings(c: Checker, raw: Obj | undefined, path: string, base: Cac
   };
 }
 
+function tcpLimits(c: Checker, raw: Obj | undefined): TcpLimitSettings {
+  const d = DEFAULT_TCP_LIMITS;
+  if (!raw) return d;
+  c.keys(raw, 'tcp', TCP_KEYS);
+  return {
+    idleTimeoutMs: c.int(raw, 'idle_timeout_ms', 'tcp.', d.idleTimeoutMs, 100, 3_600_000),
+    messageTimeoutMs: c.int(raw, 'message_timeout_ms', 'tcp.', d.messageTimeoutMs, 50, 600_000),
+    maxConnections: c.int(raw, 'max_connections', 'tcp.', d.maxConnections, 1, 1_000_000),
+    maxPerClient: c.int(raw, 'max_connections_per_client', 'tcp.', d.maxPerClient, 1, 1_000_000),
+  };
+}
+
+interface KubeBase { ttl: number; staleAfterMs: number; pods: boolean }
+
+function kubeBase(c: Checker, raw: Obj | undefined, path: string, base: KubeBase): KubeBase {
+  if (!raw) return base;
+  c.keys(raw, path, KUBERNETES_KEYS);
+  const p = path + '.';
+  const pods = c.str(raw, 'pods', p, base.pods ? 'insecure' : 'disabled');
+  if (pods !== 'insecure' && pods !== 'disabled') c.add(`${p}pods`, `want insecure or disabled, got "${pods}"`);
+  return {
+    ttl: c.int(raw, 'ttl', p, base.ttl, 0, 3600),
+    staleAfterMs: c.int(raw, 'stale_after_ms', p, base.staleAfterMs, 0, 7 * DAY * 1000),
+    pods: pods !== 'disabled',
+  };
+}
+
 interface ZoneBase {
-  forceTcp: boolean; policy: Policy; maxFails: number; healthCheckMs: number; timeoutMs: number; cache: CacheSettings;
+  forceTcp: boolean; policy: Policy; maxFails: number; healthCheckMs: number; timeoutMs: number; cache: CacheSettings; kubernetes: KubeBase;
 }
 
 function zoneBase(c: Checker, raw: Obj, path: string, base: ZoneBase): ZoneBase {
@@ -191,7 +244,26 @@ function zoneBase(c: Checker, raw: Obj, path: string, base: ZoneBase): ZoneBase 
     healthCheckMs: c.int(raw, 'health_check_ms', p, base.healthCheckMs, 0, 3_600_000),
     timeoutMs: c.int(raw, 'timeout_ms', p, base.timeoutMs, 10, 60_000),
     cache: cacheSettings(c, c.obj(raw.cache, `${p}cache`), `${p}cache`, base.cache),
+    kubernetes: kubeBase(c, c.obj(raw.kubernetes, `${p}kubernetes`), `${p}kubernetes`, base.kubernetes),
   };
+}
+
+/** The Kubernetes source among a zone's upstreams ("k8s:KUBECONFIG" or "k8s:in-cluster"), and the rest. */
+function splitKubeSource(c: Checker, list: unknown, path: string): { kube: { kubeconfig: string | undefined } | undefined; rest: unknown } {
+  if (!Array.isArray(list)) return { kube: undefined, rest: list };
+  let kube: { kubeconfig: string | undefined } | undefined;
+  const rest: unknown[] = [];
+  list.forEach((u, i) => {
+    if (typeof u !== 'string' || !u.startsWith('k8s:')) {
+      rest.push(u);
+      return;
+    }
+    const what = u.slice(4);
+    if (kube !== undefined) c.add(`${path}[${i}]`, 'a zone has at most one Kubernetes source');
+    else if (what === '') c.add(`${path}[${i}]`, 'want k8s:KUBECONFIG (a kubeconfig path) or k8s:in-cluster');
+    else kube = { kubeconfig: what === 'in-cluster' ? undefined : what };
+  });
+  return { kube, rest };
 }
 
 /** Upstream list entries: IP, IP:PORT, [IPv6]:PORT, or a resolv.conf path. */
@@ -244,7 +316,7 @@ export function configFromObject(doc: unknown, source: string): DnsCacheConfig {
   };
   const defaultsRaw = c.obj(top.defaults, 'defaults') ?? {};
   c.keys(defaultsRaw, 'defaults', ZONE_KEYS.filter((k) => k !== 'suffix' && k !== 'upstreams'));
-  const base = zoneBase(c, defaultsRaw, 'defaults', { ...ZONE_DEFAULTS, cache: DEFAULT_CACHE });
+  const base = zoneBase(c, defaultsRaw, 'defaults', { ...ZONE_DEFAULTS, cache: DEFAULT_CACHE, kubernetes: DEFAULT_KUBERNETES });
 
   const zones: ZoneSettings[] = [];
   const seen = new Map<string, number>();
@@ -264,20 +336,31 @@ export function configFromObject(doc: unknown, source: string): DnsCacheConfig {
         if (prev !== undefined) c.add(`${path}.suffix`, `"${suffix}" repeats zones[${prev}]`);
         seen.set(w, i);
       }
-      const upstreams = parseUpstreams(c, raw.upstreams, `${path}.upstreams`);
-      zones.push({ suffix: suffix === '' ? '.' : suffix, upstreams, ...zoneBase(c, raw, path, base) });
+      const { kube, rest } = splitKubeSource(c, raw.upstreams, `${path}.upstreams`);
+      // With a Kubernetes source the DNS upstreams are only the fallback, and may be none.
+      const upstreams = kube !== undefined && Array.isArray(rest) && rest.length === 0 ? [] : parseUpstreams(c, rest, `${path}.upstreams`);
+      const { kubernetes, ...zb } = zoneBase(c, raw, path, base);
+      if (kube !== undefined && (suffix === '.' || /(^|\.)(in-addr|ip6)\.arpa\.?$/i.test(suffix))) {
+        c.add(`${path}.upstreams`, `a Kubernetes source needs the cluster's domain (such as cluster.local), not "${suffix}" (reverse names are answered by every Kubernetes zone)`);
+      }
+      if (kube === undefined && raw.kubernetes !== undefined) c.add(`${path}.kubernetes`, 'kubernetes settings need a k8s: upstream in this zone');
+      zones.push({
+        suffix: suffix === '' ? '.' : suffix, upstreams, ...zb,
+        ...(kube === undefined ? {} : { kubernetes: { kubeconfig: kube.kubeconfig, ...kubernetes } }),
+      });
     });
   }
   const config: DnsCacheConfig = {
     listen,
     healthAddr: addr('health', '127.0.0.1:8080'),
     metricsAddr: addr('metrics', '127.0.0.1:9253'),
-    setupInterface: c.bool(top, 'setup_interface', '', false),
-    setupIptables: c.bool(top, 'setup_iptables', '', false),
+    setupInterface: c.bool(top, 'setup_interface', '', true),
+    setupIptables: c.bool(top, 'setup_iptables', '', true),
     interfaceName: c.str(top, 'interface_name', '', 'nodelocaldns'),
     skipTeardown: c.bool(top, 'skip_teardown', '', false),
     udpSockets: c.int(top, 'udp_sockets', '', 1, 1, 64),
     udpIo: c.str(top, 'udp_io', '', 'batched') as UdpIo,
+    tcp: tcpLimits(c, c.obj(top.tcp, 'tcp')),
     zones,
   };
   if (!UDP_IO.includes(config.udpIo)) c.add('udp_io', `"${config.udpIo}": want one of ${UDP_IO.join(', ')}`);

@@ -7,14 +7,11 @@ import type { Logger } from '../lib/log.ts';
 import type { ListenAddress, UdpIo } from './config.ts';
 import type { Origin, Resolver } from './resolver.ts';
 import { nativeModule } from './native.ts';
+import { TcpConnections, type TcpLimitEvents, type TcpLimitSettings } from './tcp-limits.ts';
 import { openBatchSocket, type BatchSocket } from './udp-batch.ts';
 
-const TCP_IDLE_MS = 10_000;
-const connsOf = new WeakMap<net.Server, Set<net.Socket>>();
 /** Bytes a TCP client may have buffered with us before it is cut off. */
 const TCP_MAX_BUFFERED = 256 * 1024;
-/** TCP clients served at once per address; more are closed on accept (fd budget). */
-const TCP_MAX_CONNECTIONS = 1000;
 /**
  * UDP receive buffer. The default (212,992 bytes) holds only about 200
  * small queries: a burst from many clients during a GC pause overflows it,
@@ -33,6 +30,8 @@ export interface Listeners {
   /** The UDP socket kind in use (batched falls back to dgram when not built). */
   readonly udpIo: UdpIo;
   readonly tcp: readonly net.Server[];
+  /** New TCP limits for new and open connections (config reload). */
+  setTcpLimits(limits: TcpLimitSettings): void;
   close(): Promise<void>;
 }
 
@@ -46,7 +45,7 @@ function originOf(a: ListenAddress, proto: 'udp' | 'tcp'): Origin {
   const server = serverLabel(a);
   let o = origins.get(`${server} ${proto}`);
   if (o === undefined) {
-    o = { server, proto, family: a.host.includes(':') ? '2' : '1' };
+    o = { id: origins.size + 1, server, proto, family: a.host.includes(':') ? '2' : '1' };
     origins.set(`${server} ${proto}`, o);
   }
   return o;
@@ -101,39 +100,52 @@ function bindBatched(a: ListenAddress, reusePort: boolean, resolver: Resolver, l
   }
 }
 
-function bindTcp(a: ListenAddress, port: number, resolver: Resolver, log: Logger): Promise<net.Server> {
+function bindTcp(a: ListenAddress, port: number, resolver: Resolver, conns: TcpConnections, log: Logger): Promise<net.Server> {
   const origin = originOf(a, 'tcp');
-  const openConns = new Set<net.Socket>();
-  const server = net.createServer({ noDelay: true }, (conn) => {
-    openConns.add(conn);
-    conn.on('close', () => openConns.delete(conn));
+  const server = net.createServer({ noDelay: true }, (sock) => {
+    const conn = conns.admit(sock);
+    if (conn === undefined) return;
     let buf: Buffer = Buffer.alloc(0);
-    conn.setTimeout(TCP_IDLE_MS, () => conn.destroy());
-    conn.on('error', () => conn.destroy());
+    sock.on('error', () => sock.destroy());
     const reply = (out: Buffer): void => {
-      if (conn.destroyed) return;
+      if (sock.destroyed) return;
       const head = Buffer.allocUnsafe(2);
       head.writeUInt16BE(out.length, 0);
-      conn.write(Buffer.concat([head, out]));
+      sock.write(Buffer.concat([head, out]));
+      conns.touch(conn);
     };
-    conn.on('data', (chunk: Buffer) => {
+    const later = (): ((out: Buffer) => void) => {
+      conn.pending++;
+      return (out) => {
+        conn.pending--;
+        reply(out);
+      };
+    };
+    sock.on('data', (chunk: Buffer) => {
+      const wasPartial = buf.length > 0;
       buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-      if (buf.length > TCP_MAX_BUFFERED || conn.writableLength > TCP_MAX_BUFFERED) {
-        conn.destroy();
+      if (buf.length > TCP_MAX_BUFFERED || sock.writableLength > TCP_MAX_BUFFERED) {
+        sock.destroy();
         return;
       }
+      let whole = false;
       while (buf.length >= 2) {
         const len = buf.readUInt16BE(0);
         if (buf.length < len + 2) break;
         const msg = Buffer.from(buf.subarray(2, len + 2));
         buf = buf.subarray(len + 2);
-        const now = resolver.handle(msg, origin, () => reply);
+        whole = true;
+        const now = resolver.handle(msg, origin, later);
         if (now) reply(now);
+        if (sock.destroyed) return;
       }
+      if (whole) conns.touch(conn);
+      // The deadline runs from the first byte of each message: a message
+      // left partial after whole ones began in this chunk.
+      if (buf.length === 0) conns.messagesDone(conn);
+      else if (!wasPartial || whole) conns.messageStarted(conn);
     });
   });
-  server.maxConnections = TCP_MAX_CONNECTIONS;
-  connsOf.set(server, openConns);
   return new Promise((resolve, reject) => {
     server.once('error', (e) => reject(new Error(`cannot listen on tcp ${a.host}:${port}: ${e.message}`)));
     server.listen({ host: a.host, port, exclusive: true }, () => {
@@ -148,14 +160,23 @@ function bindTcp(a: ListenAddress, port: number, resolver: Resolver, log: Logger
  * Binds UDP and TCP on every address (port 0: one ephemeral port shared by
  * both protocols, for tests). Returns the bound addresses.
  */
-export async function listen(addrs: readonly ListenAddress[], udpSockets: number, udpIo: UdpIo, resolver: Resolver, log: Logger): Promise<Listeners & { bound: ListenAddress[] }> {
+export interface ListenOptions {
+  readonly udpSockets: number;
+  readonly udpIo: UdpIo;
+  readonly tcp: TcpLimitSettings;
+  readonly tcpEvents: TcpLimitEvents;
+}
+
+export async function listen(addrs: readonly ListenAddress[], opts: ListenOptions, resolver: Resolver, log: Logger): Promise<Listeners & { bound: ListenAddress[] }> {
+  const { udpSockets, udpIo } = opts;
   const udp: UdpSocket[] = [];
   const tcp: net.Server[] = [];
   const bound: ListenAddress[] = [];
+  const conns = new TcpConnections(opts.tcp, opts.tcpEvents);
   const close = async (): Promise<void> => {
     for (const s of udp) s.close();
     const closing = tcp.map((s) => new Promise<void>((r) => s.close(() => r())));
-    for (const s of tcp) for (const c of connsOf.get(s) ?? []) c.destroy();
+    conns.closeAll();
     await Promise.all(closing);
   };
   let io = udpIo;
@@ -187,7 +208,7 @@ export async function listen(addrs: readonly ListenAddress[], udpSockets: number
         udp.push(more);
       }
       try {
-        tcp.push(await bindTcp(a, port, resolver, log));
+        tcp.push(await bindTcp(a, port, resolver, conns, log));
         return port;
       } catch (e) {
         if (a.port !== 0 || attempt >= 10 || !/EADDRINUSE/.test((e as Error).message)) throw e;
@@ -207,5 +228,6 @@ export async function listen(addrs: readonly ListenAddress[], udpSockets: number
     await close();
     throw e;
   }
-  return { udp, udpIo: io, tcp, bound, close };
+  const setTcpLimits = (limits: TcpLimitSettings): void => { conns.settings = limits; };
+  return { udp, udpIo: io, tcp, bound, setTcpLimits, close };
 }

@@ -8,10 +8,12 @@ import { ConfigError, type DnsCacheConfig, type ListenAddress, type UdpIo } from
 import { parseArgs, resolveConfig, USAGE, type DnsCacheArgs } from './flags.ts';
 import { startHttp, type HttpEndpoints } from './http.ts';
 import { listen } from './listeners.ts';
-import { startDnsMemoryReducer } from './memory.ts';
+import { requestCompaction, startDnsMemoryReducer } from './memory.ts';
 import { DnsMetrics } from './metrics.ts';
 import { NodeSetup } from './node-setup.ts';
 import { Resolver } from './resolver.ts';
+import type { KubeZonesOptions } from './kube-zones.ts';
+import { kubeSourceLabel } from './config.ts';
 
 const RULE_CHECK_MS = 60_000;
 
@@ -25,7 +27,7 @@ export interface DnsCacheInstance {
   readonly http: HttpEndpoints;
   config(): DnsCacheConfig;
   /** Re-reads the config; false (old config kept) when it is invalid. */
-  reload(): boolean;
+  reload(): Promise<boolean>;
   stop(): Promise<void>;
 }
 
@@ -35,6 +37,8 @@ export interface StartOptions {
   readonly exec?: Exec;
   /** Watch the config file for changes (default true when there is one). */
   readonly watch?: boolean;
+  /** For zones answered from an API server (tests shorten the list/watch retries). */
+  readonly kube?: KubeZonesOptions;
 }
 
 function sameListen(a: DnsCacheConfig, b: DnsCacheConfig): boolean {
@@ -48,11 +52,19 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
   let config = resolveConfig(args);
   let resolver: Resolver | undefined;
   const metrics = new DnsMetrics(
-    { zones: () => resolver?.cache.zoneCaches() ?? [] },
+    {
+      zones: () => resolver?.cache.zoneCaches() ?? [],
+      kubeZones: () => (resolver?.kube.all ?? []).map((z) => ({ name: z.name, source: z.source, answering: z.answering, objects: z.names.size })),
+    },
     () => resolver?.cache.evictions ?? 0,
   );
-  resolver = new Resolver(log, metrics);
-  resolver.apply(config);
+  resolver = new Resolver(log, metrics, { kube: { listed: requestCompaction, ...opts.kube } });
+  try {
+    await resolver.apply(config);
+  } catch (e) {
+    resolver.close();
+    throw e;
+  }
   const node = new NodeSetup(opts.exec ?? hostExec, {
     interfaceName: config.interfaceName, addresses: config.listen,
     setupInterface: config.setupInterface, setupIptables: config.setupIptables,
@@ -65,7 +77,10 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
   let http: HttpEndpoints | undefined;
   try {
     await node.setup();
-    listeners = await listen(config.listen, config.udpSockets, config.udpIo, resolver, log);
+    listeners = await listen(config.listen, {
+      udpSockets: config.udpSockets, udpIo: config.udpIo, tcp: config.tcp,
+      tcpEvents: { refused: (why) => metrics.tcpRefusedConnection(why), reclaimed: () => metrics.tcpReclaimedConnection() },
+    }, resolver, log);
     const r = resolver;
     http = await startHttp(config.healthAddr, config.metricsAddr, () => (r.zones.length ? undefined : 'no zones configured'), metrics.registry);
   } catch (e) {
@@ -85,10 +100,19 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
   ruleTimer?.unref();
 
   const res = resolver;
-  const reload = (): boolean => {
+  const l = listeners;
+  const h = http;
+  // One reload at a time (a file change and a SIGHUP may come together).
+  let reloading: Promise<boolean> = Promise.resolve(true);
+  const reload = (): Promise<boolean> => {
+    reloading = reloading.then(reloadNow, reloadNow);
+    return reloading;
+  };
+  const reloadNow = async (): Promise<boolean> => {
     let next: DnsCacheConfig;
     try {
       next = resolveConfig(args);
+      await res.apply(next);
     } catch (e) {
       metrics.reloadFailed.inc();
       const problems = e instanceof ConfigError ? e.problems : [(e as Error).message];
@@ -96,7 +120,7 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
       return false;
     }
     if (!sameListen(config, next)) log.warn('listen, health, metrics, udp_sockets and udp_io changes take effect on restart only');
-    res.apply(next);
+    l.setTcpLimits(next.tcp);
     config = next;
     log.info({ zones: next.zones.map((z) => z.suffix), cached: res.cache.size }, 'config reloaded; cache kept');
     return true;
@@ -104,12 +128,10 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
   const watching = (opts.watch ?? true) && args.configPath !== undefined;
   if (watching && args.configPath) {
     watchFile(args.configPath, { interval: 500, persistent: false }, (cur, prev) => {
-      if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino) reload();
+      if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino) void reload();
     });
   }
-  log.info({ listen: listeners.bound, udpIo: listeners.udpIo, zones: config.zones.map((z) => `${z.suffix}=${z.upstreams.map((u) => `${u.host}:${u.port}`).join(',')}`), health: http.health, metrics: http.metrics }, 'dns-cache serving');
-  const l = listeners;
-  const h = http;
+  log.info({ listen: listeners.bound, udpIo: listeners.udpIo, zones: config.zones.map((z) => `${z.suffix}=${[...(z.kubernetes ? [kubeSourceLabel(z.kubernetes)] : []), ...z.upstreams.map((u) => `${u.host}:${u.port}`)].join(',')}`), health: http.health, metrics: http.metrics }, 'dns-cache serving');
   let stopped = false;
   return {
     resolver: res, metrics, bound: l.bound, udpIo: l.udpIo, http: h,
@@ -122,6 +144,7 @@ export async function startDnsCache(args: DnsCacheArgs, opts: StartOptions = {})
       if (watching && args.configPath) unwatchFile(args.configPath);
       await l.close();
       await h.close();
+      await res.kube.stop();
       res.close();
       await teardown();
     },
@@ -156,7 +179,7 @@ export async function runDnsCache(argv: string[]): Promise<number> {
   }
   const stopReducer = startDnsMemoryReducer(log);
   return new Promise<number>((resolve) => {
-    const onHup = (): void => { instance.reload(); };
+    const onHup = (): void => { void instance.reload(); };
     const onStop = (signal: string): void => {
       log.info({ signal }, 'stopping');
       stopReducer();

@@ -9,6 +9,9 @@
 import type { Logger } from '../lib/log.ts';
 import { DEFAULT_REDUCER, startMemoryReducer } from '../lib/memory-reducer.ts';
 
+/** A watched zone asks for one compaction after each complete (re)list. */
+export { requestCompaction } from '../lib/memory-reducer.ts';
+
 export function startDnsMemoryReducer(log: Logger): () => void {
   return startMemoryReducer(log, DEFAULT_REDUCER);
 }

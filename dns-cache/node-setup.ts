@@ -2,7 +2,8 @@
 // dummy interface (on lo when the kernel has no dummy driver), and raw-table
 // NOTRACK rules so DNS to and from them skips conntrack (no conntrack races
 // or table exhaustion on UDP), plus filter ACCEPT rules. Teardown removes
-// only what set-up added.
+// only what set-up added. Loopback addresses are left alone: they are on
+// the node already and their traffic is never tracked by conntrack anyway.
 import type { Logger } from '../lib/log.ts';
 import { ToolError, type Exec } from '../lib/exec.ts';
 import type { ListenAddress } from './config.ts';
@@ -36,9 +37,16 @@ function errText(e: unknown): string {
   return e instanceof ToolError ? e.stderr : String(e);
 }
 
+/** 127.0.0.0/8 and ::1 */
+export function isLoopback(host: string): boolean {
+  return host === '::1' || /^127\./.test(host);
+}
+
 export class NodeSetup {
   private readonly exec: Exec;
   private readonly opts: NodeSetupOptions;
+  /** The listen addresses set-up handles (loopback ones left out). */
+  private readonly addresses: readonly ListenAddress[];
   private readonly log: Logger;
   /** Where the addresses went: the dummy interface, or lo. */
   device = '';
@@ -49,9 +57,15 @@ export class NodeSetup {
     this.exec = exec;
     this.opts = opts;
     this.log = log;
+    this.addresses = opts.addresses.filter((a) => !isLoopback(a.host));
   }
 
   async setup(): Promise<void> {
+    const loopback = this.opts.addresses.filter((a) => isLoopback(a.host)).map((a) => a.host);
+    if (loopback.length && (this.opts.setupInterface || this.opts.setupIptables)) {
+      this.log.info({ addresses: loopback }, 'loopback listen addresses need no node set-up');
+    }
+    if (this.addresses.length === 0) return;
     if (this.opts.setupInterface) await this.setupInterface();
     if (this.opts.setupIptables) await this.ensureRules();
   }
@@ -72,7 +86,7 @@ export class NodeSetup {
       } else throw e;
     }
     if (this.device !== 'lo') await this.exec('ip', ['link', 'set', this.device, 'up']);
-    for (const a of new Set(this.opts.addresses.map((x) => x.host))) {
+    for (const a of new Set(this.addresses.map((x) => x.host))) {
       const prefix = a.includes(':') ? `${a}/128` : `${a}/32`;
       try {
         await this.exec('ip', ['addr', 'add', prefix, 'dev', this.device]);
@@ -81,13 +95,13 @@ export class NodeSetup {
         if (!/File exists|already assigned/i.test(errText(e))) throw e;
       }
     }
-    this.log.info({ device: this.device, addresses: this.opts.addresses.map((a) => a.host) }, 'listen addresses are on the node');
+    this.log.info({ device: this.device, addresses: this.addresses.map((a) => a.host) }, 'listen addresses are on the node');
   }
 
   /** Adds missing rules (idempotent; also run periodically in case something flushed them). */
   async ensureRules(): Promise<number> {
     let added = 0;
-    for (const a of this.opts.addresses) {
+    for (const a of this.addresses) {
       const tool = a.host.includes(':') ? 'ip6tables' : 'iptables';
       for (const r of notrackRules(a)) {
         try {
@@ -103,8 +117,9 @@ export class NodeSetup {
 
   async teardown(): Promise<void> {
     const problems: string[] = [];
+    if (this.addresses.length === 0) return;
     if (this.opts.setupIptables) {
-      for (const a of this.opts.addresses) {
+      for (const a of this.addresses) {
         const tool = a.host.includes(':') ? 'ip6tables' : 'iptables';
         for (const r of notrackRules(a)) {
           // -D removes one copy; repeat until none is left.

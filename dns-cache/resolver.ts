@@ -9,7 +9,12 @@ import type { DnsMetrics } from './metrics.ts';
 import {
   emptyAnswer, isRejection, keyFlags, keyNameLen, parseQuery, queryKey, RCODE_REFUSED, RCODE_SERVFAIL, rejectionAnswer, type Query,
 } from './wire.ts';
-import { ZoneTable } from './zones.ts';
+import { KubeZones, type KubeZonesOptions } from './kube-zones.ts';
+import type { KubeZone } from './kube-zone.ts';
+import { renderSynth, type Synth } from './synth.ts';
+import type { Slot } from './metrics.ts';
+import dnsPacket from 'dns-packet';
+import { wireName, ZoneTable } from './zones.ts';
 
 export interface Zone {
   /** "cluster.local." — the metrics' zone label. */
@@ -22,10 +27,18 @@ export interface Zone {
 
 /** Where a query came from: for the reply size limit and the metrics' labels. */
 export interface Origin {
+  /** Small and unique per origin: part of the keys of per-zone metric slots. */
+  readonly id: number;
   readonly server: string;
   readonly proto: 'udp' | 'tcp';
   readonly family: '1' | '2';
 }
+
+/** The resolver asking itself (an ExternalName's target): no size limit, its own metric label. */
+const INTERNAL: Origin = { id: 0, server: 'internal', proto: 'tcp', family: '1' };
+
+/** CNAMEs followed for one client query at most (CoreDNS: 8). */
+const MAX_CHASE = 8;
 
 export type Reply = (msg: Buffer) => void;
 
@@ -61,10 +74,15 @@ export class Resolver {
   private readonly inflight = new Map<string, Flight>();
   private readonly log: Logger;
   private readonly metrics: DnsMetrics;
+  /** Zones answered from Kubernetes API servers; asked before the cache. */
+  readonly kube: KubeZones;
+  /** Metric slots of answers from each watched zone, by origin, type and rcode. */
+  private readonly kubeSlots = new WeakMap<KubeZone, Map<number, Slot>>();
 
-  constructor(log: Logger, metrics: DnsMetrics) {
+  constructor(log: Logger, metrics: DnsMetrics, opts: { kube?: KubeZonesOptions } = {}) {
     this.log = log;
     this.metrics = metrics;
+    this.kube = new KubeZones(log, opts.kube);
   }
 
   get zones(): readonly Zone[] {
@@ -75,8 +93,13 @@ export class Resolver {
     return this.inflight.size;
   }
 
-  /** Installs a validated config's zones; the cache is kept. */
-  apply(config: DnsCacheConfig): void {
+  /**
+   * Installs a validated config's zones; the cache is kept. Throws a
+   * ConfigError, changing nothing, when a Kubernetes source's access cannot
+   * be loaded.
+   */
+  async apply(config: DnsCacheConfig): Promise<void> {
+    await this.kube.apply(config.zones);
     const old = this.zoneList;
     const hooks = {
       onRequest: (to: string) => this.metrics.forwardRequest(to),
@@ -118,6 +141,10 @@ export class Resolver {
    * copies it before then.
    */
   handle(msg: Buffer, origin: Origin, later: () => Reply): Buffer | undefined {
+    return this.answer(msg, origin, later, 0);
+  }
+
+  private answer(msg: Buffer, origin: Origin, later: () => Reply, depth: number): Buffer | undefined {
     const started = performance.now();
     const q = parseQuery(msg);
     if (isRejection(q)) {
@@ -127,6 +154,10 @@ export class Resolver {
       }
       this.metrics.malformedQuery('formerr');
       return rejectionAnswer(msg, q);
+    }
+    if (this.kube.any) {
+      const s = this.kube.lookup(msg, q);
+      if (s !== undefined) return this.fromWatcher(s, this.kube.hitZone as KubeZone, msg, q, origin, later, started, depth);
     }
     const now = Date.now();
     const e = this.cache.get(msg, q, now);
@@ -164,6 +195,72 @@ export class Resolver {
     }
     this.fly(zone, key, Buffer.from(msg.subarray(12, q.questionEnd)), q.dnssecOk, q.checkingDisabled).waiters.push(w);
     return undefined;
+  }
+
+  /** An answer made from a watched API server (rendered like a cache hit). */
+  private fromWatcher(s: Synth, zone: KubeZone, msg: Buffer, q: Query, origin: Origin, later: () => Reply, started: number, depth: number): Buffer | undefined {
+    if (s.cname !== undefined) return this.chase(s, zone, msg, q, origin, later, started, depth);
+    const out = renderSynth(s, msg, q, replyLimit(origin, q), this.hitOut);
+    this.countWatcher(s, zone, origin, q.qtype, started);
+    return out;
+  }
+
+  private countWatcher(s: Synth, zone: KubeZone, origin: Origin, qtype: number, started: number): void {
+    // The answer remembers its last series (most are asked by one origin for one type).
+    let slot = s.slot as Slot | undefined;
+    if (slot === undefined || slot.origin !== origin || s.slotQtype !== qtype) {
+      let slots = this.kubeSlots.get(zone);
+      if (slots === undefined) this.kubeSlots.set(zone, slots = new Map());
+      const key = (origin.id * 65536 + qtype) * 16 + (s.rcode & 0xf);
+      slot = slots.get(key);
+      if (slot === undefined) slots.set(key, slot = this.metrics.slot(origin, zone.name, qtype, s.rcode, 'other', 'watcher'));
+      s.slot = slot;
+      s.slotQtype = qtype;
+    }
+    this.metrics.servedWatcher(slot, (performance.now() - started) / 1000);
+  }
+
+  /**
+   * An ExternalName: its CNAME, then the target's records of the asked type
+   * as this resolver answers them (from the cache, an upstream, or a
+   * watcher when the target is a cluster name), as CoreDNS does.
+   */
+  private chase(s: Synth, zone: KubeZone, query: Buffer, q: Query, origin: Origin, later: () => Reply, started: number, depth: number): Buffer | undefined {
+    const limit = replyLimit(origin, q);
+    // The answer may come after the caller has reused its buffer.
+    const msg = Buffer.from(query.subarray(0, q.questionEnd));
+    const finish = (sub: Buffer | undefined): Buffer => {
+      let extra: Buffer | undefined;
+      let count = 0;
+      if (sub !== undefined) {
+        try {
+          const p = dnsPacket.decode(sub);
+          const answers = p.answers ?? [];
+          if (answers.length > 0) {
+            extra = dnsPacket.encode({ type: 'response', answers } as dnsPacket.Packet).subarray(12);
+            count = answers.length;
+          }
+        } catch {
+          // an answer that does not decode adds nothing: the CNAME alone is still right
+        }
+      }
+      this.countWatcher(s, zone, origin, q.qtype, started);
+      return renderSynth(s, msg, q, limit, undefined, extra, count);
+    };
+    const target = s.cname as string;
+    // x CNAME x is a loop: the CNAME alone (CoreDNS leaves such records out).
+    const own = msg.toString('latin1', 12, 12 + q.nameLen).toLowerCase();
+    if (depth >= MAX_CHASE || wireName(target) === own) return finish(undefined);
+    const sub = subQuery(target, q.qtype);
+    if (sub === undefined) return finish(undefined);
+    // The sub-query asks for its reply function at once when it goes
+    // upstream: the client's is taken then too (a batch socket's is only
+    // valid during the call).
+    const now = this.answer(sub, INTERNAL, () => {
+      const reply = later();
+      return (out) => reply(finish(out));
+    }, depth + 1);
+    return now === undefined ? undefined : finish(Buffer.from(now));
   }
 
   /** A datagram too long to be a query (the batch socket's slot): dropped. */
@@ -229,7 +326,7 @@ export class Resolver {
       ? renderAnswer(answer, w.msg, w.q, replyLimit(w.origin, w.q), now)
       : emptyAnswer(w.msg, w.q.id, w.q.flags, w.q.questionEnd, RCODE_SERVFAIL, w.q.hasEdns, false, w.q.dnssecOk);
     w.reply(out);
-    this.metrics.served(w.origin, zone.name, w.q.qtype, answer ? answer.rcode : RCODE_SERVFAIL, (performance.now() - w.started) / 1000);
+    this.metrics.served(w.origin, zone.name, w.q.qtype, answer ? answer.rcode : RCODE_SERVFAIL, (performance.now() - w.started) / 1000, 'upstream');
   }
 
   private staleAnswer(e: CacheEntry, msg: Buffer, q: Query, origin: Origin, started: number): Buffer {
@@ -238,11 +335,25 @@ export class Resolver {
     const ttl = fresh ? -1 : e.zone.policy.serveStale > 0 ? e.zone.policy.staleTtl : -1;
     const out = renderAnswer(e, msg, q, replyLimit(origin, q), now, ttl);
     if (!fresh) this.metrics.servedStale(e.zone.name);
-    this.metrics.served(origin, e.zone.name, q.qtype, e.rcode, (performance.now() - started) / 1000);
+    this.metrics.served(origin, e.zone.name, q.qtype, e.rcode, (performance.now() - started) / 1000, 'cache');
     return out;
   }
 
   close(): void {
     for (const z of this.zoneList) z.forwarder.close();
+    this.kube.stop().catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'stopping the watchers failed'));
   }
+}
+
+/** A query for `name` and `qtype` (RD set, no EDNS), or undefined when the name cannot be one. */
+function subQuery(name: string, qtype: number): Buffer | undefined {
+  const wire = wireName(name);
+  if (wire.length > 255) return undefined;
+  const out = Buffer.alloc(12 + wire.length + 4);
+  out.writeUInt16BE(0x0100, 2);
+  out.writeUInt16BE(1, 4);
+  out.write(wire, 12, 'latin1');
+  out.writeUInt16BE(qtype, 12 + wire.length);
+  out.writeUInt16BE(1, 12 + wire.length + 2);
+  return out;
 }

@@ -20,11 +20,12 @@ export const TYPE_AXFR = 252;
 /** The UDP payload size this cache advertises and asks upstreams for. */
 export const OUR_UDP_SIZE = 1232;
 
-const FLAG_QR = 0x8000;
+export const FLAG_QR = 0x8000;
+export const FLAG_AA = 0x0400;
 const FLAG_TC = 0x0200;
-const FLAG_RD = 0x0100;
-const FLAG_RA = 0x0080;
-const FLAG_CD = 0x0010;
+export const FLAG_RD = 0x0100;
+export const FLAG_RA = 0x0080;
+export const FLAG_CD = 0x0010;
 
 export interface Query {
   readonly id: number;
@@ -36,6 +37,8 @@ export interface Query {
   readonly hash: number;
   /** Length of the qname in wire form (part of key). */
   readonly nameLen: number;
+  /** Hash of the lowercased qname alone (nameHash() of its wire form). */
+  readonly nameHash: number;
   readonly qtype: number;
   readonly qclass: number;
   readonly hasEdns: boolean;
@@ -72,6 +75,11 @@ export function keyHash(key: string): number {
   let h = FNV_OFFSET;
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), FNV_PRIME);
   return h | 0;
+}
+
+/** The hash parseQuery gives a query name, from its lowercased wire form (latin1). */
+export function nameHash(wireName: string): number {
+  return keyHash(wireName);
 }
 
 /** The DO/CD byte that ends a cache key. */
@@ -169,6 +177,7 @@ export function parseQuery(msg: Buffer): Query | QueryRejection {
     off += len + 1;
   }
   const nameEnd = off + 1;
+  const nameHashed = h | 0;
   if (nameEnd + 4 > size) return reject(msg, RCODE_FORMERR, 'question type/class missing');
   const qtype = msg.readUInt16BE(nameEnd);
   const qclass = msg.readUInt16BE(nameEnd + 2);
@@ -203,7 +212,7 @@ export function parseQuery(msg: Buffer): Query | QueryRejection {
   for (let i = nameEnd; i < questionEnd; i++) h = Math.imul(h ^ msg[i], FNV_PRIME);
   h = Math.imul(h ^ keyFlagsByte(dnssecOk, checkingDisabled), FNV_PRIME);
   return {
-    id: msg.readUInt16BE(0), flags, questionEnd, hash: h | 0, nameLen: nameEnd - 12, qtype, qclass,
+    id: msg.readUInt16BE(0), flags, questionEnd, hash: h | 0, nameLen: nameEnd - 12, nameHash: nameHashed, qtype, qclass,
     hasEdns, udpSize, dnssecOk, checkingDisabled,
   };
 }
@@ -213,7 +222,7 @@ export function isRejection(q: Query | QueryRejection): q is QueryRejection {
 }
 
 /** A minimal OPT record: root owner, our UDP size, extended rcode, DO. */
-function writeOpt(out: Buffer, off: number, extRcode: number, dnssecOk: boolean): number {
+export function writeOpt(out: Buffer, off: number, extRcode: number, dnssecOk: boolean): number {
   out[off] = 0;
   out.writeUInt16BE(TYPE_OPT, off + 1);
   out.writeUInt16BE(OUR_UDP_SIZE, off + 3);

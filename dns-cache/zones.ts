@@ -6,9 +6,11 @@
 export function wireName(dotted: string): string {
   const name = dotted.toLowerCase().replace(/\.$/, '');
   if (name === '') return '\x00';
-  let out = '';
-  for (const label of name.split('.')) out += String.fromCharCode(label.length) + label;
-  return out + '\x00';
+  // join makes one flat string (kept as a table key, a concatenation would hold its parts too).
+  const parts: string[] = [];
+  for (const label of name.split('.')) parts.push(String.fromCharCode(label.length), label);
+  parts.push('\x00');
+  return parts.join('');
 }
 
 /** Lowercased wire name (latin1 string) -> "a.b.c." for logs and errors. */

@@ -31,6 +31,17 @@ export interface ReducerOptions {
 
 export const DEFAULT_REDUCER: ReducerOptions = { intervalMs: 2000, slackBytes: 24 * 1024 * 1024, minGapMs: 10_000, busyAbove: 0.5 };
 
+let requested = false;
+
+/**
+ * Asks for one compaction at the next quiet look, whatever the growth and
+ * however recent the last one (after a large list, whose pages of JSON
+ * leave the kept objects spread thin over the old generation).
+ */
+export function requestCompaction(): void {
+  requested = true;
+}
+
 /** One compaction of the V8 heap and trim of the C heap. */
 export function reduceMemory(): ReturnType<typeof compactHeap> & { trimmed: boolean } {
   const r = compactHeap();
@@ -58,7 +69,8 @@ export function startMemoryReducer(log: Logger, opts: ReducerOptions = DEFAULT_R
     rss ??= rssNow;
     const grown = Math.max(v8.getHeapStatistics().total_heap_size - live, rssNow - rss);
     const started = performance.now();
-    if (busy || grown < opts.slackBytes || started - last < gapMs) return;
+    if (busy || (!requested && (grown < opts.slackBytes || started - last < gapMs))) return;
+    requested = false;
     last = started;
     const r = reduceMemory();
     live = v8.getHeapStatistics().used_heap_size;

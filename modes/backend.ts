@@ -44,6 +44,43 @@ export interface Plan {
   readonly size: number;
   /** Service ports left out because a value could not be written safely (reported by the runner). */
   readonly refused?: readonly RefusedPort[];
+  /**
+   * What it restores of changes someone else made (found by checkDrift or
+   * watchDrift); counted and logged once the dataplane accepted the plan.
+   */
+  readonly repairs?: readonly Damage[];
+}
+
+/**
+ * One object kproxy owns that someone else changed (flushed, deleted,
+ * rewritten), as a repair names it.
+ */
+export interface Damage {
+  /**
+   * Its kind, the `what` label of kubeproxy_sync_proxy_rules_repairs_total:
+   * 'chain' (its rules rewritten), 'jump' (a jump from a built-in chain put
+   * back), 'canary', 'element' (a map or set element put back or removed),
+   * 'full' (too broad or unknown to repair object by object: a full sync),
+   * or a mode's own (an IPVS virtual server, an ipset entry).
+   */
+  readonly what: string;
+  /** The object in the mode's own words, for the log ("nat KUBE-SVC-ABC", "ip kproxy service-ips 10.96.0.10 . tcp . 80"). */
+  readonly object: string;
+}
+
+/** What a drift check or watch found. The backend has queued the repair: its next plan makes it. */
+export interface DriftReport {
+  readonly damage: readonly Damage[];
+  /** Set when the next plan must be full, with the reason. */
+  readonly full?: string;
+}
+
+/** A running watch for changes made by others (see Backend.watchDrift). */
+export interface DriftWatch {
+  /** Resolves once the watch sees every change, or could not start; the first sync waits for it (bounded). */
+  readonly ready: Promise<void>;
+  /** Stops watching and ends any process the watch runs. */
+  stop(): Promise<void>;
 }
 
 export interface Backend<P extends Plan = Plan> {
@@ -80,9 +117,27 @@ export interface Backend<P extends Plan = Plan> {
   /** What the dataplane holds of kproxy's own objects, as its tool prints it (dump --live, diff). */
   readKernel?(): Promise<string>;
   /**
-   * A cheap check, run every syncPeriod, that nobody changed what kproxy
-   * owns behind its back. True forces a full sync. Must not read whole
-   * tables. Optional for a mode with nothing outside kproxy to check.
+   * The periodic check, run every syncPeriod beside syncs (never holding
+   * one up), for changes someone else made to what kproxy owns: canaries,
+   * jumps from built-in chains, or (where reading is cheap) the content of
+   * every owned chain against the record. What it finds is queued in the
+   * backend and repaired by the next plan, targeted where it can say what
+   * changed; the runner asks for that sync (full when `full` is set). A
+   * check that overlapped an apply reports nothing (the next one looks
+   * again). Must not read whole tables where that is expensive.
+   */
+  checkDrift?(): Promise<DriftReport>;
+  /**
+   * Starts watching the dataplane for changes others make, as they happen
+   * (nf_tables events, modes/nft-monitor.ts). Each finding is queued like
+   * checkDrift's and reported through `onDrift`; the runner then asks for a
+   * sync. The runner starts it before the first sync and stops it on stop.
+   * Optional: modes with no event source rely on checkDrift.
+   */
+  watchDrift?(onDrift: (report: DriftReport) => void): DriftWatch;
+  /**
+   * The older, coarser form of checkDrift: true forces a full sync. Used
+   * only when checkDrift is absent.
    */
   drifted?(): Promise<boolean>;
   /** Remove everything this mode owns, and nothing else. */

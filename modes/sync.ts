@@ -2,7 +2,7 @@
 // mode. Used by the runner, by the commands that build rules (diff) and by
 // tests and benchmarks, so they all drive a mode the same way.
 import type { Changes, NodeState } from '../proxy/model.ts';
-import type { Backend } from './backend.ts';
+import type { Backend, Damage } from './backend.ts';
 import type { RefusedPort } from './values.ts';
 
 export interface SyncResult {
@@ -19,6 +19,8 @@ export interface SyncResult {
   readonly owned: Readonly<Record<string, number>>;
   /** Service ports the plan left out (Plan.refused). */
   readonly refused?: readonly RefusedPort[];
+  /** What the sync restored of changes someone else made (Plan.repairs; empty when it failed). */
+  readonly repairs?: readonly Damage[];
   readonly error?: Error;
 }
 
@@ -27,6 +29,7 @@ export async function syncBackend(backend: Backend, state: NodeState, changes: C
   let renderMs = 0;
   let full = changes.full;
   let size = 0;
+  let repairs: readonly Damage[] = [];
   try {
     await backend.prepare?.(changes);
     const r0 = performance.now();
@@ -35,12 +38,13 @@ export async function syncBackend(backend: Backend, state: NodeState, changes: C
     full = plan.full;
     size = plan.size;
     await backend.apply(plan);
+    repairs = plan.repairs ?? [];
     return {
-      ok: true, full, renderMs, applyMs: performance.now() - t0 - renderMs, size, owned: backend.owned(),
+      ok: true, full, renderMs, applyMs: performance.now() - t0 - renderMs, size, owned: backend.owned(), repairs,
       ...(plan.refused?.length ? { refused: plan.refused } : {}),
     };
   } catch (e) {
     const error = e instanceof Error ? e : new Error(String(e));
-    return { ok: false, full, renderMs, applyMs: performance.now() - t0 - renderMs, size, owned: backend.owned(), error };
+    return { ok: false, full, renderMs, applyMs: performance.now() - t0 - renderMs, size, owned: backend.owned(), repairs, error };
   }
 }

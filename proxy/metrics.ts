@@ -41,6 +41,7 @@ export class ProxyMetrics implements SyncListener {
   private readonly noLocal: Gauge<'traffic_policy'>;
   private readonly refused: Counter;
   private readonly objectsRefused: Counter<'action'>;
+  private readonly repairs: Counter<'mode' | 'what'>;
 
   /** `mode` and its metric names come from the mode's descriptor (modes/registry.ts). */
   constructor(mode: { readonly name: string; readonly metrics: ModeMetricNames }, opts: { now?: () => number; processMetrics?: boolean } = {}) {
@@ -63,6 +64,11 @@ export class ProxyMetrics implements SyncListener {
     this.refused = new Counter({ name: 'kproxy_sync_refused_service_ports_total', help: 'Service ports a sync left out of the dataplane because a value could not be written safely', registers: r });
     this.objectsRefused = new Counter({ name: 'kproxy_objects_refused_total', help: 'Services and EndpointSlices skipped as malformed (action="skip") or refused in part (action="refuse": an address or NodePort another Service holds, an externalIP outside --external-ip-cidrs)', labelNames: ['action'], registers: r });
     this.noLocal = new Gauge({ name: 'kubeproxy_sync_proxy_rules_no_local_endpoints_total', help: 'Number of services with a Local traffic policy and no endpoints', labelNames: ['traffic_policy'], registers: r });
+    this.repairs = new Counter({
+      name: 'kubeproxy_sync_proxy_rules_repairs_total',
+      help: 'Objects kproxy restored in the kernel after something else changed them (what: chain, jump, canary, element, or full for a full sync)',
+      labelNames: ['mode', 'what'], registers: r,
+    });
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -99,6 +105,7 @@ export class ProxyMetrics implements SyncListener {
     const { internal, external } = noLocalEndpoints(report.state);
     this.noLocal.set({ traffic_policy: 'internal' }, internal);
     this.noLocal.set({ traffic_policy: 'external' }, external);
+    for (const d of report.result.repairs ?? []) this.repairs.inc({ mode: this.mode, what: d.what });
   }
 
   onSyncFailed(report: SyncReport): void {

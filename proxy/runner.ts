@@ -7,11 +7,14 @@
 //  - syncs never overlap;
 //  - a failed sync is retried with exponential backoff (from retryInitialMs
 //    up to syncPeriod) and the retry is a full sync (tracker.requestFull());
-//  - every syncPeriod, backend.drifted() is checked (a cheap canary); drift
-//    forces a full sync;
+//  - every syncPeriod, backend.checkDrift() looks for changes someone else
+//    made to what kproxy owns, beside syncs and never holding one up; what
+//    it finds (and what backend.watchDrift() reports as it happens) is
+//    repaired by the next sync, a full one only when the backend says the
+//    damage is too broad or unknown; repairs are logged once applied;
 //  - a full sync runs at least every fullSyncPeriod (one hour) regardless.
 // The clock is injected so tests drive time by hand.
-import type { Backend } from '../modes/backend.ts';
+import type { Backend, DriftReport, DriftWatch } from '../modes/backend.ts';
 import { syncBackend, type SyncResult } from '../modes/sync.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Changes, NodeState, StaleUdpEndpoint } from './model.ts';
@@ -39,6 +42,8 @@ export interface RunnerOptions {
   readonly burstSyncs?: number;
   /** First retry delay after a failure; doubles up to syncPeriod. */
   readonly retryInitialMs?: number;
+  /** Longest wait for backend.watchDrift() to be ready before the first sync (default 10 s, at most syncPeriod). */
+  readonly watchReadyMs?: number;
 }
 
 /** What one sync did, for health, metrics and the healthCheckNodePort servers. */
@@ -76,6 +81,7 @@ const hour = 3_600_000;
 
 export class Runner {
   private readonly deps: RunnerDeps;
+  private readonly opts: RunnerOptions;
   private readonly clock: Clock;
   private readonly minMs: number;
   private readonly periodMs: number;
@@ -104,6 +110,7 @@ export class Runner {
   private timer: unknown;
   private timerAt: number | undefined;
   private syncCount = 0;
+  private watch: DriftWatch | undefined;
   /**
    * UDP flows a failed sync should have cleared: the snapshot consumed them
    * and the full retry does not bring them back, so they are owed to the
@@ -115,6 +122,7 @@ export class Runner {
 
   constructor(opts: RunnerOptions, deps: RunnerDeps) {
     this.deps = deps;
+    this.opts = opts;
     this.clock = deps.clock ?? systemClock;
     this.minMs = opts.minSyncPeriodMs;
     this.periodMs = opts.syncPeriodMs;
@@ -137,6 +145,7 @@ export class Runner {
   async start(): Promise<SyncReport> {
     if (this.started) throw new Error('runner already started');
     this.started = true;
+    await this.startWatch();
     const now = this.clock.now();
     this.lastRefill = now;
     this.nextDriftCheck = now + this.periodMs;
@@ -166,11 +175,42 @@ export class Runner {
     if (this.started) this.schedule();
   }
 
-  /** Stops scheduling; waits for a sync in progress. Rules stay as they are. */
+  /** Stops scheduling and watching; waits for a sync in progress. Rules stay as they are. */
   async stop(): Promise<void> {
     this.stopped = true;
     this.clearTimer();
-    await Promise.all([this.busy, this.checking]);
+    await Promise.all([this.busy, this.checking, this.watch?.stop()]);
+  }
+
+  /**
+   * Starts the backend's watch for changes made by others, and waits
+   * (bounded) until it sees every change: what happens before is then
+   * covered by the first, full, sync.
+   */
+  private async startWatch(): Promise<void> {
+    if (!this.deps.backend.watchDrift) return;
+    try {
+      this.watch = this.deps.backend.watchDrift((r) => this.onDrift(r, 'watch'));
+    } catch (err) {
+      this.deps.log.warn({ err }, 'could not watch the dataplane for changes; the periodic check goes on');
+      return;
+    }
+    const limit = Math.min(this.periodMs, this.opts.watchReadyMs ?? 10_000);
+    let timer: unknown;
+    const timeout = new Promise<'timeout'>((r) => { timer = this.clock.setTimeout(() => r('timeout'), limit); });
+    const outcome = await Promise.race([this.watch.ready.then(() => 'ready' as const), timeout]);
+    this.clock.clearTimeout(timer);
+    if (outcome === 'timeout') this.deps.log.warn({ waitedMs: limit }, 'the dataplane watch is not ready yet; syncing without waiting for it');
+  }
+
+  /** A drift check or the watch found changes made by others (already queued in the backend). */
+  private onDrift(report: DriftReport, source: 'check' | 'watch'): void {
+    if (this.stopped || (report.damage.length === 0 && report.full === undefined)) return;
+    const shown = report.damage.slice(0, 20).map((d) => `${d.what} ${d.object}`);
+    this.deps.log.info({ source, found: shown, more: Math.max(0, report.damage.length - shown.length), full: report.full }, 'kernel rules changed behind kproxy\'s back; repairing');
+    if (report.full !== undefined) this.deps.tracker.requestFull();
+    this.requested = true;
+    if (this.started) this.schedule();
   }
 
   private refill(now: number): void {
@@ -251,6 +291,18 @@ export class Runner {
   }
 
   private async checkDrift(): Promise<void> {
+    const backend = this.deps.backend;
+    if (backend.checkDrift) {
+      let report: DriftReport;
+      try {
+        report = await backend.checkDrift();
+      } catch (err) {
+        this.deps.log.warn({ err }, 'drift check failed; forcing a full sync');
+        report = { damage: [], full: 'the drift check failed' };
+      }
+      this.onDrift(report, 'check');
+      return;
+    }
     const syncsBefore = this.syncCount;
     let drifted: boolean;
     try {
@@ -298,7 +350,12 @@ export class Runner {
     const finishedAt = this.clock.now();
     const ok = result.ok;
     if (ok) {
-      if (changes.full) this.lastFull = startedAt;
+      if (changes.full || result.full) this.lastFull = startedAt;
+      const repairs = result.repairs ?? [];
+      if (repairs.length) {
+        const shown = repairs.slice(0, 20).map((d) => `${d.what} ${d.object}`);
+        log.warn({ repaired: shown, more: Math.max(0, repairs.length - shown.length), full: result.full }, 'repaired kernel rules someone else changed');
+      }
       this.retryAt = undefined;
       this.backoff.reset();
       this.owedUdp = undefined;

@@ -65,7 +65,7 @@ test('set-up puts the listen addresses on the node with NOTRACK rules; teardown 
   }
 });
 
-test('kproxy dns-cache in a namespace: answers dig on 169.254.20.10:53, cleans up on SIGTERM unless --skip-teardown', async (t) => {
+test('kproxy dns-cache --listen 169.254.20.10:53 on a fresh node (a namespace) sets the node up by default: answers dig, cleans up on SIGTERM unless --skip-teardown; with set-up turned off it cannot bind', async (t) => {
   requireTools();
   const ns = await createNetns('kpdns');
   const dir = mkdtempSync(join(tmpdir(), 'kproxy-dns-ns-'));
@@ -75,8 +75,9 @@ test('kproxy dns-cache in a namespace: answers dig on 169.254.20.10:53, cleans u
 import { TestDnsServer } from ${JSON.stringify(join(repo, 'test/helpers/dns-server.ts'))};
 import { runDnsCache } from ${JSON.stringify(join(repo, 'dns-cache/main.ts'))};
 const up = await TestDnsServer.start({ zone: 'cluster.local', port: 5353, records: { 'web.default.svc.cluster.local': [{ type: 'A', data: '10.96.7.7', ttl: 30 }] } });
+// No set-up flags: the addresses and the NOTRACK rules are the defaults (NodeLocal DNSCache's).
 const code = await runDnsCache(['--listen', '169.254.20.10:53', '--zone', 'cluster.local=127.0.0.1:5353',
-  '--setup-interface', '--setup-iptables', '--health-addr', '169.254.20.10:8080', '--metrics-addr', '169.254.20.10:9253', ...process.argv.slice(2)]);
+  '--health-addr', '169.254.20.10:8080', '--metrics-addr', '169.254.20.10:9253', ...process.argv.slice(2)]);
 await up.stop();
 process.exit(code);
 `);
@@ -104,6 +105,14 @@ process.exit(code);
     if (first.log.includes('no dummy interface driver')) t.log('this kernel has no dummy driver: addresses went on lo (logged)');
     t.false((await exec('ip', ['-o', 'addr', 'show'])).stdout.includes('169.254.20.10'), 'address removed on exit');
     t.false((await exec('iptables', ['-w', '-t', 'raw', '-S'])).stdout.includes('kproxy dns-cache'), 'rules removed on exit');
+    // Turned off, on a node without the address: a clear bind error, exit 1.
+    const off = spawn(toolPath('ip'), ['netns', 'exec', ns, process.execPath, script, '--setup-interface=false', '--setup-iptables=false'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let offLog = '';
+    off.stderr.on('data', (d: Buffer) => { offLog += d.toString(); });
+    const offCode = await new Promise<number | null>((r) => off.on('exit', (c) => r(c)));
+    t.is(offCode, 1, offLog);
+    t.regex(offLog, /cannot listen on udp 169\.254\.20\.10:53/);
+    t.false((await exec('iptables', ['-w', '-t', 'raw', '-S'])).stdout.includes('kproxy dns-cache'), 'no rules when turned off');
     const second = await run(['--skip-teardown']);
     t.is(second.code, 0, second.log);
     t.true((await exec('ip', ['-o', 'addr', 'show'])).stdout.includes('169.254.20.10'), '--skip-teardown keeps the address');
@@ -112,4 +121,19 @@ process.exit(code);
     await deleteNetns(ns);
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('loopback listen addresses are left alone: no interface, no rules, nothing to tear down', async (t) => {
+  const calls: string[] = [];
+  const exec = async (tool: string, args: readonly string[]): Promise<{ stdout: string; stderr: string }> => {
+    calls.push(`${tool} ${args.join(' ')}`);
+    return { stdout: '', stderr: '' };
+  };
+  const setup = new NodeSetup(exec as never, {
+    interfaceName: 'nodelocaldns', addresses: [{ host: '127.0.0.1', port: 53 }, { host: '::1', port: 53 }], setupInterface: true, setupIptables: true,
+  }, silentLogger());
+  await setup.setup();
+  t.is(await setup.ensureRules(), 0);
+  await setup.teardown();
+  t.deepEqual(calls, []);
 });

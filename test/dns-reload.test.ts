@@ -38,7 +38,7 @@ test('a changed config file is picked up without dropping the cache; a bad one i
 
     writeFileSync(cfg, `listen: [127.0.0.1:0]\nzones:\n  - suffix: cluster.local\n    upstreams: [10.0.0.300]\n    policy: fastest\n    timeout_ms: -5\n`);
     t.true(await eventually(async () => await cache.metric('coredns_reload_failed_total') === 1, 5000), 'the bad config was not refused');
-    t.false(cache.reload());
+    t.false(await cache.reload());
     t.is(cache.config().zones.length, 2, 'the previous config stays in force');
     t.is((await cache.ask('new.default.svc.cluster-b.local', 'A')).packet.rcode, 'NOERROR');
   } finally {

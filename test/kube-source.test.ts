@@ -63,7 +63,7 @@ function serverView(api: TestApiServer, kind: Kind): string[] {
     .sort();
 }
 
-const KINDS: Kind[] = ['Service', 'EndpointSlice', 'Node'];
+const KINDS = ['Service', 'EndpointSlice', 'Node'] as const satisfies readonly Kind[];
 
 async function converged(t: ExecutionContext, { api, rec }: Rig): Promise<void> {
   await eventually('the source to converge on the server state',

@@ -86,3 +86,17 @@ test('nftables mode counts failures under the nftables name and has no iptables 
   t.false(text.includes('kubeproxy_sync_proxy_rules_iptables_total'));
   t.false(text.includes('process_resident_memory_bytes'));
 });
+
+test('repairs are counted per mode and kind, from the syncs that applied them', async (t) => {
+  const metrics = new ProxyMetrics(modeOf('nftables'), { processMetrics: false });
+  metrics.onSynced(report({}));
+  const repaired = (repairs: { what: string; object: string }[]): SyncReport =>
+    report({ result: { ok: true, full: false, renderMs: 1, applyMs: 1, size: 3, owned: {}, repairs } });
+  metrics.onSynced(repaired([{ what: 'chain', object: 'ip kproxy cluster-3' }, { what: 'element', object: 'ip kproxy service-ips { 10.96.0.10 . tcp . 80 }' }]));
+  metrics.onSynced(repaired([{ what: 'element', object: 'ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 1 }' }]));
+  metrics.onSyncFailed({ ...repaired([{ what: 'full', object: 'x' }]), ok: false });
+  const text = await metrics.metricsText();
+  t.is(value(text, 'kubeproxy_sync_proxy_rules_repairs_total{mode="nftables",what="chain"}'), 1);
+  t.is(value(text, 'kubeproxy_sync_proxy_rules_repairs_total{mode="nftables",what="element"}'), 2);
+  t.is(value(text, 'kubeproxy_sync_proxy_rules_repairs_total{mode="nftables",what="full"}'), undefined, 'a failed sync repaired nothing');
+});

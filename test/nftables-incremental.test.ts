@@ -13,6 +13,9 @@ import { allServices, byName, defaultOptions as options } from './fixtures/servi
 import { changesBetween, replace } from './fixtures/nftables/states.ts';
 import { dedent, loaded } from './fixtures/nftables/golden.ts';
 import { syncBackend } from '../modes/sync.ts';
+import { fakeStream } from './helpers/fake-stream.ts';
+import type { DriftReport } from '../modes/backend.ts';
+import { loadConfig } from '../proxy/config.ts';
 
 function setup() {
   const kernel = new FakeNftKernel();
@@ -159,26 +162,33 @@ test('the first sync adopts a table left by an earlier kproxy in one atomic batc
   t.is(view(kernel), expected(state));
 });
 
-test('drift: a deleted kproxy table or fixed chain is noticed from the chain listing alone', async (t) => {
+test('checkDrift: a deleted kproxy table or chain is noticed from the chain listing alone, and the table rebuilt', async (t) => {
   const { backend, kernel } = setup();
   const state = nodeState(allServices);
   await syncBackend(backend, state, fullChanges(state));
-  t.false(await backend.drifted());
+  t.deepEqual(await backend.checkDrift(), { damage: [] });
   kernel.apply('add table ip foreign\nadd chain ip foreign nat-prerouting\n');
-  t.false(await backend.drifted(), 'a same-named chain in another table is not ours');
+  t.deepEqual(await backend.checkDrift(), { damage: [] }, 'a same-named chain in another table is not ours');
   kernel.apply('delete table ip kproxy\n');
-  t.true(await backend.drifted(), 'table gone');
-  await syncBackend(backend, state, fullChanges(state));
-  t.false(await backend.drifted());
+  t.deepEqual(await backend.checkDrift(), { damage: [], full: 'table ip kproxy is gone' });
+  const r = await syncBackend(backend, state, changesBetween(state, state));
+  t.true(r.ok, r.error?.message);
+  t.true(r.full);
+  t.deepEqual(r.repairs, [{ what: 'full', object: 'table ip kproxy is gone' }]);
+  t.regex(kernel.applied.at(-1)!, /^add table ip kproxy\ndelete table ip kproxy\nadd table ip kproxy\n/, 'rebuilt from nothing');
+  t.is(view(kernel), expected(state));
+  t.deepEqual(await backend.checkDrift(), { damage: [] });
   kernel.apply('flush chain ip kproxy nat-prerouting\ndelete chain ip kproxy nat-prerouting\n');
-  t.true(await backend.drifted(), 'base chain gone');
+  t.regex((await backend.checkDrift()).full ?? '', /chain nat-prerouting of table ip kproxy gone/, 'base chain gone');
+  const special = [...kernel.table('ip', 'kproxy')!.chains.keys()].find((c) => c.startsWith('rec-'))!;
+  t.truthy(special);
 });
 
-test('drift: a deleted table or chain is noticed; a periodic full sync repairs flushed rules and keeps affinity', async (t) => {
+test('a periodic full sync repairs flushed rules and keeps affinity; the chain listing alone does not see them', async (t) => {
   const { backend, kernel } = setup();
   const state = nodeState(allServices);
   await syncBackend(backend, state, fullChanges(state));
-  t.false(await backend.drifted());
+  t.deepEqual(await backend.checkDrift(), { damage: [] });
 
   const pkt = { family: 4 as const, saddr: '10.244.1.5', daddr: '10.96.0.14', dport: 80, protocol: 'TCP' as const };
   const env = { localAddresses: ['192.168.0.2'] };
@@ -186,12 +196,12 @@ test('drift: a deleted table or chain is noticed; a periodic full sync repairs f
 
   kernel.apply('flush chain ip kproxy nat-prerouting\ndelete element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 1 }\n');
   // Reading rules would make nft fetch every map element (seconds at scale):
-  // drifted() looks at chain declarations only, the hourly full sync repairs contents.
-  t.false(await backend.drifted(), 'rules flushed inside existing chains are left to the periodic full sync');
+  // checkDrift() looks at chain declarations only; nf_tables events see contents.
+  t.deepEqual(await backend.checkDrift(), { damage: [] }, 'rules flushed inside existing chains are left to the event watch');
   const r = await syncBackend(backend, state, fullChanges(state));
   t.true(r.ok, r.error?.message);
   t.regex(kernel.applied.at(-1)!, /^add table ip kproxy\nflush table ip kproxy\n/, 'with a record, a full sync flushes instead of deleting');
-  t.false(await backend.drifted());
+  t.deepEqual(await backend.checkDrift(), { damage: [] });
   t.deepEqual(describe(trace(kernel, pkt, env)), ['10.244.2.51:80'], 'affinity survived the full sync');
   t.deepEqual(describe(trace(kernel, { ...pkt, daddr: '10.96.0.10' }, env)), ['10.244.1.11:8080', '10.244.2.12:8080', '10.244.3.13:8080']);
 });
@@ -242,7 +252,108 @@ test('cleanup removes only kproxy tables, and is fine when there are none', asyn
   t.deepEqual(kernel.tableNames(), ['ip other']);
   await backend.cleanup();
   t.deepEqual(kernel.tableNames(), ['ip other']);
-  t.true(await backend.drifted(), 'after cleanup there is nothing to trust');
+  const r = await syncBackend(backend, state, changesBetween(state, state));
+  t.true(r.full, 'after cleanup there is nothing to trust');
+});
+
+test('watchDrift: a foreign flush of a chain and deleted or replaced elements are put back from the record alone; kproxy\'s own changes are not repairs', async (t) => {
+  const kernel = new FakeNftKernel();
+  const stream = fakeStream(kernel.exec);
+  const backend = new NftablesBackend({ ...options, exec: stream.exec }, silentLogger());
+  const reports: DriftReport[] = [];
+  const watch = backend.watchDrift((r) => reports.push(r));
+  t.teardown(() => watch.stop());
+  await watch.ready;
+  let state = nodeState(allServices);
+  t.true((await syncBackend(backend, state, fullChanges(state))).ok);
+  // kproxy's own transaction, reported with the pid of a tool it started.
+  stream.children.started(4242, '/usr/sbin/nft');
+  stream.emit('delete element ip kproxy service-ips { 10.96.0.10 . tcp . 80 : goto cluster-3 }', '# new generation 10 by process 4242 (nft)');
+  t.deepEqual(reports, [], 'own changes are not damage');
+
+  // Someone flushes a spread chain, deletes an endpoint element, and replaces a service-ips verdict.
+  kernel.apply([
+    'flush chain ip kproxy cluster-3',
+    'delete element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 1 }',
+    'delete element ip kproxy service-ips { 10.96.0.10 . tcp . 80 }',
+    'add element ip kproxy service-ips { 10.96.0.10 . tcp . 80 : drop }',
+  ].join('\n') + '\n');
+  stream.emit(
+    'delete rule ip kproxy cluster-3 handle 40',
+    'delete rule ip kproxy cluster-3 handle 41',
+    'delete element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 1 : 10.244.2.12 . 8080 }',
+    'delete element ip kproxy service-ips { 10.96.0.10 . tcp . 80 : goto cluster-3 }',
+    'add element ip kproxy service-ips { 10.96.0.10 . tcp . 80 : drop }',
+    '# new generation 11 by process 777 (nft)',
+  );
+  t.is(reports.length, 1);
+  t.deepEqual(reports[0].damage.map((d) => `${d.what} ${d.object}`), [
+    'chain ip kproxy cluster-3',
+    'element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 1 }',
+    'element ip kproxy service-ips { 10.96.0.10 . tcp . 80 }',
+  ]);
+  t.is(reports[0].full, undefined);
+
+  // The repair goes with the next sync, here with a change of another Service.
+  const web = byName('shop/sticky');
+  const next = replace(state, withPort(web, { clusterEndpoints: web.clusterEndpoints.slice(1), allReachableEndpoints: web.clusterEndpoints.slice(1) }));
+  const r = await syncBackend(backend, next, changesBetween(state, next));
+  t.true(r.ok, r.error?.message);
+  t.false(r.full);
+  t.deepEqual(r.repairs?.map((d) => d.what), ['chain', 'element', 'element']);
+  t.regex(kernel.applied.at(-1)!, /^flush chain ip kproxy cluster-3\nadd rule ip kproxy cluster-3 /);
+  t.regex(kernel.applied.at(-1)!, /\nadd map ip kproxy endpoints-tcp \{ typeof ip daddr \. tcp dport \. numgen random mod 1 : ip daddr \. tcp dport ; \}\n/,
+    'a transaction that deletes rules declares the maps again (nft monitor forgets the maps a deleted rule used)');
+  t.true(kernel.applied.at(-1)!.split('\n').length < 60, 'a small transaction');
+  state = next;
+  t.is(view(kernel), expected(state));
+  const again = await syncBackend(backend, state, changesBetween(state, state));
+  t.deepEqual(again.repairs, [], 'nothing twice');
+
+  // A foreign change to the table's structure: rebuilt by a full sync.
+  kernel.apply('add chain ip kproxy evil { type filter hook prerouting priority -500 ; policy accept ; }\n');
+  stream.emit('add chain ip kproxy evil { type filter hook prerouting priority -500; policy accept; }', '# new generation 12 by process 778 (nft)');
+  t.regex(reports.at(-1)!.full ?? '', /add chain ip kproxy evil by nft \(pid 778\)/);
+  const rebuilt = await syncBackend(backend, state, changesBetween(state, state));
+  t.true(rebuilt.full);
+  t.false(kernel.table('ip', 'kproxy')!.chains.has('evil'));
+  t.is(view(kernel), expected(state));
+});
+
+test('watchDrift: the monitor restarts after it ends, and what it may have missed is rebuilt; dropped events of its own burst are not', async (t) => {
+  const kernel = new FakeNftKernel();
+  const stream = fakeStream(kernel.exec);
+  const backend = new NftablesBackend({ ...options, exec: stream.exec }, silentLogger());
+  const reports: DriftReport[] = [];
+  const watch = backend.watchDrift((r) => reports.push(r));
+  t.teardown(() => watch.stop());
+  await watch.ready;
+  const state = nodeState(allServices);
+  t.true((await syncBackend(backend, state, fullChanges(state))).ok);
+  stream.children.started(4242, '/usr/sbin/nft');
+  stream.emit('# ERROR: We lost some netlink events!');
+  t.deepEqual(reports, [], 'a loss while kproxy\'s own tool ran is its own burst');
+  stream.crash();
+  const deadline = Date.now() + 5000;
+  while (reports.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  t.is(stream.starts, 2, 'started again');
+  t.regex(reports[0]?.full ?? '', /missed while not watching/);
+  const r = await syncBackend(backend, state, changesBetween(state, state));
+  t.true(r.full);
+  t.deepEqual(r.repairs?.map((d) => d.what), ['full']);
+});
+
+test('watchDrift is off with --nftables-watch-events=false: no monitor runs', async (t) => {
+  const cfg = loadConfig(['--proxy-mode', 'nftables', '--nftables-watch-events=false', '--hostname-override', 'n']);
+  t.is(cfg.modeSettings.watchEvents, false);
+  t.is(loadConfig(['--proxy-mode', 'nftables', '--hostname-override', 'n']).modeSettings.watchEvents, true, 'on by default');
+  const kernel = new FakeNftKernel();
+  const stream = fakeStream(kernel.exec);
+  const backend = new NftablesBackend({ ...options, settings: cfg.modeSettings, exec: stream.exec }, silentLogger());
+  const watch = backend.watchDrift(() => t.fail('no report without a watch'));
+  await watch.ready;
+  t.is(stream.starts, 0);
+  await watch.stop();
 });
 
 test('readKernel lists both kproxy tables', async (t) => {

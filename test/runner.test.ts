@@ -1,10 +1,12 @@
 // Runner scheduling with a hand-driven clock: min interval, coalescing,
 // burst, retry → full, drift → full, hourly full resync, no overlap.
 import test from 'ava';
-import type { Backend, Plan } from '../modes/backend.ts';
+import type { Backend, Damage, DriftReport, DriftWatch, Plan } from '../modes/backend.ts';
+import { pino } from 'pino';
+import { Writable } from 'node:stream';
 import { silentLogger } from '../lib/log.ts';
 import type { Changes, NodeState, StaleUdpEndpoint } from '../proxy/model.ts';
-import { Runner, type Clock, type RunnerOptions, type SyncListener } from '../proxy/runner.ts';
+import { Runner, type Clock, type RunnerOptions, type SyncListener, type SyncReport } from '../proxy/runner.ts';
 import type { ServiceTracker } from '../proxy/tracker-api.ts';
 import { nodeState, svc } from './helpers/state.ts';
 
@@ -375,5 +377,113 @@ test('the first sync counts as queued: a failing start-up keeps the change pendi
   t.false(first.ok);
   t.deepEqual(queued, [0]);
   t.deepEqual(failed, [0]);
+  await runner.stop();
+});
+
+/** A backend with the newer drift contract: findings queued, repaired by the next plan. */
+class RepairingBackend extends FakeBackend {
+  queued: Damage[] = [];
+  queuedFull: string | undefined;
+  checks = 0;
+  nextCheck: DriftReport = { damage: [] };
+  onDrift: ((r: DriftReport) => void) | undefined;
+  watchStopped = false;
+  readyGate: Promise<void> = Promise.resolve();
+  readonly repaired: Damage[][] = [];
+  async checkDrift(): Promise<DriftReport> {
+    this.checks++;
+    const r = this.nextCheck;
+    this.nextCheck = { damage: [] };
+    this.found(r);
+    return r;
+  }
+  found(r: DriftReport): void {
+    this.queued.push(...r.damage);
+    this.queuedFull ??= r.full;
+  }
+  watchDrift(onDrift: (r: DriftReport) => void): DriftWatch {
+    this.onDrift = onDrift;
+    return { ready: this.readyGate, stop: async () => { this.watchStopped = true; } };
+  }
+  override plan(state: NodeState, changes: Changes): Plan {
+    const full = changes.full || this.queuedFull !== undefined;
+    const repairs = this.queuedFull !== undefined && full ? [{ what: 'full', object: this.queuedFull }] : [...this.queued];
+    this.queued = [];
+    this.queuedFull = undefined;
+    this.repaired.push(repairs);
+    return { ...super.plan(state, changes), full, repairs };
+  }
+}
+
+function repairSetup(opts: Partial<RunnerOptions> = {}) {
+  const clock = new FakeClock();
+  const tracker = new FakeTracker();
+  const backend = new RepairingBackend(clock);
+  (backend as { drifted?: unknown }).drifted = undefined;
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({ write(chunk, _enc, cb) { lines.push(JSON.parse(String(chunk))); cb(); } });
+  const log = pino({ level: 'info' }, sink);
+  const synced: SyncReport[] = [];
+  const runner = new Runner({ minSyncPeriodMs: 1000, syncPeriodMs: 30_000, ...opts }, { tracker, backend, clock, log, listeners: [{ onSynced: (r) => synced.push(r) }] });
+  const rel = () => backend.syncs.map((s) => ({ at: s.at - 1_000_000, full: s.full }));
+  return { clock, tracker, backend, runner, rel, lines, synced };
+}
+
+test('checkDrift findings are repaired by the next sync, partial unless the report asks for full; the repair is logged and reported', async (t) => {
+  const { runner, clock, backend, rel, lines, synced } = repairSetup();
+  await runner.start();
+  backend.nextCheck = { damage: [{ what: 'chain', object: 'nat KUBE-SVC-X' }] };
+  await clock.advance(30_000);
+  t.is(backend.checks, 1);
+  t.deepEqual(rel()[1], { at: 30_000, full: false });
+  t.deepEqual(synced[1].result.repairs, [{ what: 'chain', object: 'nat KUBE-SVC-X' }]);
+  t.true(lines.some((l) => l.msg === 'repaired kernel rules someone else changed' && JSON.stringify(l.repaired) === '["chain nat KUBE-SVC-X"]'));
+  backend.nextCheck = { damage: [], full: 'the canary chain of the ip nat table was flushed or deleted' };
+  await clock.advance(30_000);
+  t.deepEqual(rel()[2], { at: 60_000, full: true });
+  t.deepEqual(synced[2].result.repairs, [{ what: 'full', object: 'the canary chain of the ip nat table was flushed or deleted' }]);
+  await clock.advance(30_000);
+  t.is(rel().length, 3, 'nothing found, no sync');
+  t.is(lines.filter((l) => l.msg === 'repaired kernel rules someone else changed').length, 2);
+  await runner.stop();
+});
+
+test('watchDrift: started and waited for before the first sync, each report brings a sync at once, stopped with the runner', async (t) => {
+  const { runner, clock, backend, rel, synced } = repairSetup({ minSyncPeriodMs: 0 });
+  let open!: () => void;
+  backend.readyGate = new Promise((r) => { open = r; });
+  const starting = runner.start();
+  await clock.advance(5000);
+  t.is(rel().length, 0, 'the first sync waits for the watch');
+  open();
+  await starting;
+  t.is(rel().length, 1);
+  backend.found({ damage: [{ what: 'element', object: 'ip kproxy service-ips { 10.96.0.10 . tcp . 80 }' }] });
+  backend.onDrift!({ damage: [{ what: 'element', object: 'ip kproxy service-ips { 10.96.0.10 . tcp . 80 }' }] });
+  await clock.advance(1);
+  t.deepEqual(rel()[1], { at: 5000, full: false });
+  t.is(synced[1].result.repairs?.length, 1);
+  await runner.stop();
+  t.true(backend.watchStopped);
+});
+
+test('watchDrift: a watch that never gets ready holds the first sync up for watchReadyMs only', async (t) => {
+  const { runner, clock, backend, rel } = repairSetup({ watchReadyMs: 2000 });
+  backend.readyGate = new Promise(() => undefined);
+  const starting = runner.start();
+  await clock.advance(1999);
+  t.is(rel().length, 0);
+  await clock.advance(1);
+  await starting;
+  t.deepEqual(rel(), [{ at: 2000, full: true }]);
+  await runner.stop();
+});
+
+test('a drift check that throws forces a full sync', async (t) => {
+  const { runner, clock, backend, rel } = repairSetup();
+  backend.checkDrift = async () => { throw new Error('iptables-save: cannot read'); };
+  await runner.start();
+  await clock.advance(30_000);
+  t.deepEqual(rel()[1], { at: 30_000, full: true });
   await runner.stop();
 });

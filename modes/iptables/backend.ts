@@ -1,17 +1,25 @@
 // The iptables dataplane: one `iptables-restore --noflush -w` batch per
 // sync per IP family, plus at most one `ipset restore` batch, in
-// kube-proxy's chain layout.
+// kube-proxy's chain layout. Changes someone else makes to kproxy's chains
+// are found by nf_tables events (iptables-nft) and a periodic check
+// (drift.ts), and repaired chain by chain through the same plan and apply.
 import type { Logger } from '../../lib/log.ts';
 import { ofFamily } from '../../lib/net.ts';
 import type { Changes, Family, NodeState } from '../../proxy/model.ts';
-import type { Backend, ModeOptions, Plan } from '../backend.ts';
+import type { Backend, DriftReport, DriftWatch, ModeOptions, Plan } from '../backend.ts';
+import { NftMonitor } from '../nft-monitor.ts';
 import { AppliedRecord } from '../record.ts';
+import { PendingRepairs, type Finding, type RepairSnapshot } from '../repairs.ts';
 import { hostExec, ToolError, type Exec } from '../../lib/exec.ts';
 import { describeServicePort } from './describe.ts';
-import { builtinJumps, type BuiltinJump, type FamilyOptions } from './layout.ts';
-import { loopbackSet, serviceChainPrefixes } from './names.ts';
+import {
+  builtinChainsWithJumps, chainFinding, compareSaved, damageFromEvents, digestSave, expectedDigests, intactCanary,
+  jumpFinding, missingJumpsInListing, type IptDamage, type SavedTable,
+} from './drift.ts';
+import { builtinJumps, canaryRule, type BuiltinJump, type FamilyOptions, type Table } from './layout.ts';
+import { chains, loopbackSet, serviceChainPrefixes } from './names.ts';
 import { isOwnedChain, isOwnedJump, ownedView, parseSave } from './owned.ts';
-import { FamilyRecord, planFull, planPartial, scratchSet, type FamilyPlan, type IpsetNames } from './plan.ts';
+import { FamilyRecord, planFull, planPartial, scratchSet, type FamilyPlan, type FamilyRepair, type IpsetNames } from './plan.ts';
 import { detectVariant, tool, type Variant } from './variant.ts';
 
 const tables = ['nat', 'filter', 'mangle'] as const;
@@ -37,6 +45,8 @@ export interface IptablesPlan extends Plan {
   readonly ipset: readonly string[];
   /** The iptables-restore batch of each family, in `families` order ('' when nothing to send). */
   readonly restores: readonly string[];
+  /** The damage this plan repairs, settled once it is applied. */
+  readonly repairing: RepairSnapshot<IptDamage>;
 }
 
 type Records = Map<Family, FamilyRecord>;
@@ -47,18 +57,31 @@ export class IptablesBackend implements Backend<IptablesPlan> {
   private readonly exec: Exec;
   private readonly families: readonly Family[];
   private readonly famOpts = new Map<Family, FamilyOptions>();
+  private readonly settings: Readonly<Record<string, unknown>>;
   /** Per family, what the kernel holds as far as kproxy knows. */
   private readonly applied = new AppliedRecord<Records>();
   private variant: Variant | undefined;
   private setsReady = false;
   /** Service chains found in the kernel at start-up (adopted, then deleted if stale). */
   private existing: Map<Family, Set<string>> | undefined;
-  /** Jumps from built-in chains missing before a full sync (read by prepare()). */
+  /** Jumps from built-in chains missing before a full sync, or found missing by a repair (read by prepare()). */
   private missing = new Map<Family, BuiltinJump[]>();
+  /** What someone else changed, waiting for the next plan. */
+  private readonly pending = new PendingRepairs<IptDamage>();
+  /** What prepare() read the kernel for: the next plan repairs exactly this. */
+  private prepared: RepairSnapshot<IptDamage> | undefined;
+  /** Applies accepted so far, and whether one is running: a drift check that overlapped one is stale. */
+  private applies = 0;
+  private applying = false;
+  /** Chains whose kernel text never matched kproxy's rendering after a rewrite: not compared any more. */
+  private readonly unverifiable = new Set<string>();
+  private readonly mismatches = new Map<string, number>();
+  private monitor: NftMonitor | undefined;
 
   constructor(opts: ModeOptions, log: Logger) {
     this.log = log.child({ component: 'iptables' });
     this.exec = opts.exec ?? hostExec;
+    this.settings = opts.settings ?? {};
     this.families = [...opts.families].sort();
     for (const f of this.families) this.famOpts.set(f, familyOptions(opts, f));
     const multi = (f: Family) => ofFamily(opts.clusterCIDRs, f).length > 1;
@@ -104,12 +127,13 @@ export class IptablesBackend implements Backend<IptablesPlan> {
    * insert them (no separate process per jump). Only the small built-in
    * chains are listed, never the whole table.
    */
-  private async missingJumps(family: Family, variant: Variant): Promise<BuiltinJump[]> {
+  private async missingJumps(family: Family, variant: Variant, only?: readonly { table: Table; chain: string }[]): Promise<BuiltinJump[]> {
     const present = new Set<string>();
-    const jumps = builtinJumps();
+    const wanted = (j: BuiltinJump): boolean => !only || only.some((o) => o.table === j.table && o.chain === j.from);
+    const jumps = builtinJumps().filter(wanted);
     if (variant === 'legacy') {
       // Legacy reads a whole table per call anyway: one save per table.
-      await Promise.all(['nat', 'filter'].map(async (table) => {
+      await Promise.all([...new Set(jumps.map((j) => j.table))].map(async (table) => {
         const { stdout } = await this.exec(tool(family, variant, '-save'), ['-t', table]);
         for (const t of parseSave(stdout)) for (const r of t.rules) present.add(`${t.name} ${r}`);
       }));
@@ -141,34 +165,55 @@ export class IptablesBackend implements Backend<IptablesPlan> {
     return `# ipset restore -exist\n${ipset.join('\n')}\n${parts.join('')}`;
   }
 
-  /** A full sync needs the variant, what a previous kproxy left (once) and the missing built-in jumps. */
+  /**
+   * A full sync needs the variant, what a previous kproxy left (once) and
+   * the missing built-in jumps; a repair of jumps needs the missing ones of
+   * the built-in chains someone changed.
+   */
   async prepare(changes: Changes): Promise<void> {
     const variant = await this.getVariant();
-    if (!this.applied.needsFull(changes.full)) return;
+    const snap = this.pending.snapshot();
+    this.prepared = snap;
+    this.missing = new Map();
+    if (!this.applied.needsFull(changes.full) && snap.full === undefined) {
+      for (const f of this.families) {
+        const from = snap.items.filter((d) => d.kind === 'jump' && d.family === f);
+        if (from.length) this.missing.set(f, await this.missingJumps(f, variant, from));
+      }
+      return;
+    }
     if (!this.existing) {
       const existing = new Map<Family, Set<string>>();
       for (const f of this.families) existing.set(f, await this.listServiceChains(f, variant));
       this.existing = existing;
     }
-    this.missing = new Map();
     for (const f of this.families) this.missing.set(f, await this.missingJumps(f, variant));
   }
 
   plan(state: NodeState, changes: Changes): IptablesPlan {
-    const full = this.applied.needsFull(changes.full);
+    const repairing = this.prepared ?? { items: [] };
+    this.prepared = undefined;
+    const full = this.applied.needsFull(changes.full) || repairing.full !== undefined;
     const current = this.applied.current;
     const families: FamilyPlan[] = this.families.map((f) => {
       const o = this.famOpts.get(f)!;
       return full
         ? planFull(state, o, current?.get(f) ?? new FamilyRecord(), this.existing?.get(f) ?? new Set(), ipsetNames(f), this.missing.get(f) ?? [])
-        : planPartial(state, changes.services, o, current!.get(f)!, ipsetNames(f));
+        : planPartial(state, changes.services, o, current!.get(f)!, ipsetNames(f), this.repairOf(f, repairing));
     });
     const ipset = families.flatMap((p) => p.ipset);
     const restores = families.map((p) => p.batch.toString());
     return {
-      full, families, ipset, restores, size: ipset.length + families.reduce((n, p) => n + p.batch.lines, 0),
+      full, families, ipset, restores, repairing, repairs: PendingRepairs.repairsOf(repairing, full),
+      size: ipset.length + families.reduce((n, p) => n + p.batch.lines, 0),
       refused: families.flatMap((p) => p.refused),
     };
+  }
+
+  private repairOf(f: Family, snap: RepairSnapshot<IptDamage>): FamilyRepair {
+    const chainKeys = new Set<string>();
+    for (const d of snap.items) if (d.family === f && d.kind === 'chain') chainKeys.add(`${d.table} ${d.chain}`);
+    return { chains: chainKeys, jumps: this.missing.get(f) ?? [] };
   }
 
   async apply(plan: IptablesPlan): Promise<void> {
@@ -180,6 +225,7 @@ export class IptablesBackend implements Backend<IptablesPlan> {
         return records;
       },
     };
+    this.applying = true;
     try {
       await this.applied.apply(change, async () => {
         if (!this.setsReady) {
@@ -194,7 +240,7 @@ export class IptablesBackend implements Backend<IptablesPlan> {
         };
         // Families are independent tables: restore them side by side.
         const runRestores = Promise.all(plan.families.map(async (p, i) => {
-          if (plan.restores[i]) await this.exec(tool(p.family, variant, '-restore'), ['--noflush', '-w'], plan.restores[i]);
+          if (plan.restores[i]) await this.exec(tool(p.family, variant, '-restore'), ['--noflush', '-w'], plan.restores[i], { commits: variant === 'nft' ? p.batch.tables : 0 });
         }));
         await Promise.all([runIpset(), runRestores]);
       });
@@ -203,7 +249,11 @@ export class IptablesBackend implements Backend<IptablesPlan> {
       this.existing = undefined; // re-read what the kernel holds before the next (full) sync
       this.log.error({ err: e, full: plan.full }, 'iptables sync failed; the next sync will be full');
       throw e;
+    } finally {
+      this.applying = false;
     }
+    this.applies++;
+    this.pending.settle(plan.repairing, plan.full);
     if (plan.full) this.existing = new Map(); // adopted: the record now knows every chain
   }
 
@@ -230,21 +280,151 @@ export class IptablesBackend implements Backend<IptablesPlan> {
     return out.join('');
   }
 
-  async drifted(): Promise<boolean> {
+  /**
+   * The periodic check. iptables-legacy: one save per table, every owned
+   * chain compared with the record. iptables-nft: the canary of each table
+   * and the jumps from built-in chains, each chain listed alone (nf_tables
+   * events report the rest as it happens).
+   */
+  async checkDrift(): Promise<DriftReport> {
     const variant = await this.getVariant();
+    const record = this.applied.current;
+    if (!record) return { damage: [] }; // the next sync is full anyway
+    const appliesBefore = this.applies;
+    const findings: Finding<IptDamage>[] = [];
+    let full: string | undefined;
     for (const f of this.families) {
-      try {
-        await this.exec(tool(f, variant, ''), ['-w', '-t', 'mangle', '-S', 'KUBE-PROXY-CANARY']);
-      } catch (e) {
-        if (e instanceof ToolError) {
-          this.log.warn({ family: f }, 'canary chain KUBE-PROXY-CANARY is gone: rules were flushed behind kproxy');
-          this.forget();
-          return true;
-        }
-        throw e;
+      const rec = record.get(f);
+      if (!rec) continue;
+      if (variant === 'legacy') {
+        findings.push(...await this.compareLegacy(f, rec));
+      } else {
+        const r = await this.checkCanariesAndJumps(f, variant);
+        findings.push(...r.findings);
+        full ??= r.full;
       }
     }
-    return false;
+    // A sync during the read may have changed what was read or what the record says.
+    if (this.applying || this.applies !== appliesBefore) return { damage: [] };
+    if (variant === 'legacy') this.noteMismatches(findings);
+    return this.queue(findings, full);
+  }
+
+  private async compareLegacy(f: Family, rec: FamilyRecord): Promise<Finding<IptDamage>[]> {
+    const saved = new Map<Table, SavedTable>();
+    await Promise.all((['nat', 'filter', 'mangle'] as const).map(async (t) => {
+      saved.set(t, digestSave((await this.exec(tool(f, 'legacy', '-save'), ['-t', t])).stdout, t));
+    }));
+    return compareSaved(f, saved, expectedDigests(rec, this.famOpts.get(f)!), this.unverifiable);
+  }
+
+  /**
+   * A chain found different right after kproxy rewrote it (three checks
+   * running) differs only in how the kernel prints it: it is left out of
+   * the comparison from then on, rather than rewritten every period.
+   */
+  private noteMismatches(findings: readonly Finding<IptDamage>[]): void {
+    const now = new Set(findings.filter((x) => x.damage.kind === 'chain').map((x) => x.key));
+    for (const k of this.mismatches.keys()) if (!now.has(k)) this.mismatches.delete(k);
+    for (const x of findings) {
+      if (x.damage.kind !== 'chain') continue;
+      const n = (this.mismatches.get(x.key) ?? 0) + 1;
+      this.mismatches.set(x.key, n);
+      if (n >= 3) {
+        this.unverifiable.add(`${x.damage.table} ${x.damage.chain}`);
+        this.log.warn({ chain: x.damage.object }, 'the kernel\'s text of this chain never matches what kproxy wrote, even right after a rewrite; no longer comparing it');
+      }
+    }
+  }
+
+  private async checkCanariesAndJumps(f: Family, variant: Variant): Promise<{ findings: Finding<IptDamage>[]; full?: string }> {
+    const cmd = tool(f, variant, '');
+    const findings: Finding<IptDamage>[] = [];
+    let full: string | undefined;
+    await Promise.all([
+      ...(['mangle', 'nat', 'filter'] as const).map(async (t) => {
+        let listing = '';
+        try {
+          listing = (await this.exec(cmd, ['-w', '-t', t, '-S', chains.canary])).stdout;
+        } catch (e) {
+          if (!(e instanceof ToolError)) throw e;
+        }
+        if (intactCanary(listing)) return;
+        const found = chainFinding(f, t, chains.canary);
+        // Already known from nf_tables events: that repair is on its way.
+        if (this.monitor?.watching && this.pending.has(found.key)) return;
+        full ??= `the canary chain of the ${f === 4 ? 'ip' : 'ip6'} ${t} table was flushed or deleted`;
+      }),
+      ...builtinChainsWithJumps().map(async ({ table, chain }) => {
+        const listing = (await this.exec(cmd, ['-w', '-t', table, '-S', chain])).stdout;
+        if (missingJumpsInListing(table, chain, listing).length) findings.push(jumpFinding(f, table, chain));
+      }),
+    ]);
+    return full === undefined ? { findings } : { findings, full };
+  }
+
+  /** Queues findings for the next plan; reports the new ones. */
+  private queue(findings: Iterable<Finding<IptDamage>>, full?: string): DriftReport {
+    const damage = this.pending.add(findings);
+    if (full !== undefined) this.pending.requireFull(full);
+    const owed = this.pending.full;
+    return owed !== undefined && (full !== undefined || damage.length) ? { damage, full: owed } : { damage };
+  }
+
+  /**
+   * On iptables-nft, watches nf_tables events: a foreign transaction that
+   * touched kproxy's chains is repaired at once. iptables-legacy makes no
+   * such events; its periodic check does the work.
+   */
+  watchDrift(onDrift: (report: DriftReport) => void): DriftWatch {
+    let stopped = false;
+    const ready = (async () => {
+      const variant = await this.getVariant().catch(() => undefined);
+      if (variant !== 'nft' || stopped) return;
+      if (this.settings.watchEvents === false) {
+        this.log.info('not watching nf_tables events (--iptables-watch-events=false): others\' changes wait for the periodic check');
+        return;
+      }
+      const report = (r: DriftReport): void => {
+        if (r.damage.length || r.full !== undefined) onDrift(r);
+      };
+      const families = this.families;
+      const monitor = new NftMonitor({
+        exec: this.exec,
+        log: this.log.child({ watch: 'nft monitor' }),
+        watches: (family, table) => (family === 'ip' || family === 'ip6') && (table === 'nat' || table === 'filter' || table === 'mangle'),
+        listener: {
+          onForeign: (gen) => {
+            const r = damageFromEvents(gen, families);
+            report(this.queue(r.findings, r.full));
+          },
+          onReady: (restart) => {
+            // Changes made while nothing watched are unknown: rewrite everything once.
+            if (restart || this.applies > 0) report(this.queue([], 'nf_tables changes may have been missed while not watching'));
+          },
+          onBlind: (why) => report(this.queue([], why)),
+          onOwnLoss: () => this.log.info('nf_tables events of kproxy\'s own large transaction were dropped (nft monitor\'s socket was full)'),
+          onProbe: () => void this.probe(),
+        },
+      });
+      this.monitor = monitor;
+      monitor.start();
+      await monitor.ready;
+    })();
+    return {
+      ready,
+      stop: async () => {
+        stopped = true;
+        await ready.catch(() => undefined);
+        await this.monitor?.stop();
+      },
+    };
+  }
+
+  /** A transaction that changes nothing (the mangle canary written again), so nft monitor reports a generation of kproxy's own. */
+  private async probe(): Promise<void> {
+    const f = this.families[0];
+    await this.exec(tool(f, 'nft', '-restore'), ['--noflush', '-w'], `*mangle\n:${chains.canary} - [0:0]\n-A ${chains.canary} ${canaryRule}\nCOMMIT\n`, { commits: 1 }).catch(() => undefined);
   }
 
   async cleanup(): Promise<void> {
@@ -270,7 +450,7 @@ export class IptablesBackend implements Backend<IptablesPlan> {
           lines.push('COMMIT');
         }
       }
-      if (lines.length) await this.exec(tool(f, variant, '-restore'), ['--noflush', '-w'], `${lines.join('\n')}\n`);
+      if (lines.length) await this.exec(tool(f, variant, '-restore'), ['--noflush', '-w'], `${lines.join('\n')}\n`, { commits: variant === 'nft' ? lines.filter((l) => l === 'COMMIT').length : 0 });
       // The scratch set only outlives a sync that failed half-way.
       for (const set of [loopbackSet(f), scratchSet(loopbackSet(f))]) {
         try {
@@ -286,6 +466,7 @@ export class IptablesBackend implements Backend<IptablesPlan> {
   /** The kernel no longer holds what the record says: re-read and rewrite everything next time. */
   private forget(): void {
     this.applied.forget();
+    this.pending.clear();
     this.setsReady = false;
     this.existing = undefined;
   }

@@ -18,13 +18,13 @@ class TableSection {
 const tableOrder: readonly Table[] = ['mangle', 'filter', 'nat'];
 
 export class RestoreBatch {
-  private readonly tables = new Map<Table, TableSection>();
+  private readonly sections = new Map<Table, TableSection>();
   /** Lines other than *table and COMMIT. */
   private count = 0;
 
   private t(table: Table): TableSection {
-    let s = this.tables.get(table);
-    if (!s) this.tables.set(table, (s = new TableSection()));
+    let s = this.sections.get(table);
+    if (!s) this.sections.set(table, (s = new TableSection()));
     return s;
   }
 
@@ -57,14 +57,14 @@ export class RestoreBatch {
   }
 
   get empty(): boolean {
-    for (const s of this.tables.values()) if (!s.empty) return false;
+    for (const s of this.sections.values()) if (!s.empty) return false;
     return true;
   }
 
   toString(): string {
     const out: string[] = [];
     for (const name of tableOrder) {
-      const s = this.tables.get(name);
+      const s = this.sections.get(name);
       if (!s || s.empty) continue;
       // Sections hold 100k+ lines: concat, not argument spreading (stack limit).
       out.push(`*${name}`);
@@ -78,9 +78,14 @@ export class RestoreBatch {
     return out.length ? `${out.join('\n')}\n` : '';
   }
 
+  /** Table sections the batch holds (iptables-nft commits each as one transaction). */
+  get tables(): number {
+    let n = 0;
+    for (const s of this.sections.values()) if (!s.empty) n++;
+    return n;
+  }
+
   get lines(): number {
-    let tables = 0;
-    for (const s of this.tables.values()) if (!s.empty) tables++;
-    return this.count + 2 * tables;
+    return this.count + 2 * this.tables;
   }
 }

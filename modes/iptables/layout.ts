@@ -289,8 +289,15 @@ export const fixedChains: readonly { table: Table; name: string }[] = [
   { table: 'filter', name: chains.nodePorts },
   { table: 'filter', name: chains.firewall },
   { table: 'filter', name: chains.forward },
+  // One canary per table kproxy writes, as kube-proxy keeps; each holds a
+  // rule so that a flush of the table's rules (which leaves chains) shows.
   { table: 'mangle', name: chains.canary },
+  { table: 'nat', name: chains.canary },
+  { table: 'filter', name: chains.canary },
 ];
+
+/** The canary's one rule (never reached: nothing jumps to the canary). */
+export const canaryRule = renderRule({ matches: [comment('kproxy canary: a flush of this table removes this rule')], target: { kind: 'RETURN' } });
 
 /** Contents of the fixed chains that do not depend on Services. */
 export function fixedContents(o: FamilyOptions): ChainContent[] {
@@ -306,6 +313,7 @@ export function fixedContents(o: FamilyOptions): ChainContent[] {
       { matches: [], target: { kind: 'MARK', xmark: `${o.mark}/0x0` } },
       { matches: [comment('kubernetes service traffic requiring SNAT')], target: { kind: 'MASQUERADE', randomFully: true } },
     ]),
+    ...(['mangle', 'nat', 'filter'] as const).map((t): ChainContent => ({ table: t, name: chains.canary, text: `-A ${chains.canary} ${canaryRule}`, count: 1 })),
     chainContent('filter', chains.forward, [
       { matches: [{ kind: 'conntrack', states: 'INVALID' }], target: { kind: 'DROP' } },
       { matches: [comment('kubernetes forwarding rules'), { kind: 'mark', negate: false, mark: markAll }], target: { kind: 'ACCEPT' } },

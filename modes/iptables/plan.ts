@@ -82,6 +82,13 @@ function splitKey(k: string): [Table, string] {
   return [k.slice(0, i) as Table, k.slice(i + 1)];
 }
 
+/** "table chain" → the key of the Service owning it, for the chains of the record. */
+export function chainOwners(rec: FamilyRecord): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [key, r] of rec.services) for (const c of r.chains) out.set(`${c.table} ${c.name}`, key);
+  return out;
+}
+
 type Countable = Pick<Recorded, 'dispatch'> & { readonly chains: readonly { readonly table: Table; readonly count: number }[] };
 
 function countRules(outputs: Iterable<Countable>, o: FamilyOptions): Record<string, number> {
@@ -205,9 +212,22 @@ export function planFull(
   };
 }
 
-/** Partial plan for the changed keys of this family. */
+/**
+ * What someone else changed that a partial plan restores: owned chains (as
+ * "table chain") to rewrite whole, and jumps from built-in chains to put
+ * back (found missing by prepare()).
+ */
+export interface FamilyRepair {
+  readonly chains: ReadonlySet<string>;
+  readonly jumps: readonly BuiltinJump[];
+}
+
+const noRepair: FamilyRepair = { chains: new Set(), jumps: [] };
+
+/** Partial plan for the changed keys of this family, plus the repairs asked for. */
 export function planPartial(
   state: NodeState, keys: ReadonlySet<string>, o: FamilyOptions, rec: FamilyRecord, set: IpsetNames,
+  repair: FamilyRepair = noRepair,
 ): FamilyPlan {
   const b = new RestoreBatch();
   const prefix = `${o.family}/`;
@@ -231,7 +251,7 @@ export function planPartial(
     for (const [i, c] of (neu?.chains ?? []).entries()) {
       const k = `${c.table} ${c.name}`;
       newKeys.add(k);
-      if (oldChains.get(k) === neuRec!.chains[i].digest) continue; // unchanged: leave it alone
+      if (oldChains.get(k) === neuRec!.chains[i].digest && !repair.chains.has(k)) continue; // unchanged: leave it alone
       b.declareChain(c.table, c.name);
       b.appendBlock(c.table, c.text, c.count);
       if (!oldChains.has(k)) chainsAdded.push(k);
@@ -247,25 +267,58 @@ export function planPartial(
     for (const e of neu?.loopback ?? []) loopDelta.set(e, (loopDelta.get(e) ?? 0) + 1);
   }
 
+  // Repaired chains of Services that did not change: their text again,
+  // rendered from the state (equal to what the record's digests stand for).
+  if (repair.chains.size) {
+    const changedKeys = new Set(changed.map((c) => c.key));
+    const owners = chainOwners(rec);
+    for (const k of repair.chains) {
+      const owner = owners.get(k);
+      if (owner === undefined || changedKeys.has(owner)) continue;
+      const s = state.services.get(owner);
+      const c = s && serviceOutput(s, o).chains.find((x) => `${x.table} ${x.name}` === k);
+      if (!c) continue;
+      b.declareChain(c.table, c.name);
+      b.appendBlock(c.table, c.text, c.count);
+    }
+    for (const c of fixedContents(o)) {
+      if (!repair.chains.has(`${c.table} ${c.name}`)) continue;
+      b.declareChain(c.table, c.name);
+      b.appendBlock(c.table, c.text, c.count);
+    }
+  }
+  for (const j of repair.jumps) b.insert(j.table, j.from, 1, j.rule);
+
   // Shared chains: delete the changed Services' old rules by spec, insert
   // the new ones at the position the sorted order gives them, so the chain
-  // ends up exactly as a full sync would write it.
+  // ends up exactly as a full sync would write it. A shared chain to repair
+  // is written whole instead.
   const newOrders = new Map<DispatchChain, string[]>();
   for (const dc of dispatchChains) {
     const [t, n] = splitKey(dc);
+    const rewrite = repair.chains.has(dc);
     const touched = changed.filter(({ old, neu }) =>
       (old?.dispatch.get(dc) ?? []).join('\n') !== (neu?.dispatch.get(dc) ?? []).join('\n'));
-    if (touched.length === 0) continue;
+    if (touched.length === 0 && !rewrite) continue;
     const order = [...(rec.order.get(dc) ?? [])];
     const newLines = new Map<string, readonly string[]>();
     for (const { key, old, neu } of touched) {
-      for (const r of old?.dispatch.get(dc) ?? []) b.delete(t, n, r);
+      if (!rewrite) for (const r of old?.dispatch.get(dc) ?? []) b.delete(t, n, r);
       const lines = neu?.dispatch.get(dc) ?? [];
       newLines.set(key, lines);
       const at = lowerBound(order, key);
       const present = order[at] === key;
       if (lines.length && !present) order.splice(at, 0, key);
       else if (!lines.length && present) order.splice(at, 1);
+    }
+    newOrders.set(dc, order);
+    if (rewrite) {
+      b.declareChain(t, n);
+      for (const key of order) {
+        for (const r of newLines.get(key) ?? rec.services.get(key)?.dispatch.get(dc) ?? []) b.append(t, n, r);
+      }
+      if (dc === 'nat KUBE-SERVICES') for (const r of servicesTail(o)) b.append(t, n, r);
+      continue;
     }
     let pos = 1;
     for (const key of order) {
@@ -276,7 +329,6 @@ export function planPartial(
         pos += rec.services.get(key)?.dispatch.get(dc)?.length ?? 0;
       }
     }
-    newOrders.set(dc, order);
   }
 
   const ipset: string[] = [];

@@ -1,14 +1,19 @@
 // --proxy-mode=nftables: one `table ip kproxy` (and `table ip6 kproxy`),
 // changed by one `nft -f -` transaction per sync. Incremental syncs send
 // only what changed, computed from kproxy's own record of what it applied.
+// Changes someone else makes to the table are seen as they happen (nf_tables
+// events) and put back from the record by the next sync (drift.ts).
 import type { Changes, Family, NodeState } from '../../proxy/model.ts';
 import type { Logger } from '../../lib/log.ts';
-import type { Backend, ModeOptions, Plan } from '../backend.ts';
+import type { Backend, DriftReport, DriftWatch, ModeOptions, Plan } from '../backend.ts';
+import { NftMonitor } from '../nft-monitor.ts';
 import { AppliedRecord } from '../record.ts';
 import type { RefusedPort } from '../values.ts';
+import { PendingRepairs, type Finding, type RepairSnapshot } from '../repairs.ts';
 import { hostExec, type Exec } from '../../lib/exec.ts';
 import { describeServicePort } from './describe.ts';
-import { familySyntax, staticChains, tableName, type FamilySyntax } from './layout.ts';
+import { damageFromEvents, deletesRules, redeclareSets, repairCommands, type NftDamage } from './drift.ts';
+import { familySyntax, tableName, type FamilySyntax } from './layout.ts';
 import { chainsInListing } from './listing.ts';
 import { Transaction, type Command } from './objects.ts';
 import { TableRecord } from './table-record.ts';
@@ -20,6 +25,10 @@ export interface NftablesPlan extends Plan {
   readonly batch: string;
   /** Per family, the record once the kernel accepted the batch. */
   readonly next: ReadonlyMap<Family, TableRecord>;
+  /** The damage this plan repairs, settled once it is applied. */
+  readonly repairing: RepairSnapshot<NftDamage>;
+  /** Whether it rebuilds the tables from nothing (their structure was changed by someone else). */
+  readonly rebuild: boolean;
 }
 
 type Records = Map<Family, TableRecord>;
@@ -32,6 +41,13 @@ export class NftablesBackend implements Backend<NftablesPlan> {
   private readonly families: readonly FamilySyntax[];
   /** What the kernel holds, per family, as far as kproxy knows. */
   private readonly applied = new AppliedRecord<Records>();
+  /** What someone else changed, waiting for the next plan. */
+  private readonly pending = new PendingRepairs<NftDamage>();
+  /** Someone changed the table's structure: the next full sync rebuilds it from nothing. */
+  private rebuildWanted = false;
+  private applies = 0;
+  private applying = false;
+  private monitor: NftMonitor | undefined;
 
   constructor(opts: ModeOptions, log: Logger) {
     this.opts = opts;
@@ -54,8 +70,13 @@ export class NftablesBackend implements Backend<NftablesPlan> {
   }
 
   plan(state: NodeState, changes: Changes): NftablesPlan {
-    const full = this.applied.needsFull(changes.full);
-    const current = this.applied.current;
+    const repairing = this.pending.snapshot();
+    // A repair in full rebuilds the table: a flush of every map would make
+    // twice as many events as there are elements, more than nft monitor's
+    // socket holds at 10,000 Services, and its own loss would hide others'.
+    const rebuild = this.rebuildWanted || repairing.full !== undefined;
+    const full = this.applied.needsFull(changes.full) || repairing.full !== undefined || rebuild;
+    const current = rebuild ? undefined : this.applied.current;
     const tx = new Transaction();
     const next: Records = new Map();
     const refused: RefusedPort[] = [];
@@ -65,13 +86,21 @@ export class NftablesBackend implements Backend<NftablesPlan> {
         addAll(tx, commands);
         next.set(f.family, record);
       } else {
-        const staged = current!.get(f.family)!.stage();
-        addAll(tx, staged.update(state, changes.services, refused));
+        const base = current!.get(f.family)!;
+        // Put back what others changed, from the record, before this sync's own changes.
+        const cmds = repairCommands(base, repairing.items);
+        const staged = base.stage();
+        cmds.push(...staged.update(state, changes.services, refused));
+        if (this.monitor && deletesRules(cmds)) cmds.push(...redeclareSets(f));
+        addAll(tx, cmds);
         next.set(f.family, staged);
       }
     }
     if (tx.error) throw tx.error;
-    return { full, batch: tx.toString(), next, size: tx.size, ...(refused.length ? { refused } : {}) };
+    return {
+      full, batch: tx.toString(), next, size: tx.size, repairing, rebuild, repairs: PendingRepairs.repairsOf(repairing, full),
+      ...(refused.length ? { refused } : {}),
+    };
   }
 
   async apply(plan: NftablesPlan): Promise<void> {
@@ -79,15 +108,23 @@ export class NftablesBackend implements Backend<NftablesPlan> {
     const change = {
       commit: (): Records => new Map([...plan.next].map(([f, r]) => [f, r.commit()])),
     };
-    await this.applied.apply(change, async () => {
-      if (plan.batch === '') return;
-      try {
-        await this.exec(nftTool, ['-f', '-'], plan.batch);
-      } catch (error) {
-        this.log.error({ err: error, full: plan.full, lines: plan.size }, 'nft transaction failed');
-        throw error;
-      }
-    });
+    this.applying = true;
+    try {
+      await this.applied.apply(change, async () => {
+        if (plan.batch === '') return;
+        try {
+          await this.exec(nftTool, ['-f', '-'], plan.batch);
+        } catch (error) {
+          this.log.error({ err: error, full: plan.full, lines: plan.size }, 'nft transaction failed');
+          throw error;
+        }
+      });
+    } finally {
+      this.applying = false;
+    }
+    this.applies++;
+    if (plan.rebuild) this.rebuildWanted = false;
+    this.pending.settle(plan.repairing, plan.full);
   }
 
   owned(): Record<string, number> {
@@ -109,25 +146,91 @@ export class NftablesBackend implements Backend<NftablesPlan> {
   }
 
   /**
-   * Our table and its fixed chains are still there. Read with `nft list
-   * chains`, which does not fetch set and map elements: listing even one
-   * chain of the table makes nft 1.0.6 fetch every map element (seconds at
-   * 10,000 Services). Rules flushed inside a chain that still exists are
-   * repaired by the hourly full sync.
+   * The periodic check: our table and every chain the record holds are
+   * still there. Read with `nft list chains`, which does not fetch set and
+   * map elements: listing even one chain of the table makes nft 1.0.6 fetch
+   * every map element (seconds at 10,000 Services). Flushed rules and
+   * deleted elements are seen by the nf_tables event watch (watchDrift).
    */
-  async drifted(): Promise<boolean> {
-    if (!this.applied.current) return true;
+  async checkDrift(): Promise<DriftReport> {
+    const record = this.applied.current;
+    if (!record) return { damage: [] }; // the next sync is full anyway
+    const appliesBefore = this.applies;
+    let missing: string | undefined;
     for (const f of this.families) {
-      let listing: string;
+      let listing = '';
       try {
         listing = (await this.exec(nftTool, ['list', 'chains', f.nft])).stdout;
       } catch {
-        return true;
+        // no table of this family at all
       }
       const have = chainsInListing(listing, f.nft, tableName);
-      if (staticChains(f, this.opts).some((c) => !have.has(c.name))) return true;
+      const rec = record.get(f.family);
+      const gone = rec ? [...rec.chainRules().keys()].filter((c) => !have.has(c)) : [];
+      if (have.size === 0) missing ??= `table ${f.nft} ${tableName} is gone`;
+      else if (gone.length) missing ??= `chain${gone.length > 1 ? 's' : ''} ${gone.slice(0, 5).join(', ')} of table ${f.nft} ${tableName} gone`;
     }
-    return false;
+    if (this.applying || this.applies !== appliesBefore || missing === undefined) return { damage: [] };
+    return this.queue([], missing);
+  }
+
+  /** Queues findings for the next plan (`rebuild`: the table's structure changed); reports the new ones. */
+  private queue(findings: Iterable<Finding<NftDamage>>, rebuild?: string): DriftReport {
+    const damage = this.pending.add(findings);
+    if (rebuild !== undefined) {
+      this.rebuildWanted = true;
+      this.pending.requireFull(rebuild);
+    }
+    const owed = this.pending.full;
+    return owed !== undefined && (rebuild !== undefined || damage.length) ? { damage, full: owed } : { damage };
+  }
+
+  /**
+   * Watches nf_tables events (modes/nft-monitor.ts): a foreign transaction
+   * that touched kproxy's table is repaired by the next sync, chain by
+   * chain and element by element.
+   */
+  watchDrift(onDrift: (report: DriftReport) => void): DriftWatch {
+    if (this.opts.settings?.watchEvents === false) {
+      this.log.info('not watching nf_tables events (--nftables-watch-events=false): others\' changes wait for the periodic check');
+      return { ready: Promise.resolve(), stop: async () => undefined };
+    }
+    const report = (r: DriftReport): void => {
+      if (r.damage.length || r.full !== undefined) onDrift(r);
+    };
+    const families = this.families;
+    const monitor = new NftMonitor({
+      exec: this.exec,
+      log: this.log.child({ watch: 'nft monitor' }),
+      nft: nftTool,
+      namedSets: true,
+      watches: (family, table) => table === tableName && families.some((f) => f.nft === family),
+      listener: {
+        onForeign: (gen) => {
+          const r = damageFromEvents(gen, families);
+          report(this.queue(r.findings, r.rebuild));
+        },
+        onReady: (restart) => {
+          // Changes made while nothing watched are unknown: rebuild once.
+          if (restart || this.applies > 0) report(this.queue([], 'nf_tables changes may have been missed while not watching'));
+        },
+        onBlind: (why) => report(this.queue([], why)),
+        onOwnLoss: () => this.log.info('nf_tables events of kproxy\'s own large transaction were dropped (nft monitor\'s socket was full)'),
+        onProbe: () => void this.probe(),
+      },
+    });
+    this.monitor = monitor;
+    monitor.start();
+    return { ready: monitor.ready, stop: () => monitor.stop() };
+  }
+
+  /** A transaction that changes nothing (a map declared again), so nft monitor reports a generation of kproxy's own. */
+  private async probe(): Promise<void> {
+    const f = this.families[0];
+    const cmds = redeclareSets(f).slice(0, 1);
+    const tx = new Transaction();
+    addAll(tx, cmds);
+    await this.exec(nftTool, ['-f', '-'], tx.toString()).catch(() => undefined);
   }
 
   async cleanup(): Promise<void> {
@@ -136,6 +239,7 @@ export class NftablesBackend implements Backend<NftablesPlan> {
     const lines = (['ip', 'ip6'] as const).flatMap((fam) => [`add table ${fam} ${tableName}`, `delete table ${fam} ${tableName}`]);
     await this.exec(nftTool, ['-f', '-'], lines.join('\n') + '\n');
     this.applied.forget();
+    this.pending.clear();
   }
 }
 

@@ -108,6 +108,26 @@ export class TableRecord {
     return n;
   }
 
+  /** Every chain the record holds (static, shared spread, per-Service) with its rules: what a repair rewrites. */
+  chainRules(): Map<string, readonly string[]> {
+    const out = new Map<string, readonly string[]>();
+    for (const c of staticChains(this.f, this.opts)) out.set(c.name, c.rules);
+    for (const name of this.sharedUsers.keys()) out.set(name, spreadChain(this.f, this.opts, name).rules);
+    for (const s of this.states.values()) {
+      if (!ownsObjects(s)) continue;
+      for (const c of this.contributionOf(s).chains) out.set(c.name, c.rules);
+    }
+    return out;
+  }
+
+  /** The element `key` of `set` as the record holds it ({ value: undefined } in a set), or undefined when none does. */
+  elementOf(set: string, key: string): { value: string | undefined } | undefined {
+    const h = this.holders.get(set)?.get(key);
+    if (h === undefined) return undefined;
+    const e = this.contributionOf(this.states.get(h)).elements.find((x) => x.set === set && x.key === key);
+    return e && { value: e.value };
+  }
+
   /** Records `c` for `owner`; returns the elements `owner` now holds. */
   private claim(owner: string, c: Contribution): ElementRef[] {
     const held: ElementRef[] = [];

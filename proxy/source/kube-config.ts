@@ -4,8 +4,16 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { KproxyError } from '../../lib/errors.ts';
 
-export function loadKubeConfig(path?: string): KubeConfig {
+export interface KubeConfigOptions {
+  /** Only the in-cluster service account (no fallback to a kubeconfig file). */
+  readonly inCluster?: boolean;
+}
+
+export function loadKubeConfig(path?: string, opts: KubeConfigOptions = {}): KubeConfig {
   const kc = new KubeConfig();
+  if (opts.inCluster && !path && !process.env.KUBERNETES_SERVICE_HOST) {
+    throw new KproxyError('KPROXY_BAD_CONFIG', 'not running in a cluster (KUBERNETES_SERVICE_HOST is not set): the in-cluster service account cannot be used');
+  }
   try {
     if (path) kc.loadFromFile(path);
     else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();

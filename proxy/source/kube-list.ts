@@ -15,6 +15,11 @@ export interface ListOptions {
   readonly fieldSelector?: string;
   /** Aborts the list (the source is stopping). */
   readonly signal?: AbortSignal;
+  /**
+   * Optional: what is kept of each item, applied page by page (a consumer
+   * that keeps a few fields never holds a whole large list at once).
+   */
+  readonly transform?: (item: KubernetesObject) => KubernetesObject;
 }
 
 /** A non-200 answer from the API server. */
@@ -64,7 +69,11 @@ export async function listAll<T extends KubernetesObject>(
     // The server leaves kind/apiVersion out of list items; watch events have
     // them. Fill them in so both paths yield the same shape.
     const itemKind = page.kind?.replace(/List$/, '');
-    for (const item of page.items) items.push({ kind: itemKind, apiVersion: page.apiVersion, ...item });
+    const keep = opts.transform;
+    for (const item of page.items) {
+      const full = { kind: itemKind, apiVersion: page.apiVersion, ...item };
+      items.push(keep ? keep(full) as T : full);
+    }
     // Every page of one list is the same snapshot; its version is the first page's.
     resourceVersion ||= page.metadata?.resourceVersion ?? '';
     kind ??= page.kind;

@@ -17,6 +17,12 @@ export interface ResourceSpec {
   /** Collection path, e.g. /api/v1/services. */
   readonly path: string;
   readonly fieldSelector?: string;
+  /**
+   * Optional: what is kept of each listed or watched object (it must keep
+   * metadata.name, namespace and resourceVersion). A consumer that needs a
+   * few fields keeps memory low: the informer's cache holds what this returns.
+   */
+  readonly transform?: (object: KubernetesObject) => KubernetesObject;
 }
 
 export interface ReflectorHandlers<T> {
@@ -24,6 +30,10 @@ export interface ReflectorHandlers<T> {
   delete(obj: T): void;
   /** A (re)list has been delivered in full. */
   listed(): void;
+  /** Optional: a list or watch failed; the last known state stays and a retry is scheduled. */
+  failed?(err: unknown): void;
+  /** Optional: a list or watch succeeded again after failures. */
+  recovered?(): void;
 }
 
 export interface ReflectorTuning {
@@ -40,6 +50,7 @@ const HEALTHY_AFTER_MS = 10_000;
 
 export class Reflector<T extends KubernetesObject> {
   readonly #spec: ResourceSpec;
+  readonly #handlers: ReflectorHandlers<T>;
   readonly #log: Logger;
   readonly #lw: ListWatch<T>;
   readonly #watch: AgentWatch;
@@ -55,6 +66,8 @@ export class Reflector<T extends KubernetesObject> {
 
   constructor(kc: KubeConfig, spec: ResourceSpec, handlers: ReflectorHandlers<T>, tuning: ReflectorTuning, log: Logger) {
     this.#spec = spec;
+    this.#handlers = handlers;
+    const transform = spec.transform;
     this.#log = log.child({ resource: spec.kind });
     this.#backoff = new Backoff(tuning.retryInitialMs, tuning.retryMaxMs);
     this.#watch = new AgentWatch(kc, { idleTimeoutMs: tuning.watchIdleTimeoutMs, minWatchSeconds: tuning.minWatchSeconds }, {
@@ -69,11 +82,12 @@ export class Reflector<T extends KubernetesObject> {
         this.#recovered();
       },
       onEvent: (type, object) => this.#onEvent(type, object),
+      ...(transform ? { transform: (object: unknown) => transform(object as KubernetesObject) } : {}),
     });
     const list = async () => {
       const result = await listAll<T>(kc, spec.path, {
         pageSize: tuning.pageSize, timeoutMs: tuning.listTimeoutMs, fieldSelector: spec.fieldSelector,
-        signal: this.#stopping.signal,
+        signal: this.#stopping.signal, transform,
       });
       this.#log.info({ items: result.items.length, resourceVersion: result.metadata?.resourceVersion }, `listed ${spec.kind}s`);
       this.#healthy = true;
@@ -125,6 +139,7 @@ export class Reflector<T extends KubernetesObject> {
     if (this.#failures === 0) return;
     this.#log.info({ failures: this.#failures }, `${this.#spec.kind} list/watch recovered`);
     this.#failures = 0;
+    if (!this.#stopped) this.#handlers.recovered?.();
   }
 
   #failed(err: unknown): void {
@@ -135,6 +150,7 @@ export class Reflector<T extends KubernetesObject> {
     this.#establishedAt = undefined;
     this.#listDelivered = false;
     this.#failures++;
+    this.#handlers.failed?.(err);
     const delay = this.#backoff.next();
     this.#log.warn(
       { err: describe(err), failures: this.#failures, retryInMs: delay },

@@ -18,6 +18,12 @@ export interface WatchHooks {
   onEstablished(): void;
   /** One event arrived (ADDED, MODIFIED, DELETED, BOOKMARK or ERROR). */
   onEvent(type: string, object: unknown): void;
+  /**
+   * Optional: what is kept of an ADDED, MODIFIED or DELETED object (it must
+   * keep metadata.name, namespace and resourceVersion), before the watch's
+   * consumer sees it.
+   */
+  transform?(object: unknown): unknown;
 }
 
 export interface WatchTuning {
@@ -68,7 +74,9 @@ export class AgentWatch extends Watch {
         { ...queryParams, allowWatchBookmarks: true, timeoutSeconds },
         (phase, obj, raw) => {
           this.#hooks.onEvent(phase, obj);
-          callback(phase, obj, raw);
+          const keep = this.#hooks.transform;
+          const object = keep && (phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED') ? keep(obj) : obj;
+          callback(phase, object, raw);
         },
         endOnce,
       );

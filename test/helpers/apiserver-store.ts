@@ -3,7 +3,7 @@
 // history of changes since the last compaction, so that a watch can resume
 // from any resourceVersion that has not been compacted away.
 
-export type Kind = 'Service' | 'EndpointSlice' | 'Node';
+export type Kind = 'Service' | 'EndpointSlice' | 'Node' | 'Namespace';
 
 export interface ObjectMeta {
   name?: string;
@@ -38,6 +38,7 @@ export const KINDS: Readonly<Record<Kind, KindInfo>> = {
     plural: 'endpointslices', namespaced: true,
   },
   Node: { kind: 'Node', apiVersion: 'v1', prefix: '/api/v1', plural: 'nodes', namespaced: false },
+  Namespace: { kind: 'Namespace', apiVersion: 'v1', prefix: '/api/v1', plural: 'namespaces', namespaced: false },
 };
 
 export type ChangeType = 'ADDED' | 'MODIFIED' | 'DELETED';

@@ -1,5 +1,5 @@
 // A small in-process Kubernetes API server for tests: list and watch of
-// Services, EndpointSlices (discovery.k8s.io/v1) and Nodes over plain HTTP
+// Services, EndpointSlices (discovery.k8s.io/v1), Nodes and Namespaces over plain HTTP
 // on 127.0.0.1, speaking the real protocol closely enough that
 // @kubernetes/client-node talks to it unchanged.
 //
@@ -156,7 +156,7 @@ export class TestApiServer {
     return String(this.store.resourceVersion);
   }
 
-  /** Creates or replaces an object (kind: Service | EndpointSlice | Node); returns it with its resourceVersion. */
+  /** Creates or replaces an object (kind: Service | EndpointSlice | Node | Namespace); returns it with its resourceVersion. */
   upsert(obj: KubeObject): KubeObject {
     return this.store.upsert(obj);
   }

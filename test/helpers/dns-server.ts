@@ -279,8 +279,9 @@ export async function ask(host: string, port: number, name: string, type: string
 // ---- The cache under test, in this process, on 127.0.0.1 ephemeral ports.
 
 import { startDnsCache, type DnsCacheInstance } from '../../dns-cache/main.ts';
+import type { KubeZonesOptions } from '../../dns-cache/kube-zones.ts';
 import { parseArgs } from '../../dns-cache/flags.ts';
-import { silentLogger } from '../../lib/log.ts';
+import { silentLogger, type Logger } from '../../lib/log.ts';
 
 export interface TestCache extends DnsCacheInstance {
   readonly host: string;
@@ -290,13 +291,14 @@ export interface TestCache extends DnsCacheInstance {
   metric(name: string, labels?: Record<string, string>): Promise<number>;
 }
 
-export async function startTestCache(argv: readonly string[], opts: { watch?: boolean } = {}): Promise<TestCache> {
+export async function startTestCache(argv: readonly string[], opts: { watch?: boolean; kube?: KubeZonesOptions; log?: Logger } = {}): Promise<TestCache> {
   const hasListen = argv.includes('--listen');
+  // Node set-up never runs on the test machine's own namespace.
   const args = parseArgs([
     ...(hasListen ? [] : ['--listen', '127.0.0.1:0']),
-    '--health-addr', '127.0.0.1:0', '--metrics-addr', '127.0.0.1:0', ...argv,
+    '--health-addr', '127.0.0.1:0', '--metrics-addr', '127.0.0.1:0', '--setup-interface=false', '--setup-iptables=false', ...argv,
   ]);
-  const inst = await startDnsCache(args, { log: silentLogger(), watch: opts.watch ?? false });
+  const inst = await startDnsCache(args, { log: opts.log ?? silentLogger(), watch: opts.watch ?? false, kube: opts.kube });
   const { host, port } = inst.bound[0];
   return Object.assign(Object.create(inst) as DnsCacheInstance, inst, {
     host, port,

@@ -38,6 +38,10 @@ export interface KproxyOptions {
   readonly extraArgs?: readonly string[];
   /** How long to wait for the first healthy sync (default 60 s: a loaded CI machine starts Node.js slowly). */
   readonly readyTimeoutMs?: number;
+  /** Extra environment (e.g. KPROXY_IPTABLES_VARIANT). */
+  readonly env?: Readonly<Record<string, string>>;
+  /** A command kproxy runs under inside the node namespace (e.g. unshare for a PID namespace of its own). */
+  readonly wrap?: readonly string[];
 }
 
 export interface Exit {
@@ -55,6 +59,8 @@ export interface KproxyProcess {
   stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<Exit>;
   /** Completed syncs, from kubeproxy_sync_proxy_rules_duration_seconds_count. */
   syncCount(): Promise<number>;
+  /** The text of its /metrics. */
+  metrics(): Promise<string>;
   /** Waits until more than `count` syncs have completed; returns the new count. */
   waitForSyncAfter(count: number, timeoutMs?: number): Promise<number>;
 }
@@ -93,9 +99,9 @@ export function metricValue(text: string, name: string): number | undefined {
 export async function startKproxy(opts: KproxyOptions): Promise<KproxyProcess> {
   const args = kproxyArgs(opts);
   const node = opts.sandbox.node;
-  const child = spawn(toolPath('ip'), ['netns', 'exec', node, process.execPath, ...kproxyNodeFlags(), kproxyBin, ...args], {
+  const child = spawn(toolPath('ip'), ['netns', 'exec', node, ...(opts.wrap ?? []), process.execPath, ...kproxyNodeFlags(), kproxyBin, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, KPROXY_LOG_LEVEL: process.env.KPROXY_LOG_LEVEL ?? 'info' },
+    env: { ...process.env, KPROXY_LOG_LEVEL: process.env.KPROXY_LOG_LEVEL ?? 'info', ...opts.env },
   });
   let logs = '';
   child.stdout.setEncoding('utf8').on('data', (s: string) => { logs += s; });
@@ -104,11 +110,12 @@ export async function startKproxy(opts: KproxyOptions): Promise<KproxyProcess> {
   const pid = child.pid;
   if (pid === undefined) throw new Error(`kproxy did not start: ${logs}`);
 
-  const syncCount = async (): Promise<number> => {
+  const metrics = async (): Promise<string> => {
     const r = await httpGet(node, `http://127.0.0.1:${metricsPort}/metrics`);
     if (r.status !== 200) throw new Error(`kproxy metrics answered ${r.status} ${r.error ?? ''}`);
-    return metricValue(r.body, 'kubeproxy_sync_proxy_rules_duration_seconds_count') ?? 0;
+    return r.body;
   };
+  const syncCount = async (): Promise<number> => metricValue(await metrics(), 'kubeproxy_sync_proxy_rules_duration_seconds_count') ?? 0;
 
   const proc: KproxyProcess = {
     pid, args, exited,
@@ -121,6 +128,7 @@ export async function startKproxy(opts: KproxyOptions): Promise<KproxyProcess> {
       return e;
     },
     syncCount,
+    metrics,
     async waitForSyncAfter(count, timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
@@ -148,6 +156,6 @@ export async function startKproxy(opts: KproxyOptions): Promise<KproxyProcess> {
 }
 
 /** Runs a one-shot kproxy command (dump, --cleanup, ...) in the node namespace. */
-export async function runKproxy(sandbox: Sandbox, args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return runStatus(toolPath('ip'), ['netns', 'exec', sandbox.node, process.execPath, ...kproxyNodeFlags(), kproxyBin, ...args]);
+export async function runKproxy(sandbox: Sandbox, args: readonly string[], env?: Readonly<Record<string, string>>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return runStatus(toolPath('ip'), ['netns', 'exec', sandbox.node, process.execPath, ...kproxyNodeFlags(), kproxyBin, ...args], undefined, env ? { ...process.env, ...env } : undefined);
 }
