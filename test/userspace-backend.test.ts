@@ -196,22 +196,43 @@ test('externalTrafficPolicy Local: outside clients get the local endpoints, the 
   t.true(table.table.clusterSources.includes(`${nodeIP}/32`));
 });
 
-test('drifted: a Service address taken away, kproxy0 deleted, or a new node address are noticed; nothing changed is not', async (t) => {
-  const { fake, backend } = lab();
+test('checkDrift: a Service address taken away is put back alone; kproxy0 deleted or a new node address need a full sync; nothing changed is nothing', async (t) => {
+  const { fake, backend, calls } = lab();
   const b = backend();
   const s = nodeState([web, dns]);
   t.true((await syncBackend(b, s, fullChanges(s))).ok);
-  t.false(await b.drifted());
+  t.deepEqual(await b.checkDrift(), { damage: [] });
   await fake.exec('ip', ['-batch', '-'], 'address del 10.96.0.53/32 dev kproxy0\n');
-  t.true(await b.drifted());
-  const repaired = await syncBackend(b, s, fullChanges(s));
+  t.deepEqual(await b.checkDrift(), { damage: [{ what: 'address', object: '10.96.0.53' }] });
+  calls.length = 0;
+  const repaired = await syncBackend(b, s, noChanges);
   t.true(repaired.ok);
-  t.false(await b.drifted());
+  t.false(repaired.full, 'a targeted repair');
+  t.deepEqual(repaired.repairs, [{ what: 'address', object: '10.96.0.53' }]);
+  t.deepEqual(calls, ['ip address replace 10.96.0.53/32 dev kproxy0 metric 7717'], 'only the address goes back');
+  t.deepEqual(await b.checkDrift(), { damage: [] });
   await fake.exec('ip', ['link', 'del', 'kproxy0']);
-  t.true(await b.drifted());
-  t.true((await syncBackend(b, s, fullChanges(s))).ok);
-  t.false(await b.drifted(), 'kproxy0 made again and its addresses put back');
+  const gone = await b.checkDrift();
+  t.is(gone.full, 'kproxy0 is absent');
+  const rebuilt = await syncBackend(b, s, noChanges);
+  t.true(rebuilt.ok, rebuilt.error?.message);
+  t.true(rebuilt.full);
+  t.deepEqual(rebuilt.repairs, [{ what: 'full', object: 'kproxy0 is absent' }]);
+  t.deepEqual(await b.checkDrift(), { damage: [] }, 'kproxy0 made again and its addresses put back');
   t.regex(await b.readKernel(), /^address 10\.96\.0\.53$/m);
+});
+
+test('checkDrift: the node gaining an address (NodePorts follow it) asks for a full sync, which listens there too', async (t) => {
+  const local = [nodeIP];
+  const { table, backend } = lab(local);
+  const b = backend();
+  const s = nodeState([web]);
+  t.true((await syncBackend(b, s, fullChanges(s))).ok);
+  (local as string[]).push('10.99.0.7');
+  const r = await b.checkDrift();
+  t.regex(r.full ?? '', /the node's addresses changed \(NodePorts on 10\.99\.0\.7, 192\.168\.0\.2\)/);
+  t.true((await syncBackend(b, s, noChanges)).full);
+  t.true(table.table.listeners.some((l) => l.ip === '10.99.0.7' && l.port === 30080));
 });
 
 test('render and describeService agree: each port\'s lines are the render\'s, NodePorts as * until the node is read', (t) => {

@@ -123,6 +123,11 @@ export class ServiceAddresses {
     this.#owned = new Set(parseOwned(stdout).map(canonicalIP));
   }
 
+  /** Someone else removed these: they are kproxy's no more, and the next change() adds them again. */
+  gone(addresses: Iterable<string>): void {
+    for (const a of addresses) this.#owned.delete(canonicalIP(a));
+  }
+
   /**
    * Adds and removes some addresses (one `ip -batch`), leaving the others:
    * the incremental form of sync(). Adding one kproxy holds already, or

@@ -8,7 +8,8 @@ import { inCIDR, ipFamily } from '../../lib/net.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Registry } from 'prom-client';
 import type { Changes, NodeState } from '../../proxy/model.ts';
-import type { Backend, ModeOptions, Plan } from '../backend.ts';
+import type { Backend, Damage, DriftReport, ModeOptions, Plan } from '../backend.ts';
+import { PendingRepairs, type RepairSnapshot } from '../repairs.ts';
 import { AppliedRecord } from '../record.ts';
 import type { RefusedPort } from '../values.ts';
 import { ADDRESS_DEVICE, parseListing, ServiceAddresses, type AddressListing } from './addresses.ts';
@@ -31,6 +32,8 @@ export interface UserspacePlan extends Plan {
   readonly removeAddresses: readonly string[];
   readonly facts: RecordFacts;
   readonly notes: readonly PortNote[];
+  /** The damage this plan repairs, settled once it is applied. */
+  readonly repairing: RepairSnapshot<Damage>;
   commit(): Applied;
 }
 
@@ -50,6 +53,11 @@ export class UserspaceBackend implements Backend<UserspacePlan> {
   /** Notes already logged (each once). */
   readonly #said = new Set<string>();
   #closed = false;
+  /** What checkDrift found someone else changed, repaired by the next plan. */
+  readonly #pending = new PendingRepairs<Damage>();
+  /** Applies so far, and whether one runs now (a check that overlapped one reports nothing). */
+  #applies = 0;
+  #applying = false;
 
   constructor(opts: ModeOptions, log: Logger) {
     this.#opts = opts;
@@ -67,7 +75,7 @@ export class UserspaceBackend implements Backend<UserspacePlan> {
   async prepare(changes: Changes): Promise<void> {
     if (this.#closed) throw new Error('the userspace backend is closed');
     await this.#start();
-    if (!this.#applied.needsFull(changes.full)) return;
+    if (!this.#applied.needsFull(changes.full) && this.#pending.full === undefined) return;
     // A full sync reads what it builds on: kproxy0 (made again if someone deleted it), the
     // addresses kproxy holds, and the node's own addresses, where NodePorts listen.
     await this.#addresses.setup();
@@ -102,11 +110,18 @@ export class UserspaceBackend implements Backend<UserspacePlan> {
   }
 
   plan(state: NodeState, changes: Changes): UserspacePlan {
-    const full = this.#applied.needsFull(changes.full);
+    const repairing = this.#pending.snapshot();
+    const full = this.#applied.needsFull(changes.full) || repairing.full !== undefined;
     const facts = this.#facts ?? { nodePortAddresses: [], nodeAddresses: new Set<string>(), clusterSources: [] };
     const opts = { families: this.#opts.families, defaultAlgorithm: this.#settings.scheduler };
     const staged = full ? stage(state, state.services.keys(), undefined, facts, opts) : stage(state, changes.services, this.#applied.current, facts, opts);
-    const base = { full, facts, notes: staged.notes, addAddresses: staged.addAddresses, removeAddresses: staged.removeAddresses, commit: staged.commit };
+    // Service addresses someone removed go back, unless this sync lets go of them anyway.
+    const removing = new Set(staged.removeAddresses);
+    const addAddresses = [...new Set([...staged.addAddresses, ...repairing.items.filter((d) => d.what === 'address' && !removing.has(d.object)).map((d) => d.object)])];
+    const base = {
+      full, facts, notes: staged.notes, addAddresses, removeAddresses: staged.removeAddresses, commit: staged.commit,
+      repairing, repairs: PendingRepairs.repairsOf(repairing, full),
+    };
     const refused: RefusedPort[] = staged.refused;
     if (full) {
       const listeners = [...staged.upsert.values()];
@@ -116,13 +131,24 @@ export class UserspaceBackend implements Backend<UserspacePlan> {
     const upsert = [...staged.upsert.values()];
     return {
       ...base, delta: { upsert, remove: staged.remove },
-      size: upsert.length + staged.remove.length + staged.addAddresses.length + staged.removeAddresses.length,
+      size: upsert.length + staged.remove.length + addAddresses.length + staged.removeAddresses.length,
       ...(refused.length ? { refused } : {}),
     };
   }
 
   async apply(plan: UserspacePlan): Promise<void> {
     this.#say(plan.notes);
+    this.#applying = true;
+    try {
+      await this.#send(plan);
+    } finally {
+      this.#applying = false;
+      this.#applies++;
+    }
+    this.#pending.settle(plan.repairing, plan.full);
+  }
+
+  async #send(plan: UserspacePlan): Promise<void> {
     await this.#applied.apply({ commit: plan.commit }, async () => {
       const f = await this.#start();
       if (plan.table !== undefined) {
@@ -252,35 +278,41 @@ export class UserspaceBackend implements Backend<UserspacePlan> {
   }
 
   /**
-   * A cheap check that what kproxy holds is still there: kproxy0 up, the
-   * Service addresses kproxy put on the node, the node's own addresses as
-   * they were (NodePorts follow them), and every listener bound.
+   * The periodic check that what kproxy holds is still there, from one `ip`
+   * listing and one snapshot of the workers: every Service address kproxy
+   * put on the node (a removed one is put back by the next sync, alone),
+   * kproxy0 up, the node's own addresses as they were (NodePorts follow
+   * them) and every listener bound (those two need a full sync).
    */
-  async drifted(): Promise<boolean> {
+  async checkDrift(): Promise<DriftReport> {
     const cur = this.#applied.current;
     const f = this.#forwarder;
-    if (cur === undefined || f === undefined) return true;
+    if (cur === undefined || f === undefined) return { damage: [] }; // the next sync is full anyway
+    const appliesBefore = this.#applies;
     const { addresses, links } = await this.#host.listing();
     const listing = parseListing(addresses, links);
-    const why: string[] = [];
-    if (this.#addresses.device === ADDRESS_DEVICE && listing.device !== 'up') why.push(`${ADDRESS_DEVICE} is ${listing.device}`);
+    let full: string | undefined;
+    if (this.#addresses.device === ADDRESS_DEVICE && listing.device !== 'up') full = `${ADDRESS_DEVICE} is ${listing.device}`;
     const have = new Set(listing.owned);
-    let missing = 0;
-    for (const a of cur.users.keys()) if (!have.has(a)) missing++;
-    if (missing > 0) why.push(`${missing} Service address${missing === 1 ? ' is' : 'es are'} gone`);
-    const facts = this.#factsOf(listing);
-    const nodePorts = facts.nodePortAddresses ?? [];
-    if (nodePorts.join() !== (cur.facts.nodePortAddresses ?? []).join()) why.push(`the node's addresses changed (NodePorts: ${nodePorts.join(', ') || 'none'})`);
-    const [snap, expected] = [await f.snapshot({ endpoints: false }), f.expectedListening()];
-    if (snap.listening < expected) why.push(`${expected - snap.listening} listening socket${expected - snap.listening === 1 ? ' is' : 's are'} closed`);
-    if (why.length > 0) this.#log.warn({ drift: why }, 'the userspace dataplane changed behind kproxy\'s back');
-    return why.length > 0;
+    const missing = [...cur.users.keys()].filter((a) => !have.has(a));
+    const nodePorts = this.#factsOf(listing).nodePortAddresses ?? [];
+    if (nodePorts.join() !== (cur.facts.nodePortAddresses ?? []).join()) full ??= `the node's addresses changed (NodePorts on ${nodePorts.join(', ') || 'none'})`;
+    const expected = f.expectedListening();
+    const listening = (await f.snapshot({ endpoints: false })).listening;
+    if (listening < expected) full ??= `${expected - listening} listening socket${expected - listening === 1 ? ' is' : 's are'} closed`;
+    if (this.#applying || this.#applies !== appliesBefore) return { damage: [] };
+    this.#addresses.gone(missing);
+    const damage = this.#pending.add(missing.map((a) => ({ key: `address ${a}`, damage: { what: 'address', object: a } })));
+    if (full !== undefined) this.#pending.requireFull(full);
+    const owed = this.#pending.full;
+    return owed !== undefined && (full !== undefined || damage.length) ? { damage, full: owed } : { damage };
   }
 
   /** Removes the Service addresses kproxy put on the node (and kproxy0), and nothing else. */
   async cleanup(): Promise<void> {
     await this.#addresses.cleanup();
     this.#applied.forget();
+    this.#pending.clear();
   }
 
   /**

@@ -18,10 +18,15 @@ import { refusesAll, sourceAllowed, type ListenerSpec } from './table.ts';
 class FakeIp {
   device = false;
   readonly owned = new Set<string>();
-  readonly node: readonly string[];
+  /** The node's own addresses, read at each listing (a test may add one). */
+  readonly #node: readonly string[];
 
   constructor(node: readonly string[]) {
-    this.node = node.map(canonicalIP);
+    this.#node = node;
+  }
+
+  get node(): string[] {
+    return this.#node.map(canonicalIP);
   }
 
   listing(dev?: string): string {
