@@ -171,10 +171,19 @@ export class ServiceAddresses {
     return { added, removed };
   }
 
-  /** Removes every address kproxy owns, and kproxy0 itself. */
+  /**
+   * Removes every address kproxy owns (those on lo one by one; kproxy0
+   * goes with its addresses), and creates nothing to do so.
+   */
   async cleanup(): Promise<void> {
-    if (this.#device === '') await this.setup();
-    await this.sync([]);
-    if (this.#device === ADDRESS_DEVICE) await this.#exec('ip', ['link', 'del', ADDRESS_DEVICE]).catch(() => undefined);
+    const lines: string[] = [];
+    for (const line of (await this.#exec('ip', ['-o', 'address', 'show'])).stdout.split('\n')) {
+      const m = /^\d+:\s+(\S+?)(?:@\S+)?\s+inet6? ([0-9a-fA-F.:]+)\/\d+ .*\bmetric (\d+)\b/.exec(line);
+      if (m && Number(m[3]) === ADDRESS_METRIC && m[1] !== ADDRESS_DEVICE) lines.push(`address del ${prefix(m[2])} dev ${m[1]}`);
+    }
+    if (lines.length > 0) await this.#exec('ip', ['-batch', '-'], lines.join('\n') + '\n');
+    const links = (await this.#exec('ip', ['-o', 'link', 'show'])).stdout;
+    if (new RegExp(`^\\d+:\\s+${ADDRESS_DEVICE}[:@]`, 'm').test(links)) await this.#exec('ip', ['link', 'del', ADDRESS_DEVICE]);
+    this.#owned.clear();
   }
 }
