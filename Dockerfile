@@ -1,8 +1,8 @@
 # kproxy node image: Node.js 24 runs the TypeScript sources directly.
 
 # The native addons (dns-cache/native: the DNS cache's batched UDP;
-# lib/native: malloc_trim for every part) are built here so the image needs
-# no compiler.
+# lib/native: malloc_trim for every part; the userspace forwarder's TCP and
+# UDP relays) are built here so the image needs no compiler.
 FROM node:24-bookworm-slim AS addon
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
@@ -11,6 +11,7 @@ WORKDIR /build
 COPY binding.gyp ./
 COPY dns-cache/native ./dns-cache/native
 COPY lib/native ./lib/native
+COPY modes/userspace/native ./modes/userspace/native
 RUN node /usr/local/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js rebuild --nodedir=/usr/local
 
 FROM node:24-bookworm-slim
@@ -36,8 +37,10 @@ RUN ln -s /opt/kproxy/bin/kproxy.js /usr/local/bin/kproxy
 # Node.js keeps the sources' compiled, type-stripped code here, so a process
 # starts without loading the TypeScript stripper (about 20 MB less memory).
 ENV NODE_COMPILE_CACHE=/opt/kproxy/.compile-cache
-# dns-cache/kube-zone.ts is loaded only for zones answered from an API server.
-RUN node --input-type=module -e "for (const m of ['proxy/cli.ts', 'proxy/main.ts', 'dns-cache/main.ts', 'dns-cache/kube-zone.ts', 'proxy/commands/dump.ts', 'proxy/commands/diff.ts', 'proxy/commands/explain.ts', 'proxy/commands/cleanup.ts']) await import('/opt/kproxy/' + m)"
+# dns-cache/kube-zone.ts is loaded only for zones answered from an API
+# server; the userspace forwarder's worker processes load their own modules
+# (worker.ts).
+RUN node --input-type=module -e "for (const m of ['proxy/cli.ts', 'proxy/main.ts', 'dns-cache/main.ts', 'dns-cache/kube-zone.ts', 'proxy/commands/dump.ts', 'proxy/commands/diff.ts', 'proxy/commands/explain.ts', 'proxy/commands/cleanup.ts', 'modes/userspace/worker.ts']) await import('/opt/kproxy/' + m)"
 
 # kproxy's command line (bin/kproxy.js) starts Node.js with
 # --max-semi-space-size=8: a small young generation keeps RSS near the live

@@ -3,7 +3,7 @@
 // first sync left it, every change must reach the kernel, and each
 // incremental sync must cost in proportion to its change, not grow with time.
 //
-//   node bench/soak.ts [--services 10000] [--modes iptables,nftables] [--minutes 10]
+//   node bench/soak.ts [--services 10000] [--modes iptables,nftables,userspace] [--minutes 10]
 //        [--churn-percent 1] [--endpoints 10] [--quick]
 //
 // For each mode: a fresh sandbox (test/helpers/netns.ts), the list/watch
@@ -27,10 +27,10 @@
 // its figures only show that the benchmark works.
 // Needs root, iproute2, iptables, nftables, ipset, conntrack.
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ProxyMode } from '../modes/registry.ts';
+import { modes as registeredModes, type ProxyMode } from '../modes/registry.ts';
 import { addresses, createSandbox, requireKernelPrerequisites, type Sandbox } from '../test/helpers/netns.ts';
 import { httpGet } from '../test/helpers/traffic.ts';
 import { metricsPort, metricValue, runKproxy, startKproxy, type KproxyProcess } from '../test/helpers/kproxy-process.ts';
@@ -48,6 +48,9 @@ interface Args {
   endpoints: number;
 }
 
+// The modes that need no kernel module of their own run on this host (IPVS runs in user-mode-linux: bench/ipvs-scale.ts).
+const hostModes: readonly string[] = registeredModes.filter((m) => m.kernelModules.length === 0).map((m) => m.name);
+
 function parseArgs(argv: string[]): Args {
   const get = (flag: string): string | undefined => flagValue(argv, flag);
   const quick = argv.includes('--quick');
@@ -57,7 +60,7 @@ function parseArgs(argv: string[]): Args {
   const churnPercent = Number(get('--churn-percent') ?? 1);
   const endpoints = Number(get('--endpoints') ?? 10);
   if (!Number.isInteger(services) || services < 1 || services > 60_000) throw new Error('--services takes an integer from 1 to 60000');
-  if (modes.some((m) => m !== 'iptables' && m !== 'nftables')) throw new Error(`--modes takes iptables and/or nftables (got ${modes.join(',')})`);
+  if (modes.some((m) => !hostModes.includes(m))) throw new Error(`--modes takes some of ${hostModes.join(', ')} (got ${modes.join(',')})`);
   if (!(seconds >= 1)) throw new Error('--minutes must be positive');
   if (!(churnPercent > 0 && churnPercent <= 100)) throw new Error('--churn-percent takes a number above 0, at most 100');
   if (!Number.isInteger(endpoints) || endpoints < 1 || endpoints > 240) throw new Error('--endpoints takes an integer from 1 to 240');
@@ -79,16 +82,37 @@ interface Sample {
   readonly changesSent: number;
 }
 
-/** The kproxy node process's RSS and CPU (`ip netns exec` execs node in place, so the pid is node's). */
+/**
+ * The kproxy node process's RSS and CPU (`ip netns exec` execs node in
+ * place, so the pid is node's), with the processes it keeps running (the
+ * userspace mode's forwarding workers): their RSS is added to kproxy's and
+ * their CPU to its children's.
+ */
 function procFigures(pid: number): { rssMB: number; cpuS: number; childCpuS: number } {
   const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
   if (!cmd.includes('kproxy')) throw new Error(`pid ${pid} is not kproxy: ${cmd.replaceAll('\0', ' ')}`);
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const rssKiB = (p: number | string): number => Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? NaN);
+  const fields = (p: number | string): string[] => {
+    const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  };
+  const f = fields(pid);
+  let rss = rssKiB(pid);
+  if (Number.isNaN(rss)) throw new Error(`no VmRSS for pid ${pid}`);
   // utime, stime, cutime, cstime in clock ticks (100 per second here).
-  return { rssMB: Number(m[1]) / 1024, cpuS: (Number(f[11]) + Number(f[12])) / 100, childCpuS: (Number(f[13]) + Number(f[14])) / 100 };
+  let childTicks = Number(f[13]) + Number(f[14]);
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const c = fields(d);
+      if (Number(c[1]) !== pid || !/worker\.ts/.test(readFileSync(`/proc/${d}/cmdline`, 'utf8'))) continue;
+      rss += rssKiB(d);
+      childTicks += Number(c[11]) + Number(c[12]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return { rssMB: rss / 1024, cpuS: (Number(f[11]) + Number(f[12])) / 100, childCpuS: childTicks / 100 };
 }
 
 async function metrics(sandbox: Sandbox): Promise<string> {

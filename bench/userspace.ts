@@ -247,7 +247,7 @@ async function setUp(dir: string, workers: number, relay: Args['relay']): Promis
       ip: VIP.kproxy, port: PORTS[k], protocol, service: `bench/${k}:${PORTS[k]}`, algorithm: 'rr', affinitySeconds: 0, sourceRanges: [],
       remote: { endpoints: sb.pods.map((p) => ({ ip: p.ip, port: TARGET[k] })), whenEmpty: 'reject' },
     });
-    const r = await fwd.apply({ nodeLocalSources: [], listeners: [listener('crr', 'TCP'), listener('stream', 'TCP'), listener('hold', 'TCP'), listener('udp', 'UDP')] });
+    const r = await fwd.apply({ clusterSources: [], listeners: [listener('crr', 'TCP'), listener('stream', 'TCP'), listener('hold', 'TCP'), listener('udp', 'UDP')] });
     if (r.result.failed.length > 0) throw new Error(`forwarder: ${JSON.stringify(r.result.failed)}`);
     // Kernel DNAT through kproxy's nftables backend.
     const services = new Map<string, ServicePortState>();

@@ -12,8 +12,18 @@ export interface HttpHandle {
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 
+export interface ListenOptions {
+  /**
+   * SO_REUSEPORT: another process of the same user may bind the port too.
+   * A proxy mode that keeps serving while its successor starts beside it
+   * (a rolling update that surges) lets the successor bind its probe and
+   * metrics ports meanwhile.
+   */
+  readonly reusePort?: boolean;
+}
+
 /** Listens on host:port (host undefined = every address). */
-export function listenHttp(what: string, handler: Handler, port: number, host?: string): Promise<HttpHandle> {
+export function listenHttp(what: string, handler: Handler, port: number, host?: string, opts: ListenOptions = {}): Promise<HttpHandle> {
   const server: Server = createServer((req, res) => {
     Promise.resolve(handler(req, res)).catch((err: unknown) => {
       if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain' });
@@ -26,7 +36,7 @@ export function listenHttp(what: string, handler: Handler, port: number, host?: 
     server.once('error', (err: NodeJS.ErrnoException) => {
       reject(new KproxyError('KPROXY_BIND_FAILED', `${what}: cannot listen on ${host ?? '*'}:${port}: ${err.code ?? err.message}`, { cause: err }));
     });
-    server.listen({ port, host }, () => {
+    server.listen({ port, host, reusePort: opts.reusePort === true }, () => {
       const addr = server.address();
       const real = typeof addr === 'object' && addr !== null ? addr : { address: host ?? '', port };
       resolve({

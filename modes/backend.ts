@@ -5,9 +5,10 @@
 // one update of its forwarder) and commits the record only when the
 // dataplane accepted it. modes/sync.ts runs and times that cycle for the
 // runner, the commands and the tests alike.
+import type { Registry } from 'prom-client';
 import type { Exec } from '../lib/exec.ts';
 import type { Logger } from '../lib/log.ts';
-import type { Changes, Family, NodeState } from '../proxy/model.ts';
+import type { Changes, Family, NodeState, Protocol } from '../proxy/model.ts';
 import type { FakeDataplane, FakeOptions } from './fake.ts';
 import type { RefusedPort } from './values.ts';
 
@@ -118,11 +119,6 @@ export interface Backend<P extends Plan = Plan> {
    * is absent or of a family this backend does not program.
    */
   describeService?(state: NodeState, key: string): string[];
-  /**
-   * What the dataplane holds for one service port now, with its live
-   * counters (connections per endpoint), one per line; O(that port). Optional.
-   */
-  describeServiceLive?(state: NodeState, key: string): Promise<string[]>;
   /** What the dataplane holds of kproxy's own objects, as its tool prints it (dump --live, diff). */
   readKernel?(): Promise<string>;
   /**
@@ -153,6 +149,17 @@ export interface Backend<P extends Plan = Plan> {
   cleanup(): Promise<void>;
   /** Stop any work of its own (a forwarder's sockets); kernel state stays. Optional. */
   close?(): Promise<void>;
+  /** Registers metrics of the mode's own (a forwarder's traffic counters) on the proxy's registry. Optional. */
+  registerMetrics?(registry: Registry): void;
+  /**
+   * What one service port (`key` of state.services) looks like now, beyond
+   * its desired objects: a heading line, then one line each (IPVS: the
+   * kernel's virtual servers with connections per real server; a forwarder:
+   * what the kproxy running on this node serves and how its endpoints fare,
+   * asked from explain's own process). O(that port). Throws when the state
+   * cannot be read here. Optional.
+   */
+  describeLive?(state: NodeState, key: string): Promise<string[]>;
 }
 
 /** One setting of a mode of its own: a flag and/or a field of its config block. */
@@ -163,8 +170,13 @@ export interface ModeSetting {
   readonly flag?: string;
   /** The field of the mode's KubeProxyConfiguration block (e.g. "scheduler" for ipvs.scheduler). */
   readonly field?: string;
-  readonly kind: 'string' | 'bool' | 'int' | 'duration' | 'stringList';
-  /** The value when neither the flag nor the file sets it (durations in ms). */
+  /**
+   * A top-level KubeProxyConfiguration field read as well, where kube-proxy
+   * kept the setting (e.g. udpIdleTimeout); the block's field wins.
+   */
+  readonly rootField?: string;
+  readonly kind: 'string' | 'bool' | 'int' | 'duration' | 'stringList' | 'durationList';
+  /** The value when neither the flag nor the file sets it (durations in ms, duration lists as lists of ms). */
   readonly default: unknown;
   readonly help: string;
   /** A problem with a parsed value (durations in ms), or undefined when it is valid. */
@@ -182,6 +194,32 @@ export interface ModeMetricNames {
   readonly syncFailures: { readonly name: string; readonly help: string };
   /** Gauge of owned objects, labelled by `table` (from Backend.owned()); none when the mode has no such metric. */
   readonly owned?: { readonly name: string; readonly help: string };
+}
+
+/**
+ * Where a mode honestly behaves unlike a kernel dataplane. The shared
+ * behaviour and kernel tests state each difference a mode declares here
+ * rather than skip a case.
+ */
+export interface ModeDifferences {
+  /** Endpoints always see the node's address as the source (a forwarder opens connections of its own). */
+  readonly sourceIsNode?: boolean;
+  /**
+   * Service addresses become local addresses of the node: a port of one
+   * that no Service serves is answered by the kernel (TCP reset, ICMP port
+   * unreachable) instead of being left alone.
+   */
+  readonly serviceAddressesLocal?: boolean;
+  /** Protocols the mode does not serve: the core refuses those ports and reports them (log, Warning Event). */
+  readonly unservedProtocols?: readonly Protocol[];
+  /** Traffic flows only while kproxy runs (a forwarder), not from kernel state left behind. */
+  readonly needsProcess?: boolean;
+  /**
+   * A TCP client refused (no endpoint) sees its connect succeed and then a
+   * reset, as fast (a listening socket cannot refuse a SYN): ECONNRESET
+   * where a kernel mode gives ECONNREFUSED.
+   */
+  readonly resetAfterAccept?: boolean;
 }
 
 /**
@@ -226,4 +264,6 @@ export interface ModeDescriptor {
   normalizeListing(text: string): string;
   /** A fake dataplane with a tracer, for the behaviour table every mode must pass. */
   fake(opts: FakeOptions): FakeDataplane;
+  /** Where it behaves unlike a kernel dataplane; absent: nowhere. */
+  readonly differences?: ModeDifferences;
 }

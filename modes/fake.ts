@@ -33,16 +33,28 @@ export interface FakeDataplane {
   readonly exec: Exec;
   /** Every possible fate of a new connection's first packet (no duplicates, any order). */
   trace(packet: TracePacket): TraceOutcome[];
-  /**
-   * The mode puts Service addresses on the node itself (IPVS's kube-ipvs0):
-   * a new connection to another port of such an address is refused (TCP
-   * reset, ICMP otherwise) rather than left alone, so host sockets bound to
-   * every address are not reachable through it (kubernetes#72236).
-   */
-  readonly serviceAddressesLocal?: boolean;
 }
 
 export interface FakeOptions {
   /** Addresses the node owns (what "a local address" means to NodePorts). */
   readonly localAddresses: readonly string[];
+}
+
+const wrapped = new WeakMap<Exec, Exec>();
+
+/**
+ * An exec that runs `exec` through `around` (a test recording what the
+ * mode sends), still known as `exec`: a mode whose fake keeps more than
+ * what its tools receive (a forwarder's table) finds its fake through
+ * unwrapExec().
+ */
+export function wrapExec(exec: Exec, around: (exec: Exec, ...call: Parameters<Exec>) => ReturnType<Exec>): Exec {
+  const w: Exec = (tool, args, input) => around(exec, tool, args, input);
+  wrapped.set(w, unwrapExec(exec));
+  return w;
+}
+
+/** The exec a wrapExec() wrapper (or a wrapper of one) was made from; `exec` itself otherwise. */
+export function unwrapExec(exec: Exec): Exec {
+  return wrapped.get(exec) ?? exec;
 }

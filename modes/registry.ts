@@ -6,8 +6,9 @@ import type { ModeDescriptor } from './backend.ts';
 import { iptablesMode } from './iptables/mode.ts';
 import { ipvsMode } from './ipvs/mode.ts';
 import { nftablesMode } from './nftables/mode.ts';
+import { userspaceMode } from './userspace/mode.ts';
 
-export const modes: readonly ModeDescriptor[] = [iptablesMode, nftablesMode, ipvsMode];
+export const modes: readonly ModeDescriptor[] = [iptablesMode, nftablesMode, ipvsMode, userspaceMode];
 
 /** The name of a registered mode (--proxy-mode). */
 export type ProxyMode = string;

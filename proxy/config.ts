@@ -299,7 +299,7 @@ function unreadable(path: string): string | undefined {
 // ---- KubeProxyConfiguration file ----
 
 // Fields kproxy reads, with their expected YAML type.
-type FieldType = 'string' | 'bool' | 'int' | 'stringList' | 'duration';
+type FieldType = 'string' | 'bool' | 'int' | 'stringList' | 'duration' | 'durationList';
 /** Fields of every mode's block (kube-proxy's iptables and nftables blocks have them). */
 const commonBlockFields = ['masqueradeAll', 'masqueradeBit', 'syncPeriod', 'minSyncPeriod'] as const;
 const commonBlockTypes: Record<(typeof commonBlockFields)[number], FieldType> = {
@@ -319,9 +319,13 @@ const usedFields: Record<string, FieldType> = {
 for (const m of modes) {
   for (const f of commonBlockFields) usedFields[`${m.configBlock}.${f}`] = commonBlockTypes[f];
   for (const st of m.settings) if (st.field) usedFields[`${m.configBlock}.${st.field}`] = st.kind;
+  // kube-proxy's top-level place for a setting (e.g. udpIdleTimeout).
+  for (const st of m.settings) if (st.rootField) usedFields[st.rootField] = st.kind;
 }
 /** "block.field" of a mode setting → the mode's block, for the file reader. */
-const settingFields = new Set(modes.flatMap((m) => m.settings.filter((st) => st.field).map((st) => `${m.configBlock}.${st.field}`)));
+const settingFields = new Set(modes.flatMap((m) => m.settings.flatMap((st) => [
+  ...(st.field ? [`${m.configBlock}.${st.field}`] : []), ...(st.rootField ? [st.rootField] : []),
+])));
 // KubeProxyConfiguration fields kproxy accepts and does not use (anything below them is accepted).
 const ignoredFields = new Set([
   'apiVersion', 'kind', 'bindAddress', 'bindAddressHardFail', 'configSyncPeriod', 'conntrack', 'detectLocal',
@@ -387,7 +391,7 @@ export function parseConfigText(text: string, path: string, out: RawSettings): s
         walk(valueNode, key);
         continue;
       }
-      if (ignoredFields.has(path2)) continue;
+      if (ignoredFields.has(path2) && !settingFields.has(path2)) continue;
       const type = usedFields[path2];
       if (type === undefined) {
         problems.push(`${at(keyNode)}: unknown field "${path2}"`);
@@ -450,10 +454,12 @@ export function parseConfigText(text: string, path: string, out: RawSettings): s
 
 function checkType(node: YamlNode | null, type: FieldType): unknown {
   if (node === null || (isScalar(node) && node.value === null)) return undefined;
-  if (type === 'stringList') {
-    if (!isSeq(node)) return { problem: 'expected a list of strings' };
+  if (type === 'stringList' || type === 'durationList') {
+    // A list of durations may also be written as one comma-separated string, as on the command line.
+    if (type === 'durationList' && isScalar(node) && typeof node.value === 'string') return node.value;
+    if (!isSeq(node)) return { problem: type === 'stringList' ? 'expected a list of strings' : 'expected a list of durations such as [250ms, 1s]' };
     const items = node.items.map((i) => (isScalar(i) ? i.value : undefined));
-    if (items.some((i) => typeof i !== 'string')) return { problem: 'expected a list of strings' };
+    if (items.some((i) => typeof i !== 'string')) return { problem: type === 'stringList' ? 'expected a list of strings' : 'expected a list of durations such as [250ms, 1s]' };
     return items as string[];
   }
   if (!isScalar(node)) return { problem: `expected a ${type === 'bool' ? 'boolean' : type === 'int' ? 'integer' : 'string'}` };

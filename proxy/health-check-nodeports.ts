@@ -49,6 +49,8 @@ export interface HealthCheckOptions {
   readonly hosts?: readonly string[];
   /** Whether the proxy itself is healthy (the /healthz verdict). */
   readonly proxyHealthy: () => boolean;
+  /** Let a successor kproxy bind the same ports while this one stops (see lib/http-server.ts). */
+  readonly reusePort?: boolean;
 }
 
 export class HealthCheckNodePorts implements SyncListener {
@@ -114,7 +116,7 @@ export class HealthCheckNodePorts implements SyncListener {
           const healthy = this.opts.proxyHealthy();
           const ok = t.localEndpoints > 0 && healthy;
           sendJson(res, ok ? 200 : 503, healthCheckBody(t, healthy), { 'X-Load-Balancing-Endpoint-Weight': String(t.localEndpoints) });
-        }, port, host).then(
+        }, port, host, { reusePort: this.opts.reusePort }).then(
           (h) => {
             const t = this.targets.get(port);
             this.log.info({ port, host: host ?? '*', service: t && `${t.namespace}/${t.name}` }, 'opened healthCheckNodePort server');

@@ -10,7 +10,7 @@
 //    drain it;
 //  - /livez ignores node eligibility: a draining node is still alive.
 import type { V1Node } from '@kubernetes/client-node';
-import { listenHttp, sendJson, sendNotFound, type HttpHandle } from '../lib/http-server.ts';
+import { listenHttp, sendJson, sendNotFound, type HttpHandle, type ListenOptions } from '../lib/http-server.ts';
 import type { Logger } from '../lib/log.ts';
 import type { SyncListener, SyncReport } from './runner.ts';
 
@@ -87,7 +87,7 @@ export function healthBody(s: HealthStatus, withNode: boolean): string {
 }
 
 /** Serves /healthz and /livez on host:port. */
-export function startHealthServer(health: ProxierHealth, port: number, host: string | undefined, log: Logger): Promise<HttpHandle> {
+export function startHealthServer(health: ProxierHealth, port: number, host: string | undefined, log: Logger, listen: ListenOptions = {}): Promise<HttpHandle> {
   return listenHttp('healthz server', (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path !== '/healthz' && path !== '/livez') {
@@ -98,5 +98,5 @@ export function startHealthServer(health: ProxierHealth, port: number, host: str
     const ok = path === '/healthz' ? s.healthy && s.nodeEligible : s.live;
     if (!ok) log.debug({ path, ...s }, 'health check failing');
     sendJson(res, ok ? 200 : 503, healthBody(s, path === '/healthz'));
-  }, port, host);
+  }, port, host, listen);
 }

@@ -8,6 +8,7 @@ import { KproxyError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Family } from './model.ts';
 import { ipFamilies } from './mode-options.ts';
+import { modeOf } from '../modes/registry.ts';
 import { FileSource } from './source/file.ts';
 import { KubeSource } from './source/kube.ts';
 import type { Source, SourceEvent } from './source/source.ts';
@@ -83,7 +84,11 @@ export async function loadSource(config: ProxyConfig, log: Logger, opts: LoadOpt
   if (!node) log.warn({ node: config.nodeName }, 'no Node object for this node: no node addresses, topology hints need its zone label');
   const serviceIPs = held.flatMap((e) => (e.kind === 'Service' ? e.object.spec?.clusterIPs ?? [] : []));
   const families = ipFamilies({ clusterCIDRs: config.clusterCIDRs, nodeIPs, serviceIPs, mode: config.mode, checkTools: opts.checkTools }, log);
-  tracker = new Tracker({ nodeName: config.nodeName, families, onInvalid: opts.onInvalid, externalIPCIDRs: config.externalIPCIDRs }, log.child({ component: 'tracker' }));
+  const unserved = modeOf(config.mode).differences?.unservedProtocols;
+  tracker = new Tracker({
+    nodeName: config.nodeName, families, onInvalid: opts.onInvalid, externalIPCIDRs: config.externalIPCIDRs,
+    ...(unserved?.length ? { unservedProtocols: { mode: config.mode, protocols: unserved } } : {}),
+  }, log.child({ component: 'tracker' }));
   for (const e of held) tracker.apply(e);
   // `emit` lives as long as the source: emptied, the list no longer keeps
   // the first version of every object alive once a newer one replaces it.

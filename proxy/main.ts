@@ -76,15 +76,21 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
     await mode.checkStart?.({ settings: config.modeSettings, exec, masqueradeBit: config.masqueradeBit });
     const metrics = new ProxyMetrics(mode);
     const servers: HttpHandle[] = [];
+    // A successor started beside this kproxy (a rolling update that surges,
+    // as the userspace mode's does, also when a node moves into that mode)
+    // binds the same probe and metrics ports while this one stops.
+    const listen = { reusePort: true };
     if (config.healthzBindAddress) {
       const a = config.healthzBindAddress;
-      servers.push(await startHealthServer(health, a.port, a.host, log.child({ component: 'healthz' })));
+      servers.push(await startHealthServer(health, a.port, a.host, log.child({ component: 'healthz' }), listen));
     }
     if (config.metricsBindAddress) {
       const a = config.metricsBindAddress;
-      servers.push(await startMetricsServer(metrics, health, a.port, a.host, log));
+      servers.push(await startMetricsServer(metrics, health, a.port, a.host, log, listen));
     }
-    closers.push(async () => { await Promise.all(servers.map((s) => s.close())); });
+    let serversClosed: Promise<void> | undefined;
+    const closeServers = (): Promise<void> => (serversClosed ??= Promise.all(servers.map((s) => s.close())).then(() => undefined));
+    closers.push(closeServers);
     for (const s of servers) log.info({ address: `${s.host}:${s.port}` }, 'listening');
 
     // Wait for the initial list; a stop request meanwhile ends start-up cleanly.
@@ -123,21 +129,34 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
     const opts = modeOptions(config, loaded.families, loaded.nodeIPs, exec, log);
     log.info({ families: opts.families, nodeIPs: loaded.nodeIPs, nodePortAddresses: opts.nodePortAddresses }, 'initial list complete');
     const backend = mode.create(opts, log.child({ component: config.mode }));
+    backend.registerMetrics?.(metrics.registry);
     closers.push(async () => { await backend.close?.(); });
+    // A mode that keeps serving while it stops (a forwarder handing over to
+    // its successor) lets the successor's probes and scrapes reach the
+    // successor: the servers close first.
+    if (backend.close) closers.push(closeServers);
     // Another mode's rules (a node switched from iptables to nftables, or back)
     // are removed only once this mode's first sync is in the kernel, so the
     // node is never without rules in between.
+    // In a rolling update that surges, an old kproxy of another mode runs
+    // beside this one until this one is ready, and may write its rules back
+    // once more: they are removed a second time two sync periods later.
     let othersRemoved: Promise<void> | undefined;
-    closers.push(async () => { await othersRemoved; });
+    let removeAgain: NodeJS.Timeout | undefined;
+    closers.push(async () => { clearTimeout(removeAgain); await othersRemoved; });
+    const removeOthers = async (): Promise<void> => {
+      for (const other of otherModes(config.mode)) {
+        // Nothing of a mode this kernel cannot run can be here.
+        if (await other.unsupported?.(exec).catch(() => undefined)) continue;
+        await other.cleanup(opts, log).catch((err: unknown) => log.warn({ err, mode: other.name }, 'could not remove another mode\'s rules'));
+      }
+    };
     const removeOtherModes: SyncListener = {
       onSynced: () => {
-        othersRemoved ??= (async () => {
-          for (const other of otherModes(config.mode)) {
-            // Nothing of a mode this kernel cannot run can be here.
-            if (await other.unsupported?.(exec).catch(() => undefined)) continue;
-            await other.cleanup(opts, log).catch((err: unknown) => log.warn({ err, mode: other.name }, 'could not remove another mode\'s rules'));
-          }
-        })();
+        if (othersRemoved !== undefined) return;
+        othersRemoved = removeOthers();
+        removeAgain = setTimeout(() => { othersRemoved = othersRemoved!.then(removeOthers); }, 2 * config.syncPeriodMs);
+        removeAgain.unref();
       },
     };
 
@@ -160,7 +179,7 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
 
     const hcHosts = healthCheckHosts(config, loaded.nodeIPs);
     if (hcHosts?.length === 0) log.warn({ nodePortAddresses: config.nodePortAddresses }, 'no local address within --nodeport-addresses: no healthCheckNodePort server can listen');
-    const hc = new HealthCheckNodePorts({ hosts: hcHosts, proxyHealthy: () => health.status().healthy }, log.child({ component: 'healthcheck' }));
+    const hc = new HealthCheckNodePorts({ hosts: hcHosts, proxyHealthy: () => health.status().healthy, ...listen }, log.child({ component: 'healthcheck' }));
     closers.push(() => hc.close());
     const runner = new Runner(
       { minSyncPeriodMs: config.minSyncPeriodMs, syncPeriodMs: config.syncPeriodMs },

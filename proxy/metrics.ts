@@ -3,7 +3,7 @@
 // together with /healthz and /proxyMode as kube-proxy does.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ModeMetricNames } from '../modes/backend.ts';
-import { listenHttp, sendJson, sendNotFound, type HttpHandle } from '../lib/http-server.ts';
+import { listenHttp, sendJson, sendNotFound, type HttpHandle, type ListenOptions } from '../lib/http-server.ts';
 import type { ProxierHealth } from './health.ts';
 import { healthBody } from './health.ts';
 import type { Logger } from '../lib/log.ts';
@@ -135,7 +135,7 @@ export function noLocalEndpoints(state: NodeState): { internal: number; external
 }
 
 /** Serves /metrics, /healthz and /proxyMode, as kube-proxy's metrics address does. */
-export function startMetricsServer(metrics: ProxyMetrics, health: ProxierHealth | undefined, port: number, host: string | undefined, _log: Logger): Promise<HttpHandle> {
+export function startMetricsServer(metrics: ProxyMetrics, health: ProxierHealth | undefined, port: number, host: string | undefined, _log: Logger, listen: ListenOptions = {}): Promise<HttpHandle> {
   return listenHttp('metrics server', async (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/metrics') {
@@ -151,5 +151,5 @@ export function startMetricsServer(metrics: ProxyMetrics, health: ProxierHealth 
     } else {
       sendNotFound(res);
     }
-  }, port, host);
+  }, port, host, listen);
 }

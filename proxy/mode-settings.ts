@@ -21,6 +21,13 @@ function parse(s: ModeSetting, raw: unknown): { value: unknown } | { problem: st
     }
     case 'stringList':
       return { value: typeof raw === 'string' ? splitList(raw) : raw };
+    case 'durationList': {
+      const items = typeof raw === 'string' ? splitList(raw) : Array.isArray(raw) ? raw.map(String) : [];
+      const ms = items.map((d) => parseDuration(d));
+      const bad = items.filter((_, i) => ms[i] === undefined);
+      if (items.length === 0 || bad.length > 0) return { problem: `"${bad.join(', ') || String(raw)}" is not a list of durations (e.g. 250ms,500ms,1s)` };
+      return { value: ms };
+    }
     default:
       return { value: raw };
   }
@@ -35,7 +42,8 @@ export function modeSettings(
   for (const m of registry) {
     for (const s of m.settings) {
       const fromFlag = s.flag !== undefined && flags.has(s.flag) ? { value: flags.get(s.flag), where: `--${s.flag}` } : undefined;
-      const given = fromFlag ?? (s.field !== undefined ? fileFields.get(`${m.configBlock}.${s.field}`) : undefined);
+      const given = fromFlag ?? (s.field !== undefined ? fileFields.get(`${m.configBlock}.${s.field}`) : undefined) ??
+        (s.rootField !== undefined ? fileFields.get(s.rootField) : undefined);
       let value = s.default;
       if (given) {
         const p = parse(s, given.value);

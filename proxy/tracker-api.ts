@@ -1,7 +1,7 @@
 // The tracker's contract, used by the runner and the CLI. Implemented in
 // proxy/tracker.ts.
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
-import type { Changes, NodeState } from './model.ts';
+import type { Changes, NodeState, Protocol } from './model.ts';
 import type { SourceEvent } from './source/source.ts';
 
 /** A Service or EndpointSlice the tracker skipped, with every problem found in it. */
@@ -32,6 +32,11 @@ export interface TrackerOptions {
   readonly onInvalid?: (invalid: InvalidObject) => void;
   /** --external-ip-cidrs: externalIPs outside these are refused (empty: all allowed, as kube-proxy). */
   readonly externalIPCIDRs?: readonly string[];
+  /**
+   * Protocols the chosen mode does not serve (its descriptor's
+   * differences): ports of them are refused and reported like a lost claim.
+   */
+  readonly unservedProtocols?: { readonly mode: string; readonly protocols: readonly Protocol[] };
 }
 
 export interface ServiceTracker {

@@ -264,8 +264,13 @@ export class Tracker implements ServiceTracker {
     const problems: string[] = [];
     const scheduler = schedulerChoice(svc, problems);
     const byFamily: ServicePortInfo[][] = [];
+    const unserved = this.#opts.unservedProtocols;
     for (const family of this.#opts.families as readonly Family[]) {
       let infos = servicePortInfos(svc, family, scheduler);
+      if (unserved !== undefined && infos.some((i) => unserved.protocols.includes(i.protocol))) {
+        for (const i of infos) if (unserved.protocols.includes(i.protocol)) problems.push(`port ${i.portName || i.port}/${i.protocol}: the ${unserved.mode} mode does not serve ${i.protocol}`);
+        infos = infos.filter((i) => !unserved.protocols.includes(i.protocol));
+      }
       if (allowed.length > 0) {
         infos = infos.map((info) => {
           const kept = info.externalIPs.filter((ip) => allowed.some((c) => inCIDR(ip, c)));

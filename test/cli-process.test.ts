@@ -26,7 +26,7 @@ test('bad flags: exit 2 and one message listing every problem', async (t) => {
   t.regex(r.stderr, /^kproxy: KPROXY_BAD_CONFIG: invalid flags or configuration \(5 problems\):\n/);
   for (const want of [
     '  - unknown flag --frobnicate',
-    '  - --proxy-mode: proxy mode "kernelspace" is not supported by kproxy (supported: iptables, nftables, ipvs)',
+    '  - --proxy-mode: proxy mode "kernelspace" is not supported by kproxy (supported: iptables, nftables, ipvs, userspace)',
     '  - --iptables-sync-period: "30" is not a duration (e.g. 30s, 1m, 500ms)',
     '  - --cluster-cidr: "10.0.0.0/99" is not a valid CIDR',
     '  - --metrics-bind-address: "nowhere": expected IP:PORT',

@@ -104,4 +104,44 @@ test('Dockerfile: Node 24 base, the kernel tools, production install, kproxy ent
   // Both native addons: the DNS cache's batched UDP and lib's malloc_trim.
   for (const addon of ['kproxy_dns', 'kproxy_memory', 'kproxy_forwarder']) t.regex(text, new RegExp(`^COPY --from=addon .*\\b${addon}\\.node\\b`, 'm'), addon);
   for (const dir of ['bin', 'lib', 'proxy', 'modes', 'dns-cache']) t.regex(text, new RegExp(`^COPY ${dir} `, 'm'), dir);
+  // The addon stage has every source folder binding.gyp builds from.
+  const gyp = JSON.parse(readFileSync(root('binding.gyp'), 'utf8')) as { targets: { sources: string[] }[] };
+  for (const dir of new Set(gyp.targets.flatMap((x) => x.sources.map((f) => f.slice(0, f.lastIndexOf('/')))))) {
+    t.regex(text, new RegExp(`^COPY ${dir} \\./${dir}$`, 'm'), `the addon stage copies ${dir}`);
+  }
+});
+
+// The userspace mode's DaemonSet: the same objects under the same names, a
+// rolling update that surges (old and new side by side), no host ports
+// (they would stop the surge pod from being scheduled), time to hand over
+// and drain, and Service ports below 1024.
+function loadFile(name: string): Any[] {
+  const docs = parseAllDocuments(readFileSync(root(`manifests/${name}`), 'utf8'));
+  if (!Array.isArray(docs)) throw new Error('empty manifest');
+  for (const d of docs) if (d.errors.length > 0) throw new Error(d.errors.map((e) => e.message).join('\n'));
+  return docs.map((d) => d.toJS());
+}
+
+test('userspace manifest: the same objects and RBAC as kproxy.yaml, surging updates, no host ports, room to hand over and drain', (t) => {
+  const docs = loadFile('kproxy-userspace.yaml');
+  const base = load();
+  t.deepEqual(docs.map((d) => `${d.kind}/${d.metadata.name}`).sort(), base.map((d) => `${d.kind}/${d.metadata.name}`).sort());
+  t.deepEqual(byKind(docs, 'ClusterRole').rules, byKind(base, 'ClusterRole').rules);
+  const ds = byKind(docs, 'DaemonSet');
+  t.deepEqual(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+  const pod = ds.spec.template.spec;
+  const [c] = pod.containers;
+  t.is(c.ports, undefined, 'no container port: with hostNetwork it would be a host port and block the surge pod');
+  t.true(c.securityContext.capabilities.add.includes('NET_BIND_SERVICE'));
+  t.not(c.securityContext.privileged, true);
+
+  const dir = mkdtempSync(join(tmpdir(), 'kproxy-manifest-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'config.conf');
+  writeFileSync(path, byKind(docs, 'ConfigMap').data['config.conf']);
+  const cfg = loadConfig([`--config=${path}`, '--hostname-override=node-1']);
+  t.is(cfg.mode, 'userspace');
+  const s = cfg.modeSettings as { handoverTimeout: number; drainGrace: number; connectTimeouts: number[] };
+  t.deepEqual(s.connectTimeouts, [250, 500, 1000, 2000]);
+  t.true(pod.terminationGracePeriodSeconds * 1000 >= s.handoverTimeout + s.drainGrace + 10_000, 'the kubelet waits for the handover and the drain');
 });

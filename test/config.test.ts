@@ -110,7 +110,7 @@ for (const [name, argv, re] of bad) {
 }
 
 test('every problem of flags and file is listed in one error, file problems with their line', (t) => {
-  const cfg = file(`${header}mode: userspace
+  const cfg = file(`${header}mode: kernelspace
 clusterCIDR: 10.0.0.0/40
 iptables:
   syncPeriod: soon
@@ -149,7 +149,7 @@ logging:
     `${cfg}:7: iptables.masqueradeBit: expected an integer, got "14"`,
     `${cfg}:10: unknown field "bogus"`,
     `${cfg}:13: unknown field "logging.colour"`,
-    '--proxy-mode: unknown proxy mode "ebpf" (supported: iptables, nftables, ipvs)',
+    '--proxy-mode: unknown proxy mode "ebpf" (supported: iptables, nftables, ipvs, userspace)',
     '--hostname-override: node name "bad_name!" is not a valid DNS-1123 subdomain (set --hostname-override)',
     '--cluster-cidr: "10.0.0.0/33" is not a valid CIDR',
     '--cluster-cidr: "fd00::/129" is not a valid CIDR',
@@ -169,14 +169,14 @@ logging:
 });
 
 test('file values are validated with their line when no flag overrides them', (t) => {
-  const cfg = file(`${header}mode: userspace
+  const cfg = file(`${header}mode: kernelspace
 clusterCIDR: 10.0.0.0/40
 metricsBindAddress: nowhere
 iptables:
   syncPeriod: soon
 `);
   t.deepEqual(problems(['--config', cfg]), [
-    `${cfg}:3: mode: proxy mode "userspace" is not supported by kproxy (supported: iptables, nftables, ipvs)`,
+    `${cfg}:3: mode: proxy mode "kernelspace" is not supported by kproxy (supported: iptables, nftables, ipvs, userspace)`,
     `${cfg}:4: clusterCIDR: "10.0.0.0/40" is not a valid CIDR`,
     `${cfg}:7: iptables.syncPeriod: "soon" is not a duration (e.g. 30s, 1m, 500ms)`,
     `${cfg}:5: metricsBindAddress: "nowhere": expected IP:PORT`,

@@ -1,4 +1,4 @@
-// Backend.describeService in both modes: one service port's objects, with
+// Backend.describeService in every mode: one service port's objects, with
 // its NodePort entries, nothing of any other Service, the same among 10 or
 // 2,000 others, read without walking the table, and line for line what the
 // full render holds.
@@ -40,7 +40,7 @@ function elementLine(line: string): { set: string; elements: string[] } | undefi
 
 const mentionsOther = /other-|\b10\.[12]\.|\b3[1-9]\d{3}\b/;
 
-for (const mode of ['iptables', 'nftables'] as const) {
+for (const mode of ['iptables', 'nftables', 'userspace'] as const) {
   test(`${mode}: a NodePort Service's lines include its NodePort and nothing of another Service`, (t) => {
     const b = backend(mode);
     const lines = b.describeService!(nodeState([target, ...others(10)]), target.key);
@@ -54,6 +54,9 @@ for (const mode of ['iptables', 'nftables'] as const) {
       for (const l of lines.filter((x) => x.startsWith('add element'))) {
         t.is(elementLine(l)?.elements.length, 1, l);
       }
+    } else if (mode === 'userspace') {
+      // Without the node's addresses (explain reads no kernel) a NodePort shows on *.
+      t.deepEqual(np, ['listen TCP *:30080 "shop/cart:http" rr -> 10.244.0.7:8080 10.244.3.9:8080'], lines.join('\n'));
     } else {
       t.true(np.some((l) => /^-A KUBE-NODEPORTS -p tcp .*--dport 30080 -j KUBE-EXT-[A-Z2-7]{16}$/.test(l)), np.join('\n'));
     }
@@ -81,7 +84,10 @@ for (const mode of ['iptables', 'nftables'] as const) {
     const state = nodeState([target, ...others(12)]);
     const described = [...state.services.keys()].flatMap((k) => b.describeService!(state, k));
     const rendered = b.render(state).split('\n');
-    if (mode === 'nftables') {
+    if (mode === 'userspace') {
+      // One line per address and per listener: the render is the ports' lines, each once.
+      t.deepEqual([...new Set(described)].sort(), rendered.filter((l) => l !== '' && !l.startsWith('#')).sort());
+    } else if (mode === 'nftables') {
       // The render batches 1,000 elements per line: compare element by element.
       const elementLines = (ls: string[]): string[] => ls.filter((l) => l.startsWith('add element')).flatMap((l) => {
         const c = elementLine(l);

@@ -1,5 +1,6 @@
 // /healthz and /livez over real HTTP, with kube-proxy's semantics.
 import test from 'ava';
+import { createServer, type AddressInfo } from 'node:net';
 import type { V1Node } from '@kubernetes/client-node';
 import { ProxierHealth, startHealthServer } from '../proxy/health.ts';
 import { silentLogger } from '../lib/log.ts';
@@ -88,6 +89,23 @@ test('a busy port is a KPROXY_BIND_FAILED error', async (t) => {
   const a = await startHealthServer(health, 0, '127.0.0.1', silentLogger());
   t.teardown(() => a.close());
   const err = await t.throwsAsync(startHealthServer(health, a.port, '127.0.0.1', silentLogger()));
+  t.is((err as { code?: string }).code, 'KPROXY_BIND_FAILED');
+  t.regex(err!.message, /EADDRINUSE/);
+});
+
+test('with reusePort a successor binds beside a kproxy that holds the port; another program\'s socket still makes it fail', async (t) => {
+  const { health } = setup();
+  const reuse = { reusePort: true };
+  const a = await startHealthServer(health, 0, '127.0.0.1', silentLogger(), reuse);
+  t.teardown(() => a.close());
+  const b = await startHealthServer(health, a.port, '127.0.0.1', silentLogger(), reuse);
+  t.teardown(() => b.close());
+  t.is(b.port, a.port);
+  const other = createServer();
+  await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => other.close(() => r())));
+  const port = (other.address() as AddressInfo).port;
+  const err = await t.throwsAsync(startHealthServer(health, port, '127.0.0.1', silentLogger(), reuse));
   t.is((err as { code?: string }).code, 'KPROXY_BIND_FAILED');
   t.regex(err!.message, /EADDRINUSE/);
 });

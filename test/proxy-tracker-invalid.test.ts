@@ -79,3 +79,23 @@ test('onInvalid is optional: a tracker without it skips and logs as before', (t)
   t.is(tracker.snapshot().state.services.size, 0);
   t.like(records.find((r) => r.level === 40), { kind: 'Service', object: 'default/web', msg: 'invalid Service skipped' });
 });
+
+test('a protocol the mode does not serve: its ports are refused and reported once per version, the others proxied', (t) => {
+  const { log, records } = recordingLogger();
+  const seen: InvalidObject[] = [];
+  const tracker = new Tracker({ nodeName: 'node-a', families: [4], onInvalid: (i) => seen.push(i), unservedProtocols: { mode: 'userspace', protocols: ['SCTP'] } }, log);
+  const mixed = (rv: string) => versioned(service('mixed', { clusterIP: '172.30.0.2', ports: [{ name: 'http', port: 80 }, { name: 'sig', port: 9999, protocol: 'SCTP' }] }), rv);
+  const only = versioned(service('sig-only', { clusterIP: '172.30.0.3', ports: [{ name: 'sig', port: 9999, protocol: 'SCTP' }] }), '3');
+  for (const e of upserts(mixed('1'), only)) tracker.apply(e);
+  const { state } = tracker.snapshot();
+  t.deepEqual([...state.services.values()].map((s) => `${s.name}/${s.protocol}`), ['default/mixed:http/TCP']);
+  t.deepEqual(seen.map((i) => [i.object.metadata?.name, i.action, i.problems]), [
+    ['mixed', 'refuse', ['port sig/SCTP: the userspace mode does not serve SCTP']],
+    ['sig-only', 'refuse', ['port sig/SCTP: the userspace mode does not serve SCTP']],
+  ]);
+  // The same versions again (a relist): nothing new is said.
+  for (const e of upserts(mixed('1'), only)) tracker.apply(e);
+  tracker.snapshot();
+  t.is(seen.length, 2);
+  t.is(records.filter((r) => r.level === 40 && /part of a Service refused/.test(String(r.msg))).length, 2, 'logged once per Service');
+});

@@ -9,6 +9,7 @@ import { silentLogger } from '../lib/log.ts';
 import type { Exec } from '../lib/exec.ts';
 import type { ServicePortState } from '../proxy/model.ts';
 import { modes } from '../modes/registry.ts';
+import { wrapExec } from '../modes/fake.ts';
 import { syncBackend } from '../modes/sync.ts';
 import { fullChanges } from '../proxy/model.ts';
 import { ep, nodeState, svc } from './helpers/state.ts';
@@ -39,7 +40,7 @@ const values: [string, Partial<ServicePortState>][] = [
 
 function recording(exec: Exec): { exec: Exec; inputs: string[] } {
   const inputs: string[] = [];
-  return { inputs, exec: async (tool, args, input) => { if (input) inputs.push(input); return exec(tool, args, input); } };
+  return { inputs, exec: wrapExec(exec, async (inner, tool, args, input) => { if (input) inputs.push(input); return inner(tool, args, input); }) };
 }
 
 for (const mode of modes) {

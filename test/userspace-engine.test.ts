@@ -70,7 +70,7 @@ const freePort = () => nextPort++;
 function listener(port: number, endpoints: EndpointSpec[], over: Partial<ListenerSpec> = {}): ListenerSpec {
   return { ip: '127.0.0.1', port, protocol: 'TCP', service: `test/svc${port}:p`, algorithm: 'rr', affinitySeconds: 0, sourceRanges: [], remote: { endpoints, whenEmpty: 'reject' }, ...over };
 }
-const table = (...listeners: ListenerSpec[]): ForwarderTable => ({ nodeLocalSources: [], listeners });
+const table = (...listeners: ListenerSpec[]): ForwarderTable => ({ clusterSources: [], listeners });
 
 function engine(t: { teardown(fn: () => Promise<void> | void): void; context: unknown }, opts: Partial<EngineOptions> = {}): Engine {
   const e = new Engine(silentLogger(), { reusePort: false, relay: (t.context as { relay: Relay }).relay, ...opts });

@@ -35,11 +35,11 @@ test.serial('two workers serve one table; a bad table changes nothing; a killed 
   const f = await Forwarder.start(silentLogger(), { workers: 2, migrateReq: false });
   t.teardown(() => f.stop(0));
   const table: ForwarderTable = {
-    nodeLocalSources: [],
+    clusterSources: [],
     listeners: [{ ip: '127.0.0.1', port, protocol: 'TCP', service: 'test/fwd:p', algorithm: 'rr', affinitySeconds: 0, sourceRanges: [], remote: { endpoints: [{ ip: '127.0.0.1', port: b.port }], whenEmpty: 'reject' } }],
   };
   t.deepEqual((await f.apply(table)).failed, []);
-  await t.throwsAsync(f.apply({ nodeLocalSources: [], listeners: [{ ...table.listeners[0], port: 0 }] }), { message: /listeners\[0\]\.port/ });
+  await t.throwsAsync(f.apply({ clusterSources: [], listeners: [{ ...table.listeners[0], port: 0 }] }), { message: /listeners\[0\]\.port/ });
   t.is(f.table.listeners[0].port, port, 'the bad table was not taken');
   for (let i = 0; i < 20; i++) t.is(await ask(port), 'hi\n');
   let s = await f.snapshot();

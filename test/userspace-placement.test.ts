@@ -9,7 +9,7 @@ const l = (i: number, over: Partial<ListenerSpec> = {}): ListenerSpec => ({
   ip: `10.96.${i >> 8}.${i & 255}`, port: 80, protocol: 'TCP', service: `ns/svc${i}:http`, algorithm: 'rr', affinitySeconds: 0, sourceRanges: [],
   remote: { endpoints: [], whenEmpty: 'reject' }, ...over,
 });
-const table = (listeners: ListenerSpec[]): ForwarderTable => ({ nodeLocalSources: [], listeners });
+const table = (listeners: ListenerSpec[]): ForwarderTable => ({ clusterSources: [], listeners });
 
 test('every worker opens every listener while the budget allows', (t) => {
   const tab = table(Array.from({ length: 100 }, (_, i) => l(i)));

@@ -11,16 +11,16 @@ const listener = (over: Partial<ListenerSpec> = {}): ListenerSpec => ({
 });
 
 test('a valid table comes back as a clean copy', (t) => {
-  const input = { nodeLocalSources: ['192.168.50.1/32'], listeners: [listener(), listener({ protocol: 'UDP', nodeLocal: { endpoints: [], whenEmpty: 'drop' } })], extra: 1 };
+  const input = { clusterSources: ['192.168.50.1/32'], listeners: [listener(), listener({ protocol: 'UDP', fromCluster: { endpoints: [], whenEmpty: 'drop' } })], extra: 1 };
   const table = validateTable(JSON.parse(JSON.stringify(input)));
   t.is(table.listeners.length, 2);
-  t.deepEqual(table.listeners[1].nodeLocal, { endpoints: [], whenEmpty: 'drop' });
+  t.deepEqual(table.listeners[1].fromCluster, { endpoints: [], whenEmpty: 'drop' });
   t.false('extra' in table);
 });
 
 test('every problem of a bad table is listed in one error', (t) => {
   const bad = {
-    nodeLocalSources: ['nonsense'],
+    clusterSources: ['nonsense'],
     listeners: [
       listener({ ip: '10.96.0.300' }),
       listener({ port: 0, protocol: 'SCTP' as 'TCP', algorithm: 'wrr' as 'rr' }),
@@ -34,23 +34,23 @@ test('every problem of a bad table is listed in one error', (t) => {
   };
   const e = t.throws(() => validateTable(bad), { instanceOf: KproxyError });
   t.is(e.code, 'KPROXY_FORWARDER_TABLE_INVALID');
-  for (const part of ['nodeLocalSources: not a CIDR', 'listeners[0].ip', 'listeners[1].port', 'listeners[1].protocol', 'listeners[1].algorithm',
+  for (const part of ['clusterSources: not a CIDR', 'listeners[0].ip', 'listeners[1].port', 'listeners[1].protocol', 'listeners[1].algorithm',
     'listeners[2].sourceRanges', 'listeners[3].remote.endpoints[0]', 'listeners[3].remote.whenEmpty', 'listeners[4].ip: a UDP listener', 'listeners[6]: TCP/10.96.0.10:80 appears twice', 'listeners[7]']) {
     t.true(e.message.includes(part), part);
   }
   t.throws(() => validateTable(null), { message: /must be an object/ });
-  t.throws(() => validateTable({ nodeLocalSources: [], listeners: {} }), { message: /listeners: must be a list/ });
+  t.throws(() => validateTable({ clusterSources: [], listeners: {} }), { message: /listeners: must be a list/ });
 });
 
 test('clients on the node take the node-local route; source ranges allow or not', (t) => {
-  const l = listener({ nodeLocal: { endpoints: [{ ip: '10.180.0.12', port: 8080 }], whenEmpty: 'reject' }, sourceRanges: ['192.168.50.0/24'] });
+  const l = listener({ fromCluster: { endpoints: [{ ip: '10.180.0.12', port: 8080 }], whenEmpty: 'reject' }, sourceRanges: ['192.168.50.0/24'] });
   t.is(routeFor(l, '10.180.0.5', ['10.180.0.0/24']).endpoints[0].ip, '10.180.0.12');
   t.is(routeFor(l, '203.0.113.9', ['10.180.0.0/24']).endpoints[0].ip, '10.180.0.11');
   t.true(sourceAllowed(l, '192.168.50.2'));
   t.false(sourceAllowed(l, '192.168.51.2'));
   t.true(refusesAll(listener({ remote: { endpoints: [], whenEmpty: 'reject' } })));
   t.false(refusesAll(listener({ remote: { endpoints: [], whenEmpty: 'drop' } })));
-  t.false(refusesAll(listener({ remote: { endpoints: [], whenEmpty: 'reject' }, nodeLocal: { endpoints: [{ ip: '10.180.0.12', port: 1 }], whenEmpty: 'reject' } })));
+  t.false(refusesAll(listener({ remote: { endpoints: [], whenEmpty: 'reject' }, fromCluster: { endpoints: [{ ip: '10.180.0.12', port: 1 }], whenEmpty: 'reject' } })));
 });
 
 test('address sets match IPv4, IPv6 and IPv4-mapped clients', (t) => {

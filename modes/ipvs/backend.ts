@@ -324,7 +324,7 @@ export class IpvsBackend implements Backend<IpvsPlan> {
   }
 
   /** The port's virtual services as the kernel holds them now: weights, active and inactive connections. */
-  async describeServiceLive(state: NodeState, key: string): Promise<string[]> {
+  async describeLive(state: NodeState, key: string): Promise<string[]> {
     const s = state.services.get(key);
     if (!s || !this.families.includes(s.family)) return [];
     const out: string[] = [];
@@ -341,7 +341,7 @@ export class IpvsBackend implements Backend<IpvsPlan> {
         out.push(`${svc}: ${lines[0] ?? 'no answer'}`);
       }
     }
-    return out;
+    return [`ipvs in the kernel now (${out.length} lines):`, ...out.map((l) => `  ${l}`)];
   }
 
   async readKernel(): Promise<string> {

@@ -41,7 +41,6 @@ export class FakeIpvsDataplane implements FakeDataplane {
   readonly localAddresses: string[];
   readonly sysctls = new Map(Object.entries(sysctlDefaults));
   timeouts = { tcp: 900, tcpFin: 120, udp: 300 };
-  readonly serviceAddressesLocal = true;
   /** Lines of /proc/net/ip_vs_conn (tests set them). */
   readonly connections: string[] = [];
   /** Every command run, for tests that count processes. */

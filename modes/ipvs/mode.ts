@@ -15,6 +15,8 @@ export const ipvsMode: ModeDescriptor = {
   settings: ipvsSettings,
   tools: (family) => ['ipvsadm', 'ipset', 'ip', 'sysctl', family === 4 ? 'iptables-restore' : 'ip6tables-restore', family === 4 ? 'iptables-save' : 'ip6tables-save'],
   kernelModules: ['ip_vs', 'ip_set', 'xt_ipvs', 'xt_set'],
+  // Service addresses sit on kube-ipvs0: the kernel answers their unserved ports (kubernetes#72236).
+  differences: { serviceAddressesLocal: true },
   async unsupported(exec) {
     try {
       await exec('ipvsadm', ['-Ln', '--timeout']);

@@ -47,36 +47,49 @@ function ipv6Groups(ip: string): number[] {
 interface V4Range { base: number; mask: number }
 interface V6Range { groups: number[]; bits: number }
 
-/** A parsed list of CIDRs; `has(ip)` answers membership. */
+/**
+ * A parsed list of CIDRs; `has(ip)` answers membership. Single addresses
+ * (a /32 or /128: a node's own addresses) are looked up in a hash set, so
+ * thousands of them cost no more than one.
+ */
 export class AddressSet {
   private readonly v4: V4Range[] = [];
   private readonly v6: V6Range[] = [];
+  private readonly v4Hosts = new Set<number>();
+  private readonly v6Hosts = new Set<string>();
 
   constructor(cidrs: readonly string[]) {
     for (const c of cidrs) {
       const [addr, len] = c.split('/');
       if (ipFamily(addr) === 4) {
         const bits = len === undefined ? 32 : Number(len);
+        if (bits === 32) {
+          this.v4Hosts.add(ipv4Value(addr));
+          continue;
+        }
         const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
         this.v4.push({ base: (ipv4Value(addr) & mask) >>> 0, mask });
       } else if (ipFamily(addr) === 6) {
-        this.v6.push({ groups: ipv6Groups(addr), bits: len === undefined ? 128 : Number(len) });
+        const bits = len === undefined ? 128 : Number(len);
+        if (bits === 128) this.v6Hosts.add(ipv6Groups(addr).join(':'));
+        else this.v6.push({ groups: ipv6Groups(addr), bits });
       }
     }
   }
 
   get size(): number {
-    return this.v4.length + this.v6.length;
+    return this.v4.length + this.v6.length + this.v4Hosts.size + this.v6Hosts.size;
   }
 
   has(ip: string): boolean {
     if (!ip.includes(':')) {
       const v = ipv4Value(ip);
-      return v >= 0 && this.v4.some((r) => ((v & r.mask) >>> 0) === r.base);
+      return v >= 0 && (this.v4Hosts.has(v) || this.v4.some((r) => ((v & r.mask) >>> 0) === r.base));
     }
     if (ip.startsWith('::ffff:') && ip.includes('.') && this.has(ip.slice(7))) return true;
-    if (this.v6.length === 0) return false;
+    if (this.v6.length === 0 && this.v6Hosts.size === 0) return false;
     const g = ipv6Groups(ip);
+    if (this.v6Hosts.has(g.join(':'))) return true;
     return this.v6.some((r) => {
       for (let i = 0, left = r.bits; left > 0; i++, left -= 16) {
         const mask = left >= 16 ? 0xffff : (0xffff << (16 - left)) & 0xffff;

@@ -7,13 +7,46 @@ import type { Logger } from '../../lib/log.ts';
 import { AddressSet } from './address-match.ts';
 import { AffinityTable } from './balancer.ts';
 import { HealthTracker, type EndpointState } from './health.ts';
-import { defaultEngineOptions, ListenerState, newCounters, type EngineOptions, type ForwardContext, type ServiceCounters } from './listener-state.ts';
+import { counterNames, defaultEngineOptions, ListenerState, newCounters, type EngineOptions, type ForwardContext, type ServiceCounters } from './listener-state.ts';
 import { listenerKey, type ForwarderTable, type ListenerSpec } from './table.ts';
 import { NativeRelay, NativeTcpListener, relayModule } from './native-tcp.ts';
 import { TcpListener } from './tcp-forward.ts';
 import { UdpListener } from './udp-forward.ts';
 import { NativeUdpListener, NativeUdpRelay, udpRelayModule } from './native-udp.ts';
 import { KproxyError } from '../../lib/errors.ts';
+
+/** Part of a table: listeners to open or update, keys of listeners to close. */
+export interface ListenerDelta {
+  /** Node-local client ranges, when they change. */
+  readonly clusterSources?: readonly string[];
+  readonly upsert: readonly ListenerSpec[];
+  readonly remove: readonly string[];
+}
+
+/** One endpoint of one listener, live. */
+export interface ListenerEndpointReport {
+  readonly key: string;
+  /** Open connections (TCP) or flows (UDP) of this listener to it. */
+  readonly open: number;
+  /** False: it left the listener's routes and its connections drain. */
+  readonly inRoutes: boolean;
+  readonly ejected: boolean;
+  readonly ejectedForMs: number;
+  /** Failed connects in a row. */
+  readonly failures: number;
+  readonly lastError: string;
+}
+
+/** The live state of one listener in one process. */
+export interface ListenerReport {
+  readonly key: string;
+  readonly accepting: boolean;
+  readonly endpoints: readonly ListenerEndpointReport[];
+  /** Connections waiting for an endpoint's connect. */
+  readonly connecting: number;
+  /** Clients held without an answer (dropped). */
+  readonly held: number;
+}
 
 export interface ApplyResult {
   /** Listeners that could not be opened, with the reason (e.g. EADDRNOTAVAIL). */
@@ -80,7 +113,7 @@ export class Engine {
       options: this.options,
       health: this.#health,
       log,
-      nodeLocalSources: new AddressSet([]),
+      clusterSources: new AddressSet([]),
       countersFor: (protocol, service) => {
         const key = `${protocol} ${service}`;
         let c = engine.#counters.get(key);
@@ -127,21 +160,42 @@ export class Engine {
    * the engine owns them from here on.
    */
   async apply(table: ForwarderTable, adopt: ReadonlyMap<string, number> = new Map(), closeFd: (fd: number) => void = () => {}): Promise<ApplyResult> {
+    const wanted = new Set(table.listeners.map(listenerKey));
+    const remove = [...this.#listeners.keys()].filter((k) => !wanted.has(k));
+    return this.#change(table.clusterSources, table.listeners, remove, adopt, closeFd, true);
+  }
+
+  /**
+   * Changes part of the table: opens or updates the listeners of `delta.upsert`
+   * (already validated), closes those of `delta.remove`, and takes new
+   * node-local sources when given. Everything else stays as it is.
+   */
+  async update(delta: ListenerDelta, adopt: ReadonlyMap<string, number> = new Map(), closeFd: (fd: number) => void = () => {}): Promise<ApplyResult> {
+    return this.#change(delta.clusterSources, delta.upsert, delta.remove, adopt, closeFd, false);
+  }
+
+  async #change(
+    clusterSources: readonly string[] | undefined, upsert: readonly ListenerSpec[], remove: readonly string[],
+    adopt: ReadonlyMap<string, number>, closeFd: (fd: number) => void, everything: boolean,
+  ): Promise<ApplyResult> {
     if (this.#stopped) throw new Error('the forwarder is stopping');
-    this.#ctx.nodeLocalSources = new AddressSet(table.nodeLocalSources);
-    const wanted = new Map<string, ListenerSpec>(table.listeners.map((l) => [listenerKey(l), l]));
-    for (const [key, l] of this.#listeners) {
-      if (wanted.has(key)) continue;
+    if (clusterSources !== undefined) this.#ctx.clusterSources = new AddressSet(clusterSources);
+    for (const key of remove) {
+      const l = this.#listeners.get(key);
+      if (l === undefined) continue;
       this.#listeners.delete(key);
       this.#retire(l);
     }
     const failed: { key: string; error: string }[] = [];
     const opening: Promise<void>[] = [];
     const taken = new Set<string>();
-    for (const [key, spec] of wanted) {
+    const touched: Listener[] = [];
+    for (const spec of upsert) {
+      const key = listenerKey(spec);
       let l = this.#listeners.get(key);
       if (l !== undefined) {
         l.state.update(spec);
+        touched.push(l);
         if (isUdp(l)) opening.push(l.listen().catch((e: Error) => { failed.push({ key, error: e.message }); }));
         continue;
       }
@@ -165,22 +219,64 @@ export class Engine {
     await Promise.all(opening);
     // Passed sockets no listener took (a listener that already existed, or no native relay here).
     for (const [key, fd] of adopt) if (!taken.has(key) || failed.some((f) => f.key === key)) closeFd(fd);
-    this.#markDraining();
+    this.#markDraining(everything ? this.#listeners.values() : touched);
     this.#health.sweep();
     return { failed, listeners: this.#listeners.size };
   }
 
-  /** Counters, ejections and endpoint states of this process. */
-  snapshot(): EngineSnapshot {
+  /**
+   * The live state of some listeners, for `explain`: per endpoint of their
+   * routes, this listener's open connections to it and its health here;
+   * connections still open to endpoints that left the routes (draining).
+   */
+  describe(keys: readonly string[]): ListenerReport[] {
     const now = this.#health.now();
+    const out: ListenerReport[] = [];
+    for (const key of keys) {
+      const live = this.#listeners.get(key);
+      const draining = [...this.#draining].filter((l) => l.state.key === key);
+      if (live === undefined && draining.length === 0) continue;
+      const perEndpoint = new Map<string, number>();
+      let connecting = 0;
+      let held = 0;
+      for (const l of live ? [live, ...draining] : draining) {
+        if (isUdp(l)) {
+          for (const f of l.flows.values()) perEndpoint.set(f.endpoint.key, (perEndpoint.get(f.endpoint.key) ?? 0) + 1);
+          continue;
+        }
+        for (const c of l.conns) {
+          if (c.endpoint !== undefined) perEndpoint.set(c.endpoint.key, (perEndpoint.get(c.endpoint.key) ?? 0) + 1);
+          else if (c.held) held++;
+          else connecting++;
+        }
+      }
+      const inRoutes = live ? live.state.endpointKeys() : new Set<string>();
+      const endpoints: ListenerEndpointReport[] = [...new Set([...inRoutes, ...perEndpoint.keys()])].sort().map((k) => {
+        const h = this.#health.endpoints.get(k);
+        return {
+          key: k, open: perEndpoint.get(k) ?? 0, inRoutes: inRoutes.has(k), ejected: h?.ejected(now) ?? false,
+          ejectedForMs: h ? Math.max(0, h.ejectedUntil - now) : 0, failures: h?.failures ?? 0, lastError: h?.lastError ?? '',
+        };
+      });
+      out.push({ key, accepting: live?.accepting ?? false, endpoints, connecting, held });
+    }
+    return out;
+  }
+
+  /** Counters, ejections and endpoint states of this process. */
+  snapshot(withEndpoints = true): EngineSnapshot {
+    const now = this.#health.now();
+    // Service ports that never saw a client report nothing: at 10,000 Services most are idle.
     const services: Record<string, ServiceCounters> = {};
-    for (const [k, c] of this.#counters) services[k] = { ...c };
+    for (const [k, c] of this.#counters) if (counterNames.some((n) => c[n] !== 0)) services[k] = { ...c };
     let open = 0;
     let listening = 0;
     let buffered = this.#relay?.buffered() ?? 0;
     for (const l of this.#all()) {
       if (this.#listeners.get(l.state.key) === l && l.accepting) listening++;
-      const c = services[`${l.state.spec.protocol} ${l.state.spec.service}`];
+      if ((isUdp(l) ? l.flows.size : l.conns.size) === 0) continue;
+      const k = `${l.state.spec.protocol} ${l.state.spec.service}`;
+      const c = (services[k] ??= { ...(this.#counters.get(k) ?? newCounters()) });
       if (!isUdp(l)) {
         open += l.conns.size;
         const b = l.openBytes();
@@ -199,10 +295,11 @@ export class Engine {
     for (const l of this.#listeners.values()) {
       const k = `${l.state.spec.protocol} ${l.state.spec.service}`;
       const keys = new Set<string>();
-      for (const e of [...l.state.remote.endpoints, ...(l.state.nodeLocal?.endpoints ?? [])]) if (e.ejected(now)) keys.add(e.key);
-      ejected[k] = Math.max(ejected[k] ?? 0, keys.size);
+      for (const e of l.state.remote.endpoints) if (e.ejected(now)) keys.add(e.key);
+      for (const e of l.state.fromCluster?.endpoints ?? []) if (e.ejected(now)) keys.add(e.key);
+      if (keys.size > 0) ejected[k] = Math.max(ejected[k] ?? 0, keys.size);
     }
-    const endpoints = [...this.#health.endpoints.values()].map((e) => ({
+    const endpoints = !withEndpoints ? [] : [...this.#health.endpoints.values()].map((e) => ({
       key: e.key, active: e.active, ejected: e.ejected(now), ejectedForMs: Math.max(0, e.ejectedUntil - now),
       failures: e.failures, lastError: e.lastError, uses: e.uses,
     }));
@@ -256,12 +353,13 @@ export class Engine {
   }
 
   /** Connections whose endpoint left their listener's routes get a drain deadline. */
-  #markDraining(): void {
+  #markDraining(listeners: Iterable<Listener>): void {
     const deadline = this.#health.now() + this.options.drainGraceMs;
-    for (const l of this.#listeners.values()) {
+    for (const l of listeners) {
       const keep = l.state.endpointKeys();
       if (isUdp(l)) {
-        for (const f of l.flows.values()) if (!keep.has(f.endpoint.key)) f.drainDeadline = this.#health.now();
+        // As the kernel modes delete a removed endpoint's conntrack entries: at once.
+        l.endFlowsExcept(keep);
       } else {
         for (const c of l.conns) {
           if (c.endpoint === undefined) continue; // connecting, or held (dropped): their own deadlines

@@ -10,14 +10,14 @@ import { fileURLToPath } from 'node:url';
 import { KproxyError } from '../../lib/errors.ts';
 import { compactHeap } from '../../lib/heap.ts';
 import type { Logger } from '../../lib/log.ts';
-import type { ApplyResult, EndpointReport, EngineSnapshot } from './engine.ts';
+import type { ApplyResult, EndpointReport, EngineSnapshot, ListenerReport } from './engine.ts';
 import { boundSockets, enableMigrateReq, procKey, socketInodes, successorReady } from './handover.ts';
 import { fdModule, type FdModule } from './fd-channel.ts';
 import { relayModule } from './native-tcp.ts';
 import { counterNames, defaultEngineOptions, newCounters, type EngineOptions, type ServiceCounters } from './listener-state.ts';
 import { WORKER_CONFIG_ENV, type FromWorker, type Request, type ToWorker, type WorkerConfig } from './messages.ts';
-import { LISTENER_SHARE, openFileLimit, placeListeners } from './placement.ts';
-import { emptyTable, listenerKey, refusesAll, validateTable, type ForwarderTable } from './table.ts';
+import { LISTENER_SHARE, openFileLimit, replicasFor, workersOf } from './placement.ts';
+import { listenerKey, refusesAll, validateTable, type ForwarderTable, type ListenerSpec } from './table.ts';
 
 export interface ForwarderOptions {
   /** Worker processes (default: one per core). */
@@ -78,7 +78,8 @@ class Worker {
       env: { ...process.env, [WORKER_CONFIG_ENV]: JSON.stringify({ ...config, fdChannel: pair !== undefined } satisfies WorkerConfig) },
       serialization: 'advanced',
       stdio: pair ? ['ignore', 'inherit', 'inherit', 'ipc', pair[1]] : ['ignore', 'inherit', 'inherit', 'ipc'],
-      execArgv: [],
+      // kproxy's own memory flags (a small young generation), nothing else of its command line.
+      execArgv: process.execArgv.filter((a) => /^--max-semi-space-size=/.test(a)),
     });
     // The child holds its end now.
     if (pair) fds!.closeFd(pair[1]);
@@ -123,6 +124,9 @@ class Worker {
   }
 }
 
+/** Listeners that could not be opened are tried again this often. */
+const RETRY_FAILED_MS = 10_000;
+
 export class Forwarder {
   readonly #log: Logger;
   readonly #config: (index: number) => Omit<WorkerConfig, 'fdChannel'>;
@@ -131,9 +135,18 @@ export class Forwarder {
   /** Set when TCP listeners are opened here and passed to the workers (one accept queue shared by all). */
   readonly #fds: FdModule | undefined;
   readonly #workers: Worker[] = [];
-  #table: ForwarderTable = emptyTable;
-  #placed: ForwarderTable[] = [];
-  #failed = new Set<string>();
+  /** The table served, by listener key (validated copies). */
+  readonly #listeners = new Map<string, ListenerSpec>();
+  #clusterSources: readonly string[] = [];
+  /** How many workers open each listener (all of them unless the open-file limit says otherwise). */
+  #replicas = 0;
+  /** The workers each listener was given to. */
+  readonly #on = new Map<string, readonly number[]>();
+  /** Listeners no worker could open, with the reason; tried again every RETRY_FAILED_MS. */
+  #failed = new Map<string, string>();
+  #retry: NodeJS.Timeout | undefined;
+  /** Changes of the table run one at a time (a retry may come between two syncs). */
+  #busy: Promise<unknown> = Promise.resolve();
   #stopping = false;
 
   private constructor(log: Logger, opts: ForwarderOptions) {
@@ -152,7 +165,7 @@ export class Forwarder {
     const f = new Forwarder(log, opts);
     const migrate = opts.migrateReq === false ? undefined : enableMigrateReq();
     if (migrate !== undefined) log.warn({ err: migrate }, 'could not set net.ipv4.tcp_migrate_req=1: connections queued on a listener are reset when kproxy restarts');
-    const n = opts.workers ?? availableParallelism();
+    const n = opts.workers || availableParallelism();
     if (!Number.isInteger(n) || n < 1) throw new KproxyError('KPROXY_BAD_CONFIG', `forwarder workers must be a positive integer (got ${n})`);
     for (let i = 0; i < n; i++) f.#workers.push(f.#spawn(i));
     try {
@@ -173,31 +186,157 @@ export class Forwarder {
     return this.#workers.map((w) => w.child.pid ?? 0);
   }
 
+  /** The table served now. */
   get table(): ForwarderTable {
-    return this.#table;
+    return { clusterSources: this.#clusterSources, listeners: [...this.#listeners.values()] };
+  }
+
+  /** Listeners no worker could open now, with the reason (they are tried again every 10 s). */
+  get failed(): ReadonlyMap<string, string> {
+    return this.#failed;
   }
 
   /**
-   * Validates `input` and makes every worker serve it. Resolves with the
-   * listeners no worker could open; rejects (changing nothing) on an
-   * invalid table.
+   * Validates `input` and makes every worker serve it in place of what it
+   * served. Resolves with the listeners no worker could open; rejects
+   * (changing nothing) on an invalid table.
    */
   async apply(input: unknown): Promise<ApplyResult> {
     const table = validateTable(input);
-    const placed = placeListeners(table, this.#workers.length, this.#budget);
+    return this.#serial(() => this.#applyAll(table));
+  }
+
+  /**
+   * Changes part of the table: `upsert` listeners are opened or updated,
+   * `remove` keys closed, the rest stays untouched. Validated like a table
+   * (an invalid delta changes nothing).
+   */
+  async update(input: { clusterSources?: unknown; upsert: unknown; remove: unknown }): Promise<ApplyResult> {
+    const clusterSources = input.clusterSources ?? this.#clusterSources;
+    const checked = validateTable({ clusterSources, listeners: input.upsert });
+    const remove = Array.isArray(input.remove) && input.remove.every((k) => typeof k === 'string') ? input.remove as string[] : undefined;
+    if (remove === undefined) throw new KproxyError('KPROXY_FORWARDER_TABLE_INVALID', 'forwarder delta: remove must be a list of listener keys');
+    return this.#serial(() => this.#update(input.clusterSources === undefined ? undefined : checked.clusterSources, checked.listeners, remove));
+  }
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#busy.then(fn, fn);
+    this.#busy = run.catch(() => undefined);
+    return run;
+  }
+
+  async #applyAll(table: ForwarderTable): Promise<ApplyResult> {
+    const n = this.#workers.length;
+    const replicas = replicasFor(table.listeners.length, n, this.#budget);
+    const parts = Array.from({ length: n }, () => [] as ListenerSpec[]);
+    const on = new Map<string, readonly number[]>();
+    for (const l of table.listeners) {
+      const ws = workersOf(l, n, replicas);
+      on.set(listenerKey(l), ws);
+      for (const w of ws) parts[w].push(l);
+    }
     const failed = new Map<string, string>();
-    if (this.#fds !== undefined) await this.#passListeners(placed, failed);
-    const parts = failed.size === 0 ? placed : placed.map((p) => ({ ...p, listeners: p.listeners.filter((l) => !failed.has(listenerKey(l))) }));
-    const results = await Promise.all(this.#workers.map((w, i) => w.request<Extract<FromWorker, { type: 'applied' }>>({ type: 'apply', table: parts[i] })));
-    this.#table = table;
-    this.#placed = parts;
+    if (this.#fds !== undefined) await this.#passListeners(parts, failed);
+    const sent = parts.map((p) => (failed.size === 0 ? p : p.filter((l) => !failed.has(listenerKey(l)))));
+    const results = await Promise.all(this.#workers.map((w, i) => w.request<Extract<FromWorker, { type: 'applied' }>>({
+      type: 'apply', table: { clusterSources: table.clusterSources, listeners: sent[i] },
+    })));
+    this.#listeners.clear();
+    for (const l of table.listeners) this.#listeners.set(listenerKey(l), l);
+    this.#clusterSources = table.clusterSources;
+    this.#replicas = replicas;
+    this.#on.clear();
+    for (const [k, ws] of on) this.#on.set(k, ws);
     results.forEach((r, i) => {
       for (const f of r.result.failed) failed.set(f.key, f.error);
-      this.#workers[i].tcpOpen = new Set(parts[i].listeners.filter((l) => l.protocol === 'TCP' && !failed.has(listenerKey(l))).map(listenerKey));
+      this.#workers[i].tcpOpen = new Set(sent[i].filter((l) => l.protocol === 'TCP' && !failed.has(listenerKey(l))).map(listenerKey));
     });
-    this.#failed = new Set(failed.keys());
+    this.#setFailed(failed, [...this.#listeners.keys()], true);
     if (table.listeners.length >= 2000) compactHeap();
     return { failed: [...failed].map(([key, error]) => ({ key, error })), listeners: table.listeners.length - failed.size };
+  }
+
+  async #update(clusterSources: readonly string[] | undefined, upsert: readonly ListenerSpec[], remove: readonly string[]): Promise<ApplyResult> {
+    const n = this.#workers.length;
+    const upserted = new Set(upsert.map(listenerKey));
+    const gone = remove.filter((k) => this.#listeners.has(k) && !upserted.has(k));
+    const size = this.#listeners.size - gone.length + upsert.filter((l) => !this.#listeners.has(listenerKey(l))).length;
+    // Crossing the open-file budget moves every listener: send the whole table.
+    if (replicasFor(size, n, this.#budget) !== this.#replicas) {
+      const next = new Map(this.#listeners);
+      for (const k of gone) next.delete(k);
+      for (const l of upsert) next.set(listenerKey(l), l);
+      return this.#applyAll({ clusterSources: clusterSources ?? this.#clusterSources, listeners: [...next.values()] });
+    }
+    const ups = Array.from({ length: n }, () => [] as ListenerSpec[]);
+    const rms = Array.from({ length: n }, () => [] as string[]);
+    for (const k of gone) for (const w of this.#on.get(k) ?? []) rms[w].push(k);
+    const on = new Map<string, readonly number[]>();
+    for (const l of upsert) {
+      const key = listenerKey(l);
+      const ws = workersOf(l, n, this.#replicas);
+      on.set(key, ws);
+      for (const w of this.#on.get(key) ?? []) if (!ws.includes(w)) rms[w].push(key);
+      for (const w of ws) ups[w].push(l);
+    }
+    const failed = new Map<string, string>();
+    if (this.#fds !== undefined) await this.#passListeners(ups, failed);
+    const sent = ups.map((p) => (failed.size === 0 ? p : p.filter((l) => !failed.has(listenerKey(l)))));
+    const results = await Promise.all(this.#workers.map((w, i) => {
+      if (sent[i].length === 0 && rms[i].length === 0 && clusterSources === undefined) return undefined;
+      return w.request<Extract<FromWorker, { type: 'applied' }>>({
+        type: 'update', delta: { upsert: sent[i], remove: rms[i], ...(clusterSources ? { clusterSources } : {}) },
+      });
+    }));
+    for (const k of gone) {
+      this.#listeners.delete(k);
+      this.#on.delete(k);
+    }
+    for (const l of upsert) this.#listeners.set(listenerKey(l), l);
+    for (const [k, ws] of on) this.#on.set(k, ws);
+    if (clusterSources !== undefined) this.#clusterSources = clusterSources;
+    results.forEach((r, i) => {
+      for (const f of r?.result.failed ?? []) failed.set(f.key, f.error);
+      const open = this.#workers[i].tcpOpen;
+      for (const k of rms[i]) open.delete(k);
+      for (const l of sent[i]) if (l.protocol === 'TCP' && !failed.has(listenerKey(l))) open.add(listenerKey(l));
+    });
+    this.#setFailed(failed, [...gone, ...upserted], false);
+    if (upsert.length >= 2000) compactHeap();
+    return { failed: [...failed].map(([key, error]) => ({ key, error })), listeners: this.#listeners.size - this.#failed.size };
+  }
+
+  /**
+   * Takes the bind failures of a change: `failed` for the keys it touched
+   * (`touched`, or every key when `all`); says which are new and which
+   * recovered, and keeps retrying the failed ones.
+   */
+  #setFailed(failed: ReadonlyMap<string, string>, touched: readonly string[], all: boolean): void {
+    const before = this.#failed;
+    const next = all ? new Map<string, string>() : new Map(before);
+    if (!all) for (const k of touched) next.delete(k);
+    for (const [k, e] of failed) if (this.#listeners.has(k)) next.set(k, e);
+    const fresh = [...next].filter(([k, e]) => before.get(k) !== e);
+    const recovered = [...before.keys()].filter((k) => !next.has(k) && this.#listeners.has(k));
+    if (fresh.length > 0) {
+      this.#log.warn({ count: fresh.length, listeners: Object.fromEntries(fresh.slice(0, 20)) },
+        'could not open listeners (EADDRINUSE: another program holds the port; EADDRNOTAVAIL: not a local address): they are tried again every 10 s');
+    }
+    if (recovered.length > 0) this.#log.info({ count: recovered.length, listeners: recovered.slice(0, 20) }, 'listeners open now');
+    this.#failed = next;
+    if (next.size > 0 && this.#retry === undefined && !this.#stopping) {
+      this.#retry = setInterval(() => this.#retryFailed(), RETRY_FAILED_MS);
+      this.#retry.unref();
+    } else if (next.size === 0 && this.#retry !== undefined) {
+      clearInterval(this.#retry);
+      this.#retry = undefined;
+    }
+  }
+
+  #retryFailed(): void {
+    if (this.#stopping || this.#failed.size === 0) return;
+    const specs = [...this.#failed.keys()].map((k) => this.#listeners.get(k)).filter((l): l is ListenerSpec => l !== undefined);
+    this.#serial(() => this.#update(undefined, specs, [])).catch((e: Error) => this.#log.warn({ err: e.message }, 'retrying listeners failed'));
   }
 
   /**
@@ -205,11 +344,11 @@ export class Forwarder {
    * worker that needs it, in batches (the supervisor never holds more than
    * a batch of them: its open-file limit is the workers' too).
    */
-  async #passListeners(placed: readonly ForwarderTable[], failed: Map<string, string>): Promise<void> {
+  async #passListeners(parts: readonly (readonly ListenerSpec[])[], failed: Map<string, string>): Promise<void> {
     const fds = this.#fds!;
-    const needed = new Map<string, { spec: ForwarderTable['listeners'][number]; workers: number[] }>();
-    placed.forEach((part, i) => {
-      for (const l of part.listeners) {
+    const needed = new Map<string, { spec: ListenerSpec; workers: number[] }>();
+    parts.forEach((part, i) => {
+      for (const l of part) {
         const key = listenerKey(l);
         if (l.protocol !== 'TCP' || this.#workers[i].tcpOpen.has(key)) continue;
         let n = needed.get(key);
@@ -241,10 +380,30 @@ export class Forwarder {
     }
   }
 
-  /** Counters and endpoint states summed over the workers. */
-  async snapshot(): Promise<ForwarderSnapshot> {
-    const snaps = await Promise.all(this.#workers.filter((w) => !w.exited).map((w) => w.request<Extract<FromWorker, { type: 'snapshot' }>>({ type: 'snapshot' }).then((m) => m.snapshot)));
+  /**
+   * Counters and endpoint states summed over the workers; `endpoints: false`
+   * leaves out the per-endpoint list (metrics need only the counters).
+   */
+  async snapshot(opts: { endpoints?: boolean } = {}): Promise<ForwarderSnapshot> {
+    const endpoints = opts.endpoints ?? true;
+    const snaps = await Promise.all(this.#workers.filter((w) => !w.exited).map((w) => w.request<Extract<FromWorker, { type: 'snapshot' }>>({ type: 'snapshot', endpoints }).then((m) => m.snapshot)));
     return mergeSnapshots(snaps, this.#workers.length);
+  }
+
+  /** The live state of these listeners, summed over the workers (explain). */
+  async describe(keys: readonly string[]): Promise<ListenerReport[]> {
+    const parts = await Promise.all(this.#workers.filter((w) => !w.exited).map((w) => w.request<Extract<FromWorker, { type: 'described' }>>({ type: 'describe', keys }).then((m) => m.listeners)));
+    return mergeReports(parts.flat());
+  }
+
+  /** Listening sockets the table calls for, summed over the workers (a drift check compares it with snapshot().listening). */
+  expectedListening(): number {
+    let n = 0;
+    for (const [k, l] of this.#listeners) {
+      if (this.#failed.has(k) || (l.protocol === 'UDP' && refusesAll(l))) continue;
+      n += this.#on.get(k)?.length ?? 0;
+    }
+    return n;
   }
 
   /**
@@ -257,7 +416,8 @@ export class Forwarder {
     const keys = this.#accepting();
     const ours = socketInodes([process.pid, ...this.pids]);
     let successor = false;
-    while (Date.now() - started < waitMs) {
+    // Nothing accepted here (stopped before its first sync, or an empty table): nothing to hand over.
+    while (keys.length > 0 && Date.now() - started < waitMs) {
       if (successorReady(keys, boundSockets(), ours)) {
         successor = true;
         break;
@@ -273,6 +433,8 @@ export class Forwarder {
   /** Stops accepting, lets open connections finish for up to `graceMs`, and ends the workers. */
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
+    if (this.#retry !== undefined) clearInterval(this.#retry);
+    this.#retry = undefined;
     const live = this.#workers.filter((w) => !w.exited);
     // Every worker stops accepting first, so no new connection lands on one that is already draining.
     await Promise.all(live.map((w) => w.request({ type: 'stop-accepting' }).catch(() => undefined)));
@@ -288,11 +450,18 @@ export class Forwarder {
   /** The listeners this kproxy accepts on, in boundSockets()' spelling. */
   #accepting(): string[] {
     const keys = new Set<string>();
-    for (const l of this.#table.listeners) {
-      if (this.#failed.has(listenerKey(l)) || (l.protocol === 'UDP' && refusesAll(l))) continue;
+    for (const [k, l] of this.#listeners) {
+      if (this.#failed.has(k) || (l.protocol === 'UDP' && refusesAll(l))) continue;
       keys.add(procKey(l.protocol, l.ip, l.port));
     }
     return [...keys];
+  }
+
+  /** The part of the table worker `index` serves. */
+  #partOf(index: number): ForwarderTable {
+    const listeners: ListenerSpec[] = [];
+    for (const [k, l] of this.#listeners) if (this.#on.get(k)?.includes(index)) listeners.push(l);
+    return { clusterSources: this.#clusterSources, listeners };
   }
 
   #spawn(index: number): Worker {
@@ -303,15 +472,40 @@ export class Forwarder {
       this.#workers[this.#workers.indexOf(w)] = fresh;
       fresh.ready
         // The replacement binds its own sockets (the supervisor keeps no copies to pass): they join each listener's SO_REUSEPORT group.
-        .then(() => fresh.request<Extract<FromWorker, { type: 'applied' }>>({ type: 'apply', table: this.#placed[index] ?? emptyTable }))
-        .then((r) => {
-          const part = this.#placed[index] ?? emptyTable;
+        .then(() => this.#serial(async () => {
+          const part = this.#partOf(index);
+          const r = await fresh.request<Extract<FromWorker, { type: 'applied' }>>({ type: 'apply', table: part });
           const bad = new Set(r.result.failed.map((f) => f.key));
           fresh.tcpOpen = new Set(part.listeners.filter((l) => l.protocol === 'TCP' && !bad.has(listenerKey(l))).map(listenerKey));
-        })
+        }))
         .catch((e: Error) => this.#log.error({ worker: index, err: e.message }, 'restarted forwarder worker could not take the table'));
     });
   }
+}
+
+/** Reports of one listener from several workers, as one. */
+export function mergeReports(reports: readonly ListenerReport[]): ListenerReport[] {
+  const byKey = new Map<string, ListenerReport>();
+  for (const r of reports) {
+    const prev = byKey.get(r.key);
+    if (prev === undefined) {
+      byKey.set(r.key, r);
+      continue;
+    }
+    const eps = new Map(prev.endpoints.map((e) => [e.key, e]));
+    for (const e of r.endpoints) {
+      const p = eps.get(e.key);
+      eps.set(e.key, p === undefined ? e : {
+        key: e.key, open: p.open + e.open, inRoutes: p.inRoutes || e.inRoutes, ejected: p.ejected || e.ejected,
+        ejectedForMs: Math.max(p.ejectedForMs, e.ejectedForMs), failures: Math.max(p.failures, e.failures), lastError: p.lastError || e.lastError,
+      });
+    }
+    byKey.set(r.key, {
+      key: r.key, accepting: prev.accepting || r.accepting, endpoints: [...eps.values()].sort((a, b) => (a.key < b.key ? -1 : 1)),
+      connecting: prev.connecting + r.connecting, held: prev.held + r.held,
+    });
+  }
+  return [...byKey.values()];
 }
 
 export function mergeSnapshots(snaps: readonly EngineSnapshot[], workers: number): ForwarderSnapshot {

@@ -6,6 +6,7 @@
 // every listener's address and port shows a listening socket that none of
 // this kproxy's processes holds.
 import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { canonicalIP } from '../../lib/net.ts';
 
 /** "10.96.0.10:80"-style key of a local address as /proc/net/{tcp,udp}[6] writes it. */
 function procAddress(hex: string): string {
@@ -108,4 +109,29 @@ export function enableMigrateReq(): string | undefined {
   } catch (e) {
     return (e as Error).message;
   }
+}
+
+/**
+ * How many sockets of this network namespace use one of `addresses` as
+ * their local address (TCP in any state but TIME_WAIT, UDP bound or
+ * connected): a userspace kproxy still serving or draining on them.
+ */
+export function socketsOn(addresses: ReadonlySet<string>, read: (path: string) => string = (p) => readFileSync(p, 'utf8')): number {
+  let n = 0;
+  for (const [path, proto] of [['/proc/net/tcp', 'TCP'], ['/proc/net/tcp6', 'TCP'], ['/proc/net/udp', 'UDP'], ['/proc/net/udp6', 'UDP']]) {
+    let text: string;
+    try {
+      text = read(path);
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10 || (proto === 'TCP' && f[3] === '06')) continue;
+      const local = procAddress(f[1]);
+      const ip = local.startsWith('[') ? canonicalIP(local.slice(1, local.lastIndexOf(']'))) : local.slice(0, local.lastIndexOf(':'));
+      if (addresses.has(ip)) n++;
+    }
+  }
+  return n;
 }

@@ -64,7 +64,7 @@ export interface ForwardContext {
   readonly health: HealthTracker;
   readonly log: Logger;
   /** The current table's node-local client ranges. */
-  nodeLocalSources: AddressSet;
+  clusterSources: AddressSet;
   /** Counters per "PROTOCOL service". */
   countersFor(protocol: string, service: string): ServiceCounters;
   affinityFor(service: string, seconds: number): AffinityTable | undefined;
@@ -79,7 +79,7 @@ export class ListenerState {
   readonly key: string;
   spec: ListenerSpec;
   remote!: Pool;
-  nodeLocal: Pool | undefined;
+  fromCluster: Pool | undefined;
   ranges: AddressSet | undefined;
   counters: ServiceCounters;
   readonly #ctx: ForwardContext;
@@ -108,7 +108,7 @@ export class ListenerState {
   /** Every endpoint a new connection may go to. */
   endpointKeys(): Set<string> {
     const keys = new Set(this.remote.endpoints.map((e) => e.key));
-    for (const e of this.nodeLocal?.endpoints ?? []) keys.add(e.key);
+    for (const e of this.fromCluster?.endpoints ?? []) keys.add(e.key);
     return keys;
   }
 
@@ -119,9 +119,10 @@ export class ListenerState {
 
   decide(clientIP: string): Decision {
     if (this.ranges !== undefined && !this.ranges.has(clientIP)) return { verdict: 'drop' };
-    const useLocal = this.nodeLocal !== undefined && this.#ctx.nodeLocalSources.has(clientIP);
-    const pool = useLocal ? this.nodeLocal! : this.remote;
-    if (pool.endpoints.length === 0) return { verdict: (useLocal ? this.spec.nodeLocal! : this.spec.remote).whenEmpty };
+    // The node reaching one of its own Service addresses sends from that address.
+    const useLocal = this.fromCluster !== undefined && (clientIP === this.spec.ip || this.#ctx.clusterSources.has(clientIP));
+    const pool = useLocal ? this.fromCluster! : this.remote;
+    if (pool.endpoints.length === 0) return { verdict: (useLocal ? this.spec.fromCluster! : this.spec.remote).whenEmpty };
     return { pool };
   }
 
@@ -136,12 +137,12 @@ export class ListenerState {
 
   #build(spec: ListenerSpec): void {
     this.remote = this.#pool(spec.remote);
-    this.nodeLocal = spec.nodeLocal ? this.#pool(spec.nodeLocal) : undefined;
+    this.fromCluster = spec.fromCluster ? this.#pool(spec.fromCluster) : undefined;
     this.ranges = spec.sourceRanges.length > 0 ? new AddressSet(spec.sourceRanges) : undefined;
   }
 
   #release(): void {
-    for (const p of [this.remote, this.nodeLocal]) {
+    for (const p of [this.remote, this.fromCluster]) {
       for (const e of p?.endpoints ?? []) {
         e.uses--;
         this.#ctx.released(e);

@@ -208,6 +208,11 @@ export class NativeUdpListener {
     for (const f of this.flows.values()) this.relay.close(f);
   }
 
+  /** Ends the flows whose endpoint is not in `keep` (it left the routes): the client's next datagram starts a flow elsewhere. */
+  endFlowsExcept(keep: ReadonlySet<string>): void {
+    for (const f of this.flows.values()) if (!keep.has(f.endpoint.key)) this.relay.close(f);
+  }
+
   /** Flows past their drain deadline end here; idle ones end in the relay. */
   sweep(now: number): void {
     for (const f of this.flows.values()) if (f.drainDeadline !== 0 && now >= f.drainDeadline) this.relay.close(f);

@@ -5,7 +5,7 @@
 // processes, chosen by a hash of its key so it stays put across tables.
 import { readFileSync } from 'node:fs';
 import { hashAddress } from './balancer.ts';
-import { listenerKey, type ForwarderTable } from './table.ts';
+import { listenerKey, type ForwarderTable, type ListenerSpec } from './table.ts';
 
 /** Share of a process's open-file limit given to listeners; the rest is for connections. */
 export const LISTENER_SHARE = 0.6;
@@ -27,6 +27,24 @@ export function replicasFor(listeners: number, workers: number, budgetPerWorker:
   return Math.max(1, Math.min(workers, Math.floor((workers * budgetPerWorker) / listeners)));
 }
 
+const everyWorker = new Map<number, readonly number[]>();
+
+/**
+ * The processes that open `l`, of `workers`, when each listener goes to
+ * `replicas` of them. Depends only on the listener (its key, or its Service
+ * port's name under affinity), so it stays put as other listeners come and go.
+ */
+export function workersOf(l: ListenerSpec, workers: number, replicas: number): readonly number[] {
+  if (l.affinitySeconds > 0) return [hashAddress(l.service) % workers];
+  if (replicas >= workers) {
+    let all = everyWorker.get(workers);
+    if (all === undefined) everyWorker.set(workers, (all = Array.from({ length: workers }, (_, i) => i)));
+    return all;
+  }
+  const first = hashAddress(listenerKey(l)) % workers;
+  return Array.from({ length: replicas }, (_, j) => (first + j) % workers);
+}
+
 /**
  * The table each of `workers` processes serves. Listeners of a Service
  * port with ClientIP affinity all go to one process (chosen by the Service
@@ -37,14 +55,7 @@ export function placeListeners(table: ForwarderTable, workers: number, budgetPer
   const replicas = replicasFor(table.listeners.length, workers, budgetPerWorker);
   const sticky = table.listeners.some((l) => l.affinitySeconds > 0);
   if (replicas === workers && !sticky) return Array.from({ length: workers }, () => table);
-  const parts = Array.from({ length: workers }, () => [] as (typeof table.listeners)[number][]);
-  for (const l of table.listeners) {
-    if (l.affinitySeconds > 0) {
-      parts[hashAddress(l.service) % workers].push(l);
-      continue;
-    }
-    const first = hashAddress(listenerKey(l)) % workers;
-    for (let j = 0; j < replicas; j++) parts[(first + j) % workers].push(l);
-  }
-  return parts.map((listeners) => ({ nodeLocalSources: table.nodeLocalSources, listeners }));
+  const parts = Array.from({ length: workers }, () => [] as ListenerSpec[]);
+  for (const l of table.listeners) for (const w of workersOf(l, workers, replicas)) parts[w].push(l);
+  return parts.map((listeners) => ({ clusterSources: table.clusterSources, listeners }));
 }

@@ -41,22 +41,24 @@ export interface ListenerSpec {
   readonly affinitySeconds: number;
   /** Client addresses allowed (CIDRs); empty = every client. Others are dropped. */
   readonly sourceRanges: readonly string[];
-  /** Clients that are not on this node. */
+  /** Clients outside the cluster (and every client when `fromCluster` is absent). */
   readonly remote: Route;
   /**
-   * Clients on this node (its own addresses and its pods, `nodeLocalSources`)
-   * when they use another list than `remote` (externalTrafficPolicy: Local).
+   * Clients inside the cluster (`clusterSources`: the pods' ranges and this
+   * node's own addresses, the listener's own address included) when they use
+   * another list than `remote`: externalTrafficPolicy Local, whose Local
+   * applies to clients outside the cluster only.
    */
-  readonly nodeLocal?: Route;
+  readonly fromCluster?: Route;
 }
 
 export interface ForwarderTable {
-  /** CIDRs of the clients `nodeLocal` routes apply to: this node's addresses and its pods' range. */
-  readonly nodeLocalSources: readonly string[];
+  /** CIDRs of the clients `fromCluster` routes apply to: the pods' ranges (--cluster-cidr) and this node's addresses. */
+  readonly clusterSources: readonly string[];
   readonly listeners: readonly ListenerSpec[];
 }
 
-export const emptyTable: ForwarderTable = { nodeLocalSources: [], listeners: [] };
+export const emptyTable: ForwarderTable = { clusterSources: [], listeners: [] };
 
 /** "TCP/10.96.0.10:80": a listener's identity within a table. */
 export function listenerKey(l: { protocol: ListenerProtocol; ip: string; port: number }): string {
@@ -69,8 +71,8 @@ export function endpointKey(e: EndpointSpec): string {
 }
 
 /** The route a client at `clientIP` uses on `l`. */
-export function routeFor(l: ListenerSpec, clientIP: string, nodeLocalSources: readonly string[]): Route {
-  if (l.nodeLocal !== undefined && nodeLocalSources.some((c) => inCIDR(clientIP, c))) return l.nodeLocal;
+export function routeFor(l: ListenerSpec, clientIP: string, clusterSources: readonly string[]): Route {
+  if (l.fromCluster !== undefined && (clientIP === l.ip || clusterSources.some((c) => inCIDR(clientIP, c)))) return l.fromCluster;
   return l.remote;
 }
 
@@ -81,7 +83,7 @@ export function routeFor(l: ListenerSpec, clientIP: string, nodeLocalSources: re
  */
 export function refusesAll(l: ListenerSpec): boolean {
   const refuses = (r: Route | undefined) => r === undefined || (r.endpoints.length === 0 && r.whenEmpty === 'reject');
-  return refuses(l.remote) && refuses(l.nodeLocal);
+  return refuses(l.remote) && refuses(l.fromCluster);
 }
 
 /** Whether `clientIP` may use `l` at all (its source ranges). */
@@ -139,12 +141,12 @@ function checkListener(i: number, v: unknown, problems: string[]): ListenerSpec 
     }
   }
   const remote = checkRoute(`${where}.remote`, v.remote, family, problems);
-  const nodeLocal = v.nodeLocal === undefined ? undefined : checkRoute(`${where}.nodeLocal`, v.nodeLocal, family, problems);
+  const fromCluster = v.fromCluster === undefined ? undefined : checkRoute(`${where}.fromCluster`, v.fromCluster, family, problems);
   if (problems.length > before || remote === undefined) return undefined;
   return {
     ip: v.ip as string, port: v.port as number, protocol: v.protocol as ListenerProtocol, service: v.service as string,
     algorithm: v.algorithm as Algorithm, affinitySeconds: affinity as number, sourceRanges: ranges, remote,
-    ...(nodeLocal ? { nodeLocal } : {}),
+    ...(fromCluster ? { fromCluster } : {}),
   };
 }
 
@@ -155,13 +157,13 @@ function checkListener(i: number, v: unknown, problems: string[]): ListenerSpec 
  */
 export function validateTable(v: unknown): ForwarderTable {
   const problems: string[] = [];
-  if (!isObject(v)) throw new KproxyError('KPROXY_FORWARDER_TABLE_INVALID', 'forwarder table: must be an object with nodeLocalSources and listeners');
+  if (!isObject(v)) throw new KproxyError('KPROXY_FORWARDER_TABLE_INVALID', 'forwarder table: must be an object with clusterSources and listeners');
   const sources: string[] = [];
-  if (!Array.isArray(v.nodeLocalSources)) problems.push('nodeLocalSources: must be a list of CIDRs');
+  if (!Array.isArray(v.clusterSources)) problems.push('clusterSources: must be a list of CIDRs');
   else {
-    for (const c of v.nodeLocalSources) {
+    for (const c of v.clusterSources) {
       if (typeof c === 'string' && cidrFamily(c) !== 0) sources.push(c);
-      else problems.push(`nodeLocalSources: not a CIDR: ${String(c)}`);
+      else problems.push(`clusterSources: not a CIDR: ${String(c)}`);
     }
   }
   const listeners: ListenerSpec[] = [];
@@ -184,5 +186,5 @@ export function validateTable(v: unknown): ForwarderTable {
     const more = problems.length > shown.length ? `\n  ... and ${problems.length - shown.length} more` : '';
     throw new KproxyError('KPROXY_FORWARDER_TABLE_INVALID', `forwarder table (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n${shown.map((p) => `  - ${p}`).join('\n')}${more}`);
   }
-  return { nodeLocalSources: sources, listeners };
+  return { clusterSources: sources, listeners };
 }

@@ -16,6 +16,8 @@ export class TcpConn {
   endpoint: EndpointState | undefined;
   /** When (health clock, ms) it is closed because its endpoint or listener went away; 0 = not draining. */
   drainDeadline = 0;
+  /** Held without an answer (a dropped client). */
+  held = false;
 
   constructor(client: net.Socket, counters: ServiceCounters) {
     this.client = client;
@@ -100,6 +102,7 @@ export class TcpListener {
         st.counters.dropped++;
         client.setTimeout(Math.min(this.#ctx.options.tcpIdleMs, 120_000), () => client.resetAndDestroy());
         const conn = new TcpConn(client, st.counters);
+        conn.held = true;
         this.conns.add(conn);
         client.once('close', () => this.conns.delete(conn));
       }

@@ -89,6 +89,11 @@ export class UdpListener {
     for (const f of this.flows.values()) this.#end(f);
   }
 
+  /** Ends the flows whose endpoint is not in `keep` (it left the routes): the client's next datagram starts a flow elsewhere. */
+  endFlowsExcept(keep: ReadonlySet<string>): void {
+    for (const f of this.flows.values()) if (!keep.has(f.endpoint.key)) this.#end(f);
+  }
+
   /** Closes flows idle for longer than the timeout, and flows past their drain deadline. */
   sweep(now: number): void {
     const idle = this.#ctx.options.udpIdleMs;

@@ -45,8 +45,20 @@ async function handle(m: ToWorker): Promise<void> {
       send({ type: 'applied', seq: m.seq, result });
       return;
     }
+    case 'update': {
+      const fds = fdModule();
+      const adopt = new Map(adopted);
+      adopted.clear();
+      const result = await engine.update(m.delta, adopt, (fd) => { if (!(fds instanceof Error)) fds.closeFd(fd); });
+      if (m.delta.upsert.length >= COMPACT_AFTER) compactHeap();
+      send({ type: 'applied', seq: m.seq, result });
+      return;
+    }
+    case 'describe':
+      send({ type: 'described', seq: m.seq, listeners: engine.describe(m.keys) });
+      return;
     case 'snapshot':
-      send({ type: 'snapshot', seq: m.seq, snapshot: engine.snapshot() });
+      send({ type: 'snapshot', seq: m.seq, snapshot: engine.snapshot(m.endpoints ?? true) });
       return;
     case 'stop-accepting':
       engine.stopAccepting();

@@ -178,15 +178,14 @@ function describePort(ctx: Context, sp: ServicePortState, how: string | undefine
   return out;
 }
 
-/** What the dataplane holds for the port now, with its counters, when the mode can say (IPVS: connections per real server). */
+/** What the port looks like now, when the mode can say (IPVS: connections per real server; a forwarder: the running kproxy's view). */
 async function liveLines(ctx: Context, sp: ServicePortState): Promise<string[]> {
   const { backend } = ctx;
-  if (!backend.describeServiceLive) return [];
+  if (!backend.describeLive) return [];
   try {
-    const live = await backend.describeServiceLive(ctx.state, sp.key);
-    return [`  ${backend.mode} in the kernel now (${live.length} lines):`, ...live.map((l) => `    ${l}`)];
+    return (await backend.describeLive(ctx.state, sp.key)).map((l) => `  ${l}`);
   } catch (err) {
-    return [`  ${backend.mode} in the kernel now: not readable here (${(err as Error).message.split('\n')[0]})`];
+    return [`  ${backend.mode} live state: not readable here (${(err as Error).message.split('\n')[0]})`];
   }
 }
 
@@ -220,7 +219,8 @@ export async function explainCommand(config: ProxyConfig, log: Logger, out: Out,
         lines.push(`${found.namespace}/${found.name}: skipped by kproxy as malformed (the last valid version stays in force, if any):`);
         for (const p of skipped.flatMap((r) => r.problems)) lines.push(`  - ${p}`);
       } else if (ports.length === 0) {
-        const why = skipReason(found.svc) ?? 'it has no port kproxy can proxy (or none of an IP family this node uses)';
+        const refusals = (reports.get(`${found.namespace}/${found.name}`) ?? []).filter((r) => r.kind === 'Service' && r.action === 'refuse').flatMap((r) => r.problems);
+        const why = skipReason(found.svc) ?? (refusals.length > 0 ? refusals.join('; ') : 'it has no port kproxy can proxy (or none of an IP family this node uses)');
         lines.push(`${found.namespace}/${found.name}: not proxied by kproxy: ${why}`);
       }
       for (const r of (reports.get(`${found.namespace}/${found.name}`) ?? []).filter((x) => x.kind === 'EndpointSlice')) {

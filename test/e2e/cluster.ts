@@ -14,7 +14,7 @@ export interface PortSpec {
   readonly name?: string;
   readonly port: number;
   readonly targetPort: number;
-  readonly protocol?: 'TCP' | 'UDP';
+  readonly protocol?: 'TCP' | 'UDP' | 'SCTP';
   readonly nodePort?: number;
 }
 

@@ -12,8 +12,8 @@ export interface RunningKproxy {
   readonly args: readonly string[];
   /** Everything it wrote so far (pino JSON lines). */
   logs(): string;
-  /** Sends `signal` and waits for the exit. */
-  stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: string | null }>;
+  /** Sends `signal` and waits for the exit (SIGKILL after `timeoutMs`). */
+  stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<{ code: number | null; signal: string | null }>;
   syncCount(): Promise<number>;
   waitForSyncAfter(count: number): Promise<number>;
 }

@@ -22,7 +22,7 @@ export function hostEnv(sandbox: Sandbox, modes: readonly ProxyMode[]): E2eEnv {
     startKproxy: (mode, sourceFile) => startKproxy({ sandbox, mode, sourceFile }),
     runKproxy: (args) => runKproxy(sandbox, args),
     async kernelText() {
-      return [await run(['iptables-save']), await run(['nft', 'list', 'ruleset'])].join('\n');
+      return [await run(['iptables-save']), await run(['nft', 'list', 'ruleset']), await run(['ip', '-o', 'address', 'show'])].join('\n');
     },
     leftovers: (mode, before) => modeLeftovers(run, 'iptables-save', mode, before),
     snapshot: async (running) => ({ running, nftTables: await nftTables(run) }),

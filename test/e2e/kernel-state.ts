@@ -47,6 +47,24 @@ export async function ipvsLeftovers(run: NodeRun, saveTool: string): Promise<str
   return out;
 }
 
+/**
+ * What the userspace mode leaves: Service addresses carrying kproxy's
+ * metric (7717) or the kproxy0 device, sockets listening on the Service
+ * range, and forwarder worker processes in the node namespace.
+ */
+export async function userspaceLeftovers(run: NodeRun): Promise<string[]> {
+  const problems: string[] = [];
+  const addrs = (await run(['ip', '-o', 'address', 'show'])).split('\n').filter((l) => /\bmetric 7717\b/.test(l) || /^\d+:\s+kproxy0\b/.test(l));
+  if (addrs.length > 0) problems.push(`Service addresses left:\n${addrs.join('\n')}`);
+  const listening = (await run(['ss', '-Hlntu'])).split('\n').filter((l) => /\s10\.96\.\d+\.\d+:\d+\s/.test(l));
+  if (listening.length > 0) problems.push(`sockets listening on Service addresses:\n${listening.join('\n')}`);
+  // The processes of this namespace (the shell's own namespace, named by ip netns identify), one command line each.
+  const cmdlines = await run(['sh', '-c', 'for p in $(ip netns pids "$(ip netns identify $$)"); do tr "\\0" " " < /proc/$p/cmdline 2>/dev/null; echo; done']);
+  const workers = cmdlines.split('\n').filter((l) => /worker\.ts\s*$/.test(l));
+  if (workers.length > 0) problems.push(`forwarder worker processes left: ${workers.length}`);
+  return problems;
+}
+
 const iptablesTableNames = new Set(['filter', 'nat', 'mangle', 'raw', 'security']);
 export function isIptablesTable(familyAndName: string): boolean {
   return iptablesTableNames.has(familyAndName.split(' ')[1]);
@@ -69,6 +87,10 @@ export async function modeLeftovers(run: NodeRun, saveTool: string, mode: ProxyM
     case 'ipvs': {
       const left = await ipvsLeftovers(run, saveTool);
       return left.length === 0 ? '' : `IPVS state left after leaving ipvs mode:\n${left.slice(0, 40).join('\n')}`;
+    }
+    case 'userspace': {
+      const left = await userspaceLeftovers(run);
+      return left.length === 0 ? '' : `after leaving userspace mode: ${left.join('\n')}`;
     }
     default:
       throw new Error(`no leftovers check for mode ${mode}: add one in test/e2e/kernel-state.ts`);

@@ -7,6 +7,9 @@ import { clusterYaml, type NodeSpec, type ServiceSpec } from './cluster.ts';
 import type { E2eEnv, RunningKproxy } from './env.ts';
 import type { Scenario, ScenarioContext } from './scenarios.ts';
 
+/** A kproxy that forwards itself waits for a successor (10 s in these tests) and drains before it exits. */
+const stopTimeoutMs = 60_000;
+
 export interface ScenarioRun {
   readonly env: E2eEnv;
   readonly modes: readonly ProxyMode[];
@@ -43,7 +46,7 @@ export async function runScenario(t: ExecutionContext, r: ScenarioRun): Promise<
     async stopKproxy() {
       const k = ctx.kproxy;
       current = undefined;
-      const exit = await k.stop('SIGTERM');
+      const exit = await k.stop('SIGTERM', stopTimeoutMs);
       t.is(exit.code, 0, `kproxy exits cleanly on SIGTERM (${exit.code ?? exit.signal})`);
     },
     async startKproxy(m?: ProxyMode) {
@@ -52,9 +55,14 @@ export async function runScenario(t: ExecutionContext, r: ScenarioRun): Promise<
       return current;
     },
     async restartKproxy(m?: ProxyMode, pauseMs = 0) {
-      await ctx.stopKproxy();
+      const old = ctx.kproxy;
+      current = undefined;
+      const exiting = old.stop('SIGTERM', stopTimeoutMs);
       if (pauseMs > 0) await new Promise((res) => setTimeout(res, pauseMs));
-      return ctx.startKproxy(m);
+      const next = await ctx.startKproxy(m);
+      const exit = await exiting;
+      t.is(exit.code, 0, `kproxy exits cleanly on SIGTERM (${exit.code ?? exit.signal})`);
+      return next;
     },
   };
 

@@ -6,61 +6,14 @@
 // UDP from many client ports, 10,000 Services × 2 ports, and a restart
 // without a failed connection.
 import test from 'ava';
-import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { addresses, createSandbox, type Pod, type Sandbox } from '../helpers/netns.ts';
 import { startForwarder, type DriverOptions, type ForwarderProcess } from '../helpers/userspace-process.ts';
 import { connectMany, nodeIn, startContinuousClient, withTimeout } from '../helpers/traffic.ts';
+import { halfCloseClient, lineOf, longClient, runClient, slowReader, startPod, type PodServer } from '../helpers/userspace-pods.ts';
 import type { ForwarderTable, ListenerSpec } from '../../modes/userspace/table.ts';
 
 const VIP = '10.96.0.10';
-
-// Per pod: 8080 answers the pod's name and closes (TCP and UDP); 8081 greets
-// with the name, then echoes lines; 8082 reads to the client's end, then
-// answers "got N" and a 1 MiB body; 8083 sends as fast as the reader takes.
-const podScript = String.raw`
-const net = require('node:net'), dgram = require('node:dgram');
-const a = JSON.parse(process.env.KP_ARGS);
-let pending = 5;
-const ready = () => { if (--pending === 0) process.stdout.write('ready\n'); };
-const srv = (port, fn) => net.createServer({ allowHalfOpen: true }, (s) => { s.on('error', () => {}); fn(s); }).listen(port, '0.0.0.0', ready);
-srv(8080, (s) => s.end(a.id + '\n'));
-srv(8081, (s) => { s.write(a.id + '\n'); s.on('data', (d) => s.write(d)); s.on('end', () => s.end()); });
-srv(8082, (s) => { let n = 0; s.on('data', (d) => { n += d.length; }); s.on('end', () => s.end('got ' + n + '\n' + 'x'.repeat(1 << 20))); });
-const chunk = Buffer.alloc(1 << 16, 0x62);
-srv(8083, (s) => { let sent = 0; const pump = () => { while (sent < (256 << 20)) { sent += chunk.length; if (!s.write(chunk)) return s.once('drain', pump); } s.end(); }; pump(); });
-const u = dgram.createSocket('udp4');
-u.on('message', (m, r) => u.send(a.id + '\n', r.port, r.address));
-u.bind(8080, '0.0.0.0', ready);
-`;
-
-interface PodServer {
-  stop(): void;
-}
-
-async function startPod(p: Pod): Promise<PodServer> {
-  const child = nodeIn(p.ns, podScript, { id: p.name });
-  const first = await withTimeout(lineOf(child), 30_000, `${p.name} start`);
-  if (first !== 'ready') throw new Error(`${p.name} said ${first}`);
-  return { stop: () => child.kill('SIGKILL') };
-}
-
-function lineOf(child: ChildProcess): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const rl = createInterface({ input: child.stdout! });
-    let err = '';
-    child.stderr!.on('data', (d) => { err += d; });
-    rl.once('line', (l) => { rl.close(); resolve(l); });
-    child.once('close', (code) => reject(new Error(`exited ${code}: ${err}`)));
-  });
-}
-
-/** Runs a client script in `ns` to its end and parses its one JSON line. */
-async function runClient<T>(ns: string, script: string, args: unknown, timeoutMs = 60_000): Promise<T> {
-  const child = nodeIn(ns, script, args);
-  child.stdin!.end();
-  return JSON.parse(await withTimeout(lineOf(child), timeoutMs, 'client')) as T;
-}
 
 function svc(port: number, targetPort: number, pods: readonly Pod[], over: Partial<ListenerSpec> = {}): ListenerSpec {
   return {
@@ -68,7 +21,7 @@ function svc(port: number, targetPort: number, pods: readonly Pod[], over: Parti
     remote: { endpoints: pods.map((p) => ({ ip: p.ip, port: targetPort })), whenEmpty: 'reject' }, ...over,
   };
 }
-const table = (...listeners: ListenerSpec[]): ForwarderTable => ({ nodeLocalSources: [addresses.nodeIP + '/32', addresses.podCIDR], listeners });
+const table = (...listeners: ListenerSpec[]): ForwarderTable => ({ clusterSources: [addresses.nodeIP + '/32', addresses.podCIDR], listeners });
 
 interface Lab {
   sb: Sandbox;
@@ -131,23 +84,8 @@ test.serial('passive health: an ejected endpoint is tried again after its back-o
   t.is(after.byBackend['pod-2'], 20, JSON.stringify(after.byBackend));
   s = await fwd.snapshot();
   t.false(s.endpoints.find((e) => e.key === `${sb.pods[1].ip}:8080`)!.ejected);
-  t.is(s.ejected['TCP e2e/web:80'], 0);
+  t.is(s.ejected['TCP e2e/web:80'] ?? 0, 0);
 });
-
-// Greets, then pings every 100 ms until stdin closes; counts echoes.
-const longClient = String.raw`
-const net = require('node:net');
-const a = JSON.parse(process.env.KP_ARGS);
-const s = net.connect(a.port, a.host);
-let buf = '', greeting = '', pings = 0, echoes = 0, error = '', closed = false;
-s.setEncoding('utf8');
-s.on('data', (d) => { buf += d; let i; while ((i = buf.indexOf('\n')) >= 0) { const l = buf.slice(0, i); buf = buf.slice(i + 1); if (!greeting) { greeting = l; process.stdout.write('greeted\n'); } else if (l === 'ping') echoes++; } });
-s.on('error', (e) => { error = e.code; });
-s.on('close', () => { closed = true; });
-const timer = setInterval(() => { if (!closed && greeting) { pings++; s.write('ping\n'); } }, 100);
-process.stdin.on('data', () => {});
-process.stdin.on('end', () => { clearInterval(timer); setTimeout(() => { process.stdout.write(JSON.stringify({ greeting, pings, echoes, error, closed }) + '\n'); s.destroy(); }, 300); });
-`;
 
 test.serial('drain: a long connection to a removed endpoint goes on, new connections avoid it', async (t) => {
   const { sb, fwd } = await lab(t, { engine: { drainGraceMs: 30_000 } });
@@ -188,16 +126,6 @@ test.serial('drain: the grace period bounds a connection to a removed endpoint',
   t.is((await fwd.snapshot()).open, 0);
 });
 
-const halfCloseClient = String.raw`
-const net = require('node:net');
-const a = JSON.parse(process.env.KP_ARGS);
-const s = net.connect({ host: a.host, port: a.port, allowHalfOpen: true });
-let n = 0, head = '', error = '';
-s.on('connect', () => { s.write(Buffer.alloc(a.bytes, 0x61)); s.end(); });
-s.on('data', (d) => { if (head.length < 40) head += d.toString('latin1').slice(0, 40); n += d.length; });
-s.on('error', (e) => { error = e.code; });
-s.on('close', () => process.stdout.write(JSON.stringify({ head: head.split('\n')[0], length: n, error }) + '\n'));
-`;
 
 test.serial('half-close: a client that shuts down its sending side still gets the whole answer', async (t) => {
   const { sb, fwd } = await lab(t);
@@ -210,15 +138,6 @@ test.serial('half-close: a client that shuts down its sending side still gets th
   }
 });
 
-const slowReader = String.raw`
-const net = require('node:net');
-const a = JSON.parse(process.env.KP_ARGS);
-const s = net.connect(a.port, a.host);
-let n = 0;
-s.on('data', (d) => { n += d.length; s.pause(); setTimeout(() => s.resume(), 50); });
-s.on('error', () => {});
-setTimeout(() => { process.stdout.write(JSON.stringify({ read: n }) + '\n'); s.destroy(); }, a.ms);
-`;
 
 test.serial('a slow reader: the forwarder buffers a bounded amount, not what the endpoint would send', async (t) => {
   const { sb, fwd } = await lab(t, { workers: 1 });
@@ -301,7 +220,7 @@ test.serial('10,000 Services × 2 ports: start-up, load time and memory', async 
   })));
   const idle = await fwd.rss();
   const addr = await fwd.addresses(vips);
-  const applied = await fwd.apply({ nodeLocalSources: [], listeners });
+  const applied = await fwd.apply({ clusterSources: [], listeners });
   const loaded = await fwd.rss();
   t.deepEqual(applied.result.failed.slice(0, 3), []);
   t.is(applied.result.listeners, 20_000);

@@ -75,6 +75,10 @@ export function kproxyArgs(opts: Omit<KproxyOptions, 'sandbox' | 'readyTimeoutMs
     '--iptables-min-sync-period', '0s',
     '--healthz-bind-address', `0.0.0.0:${healthzPort}`,
     '--metrics-bind-address', `127.0.0.1:${metricsPort}`,
+    // A kproxy forwarding in userspace mode keeps serving on SIGTERM until a
+    // successor listens beside it (a minute by default): a test's kproxy
+    // often has none. Every mode accepts every mode's flags.
+    '--userspace-handover-timeout', '10s',
     ...(opts.extraArgs ?? []),
   ];
 }
