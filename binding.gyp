@@ -14,6 +14,11 @@
       "target_name": "kproxy_forwarder",
       "sources": ["modes/userspace/native/addon.c", "modes/userspace/native/tcp-relay.c", "modes/userspace/native/udp-relay.c", "modes/userspace/native/fd-pass.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    },
+    {
+      "target_name": "kproxy_nft_events",
+      "sources": ["modes/native/nft-events.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     }
   ]
 }

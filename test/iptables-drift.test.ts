@@ -6,7 +6,7 @@ import test from 'ava';
 import { IptablesBackend } from '../modes/iptables/backend.ts';
 import { damageFromEvents, digestSave } from '../modes/iptables/drift.ts';
 import { FakeKernel } from '../modes/iptables/fake-kernel.ts';
-import { parseEvent, type NftGeneration } from '../modes/nft-monitor.ts';
+import { listenerEvent, parseEvent, type NftGeneration } from '../modes/nft-monitor.ts';
 import { silentLogger } from '../lib/log.ts';
 import { fullChanges, type Changes, type ServicePortState } from '../proxy/model.ts';
 import { syncBackend } from '../modes/sync.ts';
@@ -47,6 +47,24 @@ test('events: rules changed in kproxy\'s chains name the chain; deletions in bui
   t.is(r.full, undefined);
   t.regex(damageFromEvents(gen('delete table ip nat'), [4]).full ?? '', /delete table ip nat by iptables \(pid 4321\)/);
   t.deepEqual(damageFromEvents(gen('delete chain ip nat KUBE-SEP-XYZ'), [4]).findings.map((f) => f.key), ['chain 4 nat KUBE-SEP-XYZ']);
+});
+
+test('events from kproxy\'s listener (a count per run, no rule text) name the same chains and jumps', (t) => {
+  const g = (...lines: string[]): NftGeneration => ({ id: 9, pid: 4321, comm: 'iptables', events: lines.map((l) => listenerEvent(l)!) });
+  const r = damageFromEvents(g(
+    'delete rule ip nat KUBE-SVC-ABC 2',
+    'add rule ip filter KUBE-SERVICES 1',
+    'delete rule ip nat PREROUTING 1',
+    'add rule ip nat PREROUTING 1',
+    'delete rule ip nat DOCKER 1',
+    'delete rule ip mangle KUBE-PROXY-CANARY 1',
+    'delete chain ip nat KUBE-SEP-XYZ 1',
+  ), [4]);
+  t.deepEqual(r.findings.map((f) => `${f.damage.what} ${f.damage.object}`), [
+    'chain ip nat KUBE-SVC-ABC', 'chain ip filter KUBE-SERVICES', 'jump ip nat PREROUTING: jumps into kproxy\'s chains',
+    'canary ip mangle KUBE-PROXY-CANARY', 'chain ip nat KUBE-SEP-XYZ',
+  ]);
+  t.regex(damageFromEvents(g('delete table ip nat 1'), [4]).full ?? '', /delete table ip nat by iptables \(pid 4321\)/);
 });
 
 test('legacy check: nothing after a sync; a flushed Service chain, an edited shared chain, a deleted jump and a flushed canary are found one by one and repaired alone', async (t) => {

@@ -1,11 +1,14 @@
-// modes/nft-monitor.ts: parsing `nft monitor` output, grouping changes by
-// transaction, telling kproxy's own transactions from others' by process
-// id, and reporting what may have been missed. Most cases drive a scripted
-// stand-in; the last runs the real `nft monitor` in a network namespace.
+// modes/nft-monitor.ts: parsing the event lines of kproxy's listener and of
+// `nft monitor`, grouping changes by transaction, telling kproxy's own
+// transactions from others' by process id, and reporting what may have
+// been missed. Most cases drive a scripted stand-in with nft monitor's
+// lines, some with the listener's; the last ones run the real listener and
+// the real `nft monitor` in a network namespace.
 import test from 'ava';
+import { readFileSync } from 'node:fs';
 import { netnsExec } from '../lib/exec.ts';
 import { silentLogger } from '../lib/log.ts';
-import { NftMonitor, parseEvent, parseTrailer, subscribedToNftables, type NftGeneration, type NftMonitorListener } from '../modes/nft-monitor.ts';
+import { NftMonitor, listenerEvent, parseEvent, parseTrailer, subscribedToNftables, type NftEventSource, type NftGeneration, type NftMonitorListener } from '../modes/nft-monitor.ts';
 import { createNetns, deleteNetns, nsExec, requireKernelPrerequisites } from './helpers/netns.ts';
 import { fakeStream } from './helpers/fake-stream.ts';
 
@@ -24,10 +27,10 @@ function recorder() {
   return { got, listener };
 }
 
-async function started(watches = (f: string, t: string) => f === 'ip' && t === 'kproxy', namedSets = false, minBlindIntervalMs = 0) {
+async function started(watches = (f: string, t: string) => f === 'ip' && t === 'kproxy', namedSets = false, minBlindIntervalMs = 0, source: NftEventSource = 'nft monitor') {
   const stream = fakeStream(noKernel);
   const { got, listener } = recorder();
-  const monitor = new NftMonitor({ exec: stream.exec, log: silentLogger(), watches, listener, initialRetryMs: 10, maxRetryMs: 20, namedSets, minBlindIntervalMs });
+  const monitor = new NftMonitor({ exec: stream.exec, log: silentLogger(), watches, listener, initialRetryMs: 10, maxRetryMs: 20, namedSets, minBlindIntervalMs, source });
   monitor.start();
   await monitor.ready;
   return { stream, got, monitor };
@@ -189,7 +192,7 @@ test('a real nft monitor in a network namespace: ready once subscribed, sees a f
   t.teardown(() => deleteNetns(ns));
   const exec = netnsExec(ns);
   const { got, listener } = recorder();
-  const monitor = new NftMonitor({ exec, log: silentLogger(), watches: (f, tb) => f === 'ip' && tb === 'kproxy', listener });
+  const monitor = new NftMonitor({ exec, log: silentLogger(), watches: (f, tb) => f === 'ip' && tb === 'kproxy', listener, source: 'nft monitor' });
   t.teardown(() => monitor.stop());
   monitor.start();
   await monitor.ready;
@@ -205,4 +208,89 @@ test('a real nft monitor in a network namespace: ready once subscribed, sees a f
   t.deepEqual(got.foreign[0].events.map((e) => `${e.verb} ${e.object} ${e.name}`), ['delete rule c']);
   await monitor.stop();
   t.false(monitor.watching);
+});
+
+test('the listener\'s lines: runs of a foreign transaction become events with their counts and keys; own ones are not reported; a loss is accounted as with nft monitor', async (t) => {
+  const { stream, got, monitor } = await started(undefined, false, 0, 'listener');
+  t.teardown(() => monitor.stop());
+  t.is(monitor.source, 'listener');
+  stream.children.started(500, '/usr/sbin/nft', ['-f', '-']);
+  stream.emit('add element ip kproxy endpoints-tcp 110000', 'add rule ip nat FOO 1', '# new generation 7 by process 500 (nft)');
+  t.deepEqual(got.foreign, []);
+  stream.emit('delete rule ip kproxy cluster-3 2', 'delete element ip kproxy service-ips 1 0a60000a0600000000500000', 'delete element ip kproxy endpoints-tcp 900',
+    'add table ip other 1', '# new generation 8 by process 601 (nft)');
+  t.is(got.foreign.length, 1);
+  t.deepEqual(got.foreign[0].events.map((e) => [e.verb, e.object, e.name, e.count, e.keys]), [
+    ['delete', 'rule', 'cluster-3', 2, undefined],
+    ['delete', 'element', 'service-ips', 1, ['0a60000a0600000000500000']],
+    ['delete', 'element', 'endpoints-tcp', 900, undefined],
+  ]);
+  // kproxy's transaction 9 lost with someone's 10: a blind spot; a later loss of its own alone is not.
+  stream.children.started(501, '/usr/sbin/nft', ['-f', '-']);
+  stream.emit('add element ip kproxy endpoints-tcp 500', '# lost events');
+  t.is(got.probes, 1);
+  stream.children.started(502, '/usr/sbin/nft', ['-f', '-']);
+  stream.emit('add set ip kproxy service-ips 1', '# new generation 11 by process 502 (nft)');
+  t.deepEqual(got.blind, ['nf_tables generations 9..10 were not seen, not all of them kproxy\'s own']);
+  stream.children.started(503, '/usr/sbin/nft', ['-f', '-']);
+  stream.emit('# lost events');
+  stream.children.started(504, '/usr/sbin/nft', ['-f', '-']);
+  stream.emit('# new generation 13 by process 504 (nft)');
+  t.is(got.ownLoss, 1);
+  t.is(got.blind.length, 1);
+  t.deepEqual(listenerEvent('add table ip kproxy 1'), { verb: 'add', object: 'table', family: 'ip', table: 'kproxy', name: '', count: 1, rest: '' });
+  t.like(listenerEvent('add element ip kproxy m 2 aa'), { count: 2, keys: undefined }, 'keys that do not match the count are not used');
+  t.is(listenerEvent('add element ip kproxy m'), undefined);
+  t.is(listenerEvent('add element ip kproxy m x'), undefined);
+  t.is(listenerEvent('# new generation 3 by process 8077 (nft)'), undefined);
+});
+
+test('the real listener through the monitor: ready when it says so, a foreign change reported with its process, kproxy\'s own not; its stopped reader loses events, and the probe after shows whose they were', async (t) => {
+  requireKernelPrerequisites([{ tool: 'ip', pkg: 'iproute2' }, { tool: 'nft', pkg: 'nftables' }]);
+  const ns = await createNetns('kpxmon');
+  t.teardown(() => deleteNetns(ns));
+  const exec = netnsExec(ns);
+  const { got, listener } = recorder();
+  // The probe, as the nftables mode makes it: a set declared again (a transaction that changes nothing).
+  listener.onProbe = () => { got.probes++; void exec('/usr/sbin/nft', ['-f', '-'], 'add set ip kproxy s { type ipv4_addr; }\n').catch(() => undefined); };
+  const monitor = new NftMonitor({ exec, log: silentLogger(), watches: (f, tb) => f === 'ip' && tb === 'kproxy', listener, source: 'listener', listenerOptions: { rcvbufBytes: 4096 }, minBlindIntervalMs: 0 });
+  t.teardown(() => monitor.stop());
+  monitor.start();
+  await monitor.ready;
+  t.true(monitor.watching);
+  t.is(readFileSync(`/proc/${monitor.pid}/comm`, 'utf8').trim(), 'kproxy-nfevents');
+  await exec('/usr/sbin/nft', ['-f', '-'], 'add table ip kproxy\nadd chain ip kproxy c\nadd rule ip kproxy c return\nadd set ip kproxy s { type ipv4_addr; }\nadd element ip kproxy s { 10.0.0.1, 10.0.0.2 }\n');
+  await nsExec(ns, '/usr/sbin/nft', ['flush', 'chain', 'ip', 'kproxy', 'c']);
+  await nsExec(ns, '/usr/sbin/nft', ['delete', 'element', 'ip', 'kproxy', 's', '{ 10.0.0.2 }']);
+  const until = async (done: () => boolean): Promise<void> => {
+    const deadline = Date.now() + 10_000;
+    while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  };
+  await until(() => got.foreign.length >= 2);
+  t.deepEqual(got.foreign.map((g) => [g.comm, g.events.map((e) => `${e.verb} ${e.object} ${e.name} ${e.count} ${e.keys ?? ''}`)]), [
+    ['nft', ['delete rule c 1 ']],
+    ['nft', ['delete element s 1 0a000002']],
+  ]);
+
+  // Its reader stopped while kproxy's own large transaction and someone else's small one arrive.
+  process.kill(monitor.pid!, 'SIGSTOP');
+  const resume = (): void => { try { process.kill(monitor.pid!, 'SIGCONT'); } catch { /* gone */ } };
+  t.teardown(resume);
+  const elements = Array.from({ length: 3000 }, (_, i) => `10.1.${i >> 8}.${i & 255}`).join(', ');
+  await exec('/usr/sbin/nft', ['-f', '-'], `add element ip kproxy s { ${elements} }\n`);
+  await nsExec(ns, '/usr/sbin/nft', ['add', 'rule', 'ip', 'kproxy', 'c', 'return']);
+  resume();
+  await until(() => got.blind.length > 0);
+  t.true(got.probes >= 1, 'a probe was made once the loss was read');
+  t.deepEqual(got.blind.map((b) => b.replace(/\d+\.\.\d+/, 'N..M')), ['nf_tables generations N..M were not seen, not all of them kproxy\'s own']);
+
+  // Then only kproxy's own transaction is lost: accounted as its own, no blind spot.
+  const probes = got.probes;
+  process.kill(monitor.pid!, 'SIGSTOP');
+  await exec('/usr/sbin/nft', ['-f', '-'], `delete element ip kproxy s { ${elements} }\n`);
+  resume();
+  await until(() => got.ownLoss > 0);
+  t.is(got.ownLoss, 1);
+  t.true(got.probes > probes);
+  t.is(got.blind.length, 1);
 });

@@ -256,67 +256,123 @@ test('cleanup removes only kproxy tables, and is fine when there are none', asyn
   t.true(r.full, 'after cleanup there is nothing to trust');
 });
 
-test('watchDrift: a foreign flush of a chain and deleted or replaced elements are put back from the record alone; kproxy\'s own changes are not repairs', async (t) => {
-  const kernel = new FakeNftKernel();
-  const stream = fakeStream(kernel.exec);
-  const backend = new NftablesBackend({ ...options, exec: stream.exec }, silentLogger());
-  const reports: DriftReport[] = [];
-  const watch = backend.watchDrift((r) => reports.push(r));
-  t.teardown(() => watch.stop());
-  await watch.ready;
-  let state = nodeState(allServices);
-  t.true((await syncBackend(backend, state, fullChanges(state))).ok);
-  // kproxy's own transaction, reported with the pid of a tool it started.
-  stream.children.started(4242, '/usr/sbin/nft');
-  stream.emit('delete element ip kproxy service-ips { 10.96.0.10 . tcp . 80 : goto cluster-3 }', '# new generation 10 by process 4242 (nft)');
-  t.deepEqual(reports, [], 'own changes are not damage');
+/** Starts the backend's watch with the given event source (the fallback runs when the listener's addon cannot be loaded). */
+function watchWith(backend: NftablesBackend, source: 'listener' | 'nft monitor', onDrift: (r: DriftReport) => void) {
+  const before = process.env.KPROXY_NFT_EVENTS_ADDON;
+  if (source === 'nft monitor') process.env.KPROXY_NFT_EVENTS_ADDON = '/nonexistent/kproxy_nft_events.node';
+  try {
+    return backend.watchDrift(onDrift); // the source is chosen when the watch starts, synchronously
+  } finally {
+    if (before === undefined) delete process.env.KPROXY_NFT_EVENTS_ADDON;
+    else process.env.KPROXY_NFT_EVENTS_ADDON = before;
+  }
+}
 
-  // Someone flushes a spread chain, deletes an endpoint element, and replaces a service-ips verdict.
-  kernel.apply([
-    'flush chain ip kproxy cluster-3',
-    'delete element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 1 }',
-    'delete element ip kproxy service-ips { 10.96.0.10 . tcp . 80 }',
-    'add element ip kproxy service-ips { 10.96.0.10 . tcp . 80 : drop }',
-  ].join('\n') + '\n');
-  stream.emit(
+/** numgen's index as the kernel stores it in a key (host order). */
+function hostU32(n: number): string {
+  const b = Buffer.alloc(4);
+  if (new Uint8Array(new Uint16Array([1]).buffer)[0] === 1) b.writeUInt32LE(n);
+  else b.writeUInt32BE(n);
+  return b.toString('hex');
+}
+
+// The same foreign transaction as each source prints it.
+const tamperLines = {
+  listener: [
+    'delete rule ip kproxy cluster-3 2',
+    `delete element ip kproxy endpoints-tcp 1 0a60000a00500000${hostU32(1)}`,
+    'delete element ip kproxy service-ips 1 0a60000a0600000000500000',
+    'add element ip kproxy service-ips 1 0a60000a0600000000500000',
+  ],
+  'nft monitor': [
     'delete rule ip kproxy cluster-3 handle 40',
     'delete rule ip kproxy cluster-3 handle 41',
     'delete element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 1 : 10.244.2.12 . 8080 }',
     'delete element ip kproxy service-ips { 10.96.0.10 . tcp . 80 : goto cluster-3 }',
     'add element ip kproxy service-ips { 10.96.0.10 . tcp . 80 : drop }',
-    '# new generation 11 by process 777 (nft)',
-  );
-  t.is(reports.length, 1);
-  t.deepEqual(reports[0].damage.map((d) => `${d.what} ${d.object}`), [
-    'chain ip kproxy cluster-3',
-    'element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 1 }',
-    'element ip kproxy service-ips { 10.96.0.10 . tcp . 80 }',
-  ]);
-  t.is(reports[0].full, undefined);
+  ],
+} as const;
 
-  // The repair goes with the next sync, here with a change of another Service.
-  const web = byName('shop/sticky');
-  const next = replace(state, withPort(web, { clusterEndpoints: web.clusterEndpoints.slice(1), allReachableEndpoints: web.clusterEndpoints.slice(1) }));
-  const r = await syncBackend(backend, next, changesBetween(state, next));
+for (const source of ['listener', 'nft monitor'] as const) {
+  test(`watchDrift (${source}): a foreign flush of a chain and deleted or replaced elements are put back from the record alone; kproxy's own changes are not repairs`, async (t) => {
+    const kernel = new FakeNftKernel();
+    const stream = fakeStream(kernel.exec);
+    const backend = new NftablesBackend({ ...options, exec: stream.exec }, silentLogger());
+    const reports: DriftReport[] = [];
+    const watch = watchWith(backend, source, (r) => reports.push(r));
+    t.teardown(() => watch.stop());
+    await watch.ready;
+    let state = nodeState(allServices);
+    t.true((await syncBackend(backend, state, fullChanges(state))).ok);
+    // kproxy's own transaction, reported with the pid of a tool it started.
+    stream.children.started(4242, '/usr/sbin/nft');
+    stream.emit(source === 'listener' ? 'delete element ip kproxy service-ips 1 0a60000a0600000000500000' : 'delete element ip kproxy service-ips { 10.96.0.10 . tcp . 80 : goto cluster-3 }', '# new generation 10 by process 4242 (nft)');
+    t.deepEqual(reports, [], 'own changes are not damage');
+
+    // Someone flushes a spread chain, deletes an endpoint element, and replaces a service-ips verdict.
+    kernel.apply([
+      'flush chain ip kproxy cluster-3',
+      'delete element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 1 }',
+      'delete element ip kproxy service-ips { 10.96.0.10 . tcp . 80 }',
+      'add element ip kproxy service-ips { 10.96.0.10 . tcp . 80 : drop }',
+    ].join('\n') + '\n');
+    stream.emit(...tamperLines[source], '# new generation 11 by process 777 (nft)');
+    t.is(reports.length, 1);
+    t.deepEqual(reports[0].damage.map((d) => `${d.what} ${d.object}`), [
+      'chain ip kproxy cluster-3',
+      'element ip kproxy endpoints-tcp { 10.96.0.10 . 80 . 1 }',
+      'element ip kproxy service-ips { 10.96.0.10 . tcp . 80 }',
+    ]);
+    t.is(reports[0].full, undefined);
+
+    // The repair goes with the next sync, here with a change of another Service.
+    const web = byName('shop/sticky');
+    const next = replace(state, withPort(web, { clusterEndpoints: web.clusterEndpoints.slice(1), allReachableEndpoints: web.clusterEndpoints.slice(1) }));
+    const r = await syncBackend(backend, next, changesBetween(state, next));
+    t.true(r.ok, r.error?.message);
+    t.false(r.full);
+    t.deepEqual(r.repairs?.map((d) => d.what), ['chain', 'element', 'element']);
+    t.regex(kernel.applied.at(-1)!, /^flush chain ip kproxy cluster-3\nadd rule ip kproxy cluster-3 /);
+    const redeclared = /\nadd map ip kproxy endpoints-tcp \{ typeof ip daddr \. tcp dport \. numgen random mod 1 : ip daddr \. tcp dport ; \}\n/;
+    if (source === 'nft monitor') t.regex(kernel.applied.at(-1)!, redeclared, 'a transaction that deletes rules declares the maps again (nft monitor forgets the maps a deleted rule used)');
+    else t.notRegex(kernel.applied.at(-1)!, redeclared, 'the listener forgets nothing: no maps declared again');
+    t.true(kernel.applied.at(-1)!.split('\n').length < 60, 'a small transaction');
+    state = next;
+    t.is(view(kernel), expected(state));
+    const again = await syncBackend(backend, state, changesBetween(state, state));
+    t.deepEqual(again.repairs, [], 'nothing twice');
+
+    // A foreign change to the table's structure: rebuilt by a full sync.
+    kernel.apply('add chain ip kproxy evil { type filter hook prerouting priority -500 ; policy accept ; }\n');
+    stream.emit(source === 'listener' ? 'add chain ip kproxy evil 1' : 'add chain ip kproxy evil { type filter hook prerouting priority -500; policy accept; }', '# new generation 12 by process 778 (nft)');
+    t.regex(reports.at(-1)!.full ?? '', /add chain ip kproxy evil by nft \(pid 778\)/);
+    const rebuilt = await syncBackend(backend, state, changesBetween(state, state));
+    t.true(rebuilt.full);
+    t.false(kernel.table('ip', 'kproxy')!.chains.has('evil'));
+    t.is(view(kernel), expected(state));
+  });
+}
+
+test('watchDrift (listener): elements changed without their keys, or too many of one set, refill that set whole from the record', async (t) => {
+  const kernel = new FakeNftKernel();
+  const stream = fakeStream(kernel.exec);
+  const backend = new NftablesBackend({ ...options, exec: stream.exec }, silentLogger());
+  const reports: DriftReport[] = [];
+  const watch = watchWith(backend, 'listener', (r) => reports.push(r));
+  t.teardown(() => watch.stop());
+  await watch.ready;
+  const state = nodeState(allServices);
+  t.true((await syncBackend(backend, state, fullChanges(state))).ok);
+  kernel.apply('flush map ip kproxy endpoints-tcp\nadd element ip kproxy endpoints-tcp { 10.9.9.9 . 1 . 0 : 10.9.9.9 . 1 }\ndelete element ip kproxy service-ips { 10.96.0.10 . tcp . 80 }\n');
+  const keys = Array.from({ length: 65 }, () => '0a60000a0600000000500000').join(' ');
+  stream.emit('delete element ip kproxy endpoints-tcp 12', `add element ip kproxy endpoints-tcp 1`, `delete element ip kproxy service-ips 65 ${keys}`, '# new generation 20 by process 779 (nft)');
+  t.deepEqual(reports.map((r) => r.damage.map((d) => `${d.what} ${d.object}`)), [['set ip kproxy endpoints-tcp', 'set ip kproxy service-ips']]);
+  const r = await syncBackend(backend, state, changesBetween(state, state));
   t.true(r.ok, r.error?.message);
   t.false(r.full);
-  t.deepEqual(r.repairs?.map((d) => d.what), ['chain', 'element', 'element']);
-  t.regex(kernel.applied.at(-1)!, /^flush chain ip kproxy cluster-3\nadd rule ip kproxy cluster-3 /);
-  t.regex(kernel.applied.at(-1)!, /\nadd map ip kproxy endpoints-tcp \{ typeof ip daddr \. tcp dport \. numgen random mod 1 : ip daddr \. tcp dport ; \}\n/,
-    'a transaction that deletes rules declares the maps again (nft monitor forgets the maps a deleted rule used)');
-  t.true(kernel.applied.at(-1)!.split('\n').length < 60, 'a small transaction');
-  state = next;
-  t.is(view(kernel), expected(state));
-  const again = await syncBackend(backend, state, changesBetween(state, state));
-  t.deepEqual(again.repairs, [], 'nothing twice');
-
-  // A foreign change to the table's structure: rebuilt by a full sync.
-  kernel.apply('add chain ip kproxy evil { type filter hook prerouting priority -500 ; policy accept ; }\n');
-  stream.emit('add chain ip kproxy evil { type filter hook prerouting priority -500; policy accept; }', '# new generation 12 by process 778 (nft)');
-  t.regex(reports.at(-1)!.full ?? '', /add chain ip kproxy evil by nft \(pid 778\)/);
-  const rebuilt = await syncBackend(backend, state, changesBetween(state, state));
-  t.true(rebuilt.full);
-  t.false(kernel.table('ip', 'kproxy')!.chains.has('evil'));
+  t.deepEqual(r.repairs?.map((d) => d.what), ['set', 'set']);
+  t.regex(kernel.applied.at(-1)!, /^flush map ip kproxy endpoints-tcp\nadd element ip kproxy endpoints-tcp \{ /);
+  t.regex(kernel.applied.at(-1)!, /\nflush map ip kproxy service-ips\nadd element ip kproxy service-ips \{ /);
   t.is(view(kernel), expected(state));
 });
 

@@ -391,7 +391,7 @@ export class IptablesBackend implements Backend<IptablesPlan> {
       const families = this.families;
       const monitor = new NftMonitor({
         exec: this.exec,
-        log: this.log.child({ watch: 'nft monitor' }),
+        log: this.log.child({ watch: 'nf_tables events' }),
         watches: (family, table) => (family === 'ip' || family === 'ip6') && (table === 'nat' || table === 'filter' || table === 'mangle'),
         listener: {
           onForeign: (gen) => {
@@ -403,7 +403,7 @@ export class IptablesBackend implements Backend<IptablesPlan> {
             if (restart || this.applies > 0) report(this.queue([], 'nf_tables changes may have been missed while not watching'));
           },
           onBlind: (why) => report(this.queue([], why)),
-          onOwnLoss: () => this.log.info('nf_tables events of kproxy\'s own large transaction were dropped (nft monitor\'s socket was full)'),
+          onOwnLoss: () => this.log.info('nf_tables events of kproxy\'s own large transaction were dropped (the event socket was full)'),
           onProbe: () => void this.probe(),
         },
       });
@@ -421,7 +421,7 @@ export class IptablesBackend implements Backend<IptablesPlan> {
     };
   }
 
-  /** A transaction that changes nothing (the mangle canary written again), so nft monitor reports a generation of kproxy's own. */
+  /** A transaction that changes nothing (the mangle canary written again), so the watch sees a generation of kproxy's own. */
   private async probe(): Promise<void> {
     const f = this.families[0];
     await this.exec(tool(f, 'nft', '-restore'), ['--noflush', '-w'], `*mangle\n:${chains.canary} - [0:0]\n-A ${chains.canary} ${canaryRule}\nCOMMIT\n`, { commits: 1 }).catch(() => undefined);

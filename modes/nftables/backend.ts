@@ -73,7 +73,7 @@ export class NftablesBackend implements Backend<NftablesPlan> {
     const repairing = this.pending.snapshot();
     // A repair in full rebuilds the table: a flush of every map would make
     // twice as many events as there are elements, more than nft monitor's
-    // socket holds at 10,000 Services, and its own loss would hide others'.
+    // socket holds at 10,000 Services, and a loss of kproxy's own would hide others'.
     const rebuild = this.rebuildWanted || repairing.full !== undefined;
     const full = this.applied.needsFull(changes.full) || repairing.full !== undefined || rebuild;
     const current = rebuild ? undefined : this.applied.current;
@@ -91,7 +91,7 @@ export class NftablesBackend implements Backend<NftablesPlan> {
         const cmds = repairCommands(base, repairing.items);
         const staged = base.stage();
         cmds.push(...staged.update(state, changes.services, refused));
-        if (this.monitor && deletesRules(cmds)) cmds.push(...redeclareSets(f));
+        if (this.monitor?.source === 'nft monitor' && deletesRules(cmds)) cmds.push(...redeclareSets(f));
         addAll(tx, cmds);
         next.set(f.family, staged);
       }
@@ -188,7 +188,8 @@ export class NftablesBackend implements Backend<NftablesPlan> {
   /**
    * Watches nf_tables events (modes/nft-monitor.ts): a foreign transaction
    * that touched kproxy's table is repaired by the next sync, chain by
-   * chain and element by element.
+   * chain, element by element, or set by set where the events did not
+   * name the elements.
    */
   watchDrift(onDrift: (report: DriftReport) => void): DriftWatch {
     if (this.opts.settings?.watchEvents === false) {
@@ -201,7 +202,7 @@ export class NftablesBackend implements Backend<NftablesPlan> {
     const families = this.families;
     const monitor = new NftMonitor({
       exec: this.exec,
-      log: this.log.child({ watch: 'nft monitor' }),
+      log: this.log.child({ watch: 'nf_tables events' }),
       nft: nftTool,
       namedSets: true,
       watches: (family, table) => table === tableName && families.some((f) => f.nft === family),
@@ -215,7 +216,7 @@ export class NftablesBackend implements Backend<NftablesPlan> {
           if (restart || this.applies > 0) report(this.queue([], 'nf_tables changes may have been missed while not watching'));
         },
         onBlind: (why) => report(this.queue([], why)),
-        onOwnLoss: () => this.log.info('nf_tables events of kproxy\'s own large transaction were dropped (nft monitor\'s socket was full)'),
+        onOwnLoss: () => this.log.info('nf_tables events of kproxy\'s own large transaction were dropped (the event socket was full)'),
         onProbe: () => void this.probe(),
       },
     });
@@ -224,7 +225,7 @@ export class NftablesBackend implements Backend<NftablesPlan> {
     return { ready: monitor.ready, stop: () => monitor.stop() };
   }
 
-  /** A transaction that changes nothing (a map declared again), so nft monitor reports a generation of kproxy's own. */
+  /** A transaction that changes nothing (a map declared again), so the watch sees a generation of kproxy's own. */
   private async probe(): Promise<void> {
     const f = this.families[0];
     const cmds = redeclareSets(f).slice(0, 1);

@@ -128,6 +128,26 @@ export class TableRecord {
     return e && { value: e.value };
   }
 
+  /** Every element of `set` the record holds (for a repair that refills the whole set). */
+  elementsOf(set: string): Element[] {
+    const keys = this.holders.get(set);
+    if (!keys) return [];
+    const byHolder = new Map<string, Set<string>>();
+    for (const [key, h] of keys) {
+      let mine = byHolder.get(h);
+      if (!mine) byHolder.set(h, (mine = new Set()));
+      mine.add(key);
+    }
+    const out: Element[] = [];
+    for (const [h, mine] of byHolder) {
+      for (const e of this.contributionOf(this.states.get(h)).elements) {
+        if (e.set !== set || !mine.delete(e.key)) continue;
+        out.push(e.value === undefined ? { key: e.key } : { key: e.key, value: e.value });
+      }
+    }
+    return out;
+  }
+
   /** Records `c` for `owner`; returns the elements `owner` now holds. */
   private claim(owner: string, c: Contribution): ElementRef[] {
     const held: ElementRef[] = [];

@@ -5,6 +5,9 @@
 // traffic working. And its own syncs, however many, are never counted as
 // tampering. iptables on both variants (nf_tables events on iptables-nft,
 // the periodic digest check on iptables-legacy), nftables (events).
+// The events come from kproxy's own listener; tamper-nft-monitor.test.ts
+// runs the event cases again with `nft monitor`, as on a node where the
+// listener's addon was not built.
 import test, { type ExecutionContext } from 'ava';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -39,6 +42,13 @@ interface Setup {
 
 const limit = semaphore(Number(process.env.KPROXY_E2E_CONCURRENCY ?? 2));
 
+/** kproxy watches with nft monitor: its listener's addon is made unloadable (KPROXY_E2E_NFT_EVENTS=nft-monitor). */
+const fallback = process.env.KPROXY_E2E_NFT_EVENTS === 'nft-monitor';
+const sourceEnv: Record<string, string> = fallback ? { KPROXY_NFT_EVENTS_ADDON: '/nonexistent/kproxy_nft_events.node' } : {};
+/** The variants whose repairs ride on nf_tables events (all of them with the listener). */
+const eventKinds = (kinds: readonly Kind[]): Kind[] => kinds.filter((k) => !fallback || k !== 'iptables-legacy');
+const titled = (title: string): string => (fallback ? `nft monitor fallback: ${title}` : title);
+
 function modeOf(kind: Kind): { mode: 'iptables' | 'nftables'; env: Record<string, string> } {
   return kind === 'nftables' ? { mode: 'nftables', env: {} } : { mode: 'iptables', env: { KPROXY_IPTABLES_VARIANT: kind.slice('iptables-'.length) } };
 }
@@ -54,8 +64,14 @@ async function withKproxy(t: ExecutionContext, kind: Kind, periodSeconds: number
   const backends = await startBackends(sandbox.pods, { tcp: [8080], udp: [] });
   t.teardown(() => backends.stop());
   const { mode, env } = modeOf(kind);
-  const kproxy = await startKproxy({ sandbox, mode, sourceFile, env, wrap, extraArgs: ['--iptables-sync-period', `${periodSeconds}s`] });
+  const kproxy = await startKproxy({ sandbox, mode, sourceFile, env: { ...env, ...sourceEnv }, wrap, extraArgs: ['--iptables-sync-period', `${periodSeconds}s`] });
   t.teardown(async () => { await kproxy.stop('SIGKILL'); });
+  if (kind !== 'iptables-legacy') {
+    // The event source is the one this run means to test.
+    const watching = logLines(kproxy).find((l) => l.msg === 'watching nf_tables changes') as (LogLine & { source?: string }) | undefined;
+    t.is(watching?.source, fallback ? 'nft monitor' : 'listener', `kproxy watches nf_tables with ${fallback ? 'nft monitor' : 'its listener'}`);
+    if (fallback) t.true(logLines(kproxy).some((l) => /the nf_tables event listener is not built/.test(l.msg)), 'the log says the listener is not built');
+  }
   const sh = async (tool: string, args: readonly string[], input?: string): Promise<string> => (await sandbox.exec(sandbox.node, tool, args, input)).stdout;
   try {
     await body({ t, sandbox, kproxy, sourceFile, kind, sh });
@@ -190,8 +206,8 @@ const cases: readonly Case[] = [
 ];
 
 for (const c of cases) {
-  for (const kind of c.kinds) {
-    test(`${kind}: ${c.title} is repaired within one sync period`, (t) => limit(() => withKproxy(t, kind, periodS, async (s) => {
+  for (const kind of eventKinds(c.kinds)) {
+    test(titled(`${kind}: ${c.title} is repaired within one sync period`), (t) => limit(() => withKproxy(t, kind, periodS, async (s) => {
       await trafficWorks(s, 'before');
       // Let the first periodic check pass, so that the tampering lands at a random point of a period.
       await new Promise((r) => setTimeout(r, 500));
@@ -229,7 +245,7 @@ async function waitForRepairs(s: Setup, count: number, withinMs: number): Promis
   }
 }
 
-test('nftables: after a flushed chain is repaired, a deleted endpoint element is still seen and repaired (nft monitor forgets a map when a rule using it goes)', (t) => limit(() => withKproxy(t, 'nftables', periodS, async (s) => {
+test(titled('nftables: after a flushed chain is repaired, a deleted endpoint element is still seen and repaired (nft monitor forgets a map when a rule using it goes)'), (t) => limit(() => withKproxy(t, 'nftables', periodS, async (s) => {
   await s.sh('nft', ['flush', 'chain', 'ip', 'kproxy', 'cluster-3']);
   const first = await waitForRepairs(s, 1, periodS * 1000 + slackMs);
   t.is(first.length, 1, 'the flush is repaired');
@@ -243,7 +259,7 @@ test('nftables: after a flushed chain is repaired, a deleted endpoint element is
 })));
 
 for (const kind of ['iptables-nft', 'nftables'] as const) {
-  test(`${kind}: kproxy in a PID namespace of its own (a pod without hostPID) tells its own changes from others' by its tools' names`, (t) => limit(() => withKproxy(t, kind, periodS, async (s) => {
+  test(titled(`${kind}: kproxy in a PID namespace of its own (a pod without hostPID) tells its own changes from others' by its tools' names`), (t) => limit(() => withKproxy(t, kind, periodS, async (s) => {
     for (let i = 0; i < 4; i++) {
       const n = await s.kproxy.syncCount();
       await writeAtomically(s.sourceFile, clusterYaml(nodeSpec, [{ ...services[0], endpoints: eps(i % 2 ? [1, 2, 3] : [1, 2]) }, ...services.slice(1)]));
@@ -262,8 +278,8 @@ for (const kind of ['iptables-nft', 'nftables'] as const) {
   }, ['unshare', '--pid', '--fork', '--mount-proc', '--kill-child'])));
 }
 
-for (const kind of ['iptables-nft', 'iptables-legacy', 'nftables'] as const) {
-  test(`${kind}: many syncs of kproxy's own, with periodic checks between them, are never counted as repairs`, (t) => limit(() => withKproxy(t, kind, 1, async (s) => {
+for (const kind of eventKinds(['iptables-nft', 'iptables-legacy', 'nftables'])) {
+  test(titled(`${kind}: many syncs of kproxy's own, with periodic checks between them, are never counted as repairs`), (t) => limit(() => withKproxy(t, kind, 1, async (s) => {
     const first = await s.kproxy.syncCount();
     for (let i = 0; i < 16; i++) {
       const changed: ServiceSpec[] = [
