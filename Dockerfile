@@ -2,7 +2,7 @@
 
 # The native addons (dns-cache/native: the DNS cache's batched UDP;
 # lib/native: malloc_trim for every part; the userspace forwarder's TCP and
-# UDP relays) are built here so the image needs no compiler.
+# UDP relays; modes/native: the nf_tables event listener) are built here so the image needs no compiler.
 FROM node:24-bookworm-slim AS addon
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
@@ -12,6 +12,7 @@ COPY binding.gyp ./
 COPY dns-cache/native ./dns-cache/native
 COPY lib/native ./lib/native
 COPY modes/userspace/native ./modes/userspace/native
+COPY modes/native ./modes/native
 RUN node /usr/local/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js rebuild --nodedir=/usr/local
 
 FROM node:24-bookworm-slim
@@ -32,7 +33,7 @@ COPY lib ./lib
 COPY proxy ./proxy
 COPY modes ./modes
 COPY dns-cache ./dns-cache
-COPY --from=addon /build/build/Release/kproxy_dns.node /build/build/Release/kproxy_memory.node /build/build/Release/kproxy_forwarder.node ./build/Release/
+COPY --from=addon /build/build/Release/kproxy_dns.node /build/build/Release/kproxy_memory.node /build/build/Release/kproxy_forwarder.node /build/build/Release/kproxy_nft_events.node ./build/Release/
 RUN ln -s /opt/kproxy/bin/kproxy.js /usr/local/bin/kproxy
 # Node.js keeps the sources' compiled, type-stripped code here, so a process
 # starts without loading the TypeScript stripper (about 20 MB less memory).

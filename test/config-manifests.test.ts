@@ -101,8 +101,10 @@ test('Dockerfile: Node 24 base, the kernel tools, production install, kproxy ent
   for (const pkg of ['iptables', 'nftables', 'ipset', 'conntrack', 'iproute2', 'ipvsadm', 'procps']) t.regex(text, new RegExp(`apt-get install[^\\n]*\\b${pkg}\\b`), pkg);
   t.regex(text, /npm ci --omit=dev/);
   t.regex(text, /^ENTRYPOINT \["kproxy"\]$/m);
-  // Both native addons: the DNS cache's batched UDP and lib's malloc_trim.
-  for (const addon of ['kproxy_dns', 'kproxy_memory', 'kproxy_forwarder']) t.regex(text, new RegExp(`^COPY --from=addon .*\\b${addon}\\.node\\b`, 'm'), addon);
+  // Every native addon binding.gyp builds is in the image.
+  const targets = (JSON.parse(readFileSync(root('binding.gyp'), 'utf8')) as { targets: { target_name: string }[] }).targets.map((x) => x.target_name);
+  t.true(targets.length >= 4, targets.join(', '));
+  for (const addon of targets) t.regex(text, new RegExp(`^COPY --from=addon .*\\b${addon}\\.node\\b`, 'm'), addon);
   for (const dir of ['bin', 'lib', 'proxy', 'modes', 'dns-cache']) t.regex(text, new RegExp(`^COPY ${dir} `, 'm'), dir);
   // The addon stage has every source folder binding.gyp builds from.
   const gyp = JSON.parse(readFileSync(root('binding.gyp'), 'utf8')) as { targets: { sources: string[] }[] };
