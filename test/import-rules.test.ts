@@ -12,6 +12,7 @@ import test from 'ava';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { modes as registeredModes } from '../modes/registry.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const skip = new Set(['node_modules', '.git', 'build']);
@@ -38,7 +39,9 @@ function imports(file: string): string[] {
 }
 
 const all = files('');
-const modeFolders = readdirSync(join(root, 'modes')).filter((n) => statSync(join(root, 'modes', n)).isDirectory());
+// The registered modes' folders; other folders of modes/ (native/: the
+// nf_tables event addon) are shared by the modes, like modes/*.ts.
+const modeFolders = registeredModes.map((m) => m.name);
 
 /** Whether `file` may name modes/<mode>/. */
 function mayName(file: string, mode: string): boolean {
@@ -50,6 +53,8 @@ function mayName(file: string, mode: string): boolean {
 
 test('the scan finds the layout it checks', (t) => {
   t.true(modeFolders.includes('iptables') && modeFolders.includes('nftables'), modeFolders.join(', '));
+  const dirs = readdirSync(join(root, 'modes')).filter((n) => statSync(join(root, 'modes', n)).isDirectory());
+  for (const m of modeFolders) t.true(dirs.includes(m), `modes/${m}/ holds the registered mode ${m}`);
   t.true(all.includes('proxy/main.ts') && all.includes('dns-cache/main.ts') && all.includes('lib/log.ts'));
   t.true(imports('proxy/main.ts').includes('modes/registry.ts'), 'imports are resolved from the repository root');
 });
