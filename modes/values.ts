@@ -16,16 +16,23 @@ const isPort = (n: number, zero = false): boolean => Number.isInteger(n) && n <=
 
 /** Why this port's values cannot be written into a batch, or undefined when they can. */
 export function unsafeValue(s: ServicePortState): string | undefined {
-  const ofFamily = (ip: string): boolean => ipFamily(ip) === s.family;
-  if (!ofFamily(s.clusterIP)) return `cluster IP ${JSON.stringify(s.clusterIP)} is not an IPv${s.family} address`;
+  const family = s.family;
+  if (ipFamily(s.clusterIP) !== family) return `cluster IP ${JSON.stringify(s.clusterIP)} is not an IPv${family} address`;
   if (!isPort(s.port)) return `port ${s.port} is out of range`;
   if (!isPort(s.nodePort, true)) return `nodePort ${s.nodePort} is out of range`;
   if (!isPort(s.healthCheckNodePort, true)) return `healthCheckNodePort ${s.healthCheckNodePort} is out of range`;
   if (!Number.isInteger(s.affinityTimeoutSeconds) || s.affinityTimeoutSeconds < 0) return `affinity timeout ${s.affinityTimeoutSeconds} is not a whole number of seconds`;
-  for (const ip of [...s.externalIPs, ...s.loadBalancerIPs]) if (!ofFamily(ip)) return `address ${JSON.stringify(ip)} is not an IPv${s.family} address`;
-  for (const c of [...s.loadBalancerSourceRanges, ...s.firewallSources]) if (cidrFamily(c) !== s.family) return `source range ${JSON.stringify(c)} is not an IPv${s.family} CIDR`;
-  for (const e of s.allReachableEndpoints) {
-    if (!ofFamily(e.ip)) return `endpoint address ${JSON.stringify(e.ip)} is not an IPv${s.family} address`;
+  for (const list of [s.externalIPs, s.loadBalancerIPs]) {
+    for (const ip of list) if (ipFamily(ip) !== family) return `address ${JSON.stringify(ip)} is not an IPv${family} address`;
+  }
+  for (const list of [s.loadBalancerSourceRanges, s.firewallSources]) {
+    for (const c of list) if (cidrFamily(c) !== family) return `source range ${JSON.stringify(c)} is not an IPv${family} CIDR`;
+  }
+  // Every endpoint of a full sync passes here (100,000 at 10,000 Services): a plain loop.
+  const eps = s.allReachableEndpoints;
+  for (let i = 0; i < eps.length; i++) {
+    const e = eps[i];
+    if (ipFamily(e.ip) !== family) return `endpoint address ${JSON.stringify(e.ip)} is not an IPv${family} address`;
     if (!isPort(e.port)) return `endpoint port ${e.port} is out of range`;
   }
   return undefined;
