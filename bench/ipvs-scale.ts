@@ -27,6 +27,7 @@ import { requireKernelPrerequisites } from '../test/helpers/netns.ts';
 import { bootUml, guestPath, type GuestProcess, type Uml } from '../test/helpers/uml.ts';
 import { startUmlKproxy, startUmlProber } from '../test/helpers/uml-kproxy.ts';
 import { addresses, createUmlSandbox, startUmlBackends } from '../test/helpers/uml-sandbox.ts';
+import { proberScript } from './prober-script.ts';
 
 interface Args {
   sizes: number[];
@@ -51,37 +52,6 @@ const probeIP = '10.96.0.10';
 const consistentAnswers = 10;
 const apiScript = fileURLToPath(new URL('./ipvs-uml-apiserver.ts', import.meta.url));
 
-// Connects again and again and prints "<epoch ms> <answer or !error>" per attempt.
-const proberScript = String.raw`
-const net = require('node:net');
-const a = JSON.parse(process.env.KP_ARGS);
-let stop = false;
-process.stdin.on('data', () => {});
-process.stdin.on('end', () => { stop = true; });
-function once() {
-  return new Promise((done) => {
-    let buf = '', finished = false;
-    const s = net.connect({ host: a.host, port: a.port });
-    const fin = (what) => {
-      if (finished) return;
-      finished = true;
-      clearTimeout(timer);
-      s.destroy();
-      process.stdout.write(Date.now() + ' ' + what + '\n');
-      done();
-    };
-    const timer = setTimeout(() => fin('!TIMEOUT'), a.timeoutMs);
-    s.setEncoding('utf8');
-    s.on('data', (d) => { buf += d; });
-    s.on('end', () => fin(buf.trim() || '!EMPTY'));
-    s.on('error', (e) => fin('!' + (e.code || 'ERROR')));
-  });
-}
-(async () => {
-  process.stdout.write('0 started\n');
-  while (!stop) { await once(); await new Promise((r) => setTimeout(r, a.intervalMs)); }
-})();
-`;
 
 interface LogLine { time: number; msg: string; ms?: number; full?: boolean; size?: number; renderMs?: number; applyMs?: number; ipvsadm?: number; ipset?: number; ip?: number; iptables?: number }
 

@@ -5,7 +5,7 @@
 // generation line naming its process) without reading or keeping the
 // ruleset. When the addon is not built (no compiler where kproxy was
 // installed), modes/nft-monitor.ts runs `nft monitor` instead.
-import { createRequire } from 'node:module';
+import { loadAddon } from '../lib/addon.ts';
 import { fileURLToPath } from 'node:url';
 
 /** The addon's functions (see modes/native/nft-events.c). */
@@ -27,23 +27,9 @@ export function nftEventsAddonPath(): string {
   return process.env.KPROXY_NFT_EVENTS_ADDON || defaultAddon;
 }
 
-const loaded = new Map<string, NftEventsAddon | Error>();
-
 /** The addon, or why it cannot be used. */
 export function nftEventsAddon(path = nftEventsAddonPath()): NftEventsAddon | Error {
-  let a = loaded.get(path);
-  if (a === undefined) {
-    try {
-      const m = createRequire(import.meta.url)(path) as Partial<NftEventsAddon>;
-      a = typeof m.listen === 'function' && typeof m.pump === 'function' && typeof m.format === 'function'
-        ? m as NftEventsAddon
-        : new Error(`${path} is not the nf_tables event addon; rebuild it (npm rebuild)`);
-    } catch (e) {
-      a = new Error(`the nf_tables event addon is not built (${(e as Error).message.split('\n')[0]}); run npm ci or npm rebuild`);
-    }
-    loaded.set(path, a);
-  }
-  return a;
+  return loadAddon<NftEventsAddon>(path, 'nf_tables event', ['listen', 'pump', 'format']);
 }
 
 export interface ListenerOptions {

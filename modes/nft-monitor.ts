@@ -34,6 +34,7 @@
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { ownToolPrefix, type ChildRecord, type Exec, type StreamChild } from '../lib/exec.ts';
 import type { Logger } from '../lib/log.ts';
+import type { DriftReport } from './backend.ts';
 import { Supervisor, type SupervisorTimers } from '../lib/supervisor.ts';
 import { listenerCommand, lostLine, nftEventsAddon, nftEventsAddonPath, parseListenerEvent, parseReady, type ListenerOptions } from './nft-events.ts';
 
@@ -196,6 +197,39 @@ export interface NftMonitorListener {
    * cannot tell changes apart and has stopped.
    */
   onUnattributable?(): void;
+}
+
+/**
+ * The listener a backend repairing from events gives the monitor: each
+ * foreign transaction's findings, a restart or a blind spot as a broad
+ * repair (`queue(findings, why)` records them and returns what to report),
+ * kproxy's own losses logged, probes made with `probe`.
+ */
+export function driftListener<F>(o: {
+  readonly fromEvents: (generation: NftGeneration) => { findings: Iterable<F>; broad?: string };
+  readonly queue: (findings: Iterable<F>, broad?: string) => DriftReport;
+  readonly report: (r: DriftReport) => void;
+  /** Whether kproxy has written anything yet (then a start after nothing watched may have missed changes). */
+  readonly applied: () => boolean;
+  readonly probe: () => void;
+  readonly log: Logger;
+}): NftMonitorListener {
+  const report = (r: DriftReport): void => {
+    if (r.damage.length || r.full !== undefined) o.report(r);
+  };
+  return {
+    onForeign: (gen) => {
+      const r = o.fromEvents(gen);
+      report(o.queue(r.findings, r.broad));
+    },
+    // Changes made while nothing watched are unknown: repair everything once.
+    onReady: (restart) => {
+      if (restart || o.applied()) report(o.queue([], 'nf_tables changes may have been missed while not watching'));
+    },
+    onBlind: (why) => report(o.queue([], why)),
+    onOwnLoss: () => o.log.info('nf_tables events of kproxy\'s own large transaction were dropped (the event socket was full)'),
+    onProbe: () => o.probe(),
+  };
 }
 
 export interface NftMonitorOptions {

@@ -7,7 +7,7 @@ import type { Logger } from '../../lib/log.ts';
 import { ofFamily } from '../../lib/net.ts';
 import type { Changes, Family, NodeState } from '../../proxy/model.ts';
 import type { Backend, DriftReport, DriftWatch, ModeOptions, Plan } from '../backend.ts';
-import { NftMonitor } from '../nft-monitor.ts';
+import { driftListener, NftMonitor } from '../nft-monitor.ts';
 import { AppliedRecord } from '../record.ts';
 import { PendingRepairs, type Finding, type RepairSnapshot } from '../repairs.ts';
 import { hostExec, ToolError, type Exec } from '../../lib/exec.ts';
@@ -385,27 +385,22 @@ export class IptablesBackend implements Backend<IptablesPlan> {
         this.log.info('not watching nf_tables events (--iptables-watch-events=false): others\' changes wait for the periodic check');
         return;
       }
-      const report = (r: DriftReport): void => {
-        if (r.damage.length || r.full !== undefined) onDrift(r);
-      };
       const families = this.families;
       const monitor = new NftMonitor({
         exec: this.exec,
         log: this.log.child({ watch: 'nf_tables events' }),
         watches: (family, table) => (family === 'ip' || family === 'ip6') && (table === 'nat' || table === 'filter' || table === 'mangle'),
-        listener: {
-          onForeign: (gen) => {
+        listener: driftListener<Finding<IptDamage>>({
+          fromEvents: (gen) => {
             const r = damageFromEvents(gen, families);
-            report(this.queue(r.findings, r.full));
+            return { findings: r.findings, broad: r.full };
           },
-          onReady: (restart) => {
-            // Changes made while nothing watched are unknown: rewrite everything once.
-            if (restart || this.applies > 0) report(this.queue([], 'nf_tables changes may have been missed while not watching'));
-          },
-          onBlind: (why) => report(this.queue([], why)),
-          onOwnLoss: () => this.log.info('nf_tables events of kproxy\'s own large transaction were dropped (the event socket was full)'),
-          onProbe: () => void this.probe(),
-        },
+          queue: (findings, full) => this.queue(findings, full),
+          report: onDrift,
+          applied: () => this.applies > 0,
+          probe: () => void this.probe(),
+          log: this.log,
+        }),
       });
       this.monitor = monitor;
       monitor.start();

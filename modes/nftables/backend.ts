@@ -6,7 +6,7 @@
 import type { Changes, Family, NodeState } from '../../proxy/model.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Backend, DriftReport, DriftWatch, ModeOptions, Plan } from '../backend.ts';
-import { NftMonitor } from '../nft-monitor.ts';
+import { driftListener, NftMonitor } from '../nft-monitor.ts';
 import { AppliedRecord } from '../record.ts';
 import type { RefusedPort } from '../values.ts';
 import { PendingRepairs, type Finding, type RepairSnapshot } from '../repairs.ts';
@@ -196,9 +196,6 @@ export class NftablesBackend implements Backend<NftablesPlan> {
       this.log.info('not watching nf_tables events (--nftables-watch-events=false): others\' changes wait for the periodic check');
       return { ready: Promise.resolve(), stop: async () => undefined };
     }
-    const report = (r: DriftReport): void => {
-      if (r.damage.length || r.full !== undefined) onDrift(r);
-    };
     const families = this.families;
     const monitor = new NftMonitor({
       exec: this.exec,
@@ -206,19 +203,17 @@ export class NftablesBackend implements Backend<NftablesPlan> {
       nft: nftTool,
       namedSets: true,
       watches: (family, table) => table === tableName && families.some((f) => f.nft === family),
-      listener: {
-        onForeign: (gen) => {
+      listener: driftListener<Finding<NftDamage>>({
+        fromEvents: (gen) => {
           const r = damageFromEvents(gen, families);
-          report(this.queue(r.findings, r.rebuild));
+          return { findings: r.findings, broad: r.rebuild };
         },
-        onReady: (restart) => {
-          // Changes made while nothing watched are unknown: rebuild once.
-          if (restart || this.applies > 0) report(this.queue([], 'nf_tables changes may have been missed while not watching'));
-        },
-        onBlind: (why) => report(this.queue([], why)),
-        onOwnLoss: () => this.log.info('nf_tables events of kproxy\'s own large transaction were dropped (the event socket was full)'),
-        onProbe: () => void this.probe(),
-      },
+        queue: (findings, rebuild) => this.queue(findings, rebuild),
+        report: onDrift,
+        applied: () => this.applies > 0,
+        probe: () => void this.probe(),
+        log: this.log,
+      }),
     });
     this.monitor = monitor;
     monitor.start();

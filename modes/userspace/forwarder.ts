@@ -37,14 +37,8 @@ export interface ForwarderOptions {
   readonly shareListeners?: boolean;
 }
 
-export interface ForwarderSnapshot {
-  readonly services: Record<string, ServiceCounters>;
-  readonly ejected: Record<string, number>;
-  /** Per endpoint, summed over workers (ejected when any worker skips it). */
-  readonly endpoints: readonly EndpointReport[];
-  readonly listening: number;
-  readonly open: number;
-  readonly buffered: number;
+/** The workers' engine snapshots summed; an endpoint counts as ejected when any worker skips it. */
+export interface ForwarderSnapshot extends Omit<EngineSnapshot, 'relay'> {
   readonly workers: number;
   readonly relay: string;
 }

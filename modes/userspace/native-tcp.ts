@@ -4,7 +4,8 @@
 // the same code paths as the Node socket relay (tcp-forward.ts): the
 // route and verdict, the endpoint pick, retry on the next endpoint, health,
 // affinity, counters.
-import { createRequire } from 'node:module';
+import { loadAddon } from '../../lib/addon.ts';
+import { forwarderAddon } from './addon-path.ts';
 import { constants } from 'node:os';
 import type { EndpointState } from './health.ts';
 import type { ForwardContext, ListenerState, ServiceCounters } from './listener-state.ts';
@@ -27,20 +28,9 @@ interface RelayModule {
   relayDestroy(h: Handle): void;
 }
 
-const ADDON = '../../build/Release/kproxy_forwarder.node';
-let loaded: RelayModule | Error | undefined;
-
-/** The native relay, or why it cannot be used (the addon is built by `npm ci`; without it TCP goes through Node's sockets). */
+/** The native relay, or why it cannot be used (without it TCP goes through Node's sockets). */
 export function relayModule(): RelayModule | Error {
-  if (loaded === undefined) {
-    try {
-      const m = createRequire(import.meta.url)(ADDON) as Partial<RelayModule>;
-      loaded = typeof m.createRelay === 'function' ? m as RelayModule : new Error('the native addon has no TCP relay; rebuild it (npm rebuild)');
-    } catch (e) {
-      loaded = new Error(`the native addon is not built (${(e as Error).message.split('\n')[0]}); run npm ci or npm rebuild`);
-    }
-  }
-  return loaded;
+  return loadAddon<RelayModule>(forwarderAddon, 'forwarder', ['createRelay']);
 }
 
 const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([k, v]) => [v, k]));

@@ -2,7 +2,8 @@
 // here, once per new flow, the route, verdict and endpoint pick (the same
 // code as udp-forward.ts), health at the first answer and on an ICMP
 // error, and the counters when a flow ends.
-import { createRequire } from 'node:module';
+import { loadAddon } from '../../lib/addon.ts';
+import { forwarderAddon } from './addon-path.ts';
 import { constants } from 'node:os';
 import type { EndpointState } from './health.ts';
 import type { ForwardContext, ListenerState, ServiceCounters } from './listener-state.ts';
@@ -20,19 +21,9 @@ interface UdpModule {
   udpDestroy(h: Handle): void;
 }
 
-const ADDON = '../../build/Release/kproxy_forwarder.node';
-let loaded: UdpModule | Error | undefined;
-
+/** The native UDP relay, or why it cannot be used (without it UDP goes through Node's sockets). */
 export function udpRelayModule(): UdpModule | Error {
-  if (loaded === undefined) {
-    try {
-      const m = createRequire(import.meta.url)(ADDON) as Partial<UdpModule>;
-      loaded = typeof m.createUdpRelay === 'function' ? m as UdpModule : new Error('the native addon has no UDP relay; rebuild it (npm rebuild)');
-    } catch (e) {
-      loaded = new Error(`the native addon is not built (${(e as Error).message.split('\n')[0]}); run npm ci or npm rebuild`);
-    }
-  }
-  return loaded;
+  return loadAddon<UdpModule>(forwarderAddon, 'forwarder', ['createUdpRelay']);
 }
 
 const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([k, v]) => [v, k]));

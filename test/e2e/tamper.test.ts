@@ -16,6 +16,7 @@ import { addresses, createSandbox, requireKernelPrerequisites, type Sandbox } fr
 import { connectMany, startBackends } from '../helpers/traffic.ts';
 import { kproxyArgs, metricValue, runKproxy, startKproxy, type KproxyProcess } from '../helpers/kproxy-process.ts';
 import { clusterYaml, writeAtomically, type ServiceSpec } from './cluster.ts';
+import { semaphore } from './run-scenario.ts';
 
 const periodS = 5;
 /** Slack for a loaded machine on top of the period. */
@@ -305,19 +306,4 @@ for (const kind of eventKinds(['iptables-nft', 'iptables-legacy', 'nftables'])) 
     await trafficWorks(s, 'at the end');
     await diffClean(s);
   })));
-}
-
-function semaphore(n: number): <T>(f: () => Promise<T>) => Promise<T> {
-  let active = 0;
-  const queue: (() => void)[] = [];
-  return async (f) => {
-    if (active >= n) await new Promise<void>((r) => queue.push(r));
-    active++;
-    try {
-      return await f();
-    } finally {
-      active--;
-      queue.shift()?.();
-    }
-  };
 }

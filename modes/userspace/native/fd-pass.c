@@ -11,6 +11,8 @@
 #include <node_api.h>
 #include <uv.h>
 
+#include "addon-util.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <stdint.h>
@@ -22,18 +24,6 @@
 
 // Descriptors per message (the kernel takes at most SCM_MAX_FD, 253).
 #define FDS_PER_MSG 250
-
-static napi_value throw_errno(napi_env env, const char *what, int err) {
-  char text[160];
-  snprintf(text, sizeof text, "%s: %s", what, strerror(err));
-  napi_value code, msg, e;
-  napi_create_string_utf8(env, uv_err_name(-err), NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
-  napi_create_error(env, code, msg, &e);
-  napi_set_named_property(env, e, "code", code);
-  napi_throw(env, e);
-  return NULL;
-}
 
 // socketPair() -> [a, b]: a Unix SOCK_SEQPACKET pair (close-on-exec; a child gets its end through spawn's stdio).
 static napi_value SocketPair(napi_env env, napi_callback_info info) {
