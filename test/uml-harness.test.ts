@@ -80,11 +80,11 @@ ip link add va netns ${ns}-a type veth peer name vb netns ${ns}-b
 ip -n ${ns}-a addr add 10.9.0.1/24 dev va && ip -n ${ns}-a link set va up
 ip -n ${ns}-b addr add 10.9.0.2/24 dev vb && ip -n ${ns}-b link set vb up`);
   t.teardown(() => uml.run(['sh', '-c', `ip netns del ${ns}-a; ip netns del ${ns}-b`]));
-  const server = await uml.spawn(['ip', 'netns', 'exec', `${ns}-a`, process.execPath, '-e',
+  const server = await uml.spawn(['ip', 'netns', 'exec', `${ns}-a`, guestPath(process.execPath), '-e',
     `require('node:net').createServer((s) => s.end('hello from a\\n')).listen(7000, () => console.log('listening'))`]);
   t.teardown(() => server.kill());
   t.is(await server.nextLine(60_000), 'listening');
-  const client = await uml.exec(['ip', 'netns', 'exec', `${ns}-b`, process.execPath, '-e',
+  const client = await uml.exec(['ip', 'netns', 'exec', `${ns}-b`, guestPath(process.execPath), '-e',
     `require('node:net').connect(7000, '10.9.0.1').on('data', (d) => process.stdout.write(d))`]);
   t.is(client.stdout, 'hello from a\n');
   // The host has no such namespace.
