@@ -6,6 +6,7 @@
 // affinity, counters.
 import { loadAddon } from '../../lib/addon.ts';
 import { forwarderAddon } from './addon-path.ts';
+import { ListenerSlots } from './listener-slots.ts';
 import { constants } from 'node:os';
 import type { EndpointState } from './health.ts';
 import type { ForwardContext, ListenerState, ServiceCounters } from './listener-state.ts';
@@ -72,10 +73,8 @@ export class NativeRelay {
   readonly #mod: RelayModule;
   readonly #ctx: ForwardContext;
   readonly #handle: Handle;
-  readonly #listeners = new Map<number, NativeTcpListener>();
+  readonly #listeners = new ListenerSlots<NativeTcpListener>();
   readonly #conns = new Map<number, NativeConn>();
-  readonly #freeListenerIds: number[] = [];
-  #nextListenerId = 0;
 
   constructor(mod: RelayModule, ctx: ForwardContext) {
     this.#mod = mod;
@@ -90,23 +89,15 @@ export class NativeRelay {
 
   /** Starts accepting for `l`: on `fd` (a listening socket the supervisor opened and passed) or on a socket of its own. */
   listen(l: NativeTcpListener, fd?: number): number {
-    const id = this.#freeListenerIds.pop() ?? this.#nextListenerId++;
     const { ip, port } = l.state.spec;
-    try {
+    return this.#listeners.open(l, (id) => {
       if (fd !== undefined) this.#mod.relayAdopt(this.#handle, id, fd);
       else this.#mod.relayListen(this.#handle, id, ip, port, this.#ctx.options.backlog, this.#ctx.options.reusePort);
-    } catch (e) {
-      this.#freeListenerIds.push(id);
-      throw e;
-    }
-    this.#listeners.set(id, l);
-    return id;
+    });
   }
 
   closeListener(id: number): void {
-    this.#mod.relayCloseListener(this.#handle, id);
-    this.#listeners.delete(id);
-    this.#freeListenerIds.push(id);
+    this.#listeners.close(id, (x) => this.#mod.relayCloseListener(this.#handle, x));
   }
 
   abort(conn: NativeConn): void {

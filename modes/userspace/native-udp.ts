@@ -4,6 +4,7 @@
 // error, and the counters when a flow ends.
 import { loadAddon } from '../../lib/addon.ts';
 import { forwarderAddon } from './addon-path.ts';
+import { ListenerSlots } from './listener-slots.ts';
 import { constants } from 'node:os';
 import type { EndpointState } from './health.ts';
 import type { ForwardContext, ListenerState, ServiceCounters } from './listener-state.ts';
@@ -55,10 +56,8 @@ export class NativeUdpRelay {
   readonly #mod: UdpModule;
   readonly #ctx: ForwardContext;
   readonly #handle: Handle;
-  readonly #listeners = new Map<number, NativeUdpListener>();
+  readonly #listeners = new ListenerSlots<NativeUdpListener>();
   readonly #flows = new Map<number, NativeFlow>();
-  readonly #freeListenerIds: number[] = [];
-  #nextListenerId = 0;
 
   constructor(mod: UdpModule, ctx: ForwardContext) {
     this.#mod = mod;
@@ -72,22 +71,12 @@ export class NativeUdpRelay {
   }
 
   listen(l: NativeUdpListener): number {
-    const id = this.#freeListenerIds.pop() ?? this.#nextListenerId++;
     const { ip, port } = l.state.spec;
-    try {
-      this.#mod.udpListen(this.#handle, id, ip, port, this.#ctx.options.reusePort, 0);
-    } catch (e) {
-      this.#freeListenerIds.push(id);
-      throw e;
-    }
-    this.#listeners.set(id, l);
-    return id;
+    return this.#listeners.open(l, (id) => this.#mod.udpListen(this.#handle, id, ip, port, this.#ctx.options.reusePort, 0));
   }
 
   closeListener(id: number): void {
-    this.#mod.udpCloseListener(this.#handle, id);
-    this.#listeners.delete(id);
-    this.#freeListenerIds.push(id);
+    this.#listeners.close(id, (x) => this.#mod.udpCloseListener(this.#handle, x));
   }
 
   close(f: NativeFlow): void {
