@@ -145,11 +145,14 @@ export async function runProxy(config: ProxyConfig, log: Logger, hooks: RunHooks
     let removeAgain: NodeJS.Timeout | undefined;
     closers.push(async () => { clearTimeout(removeAgain); await othersRemoved; });
     const removeOthers = async (): Promise<void> => {
+      const checked: string[] = [];
       for (const other of otherModes(config.mode)) {
         // Nothing of a mode this kernel cannot run can be here.
         if (await other.unsupported?.(exec).catch(() => undefined)) continue;
         await other.cleanup(opts, log).catch((err: unknown) => log.warn({ err, mode: other.name }, 'could not remove another mode\'s rules'));
+        checked.push(other.name);
       }
+      log.info({ modes: checked }, 'other modes\' rules removed, if any were left');
     };
     const removeOtherModes: SyncListener = {
       onSynced: () => {

@@ -193,7 +193,10 @@ test.serial('half-close, a slow reader and UDP from many client ports, through k
     svc('stream', '10.96.0.13', 83, 8083, [1]),
     svc('dns', '10.96.0.53', 53, 8080, [1, 2, 3], { ports: [{ name: 'p', port: 53, targetPort: 8080, protocol: 'UDP' }] }),
   ], ['--userspace-workers', '1', '--iptables-sync-period', '5s']);
-  // An old kproxy in nftables mode, still running beside this one (a surging rolling update), writes its table back.
+  // An old kproxy in nftables mode, still running beside this one (a surging rolling update), writes its table back
+  // once this one has removed other modes' rules after its first sync.
+  for (const until = Date.now() + 10_000; !/other modes' rules removed/.test(kproxy.logs()) && Date.now() < until;) await sleep(50);
+  t.regex(kproxy.logs(), /other modes' rules removed/);
   await sb.exec(sb.node, 'nft', ['add', 'table', 'ip', 'kproxy']);
   t.regex((await sb.exec(sb.node, 'nft', ['list', 'tables'])).stdout, /table ip kproxy\b/);
 
