@@ -27,7 +27,7 @@ import { requireKernelPrerequisites } from '../test/helpers/netns.ts';
 import { bootUml, guestPath, type GuestProcess, type Uml } from '../test/helpers/uml.ts';
 import { startUmlKproxy, startUmlProber } from '../test/helpers/uml-kproxy.ts';
 import { addresses, createUmlSandbox, startUmlBackends } from '../test/helpers/uml-sandbox.ts';
-import { proberScript } from './prober-script.ts';
+import { programmedAt, proberScript, type Answer } from './prober-script.ts';
 
 interface Args {
   sizes: number[];
@@ -130,7 +130,7 @@ rm -f /tmp/kproxy-bench-vs`, { timeoutMs: 3_600_000 });
       env: { KP_ARGS: JSON.stringify({ host: probeIP, port: 80, timeoutMs: 500, intervalMs: 5 }) },
     });
     stops.push(() => probe.kill());
-    const answers: { at: number; what: string }[] = [];
+    const answers: Answer[] = [];
     if ((await probe.nextLine(60_000)) !== '0 started') throw new Error('the prober did not start');
     void (async () => {
       for (;;) {
@@ -140,15 +140,6 @@ rm -f /tmp/kproxy-bench-vs`, { timeoutMs: 3_600_000 });
         answers.push({ at: Number(line.slice(0, sp)), what: line.slice(sp + 1) });
       }
     })();
-    const programmedAt = (since: number, want: string): number | undefined => {
-      let from = answers.findIndex((a) => a.at >= since);
-      if (from < 0) return undefined;
-      for (let i = from; i < answers.length; i++) {
-        if (answers[i].what !== want) { from = i + 1; continue; }
-        if (i - from + 1 >= consistentAnswers) return answers[from].at;
-      }
-      return undefined;
-    };
     const changes: Change[] = [];
     let failed = 0;
     let current = 1;
@@ -160,7 +151,7 @@ rm -f /tmp/kproxy-bench-vs`, { timeoutMs: 3_600_000 });
       let done: number | undefined;
       for (const until = Date.now() + 120_000; done === undefined && Date.now() < until;) {
         await new Promise((r) => setTimeout(r, 20));
-        done = programmedAt(at, `pod-${target}`);
+        done = programmedAt(answers, at, `pod-${target}`, consistentAnswers);
       }
       if (done === undefined) {
         failed++;

@@ -19,10 +19,7 @@
 // only by answers from it (`consistentAnswers` in a row).
 // --variant picks the iptables variant (KPROXY_IPTABLES_VARIANT) for the
 // iptables mode (both: one run with each; default: the system's). Needs root, iproute2, iptables, nftables, ipset, conntrack.
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import type { ProxyMode } from '../modes/registry.ts';
@@ -31,13 +28,13 @@ import { addresses, createSandbox, requireKernelPrerequisites, run, type Sandbox
 import { connectMany, httpGet, nodeIn, startBackends, withTimeout } from '../test/helpers/traffic.ts';
 import { metricsPort, metricValue, startKproxy, type KproxyProcess } from '../test/helpers/kproxy-process.ts';
 import { TestApiServer, type KubeObject } from '../test/helpers/apiserver.ts';
-import { relayIntoNamespace } from '../test/e2e/api-relay.ts';
+import { kubeconfigInNamespace } from '../test/e2e/api-relay.ts';
 import { nodeObject, serviceObject, sliceObject, type ServiceSpec } from '../test/e2e/cluster.ts';
 import { syntheticService, syntheticSlice } from '../test/fixtures/proxy/synthetic.ts';
 import { triggerTimeAnnotation } from '../proxy/tracker.ts';
 import { flagValue } from './args.ts';
 import { pct } from './fixtures.ts';
-import { proberScript } from './prober-script.ts';
+import { programmedAt, proberScript, type Answer } from './prober-script.ts';
 
 type Variant = 'nft' | 'legacy';
 
@@ -103,7 +100,6 @@ function probeSlice(pod: number, triggerAt: number): KubeObject {
 }
 
 
-interface Answer { readonly at: number; readonly what: string }
 
 interface Prober {
   readonly answers: Answer[];
@@ -123,17 +119,6 @@ async function startProber(ns: string): Promise<Prober> {
   });
   await withTimeout(ready, 30_000, 'prober start');
   return { answers, stop: () => { child.kill('SIGKILL'); } };
-}
-
-/** Epoch ms of the first answer from `want` at or after `since` that only `want` follows (`consistentAnswers` of them). */
-function programmedAt(answers: readonly Answer[], since: number, want: string): number | undefined {
-  let from = answers.findIndex((a) => a.at >= since);
-  if (from < 0) return undefined;
-  for (let i = from; i < answers.length; i++) {
-    if (answers[i].what !== want) { from = i + 1; continue; }
-    if (i - from + 1 >= consistentAnswers) return answers[from].at;
-  }
-  return undefined;
 }
 
 // ---- kproxy's own view ----
@@ -226,12 +211,9 @@ async function measure(args: Args, mode: ProxyMode, services: number, variant: V
     api.upsert(serviceObject(probeSpec(1)) as unknown as KubeObject);
     api.upsert(probeSlice(1, Date.now()));
 
-    const relay = await relayIntoNamespace(sandbox.node, 6443, () => Number(new URL(api.url).port));
-    cleanups.push(() => relay.close());
-    const dir = await mkdtemp(join(tmpdir(), 'kproxy-bench-'));
-    cleanups.push(() => rm(dir, { recursive: true, force: true }));
-    const kubeconfig = join(dir, 'kubeconfig');
-    await writeFile(kubeconfig, (await readFile(api.kubeconfigPath(), 'utf8')).replace(api.url, 'http://127.0.0.1:6443'));
+    const config = await kubeconfigInNamespace(api, sandbox.node);
+    cleanups.push(() => config.close());
+    const kubeconfig = config.path;
 
     // The API server runs in this process: its CPU during start-up is the cost of serving the list.
     const cpu0 = process.cpuUsage();
@@ -279,7 +261,7 @@ async function measure(args: Args, mode: ProxyMode, services: number, variant: V
       let done: number | undefined;
       for (const until = at + args.changeTimeoutMs; done === undefined && Date.now() < until;) {
         await new Promise((r) => setTimeout(r, 20));
-        done = programmedAt(prober.answers, at, `pod-${target}`);
+        done = programmedAt(prober.answers, at, `pod-${target}`, consistentAnswers);
       }
       if (done === undefined) {
         failed++;

@@ -31,3 +31,17 @@ function once() {
   while (!stop) { await once(); await new Promise((r) => setTimeout(r, a.intervalMs)); }
 })();
 `;
+
+/** One line of the prober: when the attempt ended, and the backend that answered or "!ERROR". */
+export interface Answer { readonly at: number; readonly what: string }
+
+/** Epoch ms of the first answer from `want` at or after `since` that only `want` follows (`consistent` of them in a row). */
+export function programmedAt(answers: readonly Answer[], since: number, want: string, consistent: number): number | undefined {
+  let from = answers.findIndex((a) => a.at >= since);
+  if (from < 0) return undefined;
+  for (let i = from; i < answers.length; i++) {
+    if (answers[i].what !== want) { from = i + 1; continue; }
+    if (i - from + 1 >= consistent) return answers[from].at;
+  }
+  return undefined;
+}

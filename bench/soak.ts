@@ -26,16 +26,13 @@
 // window's mean against the first's). --quick (CI) runs 300 Services for a few seconds:
 // its figures only show that the benchmark works.
 // Needs root, iproute2, iptables, nftables, ipset, conntrack.
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { readdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { modes as registeredModes, type ProxyMode } from '../modes/registry.ts';
 import { addresses, createSandbox, requireKernelPrerequisites, type Sandbox } from '../test/helpers/netns.ts';
 import { httpGet } from '../test/helpers/traffic.ts';
 import { metricsPort, metricValue, runKproxy, startKproxy, type KproxyProcess } from '../test/helpers/kproxy-process.ts';
 import { TestApiServer, type KubeObject } from '../test/helpers/apiserver.ts';
-import { relayIntoNamespace } from '../test/e2e/api-relay.ts';
+import { kubeconfigInNamespace } from '../test/e2e/api-relay.ts';
 import { nodeObject } from '../test/e2e/cluster.ts';
 import { syntheticService, syntheticSlice } from '../test/fixtures/proxy/synthetic.ts';
 import { flagValue } from './args.ts';
@@ -229,12 +226,9 @@ async function soak(args: Args, mode: ProxyMode): Promise<Result> {
       api.upsert(syntheticService(i) as unknown as KubeObject);
       api.upsert(syntheticSlice(i, args.endpoints) as unknown as KubeObject);
     }
-    const relay = await relayIntoNamespace(sandbox.node, 6443, () => Number(new URL(api.url).port));
-    cleanups.push(() => relay.close());
-    const dir = await mkdtemp(join(tmpdir(), 'kproxy-soak-'));
-    cleanups.push(() => rm(dir, { recursive: true, force: true }));
-    const kubeconfig = join(dir, 'kubeconfig');
-    await writeFile(kubeconfig, (await readFile(api.kubeconfigPath(), 'utf8')).replace(api.url, 'http://127.0.0.1:6443'));
+    const config = await kubeconfigInNamespace(api, sandbox.node);
+    cleanups.push(() => config.close());
+    const kubeconfig = config.path;
 
     const t0 = Date.now();
     const kproxy = await startKproxy({ sandbox, mode, kubeconfig, extraArgs: ['--iptables-min-sync-period', '1s'], readyTimeoutMs: 3_600_000 });

@@ -3,6 +3,7 @@
 // still be answered. Malformed queries get FORMERR or are dropped; nothing
 // crashes. The seed is printed so a failure can be replayed.
 import test from 'ava';
+import { fuzzRandom } from './helpers/fuzz.ts';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { TestDnsServer, startTestCache, buildQuery } from './helpers/dns-server.ts';
@@ -10,21 +11,8 @@ import { TestDnsServer, startTestCache, buildQuery } from './helpers/dns-server.
 const UDP_PACKETS = 100_000;
 const TCP_PACKETS = 3_000;
 
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13; s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5; s >>>= 0;
-    return s / 0x100000000;
-  };
-}
-
 test('100,000 random and mutated packets over UDP and TCP do not break the cache', async (t) => {
-  const seed = Number(process.env.KPROXY_FUZZ_SEED ?? Date.now() % 1_000_000);
-  t.log(`seed ${seed} (KPROXY_FUZZ_SEED=${seed} replays it)`);
-  const rnd = prng(seed);
-  const int = (n: number): number => Math.floor(rnd() * n);
+  const { int } = fuzzRandom(t);
   const up = await TestDnsServer.start({ zone: 'cluster.local', records: { 'ok.default.svc.cluster.local': [{ type: 'A', data: '10.96.9.9', ttl: 60 }] } });
   // "." goes to the test upstream too, so mutated names that still parse
   // are forwarded somewhere real (it refuses names outside its zone).

@@ -5,6 +5,7 @@
 // well-formed authoritative answer, nothing reaches its kube-dns, and the
 // cache answers normally afterwards. The seed is printed for replays.
 import test from 'ava';
+import { fuzzRandom } from './helpers/fuzz.ts';
 import dgram from 'node:dgram';
 import { TestApiServer } from './helpers/apiserver.ts';
 import { TestDnsServer, startTestCache } from './helpers/dns-server.ts';
@@ -12,21 +13,8 @@ import { clusterIPService, endpointSlice, externalNameService, headlessService, 
 
 const QUERIES = 30_000;
 
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13; s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5; s >>>= 0;
-    return s / 0x100000000;
-  };
-}
-
 test('30,000 odd names under a watched zone: each answered well-formed and authoritatively, none forwarded', async (t) => {
-  const seed = Number(process.env.KPROXY_FUZZ_SEED ?? Date.now() % 1_000_000);
-  t.log(`seed ${seed} (KPROXY_FUZZ_SEED=${seed} replays it)`);
-  const rnd = prng(seed);
-  const int = (n: number): number => Math.floor(rnd() * n);
+  const { int } = fuzzRandom(t);
   const api = await TestApiServer.start();
   api.upsert(namespace('default'));
   api.upsert(clusterIPService('default', 'web', ['10.96.0.20', 'fd00::20'], [{ name: 'http', port: 80 }]));

@@ -4,7 +4,7 @@
 // connection over a Unix socket (a file, so it crosses namespaces) to this
 // process, which connects it on to the host port.
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nodeIn, withTimeout } from '../helpers/traffic.ts';
@@ -47,6 +47,25 @@ export async function relayIntoNamespace(ns: string, nsPort: number, hostPort: (
     async close() {
       child.kill('SIGKILL');
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A kubeconfig with which a process inside `ns` reaches `api` (the test API
+ * server on the host): its own kubeconfig pointed at a relay on the
+ * namespace's 127.0.0.1:`nsPort`. close() stops the relay and removes the file.
+ */
+export async function kubeconfigInNamespace(api: { readonly url: string; kubeconfigPath(): string }, ns: string, nsPort = 6443): Promise<{ path: string; close(): Promise<void> }> {
+  const relay = await relayIntoNamespace(ns, nsPort, () => Number(new URL(api.url).port));
+  const dir = await mkdtemp(join(tmpdir(), 'kproxy-kubeconfig-'));
+  const path = join(dir, 'kubeconfig');
+  await writeFile(path, (await readFile(api.kubeconfigPath(), 'utf8')).replace(api.url, `http://127.0.0.1:${nsPort}`));
+  return {
+    path,
+    async close() {
+      await relay.close();
       await rm(dir, { recursive: true, force: true });
     },
   };

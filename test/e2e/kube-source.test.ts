@@ -3,16 +3,13 @@
 // is unreachable, and applies a change made after it comes back. A malformed
 // Service next to it gets one Warning Event and changes nothing else.
 import test from 'ava';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { ProxyMode } from '../../modes/registry.ts';
 import { addresses, createSandbox, requireKernelPrerequisites } from '../helpers/netns.ts';
 import { connectMany, startBackends, type ClientResult } from '../helpers/traffic.ts';
 import { startKproxy } from '../helpers/kproxy-process.ts';
 import { TestApiServer, type KubeObject } from '../helpers/apiserver.ts';
 import { nodeObject, serviceObject, sliceObject, type ServiceSpec } from './cluster.ts';
-import { relayIntoNamespace } from './api-relay.ts';
+import { kubeconfigInNamespace } from './api-relay.ts';
 
 const apiPortInNode = 6443;
 const web = (pods: number[]): ServiceSpec => ({
@@ -35,14 +32,9 @@ for (const mode of ['iptables', 'nftables'] as const satisfies readonly ProxyMod
     api.upsert(sliceObject(web([1, 2, 3])) as unknown as KubeObject);
     api.upsert(serviceObject({ name: 'broken', clusterIP: '10.96.0.11', ports: [{ name: 'http', port: 70000, targetPort: 8080 }], endpoints: [] }) as unknown as KubeObject);
 
-    const relay = await relayIntoNamespace(sandbox.node, apiPortInNode, () => Number(new URL(api.url).port));
-    t.teardown(() => relay.close());
-    const dir = await mkdtemp(join(tmpdir(), 'kproxy-kube-e2e-'));
-    t.teardown(() => rm(dir, { recursive: true, force: true }));
-    const kubeconfig = join(dir, 'kubeconfig');
-    // The test server's own kubeconfig, pointed at the relay inside the node namespace.
-    const hostConfig = await readFile(api.kubeconfigPath(), 'utf8');
-    await writeFile(kubeconfig, hostConfig.replace(api.url, `http://127.0.0.1:${apiPortInNode}`));
+    const config = await kubeconfigInNamespace(api, sandbox.node, apiPortInNode);
+    t.teardown(() => config.close());
+    const kubeconfig = config.path;
 
     const kproxy = await startKproxy({ sandbox, mode, kubeconfig });
     t.teardown(() => kproxy.stop('SIGKILL').then(() => undefined));

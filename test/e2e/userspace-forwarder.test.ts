@@ -6,11 +6,10 @@
 // UDP from many client ports, 10,000 Services × 2 ports, and a restart
 // without a failed connection.
 import test from 'ava';
-import { createInterface } from 'node:readline';
 import { addresses, createSandbox, type Pod, type Sandbox } from '../helpers/netns.ts';
 import { startForwarder, type DriverOptions, type ForwarderProcess } from '../helpers/userspace-process.ts';
 import { connectMany, nodeIn, startContinuousClient, withTimeout } from '../helpers/traffic.ts';
-import { halfCloseClient, lineOf, longClient, runClient, slowReader, startPod, type PodServer } from '../helpers/userspace-pods.ts';
+import { endLongClient, halfCloseClient, lineOf, longClient, runClient, slowReader, startPod, type PodServer } from '../helpers/userspace-pods.ts';
 import type { ForwarderTable, ListenerSpec } from '../../modes/userspace/table.ts';
 
 const VIP = '10.96.0.10';
@@ -102,9 +101,7 @@ test.serial('drain: a long connection to a removed endpoint goes on, new connect
   t.is(drained.active, 1);
   t.is(drained.uses, 0);
   await sleep(1000);
-  const result = new Promise<string>((resolve) => createInterface({ input: child.stdout! }).once('line', resolve));
-  child.stdin!.end();
-  const r = JSON.parse(await withTimeout(result, 10_000, 'long client result')) as { greeting: string; pings: number; echoes: number; error: string; closed: boolean };
+  const r = await endLongClient(child);
   t.is(r.greeting, 'pod-1');
   t.true(r.pings >= 15, `${r.pings} pings`);
   t.true(r.echoes >= r.pings - 1, `${r.echoes} echoes of ${r.pings}`);
@@ -119,9 +116,7 @@ test.serial('drain: the grace period bounds a connection to a removed endpoint',
   t.is(await withTimeout(lineOf(child), 30_000, 'long client'), 'greeted');
   await fwd.apply(table(svc(81, 8081, [sb.pods[1]])));
   await sleep(2500);
-  const result = new Promise<string>((resolve) => createInterface({ input: child.stdout! }).once('line', resolve));
-  child.stdin!.end();
-  const r = JSON.parse(await withTimeout(result, 10_000, 'long client result')) as { closed: boolean; pings: number };
+  const r = await endLongClient(child);
   t.true(r.closed, 'closed by the grace period');
   t.is((await fwd.snapshot()).open, 0);
 });

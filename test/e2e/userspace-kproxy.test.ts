@@ -8,16 +8,16 @@
 // 10,000 Services loaded.
 import test, { type ExecutionContext } from 'ava';
 import { readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addresses, createSandbox, type Sandbox } from '../helpers/netns.ts';
 import { kproxyArgs, metricsPort, runKproxy, startKproxy, type KproxyProcess } from '../helpers/kproxy-process.ts';
 import { connectMany, httpGet, nodeIn, startContinuousClient, withTimeout, type ClientResult } from '../helpers/traffic.ts';
-import { halfCloseClient, lineOf, longClient, runClient, slowReader, startPod, type PodServer } from '../helpers/userspace-pods.ts';
+import { endLongClient, halfCloseClient, lineOf, longClient, runClient, slowReader, startPod, type PodServer } from '../helpers/userspace-pods.ts';
 import { TestApiServer, type KubeObject } from '../helpers/apiserver.ts';
 import { clusterYaml, nodeObject, serviceObject, sliceObject, writeAtomically, type ServiceSpec } from './cluster.ts';
-import { relayIntoNamespace } from './api-relay.ts';
+import { kubeconfigInNamespace } from './api-relay.ts';
 
 const nodeSpec = { name: 'node-a', ip: addresses.nodeIP };
 const eps = (pods: readonly number[]) => pods.map((i) => ({ ip: addresses.podIP(i), nodeName: 'node-a' }));
@@ -177,9 +177,7 @@ test.serial('drain: a long-lived connection to an endpoint removed from the Endp
   const explain = await command(['explain', 'default/echo']);
   t.regex(explain.stdout, new RegExp(`${addresses.podIP(1).replace(/\./g, '\\.')}:8081\\s+1 open · removed from the EndpointSlice: draining`), explain.stdout);
   await sleep(1000);
-  const result = new Promise<string>((resolve) => lineOf(child).then(resolve));
-  child.stdin!.end();
-  const r = JSON.parse(await withTimeout(result, 10_000, 'long client result')) as { greeting: string; pings: number; echoes: number; error: string; closed: boolean };
+  const r = await endLongClient(child);
   t.is(r.greeting, 'pod-1');
   t.true(r.pings >= 15, `${r.pings} pings`);
   t.true(r.echoes >= r.pings - 1, `${r.echoes} echoes of ${r.pings}`);
@@ -248,9 +246,7 @@ test.serial('a restart without a failed connection: SIGTERM, a new kproxy a seco
   await sleep(1500);
   const r = await client.stop();
   // The old one's open connection went on through the handover.
-  const result = new Promise<string>((resolve) => lineOf(long).then(resolve));
-  long.stdin!.end();
-  const l = JSON.parse(await withTimeout(result, 10_000, 'long client result')) as { pings: number; echoes: number; error: string; closed: boolean };
+  const l = await endLongClient(long);
   const exit = await exiting;
   t.log(`${r.attempts} connections across the restart; the long connection: ${JSON.stringify(l)}`);
   t.true(r.attempts > 200, `${r.attempts} attempts`);
@@ -323,12 +319,9 @@ test.serial('an SCTP port is not served: logged once, one Warning Event, counted
   api.upsert(nodeObject(nodeSpec) as unknown as KubeObject);
   api.upsert(serviceObject(mixed) as unknown as KubeObject);
   api.upsert(sliceObject(mixed) as unknown as KubeObject);
-  const relay = await relayIntoNamespace(sb.node, 6443, () => Number(new URL(api.url).port));
-  t.teardown(() => relay.close());
-  const dir = await mkdtemp(join(tmpdir(), 'kproxy-us-kube-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const kubeconfig = join(dir, 'kubeconfig');
-  await writeFile(kubeconfig, (await readFile(api.kubeconfigPath(), 'utf8')).replace(api.url, 'http://127.0.0.1:6443'));
+  const config = await kubeconfigInNamespace(api, sb.node);
+  t.teardown(() => config.close());
+  const kubeconfig = config.path;
   const kproxy = await startKproxy({ sandbox: sb, mode: 'userspace', kubeconfig });
   t.teardown(() => kproxy.stop('SIGKILL').then(() => undefined));
 

@@ -39,6 +39,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { alive } from './netns.ts';
 
 export const umlKernel = '/usr/bin/linux.uml';
 export const umlModulesRoot = '/usr/lib/uml/modules';
@@ -104,15 +105,6 @@ export function missingUmlPrerequisites(files: readonly { readonly path: string;
 export function requireUmlPrerequisites(): void {
   const problem = missingUmlPrerequisites();
   if (problem) throw new Error(problem);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Removes the directories of earlier boots whose test process is gone (a crashed run). */

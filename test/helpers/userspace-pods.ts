@@ -70,6 +70,22 @@ process.stdin.on('data', () => {});
 process.stdin.on('end', () => { clearInterval(timer); setTimeout(() => { process.stdout.write(JSON.stringify({ greeting, pings, echoes, error, closed }) + '\n'); s.destroy(); }, 300); });
 `;
 
+/** What a longClient says when it ends. */
+export interface LongClientResult {
+  readonly greeting: string;
+  readonly pings: number;
+  readonly echoes: number;
+  readonly error: string;
+  readonly closed: boolean;
+}
+
+/** Ends a running longClient (closes its stdin) and reads its summary. */
+export async function endLongClient(child: ChildProcess): Promise<LongClientResult> {
+  const result = lineOf(child);
+  child.stdin!.end();
+  return JSON.parse(await withTimeout(result, 10_000, 'long client result')) as LongClientResult;
+}
+
 export const halfCloseClient = String.raw`
 const net = require('node:net');
 const a = JSON.parse(process.env.KP_ARGS);
