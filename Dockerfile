@@ -41,7 +41,7 @@ ENV NODE_COMPILE_CACHE=/opt/kproxy/.compile-cache
 # dns-cache/kube-zone.ts is loaded only for zones answered from an API
 # server; the userspace forwarder's worker processes load their own modules
 # (worker.ts).
-RUN node --input-type=module -e "for (const m of ['proxy/cli.ts', 'proxy/main.ts', 'dns-cache/main.ts', 'dns-cache/kube-zone.ts', 'proxy/commands/dump.ts', 'proxy/commands/diff.ts', 'proxy/commands/explain.ts', 'proxy/commands/cleanup.ts', 'modes/userspace/worker.ts']) await import('/opt/kproxy/' + m)"
+RUN node --input-type=module -e "for (const m of ['proxy/cli.ts', 'proxy/config.ts', 'proxy/main.ts', 'dns-cache/main.ts', 'dns-cache/kube-zone.ts', 'proxy/commands/dump.ts', 'proxy/commands/diff.ts', 'proxy/commands/explain.ts', 'proxy/commands/cleanup.ts', 'modes/userspace/worker.ts']) await import('/opt/kproxy/' + m)"
 
 # kproxy's command line (bin/kproxy.js) starts Node.js with
 # --max-semi-space-size=8: a small young generation keeps RSS near the live

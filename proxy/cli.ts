@@ -1,9 +1,9 @@
 // Entry point of the `kproxy` command: parses and validates flags once,
-// then runs the proxy or one of the operator commands.
+// then runs the proxy or one of the operator commands. The proxy's flags
+// and config (and with them every registered mode) are loaded only for the
+// proxy's own commands: `kproxy dns-cache` loads the DNS cache alone.
 import type { ProxyConfig } from './config.ts';
-import { loadConfig } from './config.ts';
 import { exitCodeOf, formatError, KproxyError } from '../lib/errors.ts';
-import { helpText } from './flags.ts';
 import { logger, setLogLevel, type Logger } from '../lib/log.ts';
 import { stdoutOut, type Out } from './commands/output.ts';
 
@@ -29,9 +29,11 @@ export async function main(argv: readonly string[], out: Out = stdoutOut): Promi
     return runDnsCache(argv.slice(1));
   }
   if (argv.includes('--help') || argv.includes('-h') || argv[0] === 'help') {
+    const { helpText } = await import('./flags.ts');
     await out(helpText());
     return 0;
   }
+  const { loadConfig } = await import('./config.ts');
   let config: ProxyConfig;
   try {
     config = loadConfig(argv);
