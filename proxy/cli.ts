@@ -2,6 +2,11 @@
 // then runs the proxy or one of the operator commands. The proxy's flags
 // and config (and with them every registered mode) are loaded only for the
 // proxy's own commands: `kproxy dns-cache` loads the DNS cache alone.
+// First, before any module loads the Kubernetes client library: the hook
+// that leaves the library's generated API classes and models out (a side
+// effect of the import, so that warming the compile cache by importing this
+// module and then the others compiles what the hook loads instead).
+import './source/client-library.ts';
 import type { ProxyConfig } from './config.ts';
 import { exitCodeOf, formatError, KproxyError } from '../lib/errors.ts';
 import { logger, setLogLevel, type Logger } from '../lib/log.ts';

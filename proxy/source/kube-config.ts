@@ -1,7 +1,8 @@
 // Where the API server is and how to authenticate: the --kubeconfig file,
 // else the in-cluster service account (a DaemonSet's normal case), else the
 // client library's defaults ($KUBECONFIG, ~/.kube/config).
-import { KubeConfig } from '@kubernetes/client-node';
+// The library's module itself, not its index (which loads all its generated code: client-library.ts).
+import { KubeConfig } from '@kubernetes/client-node/dist/config.js';
 import { KproxyError } from '../../lib/errors.ts';
 
 export interface KubeConfigOptions {

@@ -5,10 +5,11 @@
 // keeps a broken cluster from being flooded by every node, and a refused or
 // failed post is logged once and never reaches syncing.
 import { createHash } from 'node:crypto';
-import { CoreV1Api, Observable, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
+import type { CoreV1Event, KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from '../../lib/log.ts';
 import type { InvalidObject } from '../tracker-api.ts';
 import { loadKubeConfig } from './kube-config.ts';
+import { apiRequest, ApiError } from './kube-request.ts';
 
 export const reportingComponent = 'kproxy';
 
@@ -88,7 +89,7 @@ export function invalidObjectEvent(invalid: InvalidObject, nodeName: string, at:
 }
 
 export class KubeEventRecorder {
-  readonly #api: CoreV1Api;
+  readonly #kc: KubeConfig;
   readonly #nodeName: string;
   readonly #log: Logger;
   readonly #burst: number;
@@ -106,8 +107,7 @@ export class KubeEventRecorder {
 
   constructor(opts: EventRecorderOptions, log: Logger) {
     if (!opts.nodeName) throw new Error('KubeEventRecorder: nodeName is required');
-    const kc = opts.kubeConfig ?? loadKubeConfig(opts.kubeconfig);
-    this.#api = kc.makeApiClient(CoreV1Api);
+    this.#kc = opts.kubeConfig ?? loadKubeConfig(opts.kubeconfig);
     this.#nodeName = opts.nodeName;
     this.#log = log;
     this.#burst = opts.burst ?? 25;
@@ -168,28 +168,20 @@ export class KubeEventRecorder {
   async #post(event: CoreV1Event): Promise<void> {
     const object = `${event.involvedObject.namespace}/${event.involvedObject.name}`;
     try {
-      const timeoutMs = this.#timeoutMs;
-      await this.#api.createNamespacedEvent({ namespace: event.metadata.namespace!, body: event }, {
-        middleware: [{
-          pre: (ctx) => {
-            ctx.setSignal(AbortSignal.timeout(timeoutMs));
-            return new Observable(Promise.resolve(ctx));
-          },
-          post: (ctx) => new Observable(Promise.resolve(ctx)),
-        }],
-        middlewareMergeStrategy: 'append',
-      });
+      // The namespace comes from the skipped object: kept to one path segment.
+      const path = `/api/v1/namespaces/${encodeURIComponent(event.metadata.namespace!)}/events`;
+      await apiRequest(this.#kc, 'POST', path, 'post Event', { timeoutMs: this.#timeoutMs, body: { apiVersion: 'v1', kind: 'Event', ...event } });
       this.stats.posted++;
       this.#log.debug({ kind: event.involvedObject.kind, object, reason: event.reason }, 'Event posted');
     } catch (err) {
-      if ((err as { code?: unknown }).code === 409) {
+      if (err instanceof ApiError && err.statusCode === 409) {
         // Another node (or this one before a restart) told about this version already.
         this.stats.alreadyPosted++;
         this.#log.debug({ kind: event.involvedObject.kind, object, name: event.metadata.name }, 'Event already posted');
         return;
       }
       this.stats.failed++;
-      const fields = { kind: event.involvedObject.kind, object, err: describeError(err) };
+      const fields = { kind: event.involvedObject.kind, object, err: (err as Error).message };
       if (this.#warnedFailure) this.#log.debug(fields, 'could not post Event');
       else {
         this.#warnedFailure = true;
@@ -197,20 +189,4 @@ export class KubeEventRecorder {
       }
     }
   }
-}
-
-/** The client library's ApiException carries the status and the whole body; keep it short. */
-function describeError(err: unknown): string {
-  const e = err as { code?: number; body?: unknown; message?: string };
-  if (typeof e?.code === 'number') {
-    let detail = '';
-    try {
-      const body = typeof e.body === 'string' ? JSON.parse(e.body) : e.body;
-      detail = (body as { message?: string })?.message ?? '';
-    } catch {
-      // not a Status object
-    }
-    return `HTTP ${e.code}${detail ? `: ${detail}` : ''}`;
-  }
-  return e?.message ?? String(err);
 }

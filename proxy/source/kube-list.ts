@@ -1,11 +1,10 @@
 // A paged LIST of one resource through the client library's own HTTP stack
-// (same authentication and TLS as its watches). Items are returned as the
-// API server sent them (plain JSON), exactly like watch events, so every
-// object a source emits has one shape whether it came from a list or a watch.
-import {
-  HttpMethod, IsomorphicFetchHttpLibrary, RequestContext,
-  type KubeConfig, type KubernetesListObject, type KubernetesObject,
-} from '@kubernetes/client-node';
+// (kube-request.ts: same authentication and TLS as its watches). Items are
+// returned as the API server sent them (plain JSON), exactly like watch
+// events, so every object a source emits has one shape whether it came from
+// a list or a watch.
+import type { KubeConfig, KubernetesListObject, KubernetesObject } from '@kubernetes/client-node';
+import { apiRequest } from './kube-request.ts';
 
 export interface ListOptions {
   /** Items per page (`limit`); large clusters are listed in pages. */
@@ -22,20 +21,6 @@ export interface ListOptions {
   readonly transform?: (item: KubernetesObject) => KubernetesObject;
 }
 
-/** A non-200 answer from the API server. */
-export class ApiError extends Error {
-  readonly statusCode: number;
-  readonly reason: string;
-  constructor(statusCode: number, reason: string, message: string) {
-    super(message);
-    this.name = 'ApiError';
-    this.statusCode = statusCode;
-    this.reason = reason;
-  }
-}
-
-const http = new IsomorphicFetchHttpLibrary();
-
 /**
  * Lists every object at `path`, following `continue` tokens. Throws on any
  * failed page: a partial list is never returned (it would look like deletions).
@@ -43,26 +28,16 @@ const http = new IsomorphicFetchHttpLibrary();
 export async function listAll<T extends KubernetesObject>(
   kc: KubeConfig, path: string, opts: ListOptions,
 ): Promise<KubernetesListObject<T>> {
-  const server = kc.getCurrentCluster()?.server;
-  if (!server) throw new Error('no current cluster in the kubeconfig');
   const items: T[] = [];
   let resourceVersion = '';
   let kind: string | undefined;
   let apiVersion: string | undefined;
   let next: string | undefined;
   do {
-    const url = new URL(server + path);
-    url.searchParams.set('limit', String(opts.pageSize));
-    if (opts.fieldSelector) url.searchParams.set('fieldSelector', opts.fieldSelector);
-    if (next) url.searchParams.set('continue', next);
-    const ctx = new RequestContext(url.toString(), HttpMethod.GET);
-    ctx.setHeaderParam('Accept', 'application/json');
-    await kc.applySecurityAuthentication(ctx);
-    const timeout = AbortSignal.timeout(opts.timeoutMs);
-    ctx.setSignal(opts.signal ? AbortSignal.any([timeout, opts.signal]) : timeout);
-    const resp = await http.send(ctx).toPromise();
-    const text = await resp.body.text();
-    if (resp.httpStatusCode !== 200) throw apiError(path, resp.httpStatusCode, text);
+    const query = new URLSearchParams({ limit: String(opts.pageSize) });
+    if (opts.fieldSelector) query.set('fieldSelector', opts.fieldSelector);
+    if (next) query.set('continue', next);
+    const text = await apiRequest(kc, 'GET', `${path}?${query}`, `list ${path}`, opts);
     // Raw JSON: the list metadata field is `continue` (the typed model calls it `_continue`).
     const page = JSON.parse(text) as { kind?: string; apiVersion?: string; items?: T[]; metadata?: { resourceVersion?: string; continue?: string } };
     if (!Array.isArray(page.items)) throw new Error(`list ${path}: answer has no items array`);
@@ -81,17 +56,4 @@ export async function listAll<T extends KubernetesObject>(
     next = page.metadata?.continue;
   } while (next);
   return { kind, apiVersion, metadata: { resourceVersion }, items };
-}
-
-function apiError(path: string, statusCode: number, body: string): ApiError {
-  let reason = '';
-  let message = body.slice(0, 200);
-  try {
-    const status = JSON.parse(body) as { reason?: string; message?: string };
-    reason = status.reason ?? '';
-    message = status.message ?? message;
-  } catch {
-    // not a Status object: keep the start of the body
-  }
-  return new ApiError(statusCode, reason, `list ${path}: HTTP ${statusCode}${reason ? ` ${reason}` : ''}: ${message}`);
 }

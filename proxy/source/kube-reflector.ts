@@ -5,7 +5,9 @@
 // good on any other error, so this restarts it with exponential backoff.
 // A failure never clears what is known: an unreachable API server leaves
 // the node with its last state.
-import { ListWatch, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
+// The library's module itself, not its index (which loads all its generated code: client-library.ts).
+import { ListWatch } from '@kubernetes/client-node/dist/cache.js';
 import type { Logger } from '../../lib/log.ts';
 import { Backoff } from '../../lib/backoff.ts';
 import { listAll } from './kube-list.ts';

@@ -9,7 +9,9 @@
 // - reports to its owner when a watch starts, is established, and carries
 //   an event, and never lets an exception escape (the library would leave
 //   it as an unhandled rejection).
-import { Watch, type KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+// The library's module itself, not its index (which loads all its generated code: client-library.ts).
+import { Watch } from '@kubernetes/client-node/dist/watch.js';
 
 export interface WatchHooks {
   /** A watch request is about to be sent (the list before it, if any, has been fully delivered). */
