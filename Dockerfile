@@ -41,6 +41,10 @@ ENV NODE_COMPILE_CACHE=/opt/kproxy/.compile-cache
 # dns-cache/kube-zone.ts is loaded only for zones answered from an API
 # server; the userspace forwarder's worker processes load their own modules
 # (worker.ts).
+# proxy/cli.ts first: importing it registers the hook that loads the
+# Kubernetes client library without its generated code
+# (proxy/source/client-library.ts), so the cache holds what kproxy loads at
+# run time (client-slim.ts, not the generated code).
 RUN node --input-type=module -e "for (const m of ['proxy/cli.ts', 'proxy/config.ts', 'proxy/main.ts', 'dns-cache/main.ts', 'dns-cache/kube-zone.ts', 'proxy/commands/dump.ts', 'proxy/commands/diff.ts', 'proxy/commands/explain.ts', 'proxy/commands/cleanup.ts', 'modes/userspace/worker.ts']) await import('/opt/kproxy/' + m)"
 
 # kproxy's command line (bin/kproxy.js) starts Node.js with

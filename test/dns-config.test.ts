@@ -185,6 +185,7 @@ test('the image compiles the module loaded for zones answered from an API server
   const dockerfile = readFileSync(fileURLToPath(new URL('../Dockerfile', import.meta.url)), 'utf8');
   const warm = /RUN node --input-type=module -e "for \(const m of \[([^\]]*)\]/.exec(dockerfile)?.[1] ?? '';
   for (const m of ['dns-cache/main.ts', 'dns-cache/kube-zone.ts']) t.true(warm.includes(`'${m}'`), `${m} is not in the compile cache list: ${warm}`);
+  t.true(warm.startsWith("'proxy/cli.ts'"), `proxy/cli.ts (the client library's hook) is not the first in the compile cache list: ${warm}`);
   const resolver = readFileSync(fileURLToPath(new URL('../dns-cache/kube-zones.ts', import.meta.url)), 'utf8');
   t.regex(resolver, /await import\('\.\/kube-zone\.ts'\)/, 'the module the image warms is the one loaded lazily');
 });
