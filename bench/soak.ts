@@ -136,7 +136,8 @@ interface LogLine {
   component?: string;
   full?: boolean;
   changed?: number;
-  lines?: number;
+  /** Units of work the sync sent (batch lines, set elements: Plan.size). */
+  size?: number;
   ms?: number;
   pauseMs?: number;
   cpuMs?: number;
@@ -196,10 +197,11 @@ function windowOf(a: Sample, b: Sample, logs: readonly LogLine[]): Window {
   const inside = logs.filter((l) => l.time > a.at && l.time <= b.at);
   const syncs = inside.filter((l) => l.msg === 'synced' && l.component === 'runner');
   const partial = syncs.filter((l) => !l.full);
+  if (partial.some((l) => typeof l.size !== 'number')) throw new Error(`kproxy's "synced" log line has no size: ${JSON.stringify(partial[0])}`);
   const compactions = inside.filter((l) => l.msg === 'heap compacted');
   return {
     fromS: a.atS, toS: b.atS, changes: b.changesSent - a.changesSent, syncs: partial.length, fullSyncs: syncs.length - partial.length,
-    meanChanged: mean(partial.map((l) => l.changed ?? 0)), meanLines: mean(partial.map((l) => l.lines ?? 0)),
+    meanChanged: mean(partial.map((l) => l.changed ?? 0)), meanLines: mean(partial.map((l) => l.size!)),
     meanMs: mean(partial.map((l) => l.ms ?? 0)), maxMs: Math.max(...partial.map((l) => l.ms ?? 0)),
     compactions: compactions.length, maxPauseMs: Math.max(0, ...compactions.map((l) => l.pauseMs ?? 0)),
     compactionCpuMs: mean(compactions.map((l) => l.cpuMs ?? 0)),
