@@ -13,6 +13,8 @@
 // Registered as a side effect of importing this module, before anything
 // loads the library: proxy/cli.ts imports it first. The hooks apply to
 // modules resolved after that (not to an import graph already linked).
+// module.registerHooks is marked "active development" in Node.js 24 (no
+// warning); test/client-library.test.ts fails if it stops doing this.
 import { registerHooks } from 'node:module';
 
 const slim = new URL('./client-slim.ts', import.meta.url).href;
