@@ -299,7 +299,10 @@ test.serial('explain, dump --live, diff and metrics read the running kproxy; a r
   while (!(await held()).includes(`${VIP}/32`) && Date.now() < until) await sleep(200);
   const back = await connectMany(sb.client, VIP, 80, { count: 20 });
   t.is(back.answered, 20, `the address is back and served: ${show(back)}`);
-  t.regex(kproxy.logs(), /"repaired":\["address 10\.96\.0\.10"\].*"msg":"repaired kernel rules someone else changed"/);
+  // kproxy logs the repair once its sync has finished, which can be after the address is back.
+  const repairedLine = /"repaired":\["address 10\.96\.0\.10"\].*"msg":"repaired kernel rules someone else changed"/;
+  for (const until = Date.now() + 10_000; !repairedLine.test(kproxy.logs()) && Date.now() < until;) await sleep(100);
+  t.regex(kproxy.logs(), repairedLine);
   t.is(sample(await metrics(), 'kubeproxy_sync_proxy_rules_repairs_total', { mode: 'userspace', what: 'address' }), 1);
   // The stray address is the one thing a targeted repair leaves: the next full sync removes it.
   t.true((await held()).includes('10.96.9.9/32'));
